@@ -1,0 +1,197 @@
+//! The commands the store replicates, and what applying one answers.
+//!
+//! Every change to cluster state is one of these, committed through the store and
+//! applied by every replica's [`crate::state::ClusterState::apply`] in log order.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AllocId, AllocState, NodeId, NodeInfo, NodeStatus, PortBinding};
+use crate::spec::JobSpec;
+
+/// A change to cluster state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Names the cluster once, when it is first formed (later ones are ignored).
+    InitCluster {
+        /// Random id that tells this cluster's containers from another's.
+        cluster_id: String,
+    },
+    /// Creates a job or, when the spec differs, a new version of it.
+    UpsertJob {
+        /// The validated spec.
+        spec: JobSpec,
+    },
+    /// Stops a job's allocations; with `purge`, forgets the job too.
+    StopJob {
+        /// The job's name.
+        name: String,
+        /// Remove the job and its allocations from state.
+        purge: bool,
+    },
+    /// A node joins, or rejoins with new facts about itself.
+    RegisterNode {
+        /// What the node says of itself.
+        info: NodeInfo,
+    },
+    /// A node's readiness changes (its runtime's health, or membership's verdict).
+    SetNodeStatus {
+        /// The node.
+        id: NodeId,
+        /// Its new status.
+        status: NodeStatus,
+        /// Why, when it is not ready.
+        reason: Option<String>,
+    },
+    /// Drains a node (moves its work away, keeps new work off) or ends the drain.
+    SetDrain {
+        /// The node.
+        id: NodeId,
+        /// Start (true) or end (false) the drain.
+        draining: bool,
+    },
+    /// Forgets a node; its live allocations become lost.
+    RemoveNode {
+        /// The node.
+        id: NodeId,
+    },
+    /// The leader's placement decisions, applied as one unit.
+    ApplyPlan {
+        /// What to place, leave pending and stop.
+        plan: Plan,
+    },
+    /// Nodes report what they observed of their allocations.
+    UpdateAllocs {
+        /// One entry per allocation that changed.
+        updates: Vec<AllocUpdate>,
+    },
+}
+
+/// Which replica of which job version an allocation is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SlotRef {
+    /// The job's name.
+    pub job: String,
+    /// The job version the plan was made for; a plan for an older version is refused.
+    pub version: u64,
+    /// Replica index.
+    pub slot: u32,
+    /// The pending allocation this refers to, if one exists already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing: Option<AllocId>,
+}
+
+/// Bind a slot to a node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The slot being placed.
+    pub slot: SlotRef,
+    /// Where.
+    pub node: NodeId,
+    /// Host ports chosen for its named ports.
+    pub ports: Vec<PortBinding>,
+}
+
+/// A slot that could not be placed, with the scheduler's explanation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unplaced {
+    /// The slot.
+    pub slot: SlotRef,
+    /// Why nothing fits ("0/3 nodes: 3 insufficient memory").
+    pub reason: String,
+}
+
+/// Stop one allocation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StopAlloc {
+    /// The allocation.
+    pub id: AllocId,
+    /// Why (shown on the allocation).
+    pub reason: String,
+}
+
+/// The leader's decisions from one reconcile pass, committed as one command.
+///
+/// The state machine re-checks every placement against committed state
+/// (node schedulable, resources free, ports free, slot still empty, job version
+/// current) and refuses those that no longer hold, so a stale or deposed
+/// leader's plan cannot over-commit a node or duplicate a slot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Allocations to stop; applied first, so their resources are free for
+    /// the placements below.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stops: Vec<StopAlloc>,
+    /// Slots to bind to nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<Placement>,
+    /// Slots that stay (or become) pending, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unplaced: Vec<Unplaced>,
+}
+
+impl Plan {
+    /// Whether the plan changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.stops.is_empty() && self.placements.is_empty() && self.unplaced.is_empty()
+    }
+}
+
+/// What a node observed of one of its allocations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AllocUpdate {
+    /// The allocation.
+    pub id: AllocId,
+    /// The reporting node; a report from a node the allocation is not on is ignored.
+    pub node: NodeId,
+    /// Observed state.
+    pub state: AllocState,
+    /// Why, for exits and failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Exit code, for exits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// Host ports as the runtime bound them, for running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<PortBinding>>,
+    /// The node restarted it in place.
+    #[serde(default)]
+    pub restarted: bool,
+}
+
+/// What applying a command answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    /// Nothing to say.
+    Done,
+    /// A job was written (or found unchanged).
+    Job {
+        /// Its name.
+        name: String,
+        /// Its version now.
+        version: u64,
+        /// False when the same spec was submitted again (idempotent retry).
+        changed: bool,
+    },
+    /// A plan was applied.
+    Plan {
+        /// Placements made.
+        placed: usize,
+        /// Stops made.
+        stopped: usize,
+        /// Placements refused, each with why.
+        refused: Vec<String>,
+    },
+    /// Allocation reports taken.
+    Updated {
+        /// How many changed state.
+        applied: usize,
+    },
+    /// The command was refused; state is unchanged.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,44 @@
+//! Orion's core: the domain model, the four seams, the scheduler, the reconciler,
+//! the control loops, the [`Cluster`] builder and the HTTP API.
+//!
+//! This crate knows no adapter. Docker, openraft and chitchat live in
+//! `orion-runtime`, `orion-store` and `orion-gossip`, which depend on it.
+//!
+//! # Layout
+//!
+//! - [`spec`]: the job spec, parsing (JSON and YAML) and validation.
+//! - [`model`]: nodes, jobs as stored, allocations.
+//! - [`command`]: the commands the store replicates, and plans.
+//! - [`state`]: the deterministic state machine that applies them.
+//! - [`replica`]: the state machine as stores share it, with change notifications.
+//! - Seams: [`runtime`] (`Runtime`), [`store`] (`Store`), [`membership`]
+//!   (`Membership`), [`scheduler`] (`Scheduler`).
+//! - [`testing`] (feature `testing`): fakes of the seams.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod command;
+pub mod membership;
+pub mod model;
+pub mod replica;
+pub mod runtime;
+pub mod spec;
+pub mod state;
+pub mod store;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use command::{AllocUpdate, Command, Placement, Plan, Response, SlotRef, StopAlloc, Unplaced};
+pub use membership::{Member, Membership, MembershipError, MembershipEvent};
+pub use model::{
+    AllocId, AllocState, Allocation, DesiredState, Job, JobStatus, Node, NodeAddrs, NodeId,
+    NodeInfo, NodeRole, NodeStatus, PortBinding,
+};
+pub use replica::{ChangeBatch, Replica};
+pub use runtime::{ContainerInfo, ContainerState, Owner, Runtime, RuntimeError, TaskLaunch};
+pub use spec::{
+    Constraint, ConstraintOp, JobKind, JobSpec, PortSpec, Protocol, Resources, SpecError, Strategy,
+    TaskSpec,
+};
+pub use state::{Change, ClusterState};
+pub use store::{Applied, Leadership, Peer, Store, StoreError};

@@ -1,0 +1,90 @@
+//! The `Membership` seam: who is alive, with what capacity, tags and addresses.
+//!
+//! Gossip informs, Raft decides: a membership event is a hint to the leader, which
+//! commits the node's new status through the store before anything acts on it.
+//! Adapters: `ChitchatMembership` in `orion-gossip`; `StaticMembership` in
+//! [`crate::testing`].
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::model::{NodeAddrs, NodeId, NodeRole};
+use crate::spec::Resources;
+
+/// What a node publishes about itself through membership.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its id.
+    pub id: NodeId,
+    /// Bumped each time the node process starts, so a stale incarnation is told apart.
+    pub generation: u64,
+    /// Its addresses.
+    pub addrs: NodeAddrs,
+    /// Manager or worker.
+    pub role: NodeRole,
+    /// What it offers.
+    pub capacity: Resources,
+    /// What its allocations use now.
+    pub used: Resources,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A change in who is alive.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum MembershipEvent {
+    /// A node became alive (first seen, back from dead, or a new generation).
+    Joined(Member),
+    /// A live node's metadata changed.
+    Updated {
+        /// Before.
+        previous: Member,
+        /// After.
+        updated: Member,
+    },
+    /// A node is suspected (missed heartbeats) but not yet declared dead.
+    Suspect(NodeId),
+    /// A node is declared dead.
+    Dead(NodeId),
+}
+
+/// Why a membership call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// Binding or using the gossip socket failed.
+    #[error("gossip transport failed: {0}")]
+    Transport(String),
+    /// The membership service was shut down.
+    #[error("membership is shut down")]
+    Shutdown,
+}
+
+/// Membership and failure detection.
+///
+/// # Correctness
+///
+/// - [`live`](Membership::live) includes the local node.
+/// - Every change of the live set is reported once on [`subscribe`](Membership::subscribe)
+///   in the order observed; a receiver that lags may miss events and should
+///   re-read [`live`](Membership::live).
+#[async_trait]
+pub trait Membership: Send + Sync + 'static {
+    /// The local node's id.
+    fn local_id(&self) -> &NodeId;
+
+    /// Live members now, the local one included.
+    fn live(&self) -> Vec<Member>;
+
+    /// Events from now on.
+    fn subscribe(&self) -> broadcast::Receiver<MembershipEvent>;
+
+    /// Publishes new facts about the local node (used resources, tags).
+    async fn publish(&self, member: Member) -> Result<(), MembershipError>;
+
+    /// Leaves the cluster and stops gossiping.
+    async fn shutdown(&self);
+}

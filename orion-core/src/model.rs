@@ -1,0 +1,281 @@
+//! The cluster's nouns: nodes, jobs as stored, allocations and their states.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{JobSpec, Protocol, Resources};
+
+/// A node's identity, unique in the cluster (`n1`, a host name).
+pub type NodeId = String;
+
+/// An allocation's identity, unique in the cluster (`web-0-1f`).
+pub type AllocId = String;
+
+/// A node's part in the cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// A Raft voter that also runs tasks; the leader among them reconciles.
+    #[default]
+    Manager,
+    /// Runs tasks only; takes no part in votes.
+    Worker,
+}
+
+impl fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeRole::Manager => "manager",
+            NodeRole::Worker => "worker",
+        })
+    }
+}
+
+impl std::str::FromStr for NodeRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "manager" => Ok(NodeRole::Manager),
+            "worker" => Ok(NodeRole::Worker),
+            other => Err(format!(
+                "unknown role {other:?}: expected manager or worker"
+            )),
+        }
+    }
+}
+
+/// Whether a node can take work, as committed through the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// Alive and its runtime answers.
+    #[default]
+    Ready,
+    /// Alive, but its runtime does not answer; see [`Node::health`].
+    Unhealthy,
+    /// Declared dead by membership; its allocations are lost.
+    Down,
+}
+
+impl fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeStatus::Ready => "ready",
+            NodeStatus::Unhealthy => "unhealthy",
+            NodeStatus::Down => "down",
+        })
+    }
+}
+
+/// Where a node can be reached.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddrs {
+    /// HTTP API (`127.0.0.1:8080`).
+    pub http: String,
+    /// Raft RPCs, for managers (`127.0.0.1:7946`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft: Option<String>,
+    /// Gossip (`127.0.0.1:7947`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gossip: Option<String>,
+}
+
+/// What a node says about itself when it registers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its id.
+    pub id: NodeId,
+    /// Its addresses.
+    pub addrs: NodeAddrs,
+    /// Manager or worker.
+    pub role: NodeRole,
+    /// What it offers to tasks.
+    pub capacity: Resources,
+    /// Free-form tags that selectors match (`disk=ssd`, `gpu=true`).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Host IP that published ports bind to.
+    pub host_ip: String,
+    /// Inclusive range dynamic host ports come from.
+    pub port_range: (u16, u16),
+}
+
+/// A node as the cluster knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// What the node registered.
+    #[serde(flatten)]
+    pub info: NodeInfo,
+    /// Ready, unhealthy or down.
+    pub status: NodeStatus,
+    /// Why it is not ready, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Draining: no new work, and its allocations move elsewhere.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+impl Node {
+    /// The node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.info.id
+    }
+
+    /// Whether the scheduler may place new work here.
+    pub fn schedulable(&self) -> bool {
+        self.status == NodeStatus::Ready && !self.draining
+    }
+}
+
+/// Whether a job should be running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Its allocations are kept running.
+    #[default]
+    Running,
+    /// Stopped by a user; its allocations are stopped.
+    Stopped,
+}
+
+/// A job as stored: the spec as submitted and its version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The spec, exactly as submitted (after validation).
+    pub spec: JobSpec,
+    /// Bumped on every change of spec or of status.
+    pub version: u64,
+    /// Running or stopped.
+    pub status: JobStatus,
+    /// Store index at which this version was committed.
+    pub modify_index: u64,
+}
+
+/// What Orion wants of an allocation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    /// Keep it running (or run it to completion, for batch).
+    #[default]
+    Run,
+    /// Stop it and remove its container.
+    Stop,
+}
+
+/// What is observed of an allocation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllocState {
+    /// Not placed on a node yet; [`Allocation::message`] says why.
+    #[default]
+    Pending,
+    /// Placed; its node has not reported it running yet.
+    Starting,
+    /// Its container runs.
+    Running,
+    /// Its container exited; it will be restarted unless done.
+    Exited,
+    /// Its container could not start; retried with backoff.
+    Failed,
+    /// Batch task finished with exit code 0.
+    Complete,
+    /// Stopped on purpose and removed.
+    Stopped,
+    /// Its node went down; a replacement is placed elsewhere.
+    Lost,
+}
+
+impl AllocState {
+    /// Whether this state is final: the allocation will never run again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            AllocState::Complete | AllocState::Stopped | AllocState::Lost
+        )
+    }
+}
+
+impl fmt::Display for AllocState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self).ok();
+        f.write_str(s.as_ref().and_then(|v| v.as_str()).unwrap_or("?"))
+    }
+}
+
+/// A container port bound to a host port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortBinding {
+    /// The port's name in the spec.
+    pub name: String,
+    /// Port inside the container.
+    pub container_port: u16,
+    /// Port on the host.
+    pub host_port: u16,
+    /// tcp or udp.
+    pub protocol: Protocol,
+    /// Host IP the port is published on.
+    pub host_ip: String,
+}
+
+impl fmt::Display for PortBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}/{} -> {}:{}",
+            self.name, self.container_port, self.protocol, self.host_ip, self.host_port
+        )
+    }
+}
+
+/// One copy of a job's task, bound (or waiting to be bound) to a node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// Its id.
+    pub id: AllocId,
+    /// The job it belongs to.
+    pub job: String,
+    /// The job version it runs.
+    pub job_version: u64,
+    /// Which replica it is (0-based); a replacement takes the same slot.
+    pub slot: u32,
+    /// The node it is placed on; none while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeId>,
+    /// What it reserves on its node.
+    pub resources: Resources,
+    /// Host ports assigned to its named ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortBinding>,
+    /// What Orion wants of it.
+    pub desired: DesiredState,
+    /// What was last observed of it.
+    pub state: AllocState,
+    /// Why it is pending, failed or stopped; the last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Exit code of its last exit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// How often its node restarted it in place.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Store index that created it.
+    pub create_index: u64,
+    /// Store index of its last change.
+    pub modify_index: u64,
+}
+
+impl Allocation {
+    /// Whether it holds resources on its node: placed, wanted and not finished.
+    pub fn holds_resources(&self) -> bool {
+        self.node.is_some() && self.desired == DesiredState::Run && !self.state.is_terminal()
+    }
+
+    /// Whether it still counts as the live copy of its slot.
+    pub fn is_live(&self) -> bool {
+        self.desired == DesiredState::Run && !self.state.is_terminal()
+    }
+}

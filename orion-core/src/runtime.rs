@@ -1,0 +1,254 @@
+//! The `Runtime` seam: start, stop, inspect and list a node's task containers.
+//!
+//! Adapters: `DockerRuntime` (bollard) in `orion-runtime`; `FakeRuntime` in
+//! [`crate::testing`]. Every container an adapter creates carries labels with the
+//! cluster, node, job and allocation ids ([`labels`]), so that a restarted agent can
+//! find and adopt its containers instead of starting duplicates.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AllocId, NodeId, PortBinding};
+use crate::spec::TaskSpec;
+
+/// Label keys every task container carries.
+pub mod labels {
+    /// The cluster's id.
+    pub const CLUSTER: &str = "orion.cluster";
+    /// The node that runs it.
+    pub const NODE: &str = "orion.node";
+    /// Its job's name.
+    pub const JOB: &str = "orion.job";
+    /// Its job's version.
+    pub const VERSION: &str = "orion.version";
+    /// Its allocation's id.
+    pub const ALLOC: &str = "orion.alloc";
+}
+
+/// Everything a runtime needs to create one allocation's container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskLaunch {
+    /// Owner: the cluster.
+    pub cluster_id: String,
+    /// Owner: the node.
+    pub node_id: NodeId,
+    /// The allocation.
+    pub alloc_id: AllocId,
+    /// Its job.
+    pub job: String,
+    /// Its job version.
+    pub job_version: u64,
+    /// What to run.
+    pub task: TaskSpec,
+    /// Host ports to publish.
+    pub ports: Vec<PortBinding>,
+}
+
+impl TaskLaunch {
+    /// The labels the container carries.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        [
+            (labels::CLUSTER, self.cluster_id.clone()),
+            (labels::NODE, self.node_id.clone()),
+            (labels::JOB, self.job.clone()),
+            (labels::VERSION, self.job_version.to_string()),
+            (labels::ALLOC, self.alloc_id.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// A container name unique per cluster and allocation.
+    pub fn container_name(&self) -> String {
+        let cluster: String = self.cluster_id.chars().take(8).collect();
+        format!("orion-{cluster}-{}", self.alloc_id)
+    }
+}
+
+/// Which containers [`Runtime::list`] returns: those of one node of one cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The cluster's id.
+    pub cluster_id: String,
+    /// The node's id.
+    pub node_id: NodeId,
+}
+
+/// A container's run state as the runtime reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum ContainerState {
+    /// Created, never started.
+    Created,
+    /// Running.
+    Running,
+    /// Exited with a code.
+    Exited {
+        /// The exit code (137 after a kill).
+        code: i64,
+    },
+    /// Anything else the engine reports (paused, restarting, dead), by name.
+    Other {
+        /// The engine's word for it.
+        name: String,
+    },
+}
+
+/// What the runtime knows of one task container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    /// The runtime's id for it.
+    pub id: String,
+    /// The allocation it runs (from its labels).
+    pub alloc_id: AllocId,
+    /// Its job (from its labels).
+    pub job: String,
+    /// Its state.
+    pub state: ContainerState,
+    /// Its published ports, as bound.
+    pub ports: Vec<PortBinding>,
+    /// The engine's error, when it failed to start.
+    pub error: Option<String>,
+}
+
+/// Resource use of one container at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Memory in use, in bytes.
+    pub memory_bytes: u64,
+    /// Memory limit, in bytes (0: none).
+    pub memory_limit_bytes: u64,
+    /// Total CPU time consumed, in nanoseconds.
+    pub cpu_total_ns: u64,
+    /// Processes running.
+    pub pids: u64,
+}
+
+/// The result of running a command in a container.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    /// Its exit code.
+    pub exit_code: i64,
+    /// What it wrote to stdout.
+    pub stdout: String,
+    /// What it wrote to stderr.
+    pub stderr: String,
+}
+
+/// Which stream a log line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// A piece of a container's output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogChunk {
+    /// stdout or stderr.
+    pub stream: LogStream,
+    /// The bytes.
+    pub data: bytes::Bytes,
+}
+
+/// Logs as a stream of chunks; ends when the container does (with `follow`) or at the end.
+pub type Logs = BoxStream<'static, Result<LogChunk, RuntimeError>>;
+
+/// Boxed cause of a runtime failure.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a runtime call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine does not answer; retry later, and report the node unhealthy.
+    #[error("runtime unavailable: {0}")]
+    Unavailable(String),
+    /// The image is not present and could not be pulled.
+    #[error("image {image:?} is not available: {reason}")]
+    Image {
+        /// The image reference.
+        image: String,
+        /// Why it could not be had.
+        reason: String,
+    },
+    /// No such container.
+    #[error("no container {0}")]
+    NotFound(String),
+    /// The engine refused or failed an operation.
+    #[error("{op} failed: {source}")]
+    Engine {
+        /// The operation.
+        op: &'static str,
+        /// The engine's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl RuntimeError {
+    /// Whether retrying the same call later may succeed without anything else changing.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RuntimeError::Unavailable(_))
+    }
+}
+
+/// Runs task containers on this host.
+///
+/// # Correctness
+///
+/// - [`create`](Runtime::create) labels the container with [`TaskLaunch::labels`] and
+///   names it [`TaskLaunch::container_name`]; creating a name that exists fails
+///   rather than making a second container.
+/// - [`list`](Runtime::list) returns every container with the owner's labels,
+///   running or not, so nothing this node started is ever orphaned.
+/// - `stop`, `kill` and `remove` on a container already gone return
+///   [`RuntimeError::NotFound`], which callers treat as done.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// A short name for logs (`docker`).
+    fn name(&self) -> &str;
+
+    /// Whether the engine answers.
+    async fn ping(&self) -> Result<(), RuntimeError>;
+
+    /// Makes sure the image is present locally, pulling it when it is not.
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError>;
+
+    /// Creates (does not start) the allocation's container.
+    async fn create(&self, launch: &TaskLaunch) -> Result<ContainerInfo, RuntimeError>;
+
+    /// Starts a created or exited container.
+    async fn start(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// Asks the container to stop, killing it after `grace`.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
+
+    /// Kills the container at once.
+    async fn kill(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// Removes a stopped container (forcefully, if it still runs).
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// One container's current state.
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError>;
+
+    /// Every container the owner created, in any state.
+    async fn list(&self, owner: &Owner) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    /// The container's output; with `follow`, keeps streaming until it exits.
+    async fn logs(&self, id: &str, follow: bool) -> Result<Logs, RuntimeError>;
+
+    /// A sample of the container's resource use.
+    async fn stats(&self, id: &str) -> Result<Stats, RuntimeError>;
+
+    /// Runs a command inside the running container and collects its output.
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, RuntimeError>;
+}

@@ -1,0 +1,675 @@
+//! The job spec: what a user asks Orion to run, how it parses and how it is validated.
+//!
+//! A spec is data. JSON and YAML parse to the same [`JobSpec`]; unknown fields are
+//! rejected, and every problem is reported with the path of the field that has it
+//! (`task.ports[1].name: duplicate port name "http"`), before anything is written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The kinds of job Orion runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// Long-running; `replicas` copies are kept running.
+    #[default]
+    Service,
+    /// Runs to completion; a task that exits 0 is done, one that fails is retried.
+    Batch,
+    /// One copy on every eligible node.
+    System,
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JobKind::Service => "service",
+            JobKind::Batch => "batch",
+            JobKind::System => "system",
+        })
+    }
+}
+
+/// How the scheduler ranks the nodes a task fits on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Prefer fuller nodes, so whole nodes stay free for large tasks.
+    #[default]
+    Binpack,
+    /// Prefer emptier nodes, so one node's loss touches fewer tasks.
+    Spread,
+}
+
+/// A job: one task template run as one or more allocations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Unique, DNS-safe name (RFC 1123 label).
+    pub name: String,
+    /// Service, batch or system.
+    #[serde(rename = "type", default)]
+    pub kind: JobKind,
+    /// How many copies to run (service and batch; ignored for system jobs).
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// What each copy runs.
+    pub task: TaskSpec,
+    /// Node tags that must match exactly (`disk: ssd`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selectors: BTreeMap<String, String>,
+    /// Richer placement rules against node tags (not-equals, exists, in-set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    /// Never put two copies of this job on one node.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub distinct_hosts: bool,
+    /// Bin-pack or spread; the cluster default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A placement rule on one node tag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constraint {
+    /// The tag's key.
+    pub key: String,
+    /// How the tag is compared.
+    pub op: ConstraintOp,
+    /// The values compared against (one for `eq` / `ne`, any number for `in` /
+    /// `not_in`, none for `exists` / `not_exists`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// The comparisons a [`Constraint`] can make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConstraintOp {
+    /// The tag equals the value.
+    Eq,
+    /// The tag is absent or differs from the value.
+    Ne,
+    /// The tag is present.
+    Exists,
+    /// The tag is absent.
+    NotExists,
+    /// The tag is one of the values.
+    In,
+    /// The tag is absent or none of the values.
+    NotIn,
+}
+
+impl Constraint {
+    /// Whether a node with these tags satisfies the rule.
+    pub fn matches(&self, tags: &BTreeMap<String, String>) -> bool {
+        let tag = tags.get(&self.key);
+        match self.op {
+            ConstraintOp::Eq => tag.is_some_and(|t| self.values.first() == Some(t)),
+            ConstraintOp::Ne => tag.is_none_or(|t| self.values.first() != Some(t)),
+            ConstraintOp::Exists => tag.is_some(),
+            ConstraintOp::NotExists => tag.is_none(),
+            ConstraintOp::In => tag.is_some_and(|t| self.values.contains(t)),
+            ConstraintOp::NotIn => tag.is_none_or(|t| !self.values.contains(t)),
+        }
+    }
+}
+
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = &self.key;
+        let v = self.values.join(",");
+        match self.op {
+            ConstraintOp::Eq => write!(f, "{k}={v}"),
+            ConstraintOp::Ne => write!(f, "{k}!={v}"),
+            ConstraintOp::Exists => write!(f, "{k} exists"),
+            ConstraintOp::NotExists => write!(f, "{k} absent"),
+            ConstraintOp::In => write!(f, "{k} in ({v})"),
+            ConstraintOp::NotIn => write!(f, "{k} not in ({v})"),
+        }
+    }
+}
+
+/// What one allocation runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Container image reference (`orion-test/web:1`).
+    pub image: String,
+    /// The command and its arguments; the image's default when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Extra arguments appended to `command`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// What the task reserves on its node.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Named container ports; each gets a host port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+}
+
+/// CPU, memory and disk: what a task asks for, or what a node has.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPU cores (fractions allowed).
+    #[serde(default = "default_cpu")]
+    pub cpu: f64,
+    /// Memory in MiB.
+    #[serde(default = "default_memory")]
+    pub memory_mb: u64,
+    /// Disk in MiB (0: the task claims none).
+    #[serde(default)]
+    pub disk_mb: u64,
+}
+
+/// 0.1 core: a small service's idle need, as Nomad's 100 MHz default.
+fn default_cpu() -> f64 {
+    0.1
+}
+
+/// 128 MiB: enough for a small service, small enough to pack densely.
+fn default_memory() -> u64 {
+    128
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            cpu: default_cpu(),
+            memory_mb: default_memory(),
+            disk_mb: 0,
+        }
+    }
+}
+
+impl Resources {
+    /// No resources at all.
+    pub const ZERO: Resources = Resources {
+        cpu: 0.0,
+        memory_mb: 0,
+        disk_mb: 0,
+    };
+
+    /// Whether `need` fits in `self` on every dimension.
+    pub fn fits(&self, need: &Resources) -> bool {
+        // A small epsilon so that ten 0.1-core tasks fit on one core.
+        need.cpu <= self.cpu + 1e-9
+            && need.memory_mb <= self.memory_mb
+            && need.disk_mb <= self.disk_mb
+    }
+
+    /// `self + other`.
+    pub fn add(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu: self.cpu + other.cpu,
+            memory_mb: self.memory_mb + other.memory_mb,
+            disk_mb: self.disk_mb + other.disk_mb,
+        }
+    }
+
+    /// `self - other`, floored at zero.
+    pub fn saturating_sub(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu: (self.cpu - other.cpu).max(0.0),
+            memory_mb: self.memory_mb.saturating_sub(other.memory_mb),
+            disk_mb: self.disk_mb.saturating_sub(other.disk_mb),
+        }
+    }
+}
+
+/// A named container port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    /// Name the port is known by (`http`).
+    pub name: String,
+    /// The port inside the container.
+    pub container_port: u32,
+    /// A fixed host port; a free one from the node's range when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u32>,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// Transport protocol of a port.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// One problem with one field of a spec.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// Path of the field (`task.resources.memory_mb`); empty for the document itself.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.problem)
+        } else {
+            write!(f, "{}: {}", self.field, self.problem)
+        }
+    }
+}
+
+/// Why a spec was refused: every problem found, each naming its field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("invalid job spec: {}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct SpecError {
+    /// The problems, in field order.
+    pub errors: Vec<FieldError>,
+}
+
+impl SpecError {
+    fn one(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        SpecError {
+            errors: vec![FieldError {
+                field: field.into(),
+                problem: problem.into(),
+            }],
+        }
+    }
+}
+
+/// The format a spec document is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// JSON.
+    Json,
+    /// YAML (1.2).
+    Yaml,
+}
+
+impl JobSpec {
+    /// A service job with one replica of `image`, for building specs in code.
+    ///
+    /// ```
+    /// use orion_core::JobSpec;
+    /// let spec = JobSpec::service("web", "nginx").port("http", 80).replicas(3);
+    /// assert!(spec.validate().is_ok());
+    /// ```
+    pub fn service(name: impl Into<String>, image: impl Into<String>) -> Self {
+        JobSpec {
+            name: name.into(),
+            kind: JobKind::Service,
+            replicas: 1,
+            task: TaskSpec {
+                image: image.into(),
+                command: Vec::new(),
+                args: Vec::new(),
+                env: BTreeMap::new(),
+                resources: Resources::default(),
+                ports: Vec::new(),
+            },
+            node_selectors: BTreeMap::new(),
+            constraints: Vec::new(),
+            distinct_hosts: false,
+            strategy: None,
+        }
+    }
+
+    /// Sets the replica count.
+    pub fn replicas(mut self, n: u32) -> Self {
+        self.replicas = n;
+        self
+    }
+
+    /// Adds a named TCP port with a dynamic host port.
+    pub fn port(mut self, name: impl Into<String>, container_port: u32) -> Self {
+        self.task.ports.push(PortSpec {
+            name: name.into(),
+            container_port,
+            host_port: None,
+            protocol: Protocol::Tcp,
+        });
+        self
+    }
+
+    /// Sets the command.
+    pub fn command<I, S>(mut self, argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.task.command = argv.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the resources each replica reserves.
+    pub fn resources(mut self, cpu: f64, memory_mb: u64) -> Self {
+        self.task.resources.cpu = cpu;
+        self.task.resources.memory_mb = memory_mb;
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.task.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Requires a node tag to equal a value.
+    pub fn selector(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.node_selectors.insert(key.into(), value.into());
+        self
+    }
+
+    /// Parses a document, guessing the format: JSON when it starts with `{`, YAML otherwise.
+    pub fn parse(text: &str) -> Result<JobSpec, SpecError> {
+        let format = if text.trim_start().starts_with('{') {
+            Format::Json
+        } else {
+            Format::Yaml
+        };
+        Self::parse_as(text, format)
+    }
+
+    /// Parses and validates a document in the given format.
+    pub fn parse_as(text: &str, format: Format) -> Result<JobSpec, SpecError> {
+        let value: serde_json::Value = match format {
+            Format::Json => serde_json::from_str(text)
+                .map_err(|e| SpecError::one("", format!("malformed JSON: {e}")))?,
+            Format::Yaml => serde_saphyr::from_str(text)
+                .map_err(|e| SpecError::one("", format!("malformed YAML: {e}")))?,
+        };
+        if !value.is_object() {
+            return Err(SpecError::one("", "a job spec must be a mapping of fields"));
+        }
+        let spec: JobSpec = serde_path_to_error::deserialize(value).map_err(|e| {
+            let field = match e.path().to_string() {
+                p if p == "." => String::new(),
+                p => p,
+            };
+            SpecError::one(field, e.into_inner().to_string())
+        })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks every field; returns all problems found, each with its field path.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let mut errors = Vec::new();
+        let mut err = |field: String, problem: String| errors.push(FieldError { field, problem });
+        if let Err(p) = check_dns_label(&self.name) {
+            err("name".into(), p);
+        }
+        if self.kind != JobKind::System && self.replicas > MAX_REPLICAS {
+            err(
+                "replicas".into(),
+                format!("{} is more than the limit of {MAX_REPLICAS}", self.replicas),
+            );
+        }
+        let t = &self.task;
+        if t.image.trim().is_empty() {
+            err("task.image".into(), "must not be empty".into());
+        } else if t.image.chars().any(char::is_whitespace) {
+            err(
+                "task.image".into(),
+                format!("{:?} contains white space", t.image),
+            );
+        }
+        for key in t.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                err(
+                    format!("task.env.{key}"),
+                    "not a valid variable name".into(),
+                );
+            }
+        }
+        let r = &t.resources;
+        if !(r.cpu.is_finite() && r.cpu > 0.0) {
+            err(
+                "task.resources.cpu".into(),
+                format!("must be more than zero, got {}", r.cpu),
+            );
+        }
+        if r.memory_mb == 0 {
+            err(
+                "task.resources.memory_mb".into(),
+                "must be more than zero".into(),
+            );
+        }
+        let mut names = BTreeSet::new();
+        let mut fixed = BTreeSet::new();
+        for (i, p) in t.ports.iter().enumerate() {
+            let at = format!("task.ports[{i}]");
+            if let Err(problem) = check_dns_label(&p.name) {
+                err(format!("{at}.name"), problem);
+            } else if !names.insert(p.name.as_str()) {
+                err(
+                    format!("{at}.name"),
+                    format!("duplicate port name {:?}", p.name),
+                );
+            }
+            if !(1..=65535).contains(&p.container_port) {
+                err(
+                    format!("{at}.container_port"),
+                    format!("{} is out of range 1-65535", p.container_port),
+                );
+            }
+            if let Some(h) = p.host_port {
+                if !(1..=65535).contains(&h) {
+                    err(
+                        format!("{at}.host_port"),
+                        format!("{h} is out of range 1-65535"),
+                    );
+                } else if !fixed.insert((h, p.protocol)) {
+                    err(
+                        format!("{at}.host_port"),
+                        format!("host port {h} is used twice"),
+                    );
+                }
+            }
+        }
+        for (k, _) in self.node_selectors.iter().filter(|(k, _)| k.is_empty()) {
+            err(format!("node_selectors.{k}"), "empty tag key".into());
+        }
+        for (i, c) in self.constraints.iter().enumerate() {
+            let at = format!("constraints[{i}]");
+            if c.key.is_empty() {
+                err(format!("{at}.key"), "must not be empty".into());
+            }
+            let n = c.values.len();
+            let ok = match c.op {
+                ConstraintOp::Eq | ConstraintOp::Ne => n == 1,
+                ConstraintOp::Exists | ConstraintOp::NotExists => n == 0,
+                ConstraintOp::In | ConstraintOp::NotIn => n >= 1,
+            };
+            if !ok {
+                err(
+                    format!("{at}.values"),
+                    format!("{n} values do not suit operator {:?}", c.op),
+                );
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError { errors })
+        }
+    }
+
+    /// Every placement rule on node tags, selectors first.
+    pub fn all_constraints(&self) -> Vec<Constraint> {
+        self.node_selectors
+            .iter()
+            .map(|(k, v)| Constraint {
+                key: k.clone(),
+                op: ConstraintOp::Eq,
+                values: vec![v.clone()],
+            })
+            .chain(self.constraints.iter().cloned())
+            .collect()
+    }
+}
+
+/// Most replicas one job may ask for; past this a typo is likelier than intent.
+pub const MAX_REPLICAS: u32 = 100_000;
+
+/// Checks an RFC 1123 label: 1-63 of `a-z`, `0-9`, `-`, starting and ending alphanumeric.
+pub fn check_dns_label(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > 63 {
+        return Err(format!("{s:?} is longer than 63 characters"));
+    }
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if !s.chars().all(ok_char) {
+        return Err(format!(
+            "{s:?} is not DNS-safe: use lowercase letters, digits and '-'"
+        ));
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err(format!("{s:?} must start and end with a letter or digit"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WEB_YAML: &str = r#"
+name: web
+type: service
+replicas: 2
+task:
+  image: orion-test/web:1
+  command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+  ports: [{ name: http, container_port: 80 }]
+  resources: { cpu: 0.1, memory_mb: 32 }
+  env: { GREETING: hi }
+node_selectors: { disk: ssd }
+"#;
+
+    fn first_error(text: &str) -> FieldError {
+        JobSpec::parse(text).unwrap_err().errors.remove(0)
+    }
+
+    #[test]
+    fn issue_example_parses_from_yaml_and_json_alike() {
+        let yaml = JobSpec::parse(WEB_YAML).unwrap();
+        assert_eq!(yaml.replicas, 2);
+        assert_eq!(yaml.task.ports[0].container_port, 80);
+        assert_eq!(yaml.node_selectors["disk"], "ssd");
+        let json = serde_json::to_string(&yaml).unwrap();
+        assert_eq!(JobSpec::parse(&json).unwrap(), yaml);
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_path() {
+        let e = first_error(&WEB_YAML.replace("env:", "envv:"));
+        assert_eq!(e.field, "task.envv");
+        assert!(e.problem.contains("unknown field `envv`"), "{e}");
+    }
+
+    #[test]
+    fn malformed_documents_are_refused() {
+        assert!(first_error("{ \"name\": ")
+            .problem
+            .starts_with("malformed JSON"));
+        assert!(first_error("name: [web")
+            .problem
+            .starts_with("malformed YAML"));
+        assert!(first_error("- a\n- b\n").problem.contains("mapping"));
+    }
+
+    #[test]
+    fn bad_values_name_their_fields() {
+        let cases = [
+            ("image: orion-test/web:1", "image: \"\"", "task.image"),
+            ("name: web", "name: Web_1", "name"),
+            ("cpu: 0.1", "cpu: 0", "task.resources.cpu"),
+            ("memory_mb: 32", "memory_mb: 0", "task.resources.memory_mb"),
+            ("memory_mb: 32", "memory_mb: -5", "task.resources.memory_mb"),
+            (
+                "container_port: 80",
+                "container_port: 70000",
+                "task.ports[0].container_port",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let e = first_error(&WEB_YAML.replace(from, to));
+            assert_eq!(e.field, field, "{to}: {e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_port_names_are_refused() {
+        let text = WEB_YAML.replace(
+            "ports: [{ name: http, container_port: 80 }]",
+            "ports: [{ name: http, container_port: 80 }, { name: http, container_port: 81 }]",
+        );
+        let e = first_error(&text);
+        assert_eq!(e.field, "task.ports[1].name");
+        assert!(e.problem.contains("duplicate"));
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let text = WEB_YAML
+            .replace("name: web", "name: -web")
+            .replace("cpu: 0.1", "cpu: -1");
+        let err = JobSpec::parse(&text).unwrap_err();
+        let fields: Vec<_> = err.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["name", "task.resources.cpu"]);
+        assert!(err.to_string().starts_with("invalid job spec: name:"));
+    }
+
+    #[test]
+    fn constraints_match_tags() {
+        let tags: BTreeMap<String, String> = [("gpu".to_string(), "true".to_string())].into();
+        let c = |op, values: &[&str]| Constraint {
+            key: "gpu".into(),
+            op,
+            values: values.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(c(ConstraintOp::Eq, &["true"]).matches(&tags));
+        assert!(!c(ConstraintOp::Ne, &["true"]).matches(&tags));
+        assert!(c(ConstraintOp::Exists, &[]).matches(&tags));
+        assert!(!c(ConstraintOp::NotExists, &[]).matches(&tags));
+        assert!(c(ConstraintOp::In, &["false", "true"]).matches(&tags));
+        assert!(c(ConstraintOp::NotIn, &["false"]).matches(&tags));
+        assert!(c(ConstraintOp::Ne, &["x"]).matches(&BTreeMap::new()));
+    }
+}

@@ -1,0 +1,656 @@
+//! The replicated state machine: plain, deterministic code over in-memory maps.
+//!
+//! Every replica applies the same commands in the same order and so holds the same
+//! [`ClusterState`]. Nothing here reads a clock, a random source or the network:
+//! ids and indexes come from the log. The store persists it through its log and
+//! snapshots ([`ClusterState::to_snapshot`] / [`ClusterState::from_snapshot`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{AllocUpdate, Command, Placement, Plan, Response, SlotRef, Unplaced};
+use crate::model::{
+    AllocId, AllocState, Allocation, DesiredState, Job, JobStatus, Node, NodeId, NodeInfo,
+    NodeStatus,
+};
+use crate::spec::{JobSpec, Protocol, Resources};
+
+/// Terminal allocations kept per job for inspection before the oldest are dropped.
+pub const KEPT_TERMINAL_PER_JOB: usize = 20;
+
+/// What is in use on one node, derived from its allocations (not persisted).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeUsage {
+    /// Sum of the resources of allocations that hold resources here.
+    pub used: Resources,
+    /// Host ports taken here.
+    pub ports: BTreeSet<(u16, Protocol)>,
+    /// Live allocations per job here.
+    pub per_job: HashMap<String, u32>,
+}
+
+/// One change made by a command, for watchers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// A job was written or removed.
+    Job {
+        /// Its name.
+        name: String,
+    },
+    /// A node was written or removed.
+    Node {
+        /// Its id.
+        id: NodeId,
+    },
+    /// An allocation was written or removed.
+    Alloc {
+        /// Its id.
+        id: AllocId,
+        /// Its job.
+        job: String,
+        /// Its node, if placed.
+        node: Option<NodeId>,
+    },
+}
+
+/// The whole cluster state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// The cluster's id; set once by [`Command::InitCluster`].
+    pub cluster_id: Option<String>,
+    /// Jobs by name.
+    pub jobs: BTreeMap<String, Job>,
+    /// Nodes by id.
+    pub nodes: BTreeMap<NodeId, Node>,
+    /// Allocations by id.
+    pub allocs: BTreeMap<AllocId, Allocation>,
+    /// Index of the last command applied.
+    pub applied_index: u64,
+    /// Source of allocation ids; bumped on each new allocation.
+    next_alloc: u64,
+    #[serde(skip)]
+    by_job: HashMap<String, BTreeSet<AllocId>>,
+    #[serde(skip)]
+    by_node: HashMap<NodeId, BTreeSet<AllocId>>,
+    #[serde(skip)]
+    usage: HashMap<NodeId, NodeUsage>,
+}
+
+impl ClusterState {
+    /// Serializes the persistent part, for a snapshot.
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("cluster state serializes")
+    }
+
+    /// Rebuilds state, indexes included, from a snapshot.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<ClusterState, serde_json::Error> {
+        let mut s: ClusterState = serde_json::from_slice(bytes)?;
+        s.rebuild_indexes();
+        Ok(s)
+    }
+
+    fn rebuild_indexes(&mut self) {
+        self.by_job.clear();
+        self.by_node.clear();
+        self.usage.clear();
+        let ids: Vec<AllocId> = self.allocs.keys().cloned().collect();
+        for id in ids {
+            self.index_alloc(&id);
+        }
+    }
+
+    /// Allocations of one job, oldest id first.
+    pub fn allocs_of_job<'a>(&'a self, job: &str) -> impl Iterator<Item = &'a Allocation> + 'a {
+        self.by_job
+            .get(job)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.allocs.get(id))
+    }
+
+    /// Allocations placed on one node.
+    pub fn allocs_on_node<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Allocation> + 'a {
+        self.by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.allocs.get(id))
+    }
+
+    /// What is in use on a node.
+    pub fn usage(&self, node: &str) -> NodeUsage {
+        self.usage.get(node).cloned().unwrap_or_default()
+    }
+
+    /// What is in use on a node, by reference.
+    pub fn usage_ref(&self, node: &str) -> Option<&NodeUsage> {
+        self.usage.get(node)
+    }
+
+    /// Applies one committed command at `index`, returning the answer and what changed.
+    ///
+    /// Deterministic: the same state and command give the same result on every replica.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> (Response, Vec<Change>) {
+        let mut changes = Vec::new();
+        self.applied_index = index;
+        let response = match cmd {
+            Command::InitCluster { cluster_id } => {
+                if self.cluster_id.is_none() {
+                    self.cluster_id = Some(cluster_id.clone());
+                }
+                Response::Done
+            }
+            Command::UpsertJob { spec } => self.upsert_job(index, spec, &mut changes),
+            Command::StopJob { name, purge } => self.stop_job(index, name, *purge, &mut changes),
+            Command::RegisterNode { info } => self.register_node(index, info, &mut changes),
+            Command::SetNodeStatus { id, status, reason } => {
+                self.set_node_status(index, id, *status, reason.clone(), &mut changes)
+            }
+            Command::SetDrain { id, draining } => match self.nodes.get_mut(id) {
+                Some(n) => {
+                    n.draining = *draining;
+                    changes.push(Change::Node { id: id.clone() });
+                    Response::Done
+                }
+                None => unknown_node(id),
+            },
+            Command::RemoveNode { id } => self.remove_node(index, id, &mut changes),
+            Command::ApplyPlan { plan } => self.apply_plan(index, plan, &mut changes),
+            Command::UpdateAllocs { updates } => self.update_allocs(index, updates, &mut changes),
+        };
+        (response, changes)
+    }
+
+    fn upsert_job(&mut self, index: u64, spec: &JobSpec, changes: &mut Vec<Change>) -> Response {
+        if let Err(e) = spec.validate() {
+            return Response::Refused {
+                reason: e.to_string(),
+            };
+        }
+        let (version, changed) = match self.jobs.get_mut(&spec.name) {
+            Some(job) if job.spec == *spec && job.status == JobStatus::Running => {
+                (job.version, false)
+            }
+            Some(job) => {
+                job.spec = spec.clone();
+                job.version += 1;
+                job.status = JobStatus::Running;
+                job.modify_index = index;
+                (job.version, true)
+            }
+            None => {
+                self.jobs.insert(
+                    spec.name.clone(),
+                    Job {
+                        spec: spec.clone(),
+                        version: 1,
+                        status: JobStatus::Running,
+                        modify_index: index,
+                    },
+                );
+                (1, true)
+            }
+        };
+        if changed {
+            changes.push(Change::Job {
+                name: spec.name.clone(),
+            });
+        }
+        Response::Job {
+            name: spec.name.clone(),
+            version,
+            changed,
+        }
+    }
+
+    fn stop_job(
+        &mut self,
+        index: u64,
+        name: &str,
+        purge: bool,
+        changes: &mut Vec<Change>,
+    ) -> Response {
+        let Some(job) = self.jobs.get_mut(name) else {
+            return Response::Refused {
+                reason: format!("no job named {name:?}"),
+            };
+        };
+        let version = job.version;
+        if job.status == JobStatus::Running {
+            job.status = JobStatus::Stopped;
+            job.version += 1;
+            job.modify_index = index;
+        }
+        let version = if purge { version } else { job.version };
+        let ids: Vec<AllocId> = self
+            .by_job
+            .get(name)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for id in &ids {
+            self.modify_alloc(index, id, changes, |a| {
+                a.desired = DesiredState::Stop;
+                if a.node.is_none() && !a.state.is_terminal() {
+                    a.state = AllocState::Stopped;
+                }
+                if a.message.is_none() || a.node.is_none() {
+                    a.message = Some("job stopped".into());
+                }
+            });
+        }
+        if purge {
+            // Allocations still running are left for their nodes to stop: an agent
+            // stops any container whose allocation is gone from state.
+            for id in ids {
+                self.unindex_alloc(&id);
+                self.allocs.remove(&id);
+            }
+            self.jobs.remove(name);
+        }
+        changes.push(Change::Job { name: name.into() });
+        Response::Job {
+            name: name.into(),
+            version,
+            changed: true,
+        }
+    }
+
+    fn register_node(
+        &mut self,
+        index: u64,
+        info: &NodeInfo,
+        changes: &mut Vec<Change>,
+    ) -> Response {
+        match self.nodes.get_mut(&info.id) {
+            Some(node) => {
+                node.info = info.clone();
+                if node.status == NodeStatus::Down {
+                    node.status = NodeStatus::Ready;
+                    node.health = None;
+                }
+            }
+            None => {
+                self.nodes.insert(
+                    info.id.clone(),
+                    Node {
+                        info: info.clone(),
+                        status: NodeStatus::Ready,
+                        health: None,
+                        draining: false,
+                    },
+                );
+            }
+        }
+        let _ = index;
+        changes.push(Change::Node {
+            id: info.id.clone(),
+        });
+        Response::Done
+    }
+
+    fn set_node_status(
+        &mut self,
+        index: u64,
+        id: &str,
+        status: NodeStatus,
+        reason: Option<String>,
+        changes: &mut Vec<Change>,
+    ) -> Response {
+        let Some(node) = self.nodes.get_mut(id) else {
+            return unknown_node(id);
+        };
+        if node.status == status && node.health == reason {
+            return Response::Done;
+        }
+        node.status = status;
+        node.health = reason;
+        changes.push(Change::Node { id: id.into() });
+        if status == NodeStatus::Down {
+            self.lose_allocs_on(index, id, &format!("node {id} is down"), changes);
+        }
+        Response::Done
+    }
+
+    fn remove_node(&mut self, index: u64, id: &str, changes: &mut Vec<Change>) -> Response {
+        if self.nodes.remove(id).is_none() {
+            return unknown_node(id);
+        }
+        self.lose_allocs_on(index, id, &format!("node {id} was removed"), changes);
+        changes.push(Change::Node { id: id.into() });
+        Response::Done
+    }
+
+    fn lose_allocs_on(&mut self, index: u64, node: &str, why: &str, changes: &mut Vec<Change>) {
+        let ids: Vec<AllocId> = self
+            .by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for id in ids {
+            self.modify_alloc(index, &id, changes, |a| {
+                if !a.state.is_terminal() {
+                    a.state = AllocState::Lost;
+                    a.message = Some(why.to_string());
+                }
+            });
+        }
+    }
+
+    fn apply_plan(&mut self, index: u64, plan: &Plan, changes: &mut Vec<Change>) -> Response {
+        let mut stopped = 0;
+        for stop in &plan.stops {
+            if self
+                .allocs
+                .get(&stop.id)
+                .is_some_and(|a| a.desired == DesiredState::Run)
+            {
+                self.modify_alloc(index, &stop.id, changes, |a| {
+                    a.desired = DesiredState::Stop;
+                    a.message = Some(stop.reason.clone());
+                    if a.node.is_none() {
+                        a.state = AllocState::Stopped;
+                    }
+                });
+                stopped += 1;
+            }
+        }
+        let mut placed = 0;
+        let mut refused = Vec::new();
+        for p in &plan.placements {
+            match self.check_placement(p) {
+                Ok(()) => {
+                    self.place(index, p, changes);
+                    placed += 1;
+                }
+                Err(why) => refused.push(format!("{}[{}]: {why}", p.slot.job, p.slot.slot)),
+            }
+        }
+        for u in &plan.unplaced {
+            self.leave_pending(index, u, changes);
+        }
+        Response::Plan {
+            placed,
+            stopped,
+            refused,
+        }
+    }
+
+    /// Whether a slot reference still names a live slot of the current job version.
+    fn check_slot(&self, slot: &SlotRef) -> Result<(), String> {
+        let job = self.jobs.get(&slot.job).ok_or("job is gone")?;
+        if job.status != JobStatus::Running {
+            return Err("job is stopped".into());
+        }
+        if job.version != slot.version {
+            return Err(format!(
+                "plan for version {}, job is at {}",
+                slot.version, job.version
+            ));
+        }
+        match &slot.existing {
+            Some(id) => {
+                let a = self.allocs.get(id).ok_or("allocation is gone")?;
+                if a.node.is_some() || !a.is_live() {
+                    return Err("allocation is no longer pending".into());
+                }
+            }
+            None => {
+                let taken = self
+                    .allocs_of_job(&slot.job)
+                    .any(|a| a.slot == slot.slot && a.is_live());
+                if taken {
+                    return Err("slot is already filled".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_placement(&self, p: &Placement) -> Result<(), String> {
+        self.check_slot(&p.slot)?;
+        let node = self.nodes.get(&p.node).ok_or("node is gone")?;
+        if !node.schedulable() {
+            return Err(format!("node {} is not schedulable", p.node));
+        }
+        let need = self.jobs[&p.slot.job].spec.task.resources;
+        let usage = self.usage.get(&p.node);
+        let used = usage.map(|u| u.used).unwrap_or(Resources::ZERO);
+        if !node.info.capacity.saturating_sub(&used).fits(&need) {
+            return Err(format!("node {} has not enough free resources", p.node));
+        }
+        for b in &p.ports {
+            if usage.is_some_and(|u| u.ports.contains(&(b.host_port, b.protocol))) {
+                return Err(format!("port {} taken on node {}", b.host_port, p.node));
+            }
+        }
+        Ok(())
+    }
+
+    fn place(&mut self, index: u64, p: &Placement, changes: &mut Vec<Change>) {
+        let resources = self.jobs[&p.slot.job].spec.task.resources;
+        let id = match &p.slot.existing {
+            Some(id) => id.clone(),
+            None => self.new_alloc(index, &p.slot, resources),
+        };
+        self.unindex_alloc(&id);
+        let a = self.allocs.get_mut(&id).expect("checked");
+        a.node = Some(p.node.clone());
+        a.ports = p.ports.clone();
+        a.state = AllocState::Starting;
+        a.message = None;
+        a.modify_index = index;
+        changes.push(Change::Alloc {
+            id: id.clone(),
+            job: a.job.clone(),
+            node: a.node.clone(),
+        });
+        self.index_alloc(&id);
+    }
+
+    fn leave_pending(&mut self, index: u64, u: &Unplaced, changes: &mut Vec<Change>) {
+        if self.check_slot(&u.slot).is_err() {
+            return;
+        }
+        match &u.slot.existing {
+            Some(id) => {
+                if self
+                    .allocs
+                    .get(id)
+                    .is_some_and(|a| a.message.as_ref() != Some(&u.reason))
+                {
+                    self.modify_alloc(index, id, changes, |a| a.message = Some(u.reason.clone()));
+                }
+            }
+            None => {
+                let resources = self.jobs[&u.slot.job].spec.task.resources;
+                let id = self.new_alloc(index, &u.slot, resources);
+                self.modify_alloc(index, &id, changes, |a| a.message = Some(u.reason.clone()));
+            }
+        }
+    }
+
+    fn new_alloc(&mut self, index: u64, slot: &SlotRef, resources: Resources) -> AllocId {
+        self.next_alloc += 1;
+        let id = format!("{}-{}-{:x}", slot.job, slot.slot, self.next_alloc);
+        self.allocs.insert(
+            id.clone(),
+            Allocation {
+                id: id.clone(),
+                job: slot.job.clone(),
+                job_version: slot.version,
+                slot: slot.slot,
+                node: None,
+                resources,
+                ports: Vec::new(),
+                desired: DesiredState::Run,
+                state: AllocState::Pending,
+                message: None,
+                exit_code: None,
+                restarts: 0,
+                create_index: index,
+                modify_index: index,
+            },
+        );
+        self.index_alloc(&id);
+        id
+    }
+
+    fn update_allocs(
+        &mut self,
+        index: u64,
+        updates: &[AllocUpdate],
+        changes: &mut Vec<Change>,
+    ) -> Response {
+        let mut applied = 0;
+        let mut touched_jobs = BTreeSet::new();
+        for u in updates {
+            let Some(a) = self.allocs.get(&u.id) else {
+                continue;
+            };
+            if a.node.as_ref() != Some(&u.node) || a.state.is_terminal() {
+                continue;
+            }
+            if a.desired == DesiredState::Stop && u.state != AllocState::Stopped {
+                // Only the confirmation that it stopped matters now.
+                continue;
+            }
+            let same = a.state == u.state
+                && a.message == u.message
+                && a.exit_code == u.exit_code
+                && u.ports.as_ref().is_none_or(|p| *p == a.ports)
+                && !u.restarted;
+            if same {
+                continue;
+            }
+            touched_jobs.insert(a.job.clone());
+            self.modify_alloc(index, &u.id, changes, |a| {
+                a.state = u.state;
+                a.message = u.message.clone();
+                a.exit_code = u.exit_code;
+                if let Some(p) = &u.ports {
+                    a.ports = p.clone();
+                }
+                if u.restarted {
+                    a.restarts += 1;
+                }
+            });
+            applied += 1;
+        }
+        for job in touched_jobs {
+            self.collect_garbage(&job, changes);
+        }
+        Response::Updated { applied }
+    }
+
+    /// Drops the oldest terminal allocations of a job beyond [`KEPT_TERMINAL_PER_JOB`].
+    fn collect_garbage(&mut self, job: &str, changes: &mut Vec<Change>) {
+        let terminal: Vec<AllocId> = self
+            .allocs_of_job(job)
+            .filter(|a| a.state.is_terminal())
+            .map(|a| (a.modify_index, a.id.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        let excess = terminal.len().saturating_sub(KEPT_TERMINAL_PER_JOB);
+        for id in terminal.into_iter().take(excess) {
+            self.unindex_alloc(&id);
+            if let Some(a) = self.allocs.remove(&id) {
+                changes.push(Change::Alloc {
+                    id,
+                    job: a.job,
+                    node: a.node,
+                });
+            }
+        }
+    }
+
+    /// Changes one allocation, keeping the indexes and usage in step.
+    fn modify_alloc(
+        &mut self,
+        index: u64,
+        id: &str,
+        changes: &mut Vec<Change>,
+        f: impl FnOnce(&mut Allocation),
+    ) {
+        if !self.allocs.contains_key(id) {
+            return;
+        }
+        self.unindex_alloc(id);
+        let a = self.allocs.get_mut(id).expect("present");
+        f(a);
+        a.modify_index = index;
+        changes.push(Change::Alloc {
+            id: a.id.clone(),
+            job: a.job.clone(),
+            node: a.node.clone(),
+        });
+        self.index_alloc(id);
+    }
+
+    fn index_alloc(&mut self, id: &str) {
+        let a = &self.allocs[id];
+        self.by_job
+            .entry(a.job.clone())
+            .or_default()
+            .insert(a.id.clone());
+        if let Some(node) = &a.node {
+            self.by_node
+                .entry(node.clone())
+                .or_default()
+                .insert(a.id.clone());
+            if a.holds_resources() {
+                let u = self.usage.entry(node.clone()).or_default();
+                u.used = u.used.add(&a.resources);
+                for p in &a.ports {
+                    u.ports.insert((p.host_port, p.protocol));
+                }
+                *u.per_job.entry(a.job.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    fn unindex_alloc(&mut self, id: &str) {
+        let Some(a) = self.allocs.get(id) else { return };
+        if let Some(set) = self.by_job.get_mut(&a.job) {
+            set.remove(id);
+            if set.is_empty() {
+                self.by_job.remove(&a.job);
+            }
+        }
+        if let Some(node) = &a.node {
+            if let Some(set) = self.by_node.get_mut(node) {
+                set.remove(id);
+            }
+            if a.holds_resources() {
+                if let Some(u) = self.usage.get_mut(node) {
+                    u.used = u.used.saturating_sub(&a.resources);
+                    for p in &a.ports {
+                        u.ports.remove(&(p.host_port, p.protocol));
+                    }
+                    if let Some(n) = u.per_job.get_mut(&a.job) {
+                        *n -= 1;
+                        if *n == 0 {
+                            u.per_job.remove(&a.job);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn unknown_node(id: &str) -> Response {
+    Response::Refused {
+        reason: format!("no node with id {id:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

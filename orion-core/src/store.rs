@@ -1,0 +1,131 @@
+//! The `Store` seam: replicated, durable cluster state.
+//!
+//! Adapters: `RaftStore` (openraft over sled or redb) in `orion-store`; `MemStore`
+//! in [`crate::testing`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::command::{Command, Response};
+use crate::model::{NodeId, NodeRole};
+use crate::replica::Replica;
+
+/// What a committed proposal answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The log index it was committed at.
+    pub index: u64,
+    /// What the state machine answered.
+    pub response: Response,
+}
+
+/// Who leads, as this node sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leadership {
+    /// The leader's node id, when one is known.
+    pub leader: Option<NodeId>,
+    /// The leader's HTTP API address, when known.
+    pub leader_http: Option<String>,
+    /// Whether this node is the leader.
+    pub is_self: bool,
+    /// The Raft term (0 for stores without terms).
+    pub term: u64,
+}
+
+/// A peer as the store knows it: a Raft voter or learner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Its node id.
+    pub id: NodeId,
+    /// Where its Raft RPCs go.
+    pub raft_addr: String,
+    /// Where its HTTP API is.
+    pub http_addr: String,
+    /// Manager (voter) or worker (not a member of the Raft group).
+    pub role: NodeRole,
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No leader is known right now (election under way, or cut off from the majority);
+    /// retry later.
+    #[error("no leader is known: {0}")]
+    NoLeader(String),
+    /// The call timed out before the entry was known committed; it may commit later.
+    #[error("timed out waiting for commit")]
+    Timeout,
+    /// The store was shut down.
+    #[error("store is shut down")]
+    Shutdown,
+    /// Reading or writing local storage failed; not retryable.
+    #[error("storage failed: {0}")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The request to the leader or a peer failed.
+    #[error("forwarding to the leader failed: {0}")]
+    Forward(String),
+    /// The call is not supported by this store (membership changes on a `MemStore`).
+    #[error("{0} is not supported by this store")]
+    Unsupported(&'static str),
+    /// A membership change was refused.
+    #[error("membership change refused: {0}")]
+    Membership(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NoLeader(_) | StoreError::Timeout | StoreError::Forward(_)
+        )
+    }
+}
+
+/// Replicated, durable cluster state.
+///
+/// # Correctness
+///
+/// - [`propose`](Store::propose) returns only after the command is committed (on a
+///   majority, durably) and applied to this node's [`Replica`]; a follower forwards
+///   it to the leader and waits until it has applied the same index locally.
+/// - The replica applies committed commands in log order, exactly once each, on
+///   every node, including after a restart (log replay or snapshot install).
+/// - [`replica`](Store::replica) reads are local and may lag the leader;
+///   [`read_barrier`](Store::read_barrier) first makes them linearizable.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Commits `cmd` and waits until this node has applied it.
+    async fn propose(&self, cmd: Command) -> Result<Applied, StoreError>;
+
+    /// This node's copy of the state.
+    fn replica(&self) -> &Arc<Replica>;
+
+    /// Waits until this node's replica reflects every write committed before the call.
+    async fn read_barrier(&self) -> Result<(), StoreError>;
+
+    /// Who leads; changes as elections happen.
+    fn leadership(&self) -> watch::Receiver<Leadership>;
+
+    /// Adds a node: managers become voters (learner first, then a membership change),
+    /// workers are recorded and take no part in votes. Idempotent.
+    async fn add_peer(&self, _peer: Peer) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("adding peers"))
+    }
+
+    /// Removes a node from the voter set, shrinking it safely. Idempotent.
+    async fn remove_peer(&self, _id: &NodeId) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("removing peers"))
+    }
+
+    /// The current voters.
+    fn voters(&self) -> Vec<Peer> {
+        Vec::new()
+    }
+
+    /// Stops replication and flushes what is durable.
+    async fn shutdown(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,249 @@
+//! `FakeRuntime`: containers as entries in a map; records calls, injects failures.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use crate::runtime::{
+    labels, ContainerInfo, ContainerState, ExecOutput, LogChunk, LogStream, Logs, Owner, Runtime,
+    RuntimeError, Stats, TaskLaunch,
+};
+
+/// One call a [`FakeRuntime`] received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeCall {
+    /// `ensure_image(image)`.
+    EnsureImage(String),
+    /// `create` of an allocation.
+    Create(String),
+    /// `start(container)`.
+    Start(String),
+    /// `stop(container)`.
+    Stop(String),
+    /// `kill(container)`.
+    Kill(String),
+    /// `remove(container)`.
+    Remove(String),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    containers: BTreeMap<String, (BTreeMap<String, String>, ContainerInfo)>,
+    calls: Vec<RuntimeCall>,
+    unavailable: Option<String>,
+    missing_images: BTreeSet<String>,
+    next_id: u64,
+}
+
+/// A runtime whose containers are entries in a map.
+///
+/// Started containers run until a test calls [`FakeRuntime::exit`] or Orion stops them.
+#[derive(Debug, Default)]
+pub struct FakeRuntime {
+    inner: Mutex<Inner>,
+}
+
+impl FakeRuntime {
+    /// An empty runtime that answers every call.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every call fail as an unreachable engine would (`None` heals it).
+    pub fn set_unavailable(&self, why: Option<&str>) {
+        self.inner.lock().unavailable = why.map(str::to_string);
+    }
+
+    /// Makes `ensure_image` fail for this image.
+    pub fn remove_image(&self, image: &str) {
+        self.inner.lock().missing_images.insert(image.to_string());
+    }
+
+    /// The container of an allocation exits with `code`, as if killed behind Orion's back.
+    pub fn exit(&self, alloc_id: &str, code: i64) -> bool {
+        let mut inner = self.inner.lock();
+        let found = inner
+            .containers
+            .values_mut()
+            .find(|(_, c)| c.alloc_id == alloc_id);
+        match found {
+            Some((_, c)) => {
+                c.state = ContainerState::Exited { code };
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<RuntimeCall> {
+        self.inner.lock().calls.clone()
+    }
+
+    /// Containers now present, running or not.
+    pub fn containers(&self) -> Vec<ContainerInfo> {
+        self.inner
+            .lock()
+            .containers
+            .values()
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    /// Running containers of one allocation.
+    pub fn running(&self, alloc_id: &str) -> usize {
+        self.containers()
+            .iter()
+            .filter(|c| c.alloc_id == alloc_id && c.state == ContainerState::Running)
+            .count()
+    }
+
+    fn check(
+        &self,
+        call: Option<RuntimeCall>,
+    ) -> Result<parking_lot::MutexGuard<'_, Inner>, RuntimeError> {
+        let mut inner = self.inner.lock();
+        if let Some(why) = &inner.unavailable {
+            return Err(RuntimeError::Unavailable(why.clone()));
+        }
+        if let Some(call) = call {
+            inner.calls.push(call);
+        }
+        Ok(inner)
+    }
+
+    fn with<R>(
+        &self,
+        call: Option<RuntimeCall>,
+        id: &str,
+        f: impl FnOnce(&mut ContainerInfo) -> R,
+    ) -> Result<R, RuntimeError> {
+        let mut inner = self.check(call)?;
+        match inner.containers.get_mut(id) {
+            Some((_, c)) => Ok(f(c)),
+            None => Err(RuntimeError::NotFound(id.to_string())),
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    fn name(&self) -> &str {
+        "fake"
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.check(None).map(|_| ())
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        let inner = self.check(Some(RuntimeCall::EnsureImage(image.to_string())))?;
+        if inner.missing_images.contains(image) {
+            return Err(RuntimeError::Image {
+                image: image.to_string(),
+                reason: "not found locally and no registry answers".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn create(&self, launch: &TaskLaunch) -> Result<ContainerInfo, RuntimeError> {
+        let mut inner = self.check(Some(RuntimeCall::Create(launch.alloc_id.clone())))?;
+        let name = launch.container_name();
+        if inner
+            .containers
+            .values()
+            .any(|(l, _)| l.get("name") == Some(&name))
+        {
+            return Err(RuntimeError::Engine {
+                op: "create",
+                source: format!("container name {name} is in use").into(),
+            });
+        }
+        inner.next_id += 1;
+        let id = format!("fake{:06}", inner.next_id);
+        let info = ContainerInfo {
+            id: id.clone(),
+            alloc_id: launch.alloc_id.clone(),
+            job: launch.job.clone(),
+            state: ContainerState::Created,
+            ports: launch.ports.clone(),
+            error: None,
+        };
+        let mut l = launch.labels();
+        l.insert("name".into(), name);
+        inner.containers.insert(id, (l, info.clone()));
+        Ok(info)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.with(Some(RuntimeCall::Start(id.into())), id, |c| {
+            c.state = ContainerState::Running
+        })
+    }
+
+    async fn stop(&self, id: &str, _grace: Duration) -> Result<(), RuntimeError> {
+        self.with(Some(RuntimeCall::Stop(id.into())), id, |c| {
+            if c.state == ContainerState::Running {
+                c.state = ContainerState::Exited { code: 143 };
+            }
+        })
+    }
+
+    async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
+        self.with(Some(RuntimeCall::Kill(id.into())), id, |c| {
+            c.state = ContainerState::Exited { code: 137 }
+        })
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut inner = self.check(Some(RuntimeCall::Remove(id.into())))?;
+        inner
+            .containers
+            .remove(id)
+            .map(|_| ())
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
+        self.with(None, id, |c| c.clone())
+    }
+
+    async fn list(&self, owner: &Owner) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let inner = self.check(None)?;
+        Ok(inner
+            .containers
+            .values()
+            .filter(|(l, _)| {
+                l.get(labels::CLUSTER) == Some(&owner.cluster_id)
+                    && l.get(labels::NODE) == Some(&owner.node_id)
+            })
+            .map(|(_, c)| c.clone())
+            .collect())
+    }
+
+    async fn logs(&self, id: &str, _follow: bool) -> Result<Logs, RuntimeError> {
+        let line = self.with(None, id, |c| {
+            format!("fake container {} of {}\n", c.id, c.alloc_id)
+        })?;
+        let chunk = LogChunk {
+            stream: LogStream::Stdout,
+            data: line.into(),
+        };
+        Ok(Box::pin(futures::stream::iter([Ok(chunk)])))
+    }
+
+    async fn stats(&self, id: &str) -> Result<Stats, RuntimeError> {
+        self.with(None, id, |_| Stats::default())
+    }
+
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, RuntimeError> {
+        self.with(None, id, |_| ExecOutput {
+            exit_code: 0,
+            stdout: cmd.join(" "),
+            stderr: String::new(),
+        })
+    }
+}

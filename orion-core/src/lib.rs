@@ -19,8 +19,10 @@
 pub mod command;
 pub mod membership;
 pub mod model;
+pub mod reconcile;
 pub mod replica;
 pub mod runtime;
+pub mod scheduler;
 pub mod spec;
 pub mod state;
 pub mod store;

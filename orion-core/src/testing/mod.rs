@@ -4,6 +4,7 @@
 //! - [`FakeRuntime`]: containers as entries in a map; records calls, injects failures.
 //! - [`StaticMembership`]: a scripted member list and event stream.
 
+pub mod fixtures;
 mod membership;
 mod runtime;
 mod store;

@@ -1,0 +1,152 @@
+//! The reconciler: compares desired state with observed state and plans the
+//! difference. Pure: it reads a [`ClusterState`] and returns a [`Plan`].
+//!
+//! ```text
+//!   jobs (replicas, version)      allocations (slot, version, node, state)
+//!              └──────────────┬───────────────┘
+//!                             ▼
+//!               per job, per slot: keep one live copy
+//!    missing slot / lost / old version / draining node ──► request placement
+//!    extra slot / duplicate / old version / job stopped ──► stop
+//!                             │
+//!                             ▼
+//!            scheduler (requests, minus what the stops free) ──► Plan
+//! ```
+//!
+//! Only the leader runs it; the state machine re-checks every placement when the
+//! plan commits, so a plan made on stale state is refused, not applied.
+
+use std::collections::BTreeMap;
+
+use crate::command::{Plan, SlotRef, StopAlloc};
+use crate::model::{AllocState, Allocation, JobStatus};
+use crate::scheduler::Scheduler;
+use crate::spec::JobKind;
+use crate::state::ClusterState;
+
+/// What the reconciler wants before the scheduler has placed anything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Intent {
+    /// Allocations to stop.
+    pub stops: Vec<StopAlloc>,
+    /// Slots that need a node.
+    pub requests: Vec<SlotRef>,
+}
+
+/// Compares jobs with their allocations; returns what to stop and what to place.
+///
+/// At most `max_requests` placement requests are returned, so one pass stays
+/// bounded however much is missing; the next pass carries on.
+pub fn intent(state: &ClusterState, max_requests: usize) -> Intent {
+    let mut out = Intent::default();
+    for job in state.jobs.values() {
+        if job.status != JobStatus::Running {
+            // StopJob already marked every allocation desired-stop when it committed.
+            continue;
+        }
+        let spec = &job.spec;
+        let mut by_slot: BTreeMap<u32, Vec<&Allocation>> = BTreeMap::new();
+        let mut done_slots = Vec::new();
+        for a in state.allocs_of_job(&spec.name) {
+            if a.is_live() {
+                by_slot.entry(a.slot).or_default().push(a);
+            } else if a.state == AllocState::Complete && a.job_version == job.version {
+                done_slots.push(a.slot);
+            }
+        }
+        for slot in 0..spec.replicas {
+            let live = by_slot.remove(&slot).unwrap_or_default();
+            let keep = pick_keeper(&live, job.version);
+            for a in live
+                .iter()
+                .filter(|a| Some(a.id.as_str()) != keep.map(|k| k.id.as_str()))
+            {
+                out.stops.push(stop(a, "duplicate of its slot"));
+            }
+            let request = |existing| SlotRef {
+                job: spec.name.clone(),
+                version: job.version,
+                slot,
+                existing,
+            };
+            match keep {
+                None if spec.kind == JobKind::Batch && done_slots.contains(&slot) => {}
+                None => out.requests.push(request(None)),
+                Some(a) if a.job_version != job.version => {
+                    out.stops
+                        .push(stop(a, &format!("replaced by version {}", job.version)));
+                    out.requests.push(request(None));
+                }
+                Some(a) if a.node.is_none() => out.requests.push(request(Some(a.id.clone()))),
+                Some(a) if on_draining_node(state, a) => {
+                    out.stops.push(stop(a, "node is draining"));
+                    out.requests.push(request(None));
+                }
+                Some(_) => {}
+            }
+        }
+        // Slots past the replica count: the job was scaled down.
+        for a in by_slot.into_values().flatten() {
+            out.stops.push(stop(a, "job scaled down"));
+        }
+    }
+    out.requests.truncate(max_requests);
+    out
+}
+
+/// The copy of a slot to keep: current version first, then placed, then running,
+/// then the oldest.
+fn pick_keeper<'a>(live: &[&'a Allocation], version: u64) -> Option<&'a Allocation> {
+    live.iter().copied().max_by_key(|a| {
+        (
+            a.job_version == version,
+            a.node.is_some(),
+            a.state == AllocState::Running,
+            std::cmp::Reverse(a.create_index),
+        )
+    })
+}
+
+fn on_draining_node(state: &ClusterState, a: &Allocation) -> bool {
+    a.node
+        .as_ref()
+        .and_then(|n| state.nodes.get(n))
+        .is_some_and(|n| n.draining)
+}
+
+fn stop(a: &Allocation, why: &str) -> StopAlloc {
+    StopAlloc {
+        id: a.id.clone(),
+        reason: why.to_string(),
+    }
+}
+
+/// One reconcile pass: the intent, scheduled. Unplaced slots whose pending
+/// allocation already carries the same reason are left out, so a pass that changes
+/// nothing yields an empty plan (and no write).
+pub fn plan(
+    state: &ClusterState,
+    scheduler: &dyn Scheduler,
+    max_requests: usize,
+    seed: u64,
+) -> Plan {
+    let intent = intent(state, max_requests);
+    let stopping: Vec<_> = intent.stops.iter().map(|s| s.id.clone()).collect();
+    let schedule = scheduler.schedule(state, &intent.requests, &stopping, seed);
+    let unplaced = schedule
+        .unplaced
+        .into_iter()
+        .filter(|u| {
+            let current = u.slot.existing.as_ref().and_then(|id| state.allocs.get(id));
+            current.is_none_or(|a| a.message.as_deref() != Some(u.reason.as_str()))
+        })
+        .collect();
+    Plan {
+        stops: intent.stops,
+        placements: schedule.placements,
+        unplaced,
+    }
+}
+
+#[cfg(test)]
+mod tests;

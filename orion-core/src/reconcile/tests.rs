@@ -1,0 +1,161 @@
+//! Table tests of the reconciler over states built by applying commands.
+
+use super::*;
+use crate::command::{AllocUpdate, Command, Response};
+use crate::model::{DesiredState, NodeStatus};
+use crate::scheduler::FilterScoreScheduler;
+use crate::spec::JobKind;
+use crate::testing::fixtures::{job, node, StateBuilder};
+
+/// Runs reconcile passes, committing each plan, until a pass plans nothing.
+fn converge(b: &mut StateBuilder) -> usize {
+    let sched = FilterScoreScheduler::default();
+    for pass in 0..10 {
+        let p = plan(b.state(), &sched, 10_000, pass);
+        if p.is_empty() {
+            return pass as usize;
+        }
+        let r = b.apply(Command::ApplyPlan { plan: p });
+        assert!(
+            matches!(r, Response::Plan { ref refused, .. } if refused.is_empty()),
+            "{r:?}"
+        );
+    }
+    panic!("did not converge");
+}
+
+fn live(b: &StateBuilder, job: &str) -> Vec<Allocation> {
+    b.state()
+        .allocs_of_job(job)
+        .filter(|a| a.is_live())
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn places_missing_replicas_then_rests() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .job(job("web", 3, 0.5, 256));
+    assert_eq!(converge(&mut b), 1);
+    let allocs = live(&b, "web");
+    assert_eq!(allocs.len(), 3);
+    assert!(allocs
+        .iter()
+        .all(|a| a.node.as_deref() == Some("n1") && a.state == AllocState::Starting));
+    let mut slots: Vec<u32> = allocs.iter().map(|a| a.slot).collect();
+    slots.sort();
+    assert_eq!(slots, [0, 1, 2]);
+}
+
+#[test]
+fn scaling_down_stops_the_extra_slots() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .job(job("web", 3, 0.5, 256));
+    converge(&mut b);
+    let mut b = b.job(job("web", 1, 0.5, 256));
+    converge(&mut b);
+    let v2: Vec<_> = live(&b, "web");
+    assert_eq!(v2.len(), 1);
+    assert_eq!(
+        v2[0].job_version, 2,
+        "a changed spec is a new version, rolled out"
+    );
+}
+
+#[test]
+fn unschedulable_stays_pending_with_reason_and_places_when_capacity_appears() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 3900))
+        .job(job("big", 1, 0.1, 8000));
+    converge(&mut b);
+    let a = &live(&b, "big")[0];
+    assert_eq!(a.state, AllocState::Pending);
+    assert_eq!(
+        a.message.as_deref(),
+        Some("1 node: insufficient memory (need 8000 MB, free 3900)")
+    );
+    assert_eq!(converge(&mut b), 0, "a repeated reason writes nothing");
+    let mut b = b.node(node("n2", 4.0, 16_000));
+    converge(&mut b);
+    let placed = &live(&b, "big")[0];
+    assert_eq!(placed.id, a.id, "the pending allocation itself is placed");
+    assert_eq!(placed.node.as_deref(), Some("n2"));
+}
+
+#[test]
+fn lost_allocations_are_replaced_on_other_nodes() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .node(node("n2", 4.0, 4096))
+        .job(job("web", 2, 0.5, 256));
+    converge(&mut b);
+    b.apply(Command::SetNodeStatus {
+        id: "n1".into(),
+        status: NodeStatus::Down,
+        reason: None,
+    });
+    converge(&mut b);
+    let allocs = live(&b, "web");
+    assert_eq!(allocs.len(), 2);
+    assert!(allocs.iter().all(|a| a.node.as_deref() == Some("n2")));
+}
+
+#[test]
+fn draining_moves_allocations_off_the_node() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .job(job("web", 2, 0.5, 256));
+    converge(&mut b);
+    let mut b = b.node(node("n2", 4.0, 4096));
+    b.apply(Command::SetDrain {
+        id: "n1".into(),
+        draining: true,
+    });
+    converge(&mut b);
+    assert!(live(&b, "web")
+        .iter()
+        .all(|a| a.node.as_deref() == Some("n2")));
+    let stopped = b
+        .state()
+        .allocs_of_job("web")
+        .filter(|a| a.desired == DesiredState::Stop)
+        .count();
+    assert_eq!(stopped, 2);
+}
+
+#[test]
+fn completed_batch_slots_are_not_run_again() {
+    let mut spec = job("once", 1, 0.1, 64);
+    spec.kind = JobKind::Batch;
+    let mut b = StateBuilder::new().node(node("n1", 4.0, 4096)).job(spec);
+    converge(&mut b);
+    let id = live(&b, "once")[0].id.clone();
+    b.apply(Command::UpdateAllocs {
+        updates: vec![AllocUpdate {
+            id,
+            node: "n1".into(),
+            state: AllocState::Complete,
+            message: None,
+            exit_code: Some(0),
+            ports: None,
+            restarted: false,
+        }],
+    });
+    assert_eq!(converge(&mut b), 0);
+}
+
+#[test]
+fn stopped_jobs_plan_nothing() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .job(job("web", 2, 0.5, 256));
+    converge(&mut b);
+    b.apply(Command::StopJob {
+        name: "web".into(),
+        purge: false,
+    });
+    assert_eq!(converge(&mut b), 0);
+    assert!(live(&b, "web").is_empty());
+}

@@ -1,0 +1,178 @@
+//! Why a task fits nowhere: each node's first rejection, counted per reason.
+//!
+//! `0/5,000 nodes: 4,100 insufficient memory, 880 selector gpu=true, 20 port 80 taken`,
+//! or, for a single node, the reason with its figures:
+//! `1 node: insufficient memory (need 64000 MB, free 3900)`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::candidate::Ask;
+use crate::model::NodeStatus;
+
+/// A resource dimension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResourceKind {
+    /// CPU cores.
+    Cpu,
+    /// Memory, MiB.
+    Memory,
+    /// Disk, MiB.
+    Disk,
+}
+
+/// Why one node was rejected; cheap to make (no allocation).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Reason {
+    /// The node is down or unhealthy.
+    NotReady(NodeStatus),
+    /// The node is draining.
+    Draining,
+    /// Not enough of one resource free.
+    Insufficient {
+        /// Which.
+        kind: ResourceKind,
+        /// What the task needs.
+        need: f64,
+        /// What the node has free.
+        free: f64,
+    },
+    /// The ask's constraint at this position does not match the node's tags.
+    Constraint(usize),
+    /// A fixed host port is taken.
+    PortTaken(u16),
+    /// The node's dynamic port range is full.
+    NoDynamicPort,
+    /// A replica of the job is already there and the job asked for distinct hosts.
+    DistinctHosts,
+}
+
+impl Reason {
+    /// The label nodes are counted under (no figures, so equal reasons group).
+    pub fn label(&self, ask: &Ask<'_>) -> String {
+        match self {
+            Reason::NotReady(s) => format!("node {s}"),
+            Reason::Draining => "node draining".into(),
+            Reason::Insufficient { kind, .. } => match kind {
+                ResourceKind::Cpu => "insufficient cpu".into(),
+                ResourceKind::Memory => "insufficient memory".into(),
+                ResourceKind::Disk => "insufficient disk".into(),
+            },
+            Reason::Constraint(i) => match ask.constraints.get(*i) {
+                Some(c) => format!("selector {c}"),
+                None => "selector".into(),
+            },
+            Reason::PortTaken(p) => format!("port {p} taken"),
+            Reason::NoDynamicPort => "no free port in range".into(),
+            Reason::DistinctHosts => "job already on node (distinct hosts)".into(),
+        }
+    }
+
+    /// The figures behind a reason, when it has any.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Reason::Insufficient { kind, need, free } => Some(match kind {
+                ResourceKind::Cpu => format!("need {need} cores, free {}", round2(*free)),
+                ResourceKind::Memory => format!("need {need} MB, free {free}"),
+                ResourceKind::Disk => format!("need {need} MB disk, free {free}"),
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Rejections counted per reason over every node considered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Explanation {
+    /// Nodes considered.
+    pub total: usize,
+    /// Nodes that would fit.
+    pub feasible: usize,
+    /// (label, count, detail of the first node rejected for it), most common first.
+    pub rejections: Vec<(String, usize, Option<String>)>,
+}
+
+impl Explanation {
+    /// Collects per-node outcomes (`None`: feasible).
+    pub fn collect<'r>(
+        ask: &Ask<'_>,
+        outcomes: impl Iterator<Item = Option<&'r Reason>>,
+    ) -> Explanation {
+        let mut total = 0;
+        let mut feasible = 0;
+        let mut counts: BTreeMap<String, (usize, Option<String>)> = BTreeMap::new();
+        for outcome in outcomes {
+            total += 1;
+            match outcome {
+                None => feasible += 1,
+                Some(r) => {
+                    let e = counts
+                        .entry(r.label(ask))
+                        .or_insert_with(|| (0, r.detail()));
+                    e.0 += 1;
+                }
+            }
+        }
+        let mut rejections: Vec<_> = counts.into_iter().map(|(l, (n, d))| (l, n, d)).collect();
+        rejections.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Explanation {
+            total,
+            feasible,
+            rejections,
+        }
+    }
+
+    /// How many nodes a filter label rejected.
+    pub fn count(&self, label: &str) -> usize {
+        self.rejections
+            .iter()
+            .find(|(l, _, _)| l == label)
+            .map_or(0, |r| r.1)
+    }
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.total {
+            0 => return f.write_str("no nodes in the cluster"),
+            1 => {
+                f.write_str("1 node: ")?;
+                return match self.rejections.first() {
+                    Some((label, _, Some(detail))) => write!(f, "{label} ({detail})"),
+                    Some((label, _, None)) => f.write_str(label),
+                    None => f.write_str(
+                        "fits, but its resources were taken by other tasks in the same plan",
+                    ),
+                };
+            }
+            n => write!(f, "{}/{} nodes: ", self.feasible, thousands(n))?,
+        }
+        let parts: Vec<String> = self
+            .rejections
+            .iter()
+            .map(|(label, n, _)| format!("{} {label}", thousands(*n)))
+            .collect();
+        if parts.is_empty() {
+            f.write_str("every feasible node was taken by other tasks in the same plan")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
+/// `12345` → `12,345`.
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}

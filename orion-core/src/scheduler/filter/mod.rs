@@ -1,0 +1,48 @@
+//! Feasibility filters: each decides whether a task may go on a node at all.
+//!
+//! Filters run in [`default_filters`] order, cheapest and most selective first, and
+//! the first that rejects a node names the reason the explanation counts it under.
+
+mod distinct;
+mod ports;
+mod ready;
+mod resources;
+mod selector;
+
+pub use distinct::DistinctHostsFilter;
+pub use ports::{DynamicPortFilter, StaticPortFilter};
+pub use ready::ReadyFilter;
+pub use resources::ResourcesFilter;
+pub use selector::ConstraintFilter;
+
+use super::candidate::{Ask, Candidate};
+use super::explain::Reason;
+
+/// One feasibility check.
+pub trait Filter: Send + Sync + std::fmt::Debug {
+    /// A short name (`resources`).
+    fn name(&self) -> &'static str;
+
+    /// Ok when the ask may go on the node; otherwise why not. Must not allocate on
+    /// the common path: it runs for every node scanned.
+    fn check(&self, node: &Candidate<'_>, ask: &Ask<'_>) -> Result<(), Reason>;
+}
+
+/// The default pipeline, in the order it runs.
+///
+/// - ready first: a node down, unhealthy or draining is out whatever it has free;
+/// - resources next: the commonest reason a node is full, and three comparisons;
+/// - constraints: string compares on tags, only for jobs that have them;
+/// - static ports: set lookups, only for jobs with fixed host ports;
+/// - distinct hosts: a map lookup, only for jobs that ask;
+/// - dynamic ports last: a scan of the node's range, rarely exhausted.
+pub fn default_filters() -> Vec<Box<dyn Filter>> {
+    vec![
+        Box::new(ReadyFilter),
+        Box::new(ResourcesFilter),
+        Box::new(ConstraintFilter),
+        Box::new(StaticPortFilter),
+        Box::new(DistinctHostsFilter),
+        Box::new(DynamicPortFilter),
+    ]
+}

@@ -1,0 +1,24 @@
+//! Node ready and not draining.
+
+use super::Filter;
+use crate::model::NodeStatus;
+use crate::scheduler::candidate::{Ask, Candidate};
+use crate::scheduler::explain::Reason;
+
+/// Rejects nodes that are down, unhealthy or draining.
+#[derive(Debug, Default)]
+pub struct ReadyFilter;
+
+impl Filter for ReadyFilter {
+    fn name(&self) -> &'static str {
+        "ready"
+    }
+
+    fn check(&self, c: &Candidate<'_>, _ask: &Ask<'_>) -> Result<(), Reason> {
+        match c.node.status {
+            NodeStatus::Ready if c.node.draining => Err(Reason::Draining),
+            NodeStatus::Ready => Ok(()),
+            status => Err(Reason::NotReady(status)),
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Scorers: rank the nodes a task fits on; the scheduler takes the highest
+//! weighted sum.
+
+mod anti_affinity;
+mod free;
+
+pub use anti_affinity::JobAntiAffinity;
+pub use free::FreeResources;
+
+use super::candidate::{Ask, Candidate};
+
+/// One ranking criterion. Scores are in `[-1, 1]`; higher is better.
+pub trait Scorer: Send + Sync + std::fmt::Debug {
+    /// A short name (`free-resources`).
+    fn name(&self) -> &'static str;
+
+    /// How good the node is for the ask, after the ask's resources are taken.
+    fn score(&self, node: &Candidate<'_>, ask: &Ask<'_>) -> f64;
+}
+
+/// The default scorers and their weights.
+///
+/// Free resources decide (weight 1): bin-pack or spread per the job. Job
+/// anti-affinity (weight 0.5) breaks up piles of one job's replicas without
+/// overriding bin-packing when the fuller node is much better.
+pub fn default_scorers() -> Vec<(Box<dyn Scorer>, f64)> {
+    vec![
+        (Box::new(FreeResources::default()), 1.0),
+        (Box::new(JobAntiAffinity), 0.5),
+    ]
+}

@@ -1,0 +1,268 @@
+//! Table tests of the filter-and-score scheduler over built states.
+
+use super::*;
+use crate::command::{Command, Plan};
+use crate::spec::{Constraint, ConstraintOp, PortSpec, Protocol};
+use crate::testing::fixtures::{job, node, tagged, StateBuilder};
+
+fn slots(job: &str, version: u64, n: u32) -> Vec<SlotRef> {
+    (0..n)
+        .map(|slot| SlotRef {
+            job: job.into(),
+            version,
+            slot,
+            existing: None,
+        })
+        .collect()
+}
+
+fn run(state: &ClusterState, requests: &[SlotRef]) -> Schedule {
+    FilterScoreScheduler::default().schedule(state, requests, &[], 7)
+}
+
+#[test]
+fn places_on_the_only_node_that_fits() {
+    let s = StateBuilder::new()
+        .node(node("small", 1.0, 512))
+        .node(node("big", 8.0, 16_384))
+        .job(job("web", 1, 0.5, 4096))
+        .build();
+    let out = run(&s, &slots("web", 1, 1));
+    assert_eq!(out.placements.len(), 1);
+    assert_eq!(out.placements[0].node, "big");
+}
+
+#[test]
+fn single_node_explanation_gives_figures() {
+    let s = StateBuilder::new()
+        .node(node("n1", 4.0, 3900))
+        .job(job("huge", 1, 0.1, 64_000))
+        .build();
+    let out = run(&s, &slots("huge", 1, 1));
+    assert!(out.placements.is_empty());
+    assert_eq!(
+        out.unplaced[0].reason,
+        "1 node: insufficient memory (need 64000 MB, free 3900)"
+    );
+}
+
+#[test]
+fn explanation_counts_first_rejection_per_node() {
+    let mut b = StateBuilder::new();
+    for i in 0..5 {
+        b = b.node(node(&format!("small{i}"), 1.0, 256));
+    }
+    for i in 0..3 {
+        b = b.node(tagged(
+            node(&format!("cpu{i}"), 8.0, 8192),
+            &[("gpu", "false")],
+        ));
+    }
+    let spec = job("ml", 1, 0.5, 1024).selector("gpu", "true");
+    let s = b.job(spec).build();
+    let out = run(&s, &slots("ml", 1, 1));
+    assert_eq!(
+        out.unplaced[0].reason,
+        "0/8 nodes: 5 insufficient memory, 3 selector gpu=true"
+    );
+}
+
+#[test]
+fn a_plan_accounts_for_its_own_earlier_placements() {
+    let s = StateBuilder::new()
+        .node(node("n1", 2.0, 1024))
+        .node(node("n2", 2.0, 1024))
+        .job(job("web", 5, 1.0, 512))
+        .build();
+    let out = run(&s, &slots("web", 1, 5));
+    assert_eq!(out.placements.len(), 4);
+    assert_eq!(out.unplaced.len(), 1);
+    assert!(
+        out.unplaced[0]
+            .reason
+            .starts_with("0/2 nodes: 2 insufficient"),
+        "{}",
+        out.unplaced[0].reason
+    );
+}
+
+#[test]
+fn binpack_fills_one_node_spread_uses_both() {
+    let base = || {
+        StateBuilder::new()
+            .node(node("a", 4.0, 4096))
+            .node(node("b", 4.0, 4096))
+    };
+    let mut spec = job("web", 2, 1.0, 1024);
+    spec.replicas = 1; // no anti-affinity pull
+    let s = base().job(spec.clone()).build();
+    let out = run(&s, &slots("web", 1, 2));
+    assert_eq!(out.placements[0].node, out.placements[1].node, "bin-pack");
+    spec.strategy = Some(Strategy::Spread);
+    let s = base().job(spec).build();
+    let out = run(&s, &slots("web", 1, 2));
+    assert_ne!(out.placements[0].node, out.placements[1].node, "spread");
+}
+
+#[test]
+fn distinct_hosts_keeps_replicas_apart() {
+    let mut spec = job("db", 3, 0.1, 64);
+    spec.distinct_hosts = true;
+    let s = StateBuilder::new()
+        .node(node("a", 4.0, 4096))
+        .node(node("b", 4.0, 4096))
+        .job(spec)
+        .build();
+    let out = run(&s, &slots("db", 1, 3));
+    assert_eq!(out.placements.len(), 2);
+    assert_ne!(out.placements[0].node, out.placements[1].node);
+    assert!(
+        out.unplaced[0].reason.contains("2 job already on node"),
+        "{}",
+        out.unplaced[0].reason
+    );
+}
+
+#[test]
+fn static_port_conflicts_are_filtered_and_dynamic_ports_are_distinct() {
+    let mut spec = job("lb", 2, 0.1, 64);
+    spec.task.ports = vec![PortSpec {
+        name: "http".into(),
+        container_port: 80,
+        host_port: Some(8080),
+        protocol: Protocol::Tcp,
+    }];
+    let s = StateBuilder::new()
+        .node(node("a", 4.0, 4096))
+        .job(spec)
+        .job(job("web", 3, 0.1, 64).port("http", 80).port("admin", 81))
+        .build();
+    let out = run(&s, &slots("lb", 1, 2));
+    assert_eq!(out.placements.len(), 1);
+    assert_eq!(out.unplaced[0].reason, "1 node: port 8080 taken");
+
+    let out = run(&s, &slots("web", 1, 3));
+    let mut ports: Vec<u16> = out
+        .placements
+        .iter()
+        .flat_map(|p| p.ports.iter().map(|b| b.host_port))
+        .collect();
+    assert_eq!(ports.len(), 6);
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 6, "host ports are never given twice");
+    assert!(ports.iter().all(|p| (32000..=32767).contains(p)));
+}
+
+#[test]
+fn committed_ports_are_not_reused() {
+    let mut b = StateBuilder::new()
+        .node(node("a", 4.0, 4096))
+        .job(job("web", 1, 0.1, 64).port("http", 80));
+    let first = run(b.state(), &slots("web", 1, 1));
+    b.apply(Command::ApplyPlan {
+        plan: Plan {
+            placements: first.placements.clone(),
+            ..Plan::default()
+        },
+    });
+    let mut b = b.job(job("api", 1, 0.1, 64).port("http", 80));
+    let second = run(b.state_mut(), &slots("api", 1, 1));
+    assert_ne!(
+        first.placements[0].ports[0].host_port,
+        second.placements[0].ports[0].host_port
+    );
+}
+
+#[test]
+fn constraint_operators_select_nodes() {
+    let mut spec = job("j", 1, 0.1, 64);
+    spec.constraints = vec![
+        Constraint {
+            key: "zone".into(),
+            op: ConstraintOp::In,
+            values: vec!["a".into(), "b".into()],
+        },
+        Constraint {
+            key: "spot".into(),
+            op: ConstraintOp::NotExists,
+            values: vec![],
+        },
+    ];
+    let s = StateBuilder::new()
+        .node(tagged(node("n1", 4.0, 4096), &[("zone", "c")]))
+        .node(tagged(
+            node("n2", 4.0, 4096),
+            &[("zone", "a"), ("spot", "1")],
+        ))
+        .node(tagged(node("n3", 4.0, 4096), &[("zone", "b")]))
+        .job(spec)
+        .build();
+    let out = run(&s, &slots("j", 1, 1));
+    assert_eq!(out.placements[0].node, "n3");
+}
+
+#[test]
+fn unready_and_draining_nodes_get_nothing() {
+    let mut b = StateBuilder::new()
+        .node(node("down", 4.0, 4096))
+        .node(node("drain", 4.0, 4096))
+        .job(job("web", 1, 0.1, 64));
+    b.apply(Command::SetNodeStatus {
+        id: "down".into(),
+        status: crate::model::NodeStatus::Down,
+        reason: None,
+    });
+    b.apply(Command::SetDrain {
+        id: "drain".into(),
+        draining: true,
+    });
+    let out = run(b.state(), &slots("web", 1, 1));
+    assert_eq!(
+        out.unplaced[0].reason,
+        "0/2 nodes: 1 node down, 1 node draining"
+    );
+}
+
+#[test]
+fn same_seed_same_schedule_and_no_panic_on_degenerate_input() {
+    let mut b = StateBuilder::new();
+    for i in 0..50 {
+        b = b.node(node(&format!("n{i:02}"), 4.0, 4096));
+    }
+    b = b.node(node("zero", 0.0, 0)).job(job("web", 300, 0.3, 200));
+    let s = b.build();
+    let reqs = slots("web", 1, 300);
+    assert_eq!(run(&s, &reqs), run(&s, &reqs));
+    let empty = StateBuilder::new().job(job("web", 1, 0.1, 64)).build();
+    assert_eq!(
+        run(&empty, &slots("web", 1, 1)).unplaced[0].reason,
+        "no nodes in the cluster"
+    );
+    let big = StateBuilder::new()
+        .node(node("n", 1.0, 64))
+        .job(job("web", 10_000, 0.1, 64))
+        .build();
+    let out = run(&big, &slots("web", 1, 10_000));
+    assert_eq!(out.placements.len() + out.unplaced.len(), 10_000);
+}
+
+#[test]
+fn stopping_allocations_free_their_resources_for_the_plan() {
+    let mut b = StateBuilder::new()
+        .node(node("a", 1.0, 1024))
+        .job(job("web", 1, 1.0, 1024).port("http", 80));
+    let first = run(b.state(), &slots("web", 1, 1));
+    b.apply(Command::ApplyPlan {
+        plan: Plan {
+            placements: first.placements,
+            ..Plan::default()
+        },
+    });
+    let mut b = b.job(job("web", 1, 1.0, 1024).port("http", 80).env("V", "2"));
+    let old: Vec<AllocId> = b.state().allocs.keys().cloned().collect();
+    let s = b.state_mut();
+    assert!(run(s, &slots("web", 2, 1)).placements.is_empty());
+    let out = FilterScoreScheduler::default().schedule(s, &slots("web", 2, 1), &old, 7);
+    assert_eq!(out.placements.len(), 1);
+}

@@ -1,0 +1,96 @@
+//! Builders for test states: nodes, jobs, and a state built by applying commands.
+
+use std::collections::BTreeMap;
+
+use crate::command::{Command, Response};
+use crate::model::{NodeAddrs, NodeInfo, NodeRole};
+use crate::spec::{JobSpec, Resources};
+use crate::state::ClusterState;
+
+/// A ready manager node with `cpu` cores and `memory_mb` MiB, ports 32000–32767.
+pub fn node(id: &str, cpu: f64, memory_mb: u64) -> NodeInfo {
+    NodeInfo {
+        id: id.to_string(),
+        addrs: NodeAddrs {
+            http: format!("127.0.0.1:0/{id}"),
+            raft: None,
+            gossip: None,
+        },
+        role: NodeRole::Manager,
+        capacity: Resources {
+            cpu,
+            memory_mb,
+            disk_mb: 100_000,
+        },
+        tags: BTreeMap::new(),
+        host_ip: "127.0.0.1".into(),
+        port_range: (32000, 32767),
+    }
+}
+
+/// `node` with tags.
+pub fn tagged(mut info: NodeInfo, tags: &[(&str, &str)]) -> NodeInfo {
+    info.tags = tags
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    info
+}
+
+/// A service job of `replicas` replicas needing `cpu` cores and `memory_mb` MiB each.
+pub fn job(name: &str, replicas: u32, cpu: f64, memory_mb: u64) -> JobSpec {
+    JobSpec::service(name, "orion-test/web:1")
+        .replicas(replicas)
+        .resources(cpu, memory_mb)
+}
+
+/// A cluster state built by applying commands in order, as the store would.
+#[derive(Debug, Default)]
+pub struct StateBuilder {
+    state: ClusterState,
+    index: u64,
+}
+
+impl StateBuilder {
+    /// An empty state with a cluster id.
+    pub fn new() -> Self {
+        let mut b = StateBuilder::default();
+        b.apply(Command::InitCluster {
+            cluster_id: "c0ffee00".into(),
+        });
+        b
+    }
+
+    /// Applies a command; returns the state machine's answer.
+    pub fn apply(&mut self, cmd: Command) -> Response {
+        self.index += 1;
+        self.state.apply(self.index, &cmd).0
+    }
+
+    /// Registers a node.
+    pub fn node(mut self, info: NodeInfo) -> Self {
+        self.apply(Command::RegisterNode { info });
+        self
+    }
+
+    /// Submits a job.
+    pub fn job(mut self, spec: JobSpec) -> Self {
+        self.apply(Command::UpsertJob { spec });
+        self
+    }
+
+    /// The state so far.
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    /// The state so far, mutably (for applying further commands directly).
+    pub fn state_mut(&mut self) -> &mut ClusterState {
+        &mut self.state
+    }
+
+    /// The state.
+    pub fn build(self) -> ClusterState {
+        self.state
+    }
+}

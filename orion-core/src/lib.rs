@@ -13,10 +13,18 @@
 //! - [`replica`]: the state machine as stores share it, with change notifications.
 //! - Seams: [`runtime`] (`Runtime`), [`store`] (`Store`), [`membership`]
 //!   (`Membership`), [`scheduler`] (`Scheduler`).
+//! - [`reconcile`]: the pure reconciler (desired vs observed → plan).
+//! - Loops: [`agent`] (every node: drive the runtime), [`control`] (the leader:
+//!   liveness and reconciliation).
+//! - [`cluster`]: the [`Cluster`] handle and its builder; [`api`]: the HTTP API.
 //! - [`testing`] (feature `testing`): fakes of the seams.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod agent;
+pub mod api;
+pub mod cluster;
 pub mod command;
+pub mod control;
 pub mod membership;
 pub mod model;
 pub mod reconcile;
@@ -30,14 +38,21 @@ pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use agent::AgentConfig;
+pub use cluster::{
+    Cluster, ClusterBuilder, ClusterConfig, ClusterError, JobView, NodeConfig, NodeView,
+    StoreContext, StoreFactory, Submitted,
+};
 pub use command::{AllocUpdate, Command, Placement, Plan, Response, SlotRef, StopAlloc, Unplaced};
-pub use membership::{Member, Membership, MembershipError, MembershipEvent};
+pub use control::ControlConfig;
+pub use membership::{Member, Membership, MembershipError, MembershipEvent, SoloMembership};
 pub use model::{
     AllocId, AllocState, Allocation, DesiredState, Job, JobStatus, Node, NodeAddrs, NodeId,
     NodeInfo, NodeRole, NodeStatus, PortBinding,
 };
 pub use replica::{ChangeBatch, Replica};
 pub use runtime::{ContainerInfo, ContainerState, Owner, Runtime, RuntimeError, TaskLaunch};
+pub use scheduler::{FilterScoreScheduler, Scheduler, SchedulerConfig};
 pub use spec::{
     Constraint, ConstraintOp, JobKind, JobSpec, PortSpec, Protocol, Resources, SpecError, Strategy,
     TaskSpec,

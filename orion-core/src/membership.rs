@@ -88,3 +88,46 @@ pub trait Membership: Send + Sync + 'static {
     /// Leaves the cluster and stops gossiping.
     async fn shutdown(&self);
 }
+
+/// Membership of a single node: the local node is the only member and never dies.
+/// The default for a one-node cluster, where there is nobody to gossip with.
+#[derive(Debug)]
+pub struct SoloMembership {
+    local: parking_lot::Mutex<Member>,
+    id: NodeId,
+    events: broadcast::Sender<MembershipEvent>,
+}
+
+impl SoloMembership {
+    /// Membership of `local` alone.
+    pub fn new(local: Member) -> Self {
+        let (events, _) = broadcast::channel(16);
+        SoloMembership {
+            id: local.id.clone(),
+            local: parking_lot::Mutex::new(local),
+            events,
+        }
+    }
+}
+
+#[async_trait]
+impl Membership for SoloMembership {
+    fn local_id(&self) -> &NodeId {
+        &self.id
+    }
+
+    fn live(&self) -> Vec<Member> {
+        vec![self.local.lock().clone()]
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.events.subscribe()
+    }
+
+    async fn publish(&self, member: Member) -> Result<(), MembershipError> {
+        *self.local.lock() = member;
+        Ok(())
+    }
+
+    async fn shutdown(&self) {}
+}

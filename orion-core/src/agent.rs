@@ -1,0 +1,462 @@
+//! The node agent: drives this node's runtime until what runs matches the
+//! allocations committed for it, and reports what it observes.
+//!
+//! ```text
+//!   committed allocations for this node ─┐        ┌─ runtime.list(owner)
+//!                                        ▼        ▼
+//!                                  sync: desired vs actual
+//!        container without a live allocation ──► stop, remove (report stopped)
+//!        live allocation without a container  ──► ensure image, create, start
+//!        container exited (service)           ──► report exited, restart after delay
+//!        container running, not yet reported  ──► report running with host ports
+//!                                        │
+//!                                        ▼
+//!                    UpdateAllocs (one command per pass) ──► store
+//! ```
+//!
+//! It wakes on committed changes that touch its node and on a tick (to see
+//! containers that exited behind Orion's back). Containers are found by their
+//! labels, so an agent that restarts adopts what it started before.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::command::{AllocUpdate, Command};
+use crate::model::{AllocId, AllocState, Allocation, DesiredState, NodeId, NodeStatus};
+use crate::runtime::{ContainerInfo, ContainerState, Owner, Runtime, RuntimeError, TaskLaunch};
+use crate::spec::{JobKind, TaskSpec};
+use crate::state::Change;
+use crate::store::Store;
+
+/// How the agent paces itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentConfig {
+    /// How often it checks its containers without being woken.
+    pub tick: Duration,
+    /// Delay before restarting an exited service task (doubles per consecutive
+    /// failure, up to `max_backoff`).
+    pub restart_delay: Duration,
+    /// Longest delay between restarts or start attempts.
+    pub max_backoff: Duration,
+    /// How long a task has to stop before it is killed.
+    pub stop_grace: Duration,
+}
+
+impl Default for AgentConfig {
+    /// A 1 s tick notices an exited container within a second at the cost of one
+    /// `list` call per second. Restarts start at 1 s (a crash loop cannot spin the
+    /// engine) and back off to 30 s. Tasks get 10 s to stop, Docker's own default.
+    fn default() -> Self {
+        AgentConfig {
+            tick: Duration::from_secs(1),
+            restart_delay: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The task and kind of an allocation's job, if the job still exists.
+type JobOf = Option<(TaskSpec, JobKind)>;
+
+/// Per-allocation memory of the agent: when it may try again.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    next_attempt: Instant,
+    failures: u32,
+}
+
+/// The agent of one node.
+pub struct Agent {
+    node_id: NodeId,
+    store: Arc<dyn Store>,
+    runtime: Arc<dyn Runtime>,
+    config: AgentConfig,
+    backoff: HashMap<AllocId, Backoff>,
+    /// Set while the runtime does not answer, with why.
+    runtime_down: Option<String>,
+    health: watch::Sender<Option<String>>,
+}
+
+impl Agent {
+    /// An agent for `node_id`; it reports runtime health on `health`.
+    pub fn new(
+        node_id: NodeId,
+        store: Arc<dyn Store>,
+        runtime: Arc<dyn Runtime>,
+        config: AgentConfig,
+        health: watch::Sender<Option<String>>,
+    ) -> Self {
+        Agent {
+            node_id,
+            store,
+            runtime,
+            config,
+            backoff: HashMap::new(),
+            runtime_down: None,
+            health,
+        }
+    }
+
+    /// Runs until `shutdown` turns true, syncing on every change that touches this
+    /// node and on every tick.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut changes = self.store.replica().subscribe_changes();
+        let mut tick = tokio::time::interval(self.config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => break,
+                _ = tick.tick() => {}
+                r = changes.recv() => match r {
+                    Ok(batch) if !batch.changes.iter().any(|c| self.touches_me(c)) => continue,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+            }
+            self.sync().await;
+        }
+        debug!(node_id = %self.node_id, "agent stopped");
+    }
+
+    fn touches_me(&self, c: &Change) -> bool {
+        match c {
+            Change::Alloc { node, .. } => node.as_ref() == Some(&self.node_id),
+            Change::Node { id } => *id == self.node_id,
+            Change::Job { .. } => false,
+        }
+    }
+
+    /// One pass: make the runtime match the committed allocations of this node.
+    pub async fn sync(&mut self) {
+        let replica = self.store.replica().clone();
+        let Some(cluster_id) = replica.read(|s| s.cluster_id.clone()) else {
+            return;
+        };
+        let owner = Owner {
+            cluster_id: cluster_id.clone(),
+            node_id: self.node_id.clone(),
+        };
+        let (mine, node_status) = replica.read(|s| {
+            let mine: Vec<(Allocation, JobOf)> = s
+                .allocs_on_node(&self.node_id)
+                .map(|a| {
+                    let job = s
+                        .jobs
+                        .get(&a.job)
+                        .map(|j| (j.spec.task.clone(), j.spec.kind));
+                    (a.clone(), job)
+                })
+                .collect();
+            (mine, s.nodes.get(&self.node_id).map(|n| n.status))
+        });
+        let containers = match self.runtime.list(&owner).await {
+            Ok(c) => {
+                self.runtime_up(node_status).await;
+                c
+            }
+            Err(e) => {
+                self.runtime_failed(&e, &mine, node_status).await;
+                return;
+            }
+        };
+        let mut updates = Vec::new();
+        let live: HashMap<&str, &(Allocation, JobOf)> = mine
+            .iter()
+            .filter(|(a, job)| a.is_live() && job.is_some())
+            .map(|e| (e.0.id.as_str(), e))
+            .collect();
+        let by_alloc: HashMap<&str, &ContainerInfo> = containers
+            .iter()
+            .map(|c| (c.alloc_id.as_str(), c))
+            .collect();
+
+        // Containers nobody wants any more: stop and remove them first, so their
+        // ports and memory are free for what starts next.
+        for c in containers
+            .iter()
+            .filter(|c| !live.contains_key(c.alloc_id.as_str()))
+        {
+            info!(node_id = %self.node_id, alloc = %c.alloc_id, container = %c.id, "stopping container");
+            self.stop_and_remove(c).await;
+        }
+        for (a, _) in mine
+            .iter()
+            .filter(|(a, _)| !live.contains_key(a.id.as_str()))
+        {
+            let stopped = a.desired == DesiredState::Stop && !a.state.is_terminal();
+            if stopped || (a.is_live() && !by_alloc.contains_key(a.id.as_str())) {
+                updates.push(update(
+                    &self.node_id,
+                    a,
+                    AllocState::Stopped,
+                    a.message.clone(),
+                ));
+            }
+        }
+        let mut seen = HashSet::new();
+        for (id, (a, job)) in &live {
+            seen.insert(id.to_string());
+            let Some((task, kind)) = job else { continue };
+            let u = match by_alloc.get(id) {
+                None => self.launch(&cluster_id, a, task).await,
+                Some(c) => self.tend(a, *kind, c).await,
+            };
+            updates.extend(u);
+        }
+        self.backoff.retain(|id, _| seen.contains(id));
+        self.report(updates).await;
+    }
+
+    /// Creates and starts the container of an allocation that has none.
+    async fn launch(
+        &mut self,
+        cluster_id: &str,
+        a: &Allocation,
+        task: &TaskSpec,
+    ) -> Option<AllocUpdate> {
+        if !self.may_attempt(&a.id) {
+            return None;
+        }
+        let launch = TaskLaunch {
+            cluster_id: cluster_id.to_string(),
+            node_id: self.node_id.clone(),
+            alloc_id: a.id.clone(),
+            job: a.job.clone(),
+            job_version: a.job_version,
+            task: task.clone(),
+            ports: a.ports.clone(),
+        };
+        info!(node_id = %self.node_id, alloc = %a.id, image = %task.image, "starting task");
+        match self.create_and_start(&launch).await {
+            Ok(c) => {
+                self.backoff.remove(&a.id);
+                let mut u = update(&self.node_id, a, AllocState::Running, None);
+                u.ports = Some(c.ports);
+                Some(u)
+            }
+            Err(e) => {
+                warn!(node_id = %self.node_id, alloc = %a.id, error = %e, "task failed to start");
+                self.back_off(&a.id);
+                let msg = Some(format!("start failed: {e}"));
+                Some(update(&self.node_id, a, AllocState::Failed, msg)).filter(|u| differs(a, u))
+            }
+        }
+    }
+
+    async fn create_and_start(&self, launch: &TaskLaunch) -> Result<ContainerInfo, RuntimeError> {
+        self.runtime.ensure_image(&launch.task.image).await?;
+        let created = self.runtime.create(launch).await?;
+        if let Err(e) = self.runtime.start(&created.id).await {
+            // A container that cannot start (port taken, bad command) is removed so
+            // the next attempt starts clean.
+            let _ = self.runtime.remove(&created.id).await;
+            return Err(e);
+        }
+        self.runtime.inspect(&created.id).await
+    }
+
+    /// Looks after an allocation whose container exists.
+    async fn tend(
+        &mut self,
+        a: &Allocation,
+        kind: JobKind,
+        c: &ContainerInfo,
+    ) -> Option<AllocUpdate> {
+        match &c.state {
+            ContainerState::Running => {
+                // Running well past its last restart: forget the crash history.
+                let settled = self
+                    .backoff
+                    .get(&a.id)
+                    .is_some_and(|b| Instant::now() > b.next_attempt + self.config.max_backoff);
+                if settled {
+                    self.backoff.remove(&a.id);
+                }
+                let mut u = update(&self.node_id, a, AllocState::Running, None);
+                u.ports = Some(c.ports.clone());
+                Some(u).filter(|u| differs(a, u))
+            }
+            ContainerState::Exited { code: 0 } if kind == JobKind::Batch => {
+                self.stop_and_remove(c).await;
+                let mut u = update(&self.node_id, a, AllocState::Complete, None);
+                u.exit_code = Some(0);
+                Some(u)
+            }
+            ContainerState::Exited { code } => self.restart(a, c, *code).await,
+            ContainerState::Created => {
+                if let Err(e) = self.runtime.start(&c.id).await {
+                    self.back_off(&a.id);
+                    let u = update(
+                        &self.node_id,
+                        a,
+                        AllocState::Failed,
+                        Some(format!("start failed: {e}")),
+                    );
+                    return Some(u).filter(|u| differs(a, u));
+                }
+                None
+            }
+            ContainerState::Other { .. } => None,
+        }
+    }
+
+    /// Restarts an exited container after its delay; reports the exit meanwhile.
+    async fn restart(
+        &mut self,
+        a: &Allocation,
+        c: &ContainerInfo,
+        code: i64,
+    ) -> Option<AllocUpdate> {
+        let first_sight = !self.backoff.contains_key(&a.id);
+        if first_sight {
+            info!(node_id = %self.node_id, alloc = %a.id, code, "task exited; restarting after delay");
+            self.back_off(&a.id);
+        }
+        let mut exited = update(
+            &self.node_id,
+            a,
+            AllocState::Exited,
+            Some(format!("exited with code {code}")),
+        );
+        exited.exit_code = Some(code);
+        if !self.may_attempt(&a.id) {
+            return Some(exited).filter(|u| differs(a, u));
+        }
+        match self.runtime.start(&c.id).await {
+            Ok(()) => {
+                let mut u = update(&self.node_id, a, AllocState::Running, None);
+                u.ports = self.runtime.inspect(&c.id).await.ok().map(|i| i.ports);
+                u.exit_code = Some(code);
+                u.restarted = true;
+                self.back_off(&a.id);
+                Some(u)
+            }
+            Err(e) => {
+                self.back_off(&a.id);
+                exited.message = Some(format!("exited with code {code}; restart failed: {e}"));
+                Some(exited).filter(|u| differs(a, u))
+            }
+        }
+    }
+
+    async fn stop_and_remove(&self, c: &ContainerInfo) {
+        if c.state == ContainerState::Running {
+            if let Err(e) = self.runtime.stop(&c.id, self.config.stop_grace).await {
+                if !matches!(e, RuntimeError::NotFound(_)) {
+                    warn!(container = %c.id, error = %e, "stop failed");
+                }
+            }
+        }
+        if let Err(e) = self.runtime.remove(&c.id).await {
+            if !matches!(e, RuntimeError::NotFound(_)) {
+                warn!(container = %c.id, error = %e, "remove failed");
+            }
+        }
+    }
+
+    fn may_attempt(&self, id: &str) -> bool {
+        self.backoff
+            .get(id)
+            .is_none_or(|b| Instant::now() >= b.next_attempt)
+    }
+
+    fn back_off(&mut self, id: &str) {
+        let b = self.backoff.entry(id.to_string()).or_insert(Backoff {
+            next_attempt: Instant::now(),
+            failures: 0,
+        });
+        let delay = self.config.restart_delay * 2u32.saturating_pow(b.failures.min(10));
+        b.next_attempt = Instant::now() + delay.min(self.config.max_backoff);
+        b.failures += 1;
+    }
+
+    async fn runtime_up(&mut self, status: Option<NodeStatus>) {
+        if self.runtime_down.take().is_some() {
+            info!(node_id = %self.node_id, "runtime answers again");
+            self.health.send_replace(None);
+        }
+        if status == Some(NodeStatus::Unhealthy) {
+            self.propose(Command::SetNodeStatus {
+                id: self.node_id.clone(),
+                status: NodeStatus::Ready,
+                reason: None,
+            })
+            .await;
+        }
+    }
+
+    async fn runtime_failed(
+        &mut self,
+        e: &RuntimeError,
+        mine: &[(Allocation, JobOf)],
+        status: Option<NodeStatus>,
+    ) {
+        let why = format!("{} runtime: {e}", self.runtime.name());
+        if self.runtime_down.as_ref() != Some(&why) {
+            warn!(node_id = %self.node_id, error = %e, "runtime does not answer");
+            self.runtime_down = Some(why.clone());
+            self.health.send_replace(Some(why.clone()));
+        }
+        if status == Some(NodeStatus::Ready) {
+            self.propose(Command::SetNodeStatus {
+                id: self.node_id.clone(),
+                status: NodeStatus::Unhealthy,
+                reason: Some(why.clone()),
+            })
+            .await;
+        }
+        let updates = mine
+            .iter()
+            .filter(|(a, _)| a.is_live())
+            .map(|(a, _)| update(&self.node_id, a, AllocState::Failed, Some(why.clone())))
+            .filter(|u| mine.iter().any(|(a, _)| a.id == u.id && differs(a, u)))
+            .collect();
+        self.report(updates).await;
+    }
+
+    async fn report(&self, updates: Vec<AllocUpdate>) {
+        if !updates.is_empty() {
+            self.propose(Command::UpdateAllocs { updates }).await;
+        }
+    }
+
+    async fn propose(&self, cmd: Command) {
+        if let Err(e) = self.store.propose(cmd).await {
+            warn!(node_id = %self.node_id, error = %e, "could not report to the store; will retry");
+        }
+    }
+}
+
+fn update(
+    node: &NodeId,
+    a: &Allocation,
+    state: AllocState,
+    message: Option<String>,
+) -> AllocUpdate {
+    AllocUpdate {
+        id: a.id.clone(),
+        node: node.clone(),
+        state,
+        message,
+        exit_code: None,
+        ports: None,
+        restarted: false,
+    }
+}
+
+/// Whether an update would change the committed allocation.
+fn differs(a: &Allocation, u: &AllocUpdate) -> bool {
+    a.state != u.state
+        || a.message != u.message
+        || u.exit_code.is_some_and(|c| a.exit_code != Some(c))
+        || u.ports.as_ref().is_some_and(|p| *p != a.ports)
+}
+
+#[cfg(test)]
+mod tests;

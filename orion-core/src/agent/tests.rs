@@ -1,0 +1,187 @@
+//! The agent over `FakeRuntime` and `MemStore`: starts, reports, restarts, adopts,
+//! stops, and says why when the image or the runtime fails.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::command::Command;
+use crate::reconcile;
+use crate::scheduler::FilterScoreScheduler;
+use crate::testing::fixtures::{job, node};
+use crate::testing::{FakeRuntime, MemStore, RuntimeCall};
+
+struct Rig {
+    store: Arc<MemStore>,
+    runtime: Arc<FakeRuntime>,
+    agent: Agent,
+}
+
+fn rig() -> Rig {
+    let store = Arc::new(MemStore::new("n1"));
+    store.apply_now(&Command::InitCluster {
+        cluster_id: "c1".into(),
+    });
+    store.apply_now(&Command::RegisterNode {
+        info: node("n1", 4.0, 4096),
+    });
+    let runtime = Arc::new(FakeRuntime::new());
+    let (health, _) = watch::channel(None);
+    let agent = Agent::new(
+        "n1".into(),
+        store.clone(),
+        runtime.clone(),
+        AgentConfig::default(),
+        health,
+    );
+    Rig {
+        store,
+        runtime,
+        agent,
+    }
+}
+
+impl Rig {
+    fn submit(&self, spec: crate::spec::JobSpec) {
+        self.store.apply_now(&Command::UpsertJob { spec });
+        self.reconcile();
+    }
+
+    fn reconcile(&self) {
+        let plan = self
+            .store
+            .replica()
+            .read(|s| reconcile::plan(s, &FilterScoreScheduler::default(), 100, 1));
+        if !plan.is_empty() {
+            self.store.apply_now(&Command::ApplyPlan { plan });
+        }
+    }
+
+    fn allocs(&self) -> Vec<Allocation> {
+        self.store
+            .replica()
+            .read(|s| s.allocs.values().cloned().collect())
+    }
+
+    fn creates(&self) -> usize {
+        self.runtime
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, RuntimeCall::Create(_)))
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn starts_placed_allocations_and_reports_them_running_with_ports() {
+    let mut r = rig();
+    r.submit(job("web", 2, 0.5, 256).port("http", 80));
+    r.agent.sync().await;
+    let allocs = r.allocs();
+    assert_eq!(allocs.len(), 2);
+    for a in &allocs {
+        assert_eq!(a.state, AllocState::Running);
+        assert_eq!(r.runtime.running(&a.id), 1);
+        assert_eq!(a.ports[0].name, "http");
+    }
+    r.agent.sync().await;
+    assert_eq!(r.creates(), 2, "a second pass starts nothing new");
+}
+
+#[tokio::test(start_paused = true)]
+async fn exited_service_tasks_are_restarted_after_a_delay() {
+    let mut r = rig();
+    r.submit(job("web", 1, 0.5, 256));
+    r.agent.sync().await;
+    let id = r.allocs()[0].id.clone();
+    assert!(r.runtime.exit(&id, 137));
+    r.agent.sync().await;
+    let a = &r.allocs()[0];
+    assert_eq!((a.state, a.exit_code), (AllocState::Exited, Some(137)));
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    r.agent.sync().await;
+    let a = &r.allocs()[0];
+    assert_eq!((a.state, a.restarts), (AllocState::Running, 1));
+    assert_eq!(r.runtime.running(&id), 1);
+    assert_eq!(r.creates(), 1, "restarted in place, not recreated");
+}
+
+#[tokio::test]
+async fn a_new_agent_adopts_existing_containers() {
+    let mut r = rig();
+    r.submit(job("web", 3, 0.5, 256));
+    r.agent.sync().await;
+    let (health, _) = watch::channel(None);
+    let mut again = Agent::new(
+        "n1".into(),
+        r.store.clone(),
+        r.runtime.clone(),
+        AgentConfig::default(),
+        health,
+    );
+    again.sync().await;
+    assert_eq!(r.creates(), 3);
+    assert_eq!(r.runtime.containers().len(), 3);
+}
+
+#[tokio::test]
+async fn stopped_jobs_lose_their_containers() {
+    let mut r = rig();
+    r.submit(job("web", 2, 0.5, 256));
+    r.agent.sync().await;
+    r.store.apply_now(&Command::StopJob {
+        name: "web".into(),
+        purge: false,
+    });
+    r.agent.sync().await;
+    assert!(r.runtime.containers().is_empty());
+    assert!(r.allocs().iter().all(|a| a.state == AllocState::Stopped));
+}
+
+#[tokio::test]
+async fn containers_of_purged_or_unknown_allocations_are_removed() {
+    let mut r = rig();
+    r.submit(job("web", 1, 0.5, 256));
+    r.agent.sync().await;
+    r.store.apply_now(&Command::StopJob {
+        name: "web".into(),
+        purge: true,
+    });
+    r.agent.sync().await;
+    assert!(r.runtime.containers().is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_image_fails_the_allocation_naming_the_image() {
+    let mut r = rig();
+    r.runtime.remove_image("orion-test/web:1");
+    r.submit(job("web", 1, 0.5, 256));
+    r.agent.sync().await;
+    let a = &r.allocs()[0];
+    assert_eq!(a.state, AllocState::Failed);
+    let msg = a.message.clone().unwrap();
+    assert!(
+        msg.contains("orion-test/web:1") && msg.contains("not available"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_runtime_marks_the_node_unhealthy_until_it_returns() {
+    let mut r = rig();
+    r.submit(job("web", 1, 0.5, 256));
+    r.runtime.set_unavailable(Some("connection refused"));
+    r.agent.sync().await;
+    let status = r.store.replica().read(|s| s.nodes["n1"].clone());
+    assert_eq!(status.status, crate::model::NodeStatus::Unhealthy);
+    assert!(status.health.unwrap().contains("connection refused"));
+    let a = &r.allocs()[0];
+    assert_eq!(a.state, AllocState::Failed);
+    assert!(a.message.as_ref().unwrap().contains("connection refused"));
+    r.runtime.set_unavailable(None);
+    r.agent.sync().await;
+    r.agent.sync().await;
+    let status = r.store.replica().read(|s| s.nodes["n1"].status);
+    assert_eq!(status, crate::model::NodeStatus::Ready);
+    assert_eq!(r.allocs()[0].state, AllocState::Running);
+    assert!(r.runtime.ping().await.is_ok());
+}

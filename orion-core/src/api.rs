@@ -1,0 +1,251 @@
+//! The HTTP API (axum): jobs, nodes, allocations, leadership and health.
+//!
+//! | method & path | what |
+//! |---|---|
+//! | `POST /v1/jobs` | submit a job (JSON or YAML body); same name again = new version |
+//! | `GET /v1/jobs` | list jobs |
+//! | `GET /v1/jobs/{name}` | one job with its allocations |
+//! | `DELETE /v1/jobs/{name}[?purge=true]` | stop a job (and forget it) |
+//! | `GET /v1/nodes` | list nodes with use |
+//! | `POST /v1/nodes/{id}/drain`, `/undrain` | start or end a drain |
+//! | `DELETE /v1/nodes/{id}` | remove a node |
+//! | `POST /v1/cluster/peers` | add a node to the replication group (join) |
+//! | `GET /v1/allocations[?job=NAME]` | allocations |
+//! | `GET /v1/status/leader` | who leads |
+//! | `GET /health` | 200 when this node and its runtime are healthy, else 503 |
+//!
+//! Reads come from this node's replica and may lag the leader by a heartbeat; add
+//! `?consistent=true` for a linearizable read. Every read says which it gave in the
+//! `x-orion-consistency` header (`local` or `linearizable`) along with
+//! `x-orion-index`, the replica's applied index. Writes on a follower are forwarded
+//! to the leader by the store.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::cluster::{Cluster, ClusterError};
+use crate::model::JobStatus;
+use crate::spec::{Format, JobSpec, SpecError};
+use crate::store::{Peer, StoreError};
+
+/// The API's routes over a cluster handle.
+pub fn router(cluster: Cluster) -> Router {
+    Router::new()
+        .route("/v1/jobs", post(submit).get(list_jobs))
+        .route("/v1/jobs/{name}", get(get_job).delete(stop_job))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{id}", axum::routing::delete(remove_node))
+        .route("/v1/nodes/{id}/drain", post(drain))
+        .route("/v1/nodes/{id}/undrain", post(undrain))
+        .route("/v1/cluster/peers", post(add_peer))
+        .route("/v1/allocations", get(list_allocations))
+        .route("/v1/status/leader", get(leader))
+        .route("/health", get(health))
+        .with_state(cluster)
+}
+
+/// An API error: a status and a JSON body `{"error": …, "errors": [{field, problem}]}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, serde_json::Value);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        let status = match &e {
+            ClusterError::Spec(_) | ClusterError::Config(_) => StatusCode::BAD_REQUEST,
+            ClusterError::JobNotFound(_) | ClusterError::NodeNotFound(_) => StatusCode::NOT_FOUND,
+            ClusterError::Refused(_) => StatusCode::CONFLICT,
+            ClusterError::Store(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            ClusterError::Store(StoreError::Membership(_)) => StatusCode::CONFLICT,
+            ClusterError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = match &e {
+            ClusterError::Spec(s) => spec_body(s),
+            other => json!({ "error": other.to_string() }),
+        };
+        ApiError(status, body)
+    }
+}
+
+fn spec_body(e: &SpecError) -> serde_json::Value {
+    json!({ "error": e.to_string(), "errors": e.errors })
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+async fn submit(State(c): State<Cluster>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "body is not UTF-8"}),
+        )
+    })?;
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let parsed = if ctype.contains("yaml") {
+        JobSpec::parse_as(text, Format::Yaml)
+    } else if ctype.contains("json") {
+        JobSpec::parse_as(text, Format::Json)
+    } else {
+        JobSpec::parse(text)
+    };
+    let spec = parsed.map_err(|e| ApiError(StatusCode::BAD_REQUEST, spec_body(&e)))?;
+    let done = c.submit(spec).await?;
+    let status = if done.changed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(done)).into_response())
+}
+
+#[derive(Deserialize)]
+struct ReadParams {
+    #[serde(default)]
+    consistent: bool,
+    job: Option<String>,
+    #[serde(default)]
+    purge: bool,
+}
+
+/// Runs the read barrier when asked and says which consistency the read gives.
+async fn consistency(c: &Cluster, p: &ReadParams) -> ApiResult<HeaderMap> {
+    if p.consistent {
+        c.sync().await?;
+    }
+    let mut h = HeaderMap::new();
+    let kind = if p.consistent {
+        "linearizable"
+    } else {
+        "local"
+    };
+    h.insert("x-orion-consistency", HeaderValue::from_static(kind));
+    let index = c.store().replica().applied_index();
+    h.insert("x-orion-index", HeaderValue::from(index));
+    Ok(h)
+}
+
+/// One line of `GET /v1/jobs`.
+#[derive(Serialize)]
+struct JobLine {
+    name: String,
+    #[serde(rename = "type")]
+    kind: crate::spec::JobKind,
+    version: u64,
+    status: JobStatus,
+    replicas: u32,
+    running: usize,
+}
+
+async fn list_jobs(State(c): State<Cluster>, Query(p): Query<ReadParams>) -> ApiResult<Response> {
+    let h = consistency(&c, &p).await?;
+    let lines: Vec<JobLine> = c
+        .jobs()
+        .into_iter()
+        .map(|j| JobLine {
+            running: c
+                .allocations(Some(&j.spec.name))
+                .iter()
+                .filter(|a| a.state == crate::model::AllocState::Running && a.is_live())
+                .count(),
+            name: j.spec.name,
+            kind: j.spec.kind,
+            version: j.version,
+            status: j.status,
+            replicas: j.spec.replicas,
+        })
+        .collect();
+    Ok((h, Json(lines)).into_response())
+}
+
+async fn get_job(
+    State(c): State<Cluster>,
+    Path(name): Path<String>,
+    Query(p): Query<ReadParams>,
+) -> ApiResult<Response> {
+    let h = consistency(&c, &p).await?;
+    let job = c.job(&name).ok_or(ClusterError::JobNotFound(name))?;
+    Ok((h, Json(job)).into_response())
+}
+
+async fn stop_job(
+    State(c): State<Cluster>,
+    Path(name): Path<String>,
+    Query(p): Query<ReadParams>,
+) -> ApiResult<Response> {
+    let done = c.stop_job(&name, p.purge).await?;
+    Ok(Json(done).into_response())
+}
+
+async fn list_nodes(State(c): State<Cluster>, Query(p): Query<ReadParams>) -> ApiResult<Response> {
+    let h = consistency(&c, &p).await?;
+    Ok((h, Json(c.nodes())).into_response())
+}
+
+async fn drain(State(c): State<Cluster>, Path(id): Path<String>) -> ApiResult<Response> {
+    c.drain(&id, true).await?;
+    Ok(Json(json!({ "node": id, "draining": true })).into_response())
+}
+
+async fn undrain(State(c): State<Cluster>, Path(id): Path<String>) -> ApiResult<Response> {
+    c.drain(&id, false).await?;
+    Ok(Json(json!({ "node": id, "draining": false })).into_response())
+}
+
+async fn remove_node(State(c): State<Cluster>, Path(id): Path<String>) -> ApiResult<Response> {
+    c.remove_node(&id).await?;
+    Ok(Json(json!({ "node": id, "removed": true })).into_response())
+}
+
+async fn add_peer(State(c): State<Cluster>, Json(peer): Json<Peer>) -> ApiResult<Response> {
+    c.add_peer(peer.clone()).await?;
+    Ok(Json(json!({ "peer": peer.id, "role": peer.role })).into_response())
+}
+
+async fn list_allocations(
+    State(c): State<Cluster>,
+    Query(p): Query<ReadParams>,
+) -> ApiResult<Response> {
+    let h = consistency(&c, &p).await?;
+    if let Some(job) = &p.job {
+        if c.job(job).is_none() {
+            return Err(ClusterError::JobNotFound(job.clone()).into());
+        }
+    }
+    Ok((h, Json(c.allocations(p.job.as_deref()))).into_response())
+}
+
+async fn leader(State(c): State<Cluster>) -> Response {
+    Json(c.leader()).into_response()
+}
+
+async fn health(State(c): State<Cluster>) -> Response {
+    let leader = c.leader();
+    match c.runtime_health() {
+        None => Json(json!({
+            "status": "ok",
+            "node": c.node_id(),
+            "leader": leader.leader,
+        }))
+        .into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unhealthy", "node": c.node_id(), "reason": why })),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,377 @@
+//! The `Cluster` handle: one node of an Orion cluster running in-process.
+//!
+//! Built by [`ClusterBuilder`]; `Clone + Send + Sync`, no type parameters. Every
+//! task it spawns (agent, control loop, registration, HTTP server) belongs to it
+//! and ends on [`Cluster::shutdown`].
+
+mod builder;
+mod detect;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::BroadcastStream;
+
+pub use builder::{ClusterBuilder, ClusterConfig, NodeConfig, StoreContext, StoreFactory};
+
+use crate::command::{Command, Response};
+use crate::model::{Allocation, Job, Node, NodeId, NodeInfo};
+use crate::replica::ChangeBatch;
+use crate::runtime::Runtime;
+use crate::spec::{JobSpec, Resources, SpecError};
+use crate::store::{Leadership, Peer, Store, StoreError};
+
+/// Why a cluster call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The job spec is invalid; nothing was written.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// No such job.
+    #[error("no job named {0:?}")]
+    JobNotFound(String),
+    /// No such node.
+    #[error("no node with id {0:?}")]
+    NodeNotFound(String),
+    /// The state machine refused the command; nothing changed.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The store failed or no leader is known.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The builder was given an impossible configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Binding a socket or reading the data dir failed.
+    #[error("i/o failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// Timed out waiting for the cluster.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+/// What a submission answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// The job's name.
+    pub name: String,
+    /// Its version now.
+    pub version: u64,
+    /// False when the same spec was already there (a retry changes nothing).
+    pub changed: bool,
+}
+
+/// A job with its allocations, as `GET /v1/jobs/{name}` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// The job.
+    #[serde(flatten)]
+    pub job: Job,
+    /// Count of allocations per state, live ones and the kept terminal ones.
+    pub summary: BTreeMap<String, usize>,
+    /// Its allocations, newest first.
+    pub allocations: Vec<Allocation>,
+}
+
+/// A node with what is in use on it, as `GET /v1/nodes` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// The node.
+    #[serde(flatten)]
+    pub node: Node,
+    /// Resources its allocations reserve.
+    pub used: Resources,
+    /// Its live allocations.
+    pub allocations: usize,
+}
+
+pub(crate) struct Inner {
+    pub(crate) node: NodeInfo,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) membership: Arc<dyn crate::membership::Membership>,
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) runtime_health: watch::Receiver<Option<String>>,
+    pub(crate) http_addr: Option<SocketAddr>,
+    pub(crate) registered: watch::Receiver<bool>,
+}
+
+/// One node of an Orion cluster, running in this process.
+///
+/// ```no_run
+/// # async fn demo(runtime: std::sync::Arc<dyn orion_core::Runtime>,
+/// #               store: std::sync::Arc<dyn orion_core::Store>) -> Result<(), orion_core::ClusterError> {
+/// use orion_core::{Cluster, JobSpec};
+/// let cluster = Cluster::builder().runtime_shared(runtime).store_shared(store).start().await?;
+/// let job = cluster.submit(JobSpec::service("web", "nginx").port("http", 80).replicas(3)).await?;
+/// println!("web is at version {}", job.version);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.inner.node.id)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Starts building a node.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.inner.node.id
+    }
+
+    /// What this node registered about itself.
+    pub fn node_info(&self) -> &NodeInfo {
+        &self.inner.node
+    }
+
+    /// The HTTP API's bound address, when this node serves it.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.inner.http_addr
+    }
+
+    /// The store this node uses.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The runtime this node drives.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.inner.runtime
+    }
+
+    /// Waits until this node has registered with the cluster.
+    pub async fn ready(&self, timeout: Duration) -> Result<(), ClusterError> {
+        let mut rx = self.inner.registered.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r))
+            .await
+            .map_err(|_| ClusterError::Timeout("node did not register with a leader".into()))?
+            .map_err(|_| ClusterError::Timeout("node shut down before registering".into()))?;
+        Ok(())
+    }
+
+    /// Why this node's runtime is unhealthy, or `None` when it answers.
+    pub fn runtime_health(&self) -> Option<String> {
+        self.inner.runtime_health.borrow().clone()
+    }
+
+    /// Validates and submits a job. The same spec again is a no-op that answers the
+    /// same version (so a client may retry); a different spec is a new version.
+    pub async fn submit(&self, spec: JobSpec) -> Result<Submitted, ClusterError> {
+        spec.validate()?;
+        match self.propose(Command::UpsertJob { spec }).await? {
+            Response::Job {
+                name,
+                version,
+                changed,
+            } => Ok(Submitted {
+                name,
+                version,
+                changed,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stops a job's allocations; `purge` also forgets the job.
+    pub async fn stop_job(&self, name: &str, purge: bool) -> Result<Submitted, ClusterError> {
+        let cmd = Command::StopJob {
+            name: name.to_string(),
+            purge,
+        };
+        match self.propose(cmd).await {
+            Ok(Response::Job {
+                name,
+                version,
+                changed,
+            }) => Ok(Submitted {
+                name,
+                version,
+                changed,
+            }),
+            Err(ClusterError::Refused(r)) if r.starts_with("no job") => {
+                Err(ClusterError::JobNotFound(name.into()))
+            }
+            Err(e) => Err(e),
+            Ok(other) => Err(unexpected(other)),
+        }
+    }
+
+    /// One job with its allocations, from this node's replica.
+    pub fn job(&self, name: &str) -> Option<JobView> {
+        self.inner.store.replica().read(|s| {
+            let job = s.jobs.get(name)?.clone();
+            let mut allocations: Vec<Allocation> = s.allocs_of_job(name).cloned().collect();
+            allocations.sort_by(|a, b| {
+                b.create_index
+                    .cmp(&a.create_index)
+                    .then(a.slot.cmp(&b.slot))
+            });
+            let mut summary = BTreeMap::new();
+            for a in &allocations {
+                *summary.entry(a.state.to_string()).or_default() += 1;
+            }
+            Some(JobView {
+                job,
+                summary,
+                allocations,
+            })
+        })
+    }
+
+    /// Every job, from this node's replica.
+    pub fn jobs(&self) -> Vec<Job> {
+        self.inner
+            .store
+            .replica()
+            .read(|s| s.jobs.values().cloned().collect())
+    }
+
+    /// Every node with its use, from this node's replica.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        self.inner.store.replica().read(|s| {
+            s.nodes
+                .values()
+                .map(|n| NodeView {
+                    node: n.clone(),
+                    used: s.usage(n.id()).used,
+                    allocations: s.allocs_on_node(n.id()).filter(|a| a.is_live()).count(),
+                })
+                .collect()
+        })
+    }
+
+    /// Allocations, of one job or of all, from this node's replica.
+    pub fn allocations(&self, job: Option<&str>) -> Vec<Allocation> {
+        self.inner.store.replica().read(|s| match job {
+            Some(j) => s.allocs_of_job(j).cloned().collect(),
+            None => s.allocs.values().cloned().collect(),
+        })
+    }
+
+    /// Waits until this node's replica reflects every write committed before the call
+    /// (a linearizable read barrier), for reads that must not be stale.
+    pub async fn sync(&self) -> Result<(), ClusterError> {
+        Ok(self.inner.store.read_barrier().await?)
+    }
+
+    /// Who leads, as this node sees it.
+    pub fn leader(&self) -> Leadership {
+        self.inner.store.leadership().borrow().clone()
+    }
+
+    /// Committed changes from now on. A watcher that falls too far behind skips
+    /// ahead and should re-read state.
+    pub fn watch(&self) -> impl Stream<Item = ChangeBatch> + Send + 'static {
+        BroadcastStream::new(self.inner.store.replica().subscribe_changes())
+            .filter_map(|r| async move { r.ok().map(|b| (*b).clone()) })
+    }
+
+    /// Starts or ends draining a node.
+    pub async fn drain(&self, node: &str, draining: bool) -> Result<(), ClusterError> {
+        self.propose(Command::SetDrain {
+            id: node.to_string(),
+            draining,
+        })
+        .await
+        .map_err(|e| node_error(e, node))
+        .map(|_| ())
+    }
+
+    /// Adds a peer to the store's replication group (managers vote, workers learn).
+    pub async fn add_peer(&self, peer: Peer) -> Result<(), ClusterError> {
+        Ok(self.inner.store.add_peer(peer).await?)
+    }
+
+    /// Removes a node: from the voter set first, then from cluster state (its live
+    /// allocations become lost and are replaced elsewhere).
+    pub async fn remove_node(&self, node: &str) -> Result<(), ClusterError> {
+        if !self
+            .inner
+            .store
+            .replica()
+            .read(|s| s.nodes.contains_key(node))
+        {
+            return Err(ClusterError::NodeNotFound(node.into()));
+        }
+        match self.inner.store.remove_peer(&node.to_string()).await {
+            Ok(()) | Err(StoreError::Unsupported(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.propose(Command::RemoveNode { id: node.into() })
+            .await
+            .map_err(|e| node_error(e, node))
+            .map(|_| ())
+    }
+
+    /// Commits a command and turns a refusal into an error.
+    pub async fn propose(&self, cmd: Command) -> Result<Response, ClusterError> {
+        match self.inner.store.propose(cmd).await?.response {
+            Response::Refused { reason } => Err(ClusterError::Refused(reason)),
+            r => Ok(r),
+        }
+    }
+
+    /// Stops every loop this node runs, then the store and membership. Containers
+    /// keep running: a restarted node adopts them.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        let tasks: Vec<_> = std::mem::take(&mut *self.inner.tasks.lock());
+        for t in tasks {
+            if tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a task did not stop within 10 s");
+            }
+        }
+        self.inner.membership.shutdown().await;
+        if let Err(e) = self.inner.store.shutdown().await {
+            tracing::warn!(error = %e, "store shutdown failed");
+        }
+    }
+
+    /// A future that resolves when shutdown begins.
+    pub fn on_shutdown(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Cluster { inner }
+    }
+}
+
+fn node_error(e: ClusterError, node: &str) -> ClusterError {
+    match e {
+        ClusterError::Refused(r) if r.starts_with("no node") => {
+            ClusterError::NodeNotFound(node.into())
+        }
+        e => e,
+    }
+}
+
+fn unexpected(r: Response) -> ClusterError {
+    ClusterError::Refused(format!("unexpected answer from the state machine: {r:?}"))
+}

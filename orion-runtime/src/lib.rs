@@ -1,1 +1,28 @@
-//! placeholder
+//! Orion's runtime adapters: [`DockerRuntime`] drives a Docker Engine through bollard,
+//! behind `orion_core::Runtime`.
+//!
+//! # Layout
+//!
+//! - [`docker`]: [`DockerRuntime`] and its [`DockerConfig`]; the engine is contacted
+//!   lazily, the API version negotiated down to the engine's, and every container
+//!   labelled so that a restarted agent finds it again.
+//! - [`image`]: local images without a registry: a busybox rootfs built in memory and
+//!   imported as a tagged image, and the ready-made demo web image
+//!   ([`image::DEMO_IMAGE`]).
+//!
+//! ```no_run
+//! use orion_core::Runtime;
+//! use orion_runtime::{image, DockerRuntime};
+//!
+//! # async fn demo() -> Result<(), orion_core::RuntimeError> {
+//! let docker = DockerRuntime::connect_local()?;
+//! image::ensure_demo_image(&docker, image::DEMO_IMAGE).await?;
+//! docker.ensure_image(image::DEMO_IMAGE).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod docker;
+pub mod image;
+
+pub use docker::{ConfigError, DockerConfig, DockerRuntime};

@@ -1,0 +1,383 @@
+//! Pure conversions between Orion's types and the engine's: the create body, the
+//! port-name label, inspect results and stats. No I/O, so all of it is unit-tested.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
+    ContainerStatsResponse, HostConfig, PortBinding as EnginePortBinding, PortMap, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use orion_core::runtime::{labels, ContainerInfo, ContainerState, Stats, TaskLaunch};
+use orion_core::{PortBinding, Protocol};
+
+use super::DockerConfig;
+
+/// Label naming the published ports, `http=80/tcp,dns=53/udp`, so that `inspect` and
+/// `list` can give bound ports back their spec names.
+pub const PORTS_LABEL: &str = "orion.ports";
+
+/// The engine's key for a container port: `80/tcp`.
+fn port_key(port: u16, protocol: Protocol) -> String {
+    format!("{port}/{protocol}")
+}
+
+/// Parses `80/tcp` (a bare `80` is tcp).
+fn parse_key(key: &str) -> Option<(u16, Protocol)> {
+    let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+    let protocol = match proto {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        _ => return None,
+    };
+    Some((port.parse().ok()?, protocol))
+}
+
+/// Encodes the port names for [`PORTS_LABEL`].
+pub fn encode_port_names(ports: &[PortBinding]) -> String {
+    let mut seen = Vec::new();
+    for p in ports {
+        let entry = format!("{}={}", p.name, port_key(p.container_port, p.protocol));
+        if !seen.contains(&entry) {
+            seen.push(entry);
+        }
+    }
+    seen.join(",")
+}
+
+/// Decodes [`PORTS_LABEL`]: the name of each container port; malformed entries are skipped.
+pub fn decode_port_names(label: &str) -> BTreeMap<(u16, Protocol), String> {
+    label
+        .split(',')
+        .filter_map(|entry| {
+            let (name, key) = entry.split_once('=')?;
+            Some((parse_key(key)?, name.to_string()))
+        })
+        .collect()
+}
+
+/// The `Cmd`: the task's command then its args; `None` (the image's default) when both are empty.
+fn command(launch: &TaskLaunch) -> Option<Vec<String>> {
+    let argv: Vec<String> = launch
+        .task
+        .command
+        .iter()
+        .chain(&launch.task.args)
+        .cloned()
+        .collect();
+    (!argv.is_empty()).then_some(argv)
+}
+
+/// The port map to publish: each binding on the host IP it names (all interfaces when empty).
+fn port_map(ports: &[PortBinding]) -> PortMap {
+    let mut map: PortMap = HashMap::new();
+    for p in ports {
+        let binding = EnginePortBinding {
+            host_ip: (!p.host_ip.is_empty()).then(|| p.host_ip.clone()),
+            host_port: Some(p.host_port.to_string()),
+        };
+        map.entry(port_key(p.container_port, p.protocol))
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(binding);
+    }
+    map
+}
+
+/// The container to create for an allocation.
+pub fn create_body(launch: &TaskLaunch, config: &DockerConfig) -> ContainerCreateBody {
+    let task = &launch.task;
+    let mut labels: HashMap<String, String> = launch.labels().into_iter().collect();
+    if !launch.ports.is_empty() {
+        labels.insert(PORTS_LABEL.into(), encode_port_names(&launch.ports));
+    }
+    let ports = port_map(&launch.ports);
+    let mut exposed: Vec<String> = ports.keys().cloned().collect();
+    exposed.sort();
+    let memory = i64::try_from(task.resources.memory_mb.saturating_mul(1024 * 1024)).ok();
+    let nano_cpus = (task.resources.cpu > 0.0).then(|| (task.resources.cpu * 1e9).round() as i64);
+    ContainerCreateBody {
+        image: Some(task.image.clone()),
+        cmd: command(launch),
+        env: Some(task.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        stop_timeout: Some(config.stop_grace.as_secs().try_into().unwrap_or(i64::MAX)),
+        host_config: Some(HostConfig {
+            port_bindings: (!ports.is_empty()).then_some(ports),
+            memory: memory.filter(|m| *m > 0),
+            nano_cpus,
+            pids_limit: config.pids_limit.map(i64::from),
+            // Orion restarts tasks itself, with backoff and rescheduling; an engine
+            // restart behind its back would hide exits from it.
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    }
+}
+
+/// The state Orion sees, from the engine's status and exit code.
+pub fn state(status: Option<ContainerStateStatusEnum>, exit_code: Option<i64>) -> ContainerState {
+    match status {
+        Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
+        Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
+        Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited {
+            code: exit_code.unwrap_or(-1),
+        },
+        Some(other) => ContainerState::Other {
+            name: other.to_string(),
+        },
+        None => ContainerState::Other {
+            name: "unknown".into(),
+        },
+    }
+}
+
+/// Bound ports of a port map, named from the label; an unnamed port is called by its key.
+fn bound_ports(map: &PortMap, names: &BTreeMap<(u16, Protocol), String>) -> Vec<PortBinding> {
+    let mut out: Vec<PortBinding> = Vec::new();
+    for (key, bindings) in map {
+        let Some((container_port, protocol)) = parse_key(key) else {
+            continue;
+        };
+        let name = names
+            .get(&(container_port, protocol))
+            .cloned()
+            .unwrap_or_else(|| key.clone());
+        for b in bindings.iter().flatten() {
+            let Some(host_port) = b.host_port.as_deref().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            let host_ip = b.host_ip.clone().unwrap_or_default();
+            // An all-interfaces binding is reported once per address family.
+            let twin = out.iter().any(|p| {
+                p.container_port == container_port
+                    && p.protocol == protocol
+                    && p.host_port == host_port
+                    && (p.host_ip == host_ip || host_ip == "::")
+            });
+            if !twin {
+                out.push(PortBinding {
+                    name: name.clone(),
+                    container_port,
+                    host_port,
+                    protocol,
+                    host_ip,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.name, &a.host_ip, a.host_port).cmp(&(&b.name, &b.host_ip, b.host_port)));
+    out
+}
+
+/// What Orion needs of an inspected container.
+pub fn info(id: &str, c: &ContainerInspectResponse) -> ContainerInfo {
+    let labels = c.config.as_ref().and_then(|cfg| cfg.labels.as_ref());
+    let label = |key: &str| labels.and_then(|l| l.get(key)).cloned().unwrap_or_default();
+    let names = decode_port_names(&label(PORTS_LABEL));
+    // While it runs, the engine reports what it bound; otherwise, what was asked for.
+    let live = c.network_settings.as_ref().and_then(|n| n.ports.as_ref());
+    let asked = c
+        .host_config
+        .as_ref()
+        .and_then(|h| h.port_bindings.as_ref());
+    let mut ports = live.map(|m| bound_ports(m, &names)).unwrap_or_default();
+    if ports.is_empty() {
+        ports = asked.map(|m| bound_ports(m, &names)).unwrap_or_default();
+    }
+    let st = c.state.as_ref();
+    ContainerInfo {
+        id: c.id.clone().unwrap_or_else(|| id.to_string()),
+        alloc_id: label(labels::ALLOC),
+        job: label(labels::JOB),
+        state: state(st.and_then(|s| s.status), st.and_then(|s| s.exit_code)),
+        ports,
+        error: st.and_then(|s| s.error.clone()).filter(|e| !e.is_empty()),
+    }
+}
+
+/// Resource use from one stats sample. Memory excludes the reclaimable page cache, as
+/// `docker stats` reports it.
+pub fn stats(s: &ContainerStatsResponse) -> Stats {
+    let mem = s.memory_stats.as_ref();
+    let usage = mem.and_then(|m| m.usage).unwrap_or(0);
+    let cache = mem
+        .and_then(|m| m.stats.as_ref())
+        .and_then(|st| {
+            st.get("inactive_file")
+                .or_else(|| st.get("total_inactive_file"))
+        })
+        .copied()
+        .unwrap_or(0);
+    Stats {
+        memory_bytes: usage.saturating_sub(cache),
+        memory_limit_bytes: mem.and_then(|m| m.limit).unwrap_or(0),
+        cpu_total_ns: s
+            .cpu_stats
+            .as_ref()
+            .and_then(|c| c.cpu_usage.as_ref())
+            .and_then(|u| u.total_usage)
+            .unwrap_or(0),
+        pids: s.pids_stats.as_ref().and_then(|p| p.current).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{ContainerConfig, ContainerState as EngineState, NetworkSettings};
+    use orion_core::{Resources, TaskSpec};
+
+    fn binding(name: &str, port: u16, host: u16, protocol: Protocol, ip: &str) -> PortBinding {
+        PortBinding {
+            name: name.into(),
+            container_port: port,
+            host_port: host,
+            protocol,
+            host_ip: ip.into(),
+        }
+    }
+
+    fn launch() -> TaskLaunch {
+        TaskLaunch {
+            cluster_id: "c1".into(),
+            node_id: "n1".into(),
+            alloc_id: "a1".into(),
+            job: "web".into(),
+            job_version: 3,
+            task: TaskSpec {
+                image: "orion-test/web:1".into(),
+                command: vec!["/bin/httpd".into(), "-f".into()],
+                args: vec!["-p".into(), "80".into()],
+                env: [("GREETING".to_string(), "hi".to_string())].into(),
+                resources: Resources {
+                    cpu: 0.5,
+                    memory_mb: 64,
+                    disk_mb: 0,
+                },
+                ports: Vec::new(),
+            },
+            ports: vec![
+                binding("http", 80, 8080, Protocol::Tcp, "127.0.0.1"),
+                binding("dns", 53, 5353, Protocol::Udp, ""),
+            ],
+        }
+    }
+
+    #[test]
+    fn port_names_round_trip() {
+        let l = launch();
+        let label = encode_port_names(&l.ports);
+        assert_eq!(label, "http=80/tcp,dns=53/udp");
+        let names = decode_port_names(&label);
+        assert_eq!(names[&(80, Protocol::Tcp)], "http");
+        assert_eq!(names[&(53, Protocol::Udp)], "dns");
+        assert!(decode_port_names("junk,x=nope/sctp").is_empty());
+    }
+
+    #[test]
+    fn create_body_carries_command_env_labels_ports_and_limits() {
+        let body = create_body(&launch(), &DockerConfig::default());
+        assert_eq!(
+            body.cmd.unwrap(),
+            ["/bin/httpd", "-f", "-p", "80"].map(String::from)
+        );
+        assert_eq!(body.env.unwrap(), ["GREETING=hi"]);
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[labels::ALLOC], "a1");
+        assert_eq!(labels[labels::VERSION], "3");
+        assert_eq!(labels[PORTS_LABEL], "http=80/tcp,dns=53/udp");
+        assert_eq!(body.exposed_ports.unwrap(), ["53/udp", "80/tcp"]);
+        let host = body.host_config.unwrap();
+        let ports = host.port_bindings.unwrap();
+        let http = ports["80/tcp"].as_ref().unwrap();
+        assert_eq!(http[0].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(http[0].host_port.as_deref(), Some("8080"));
+        assert_eq!(ports["53/udp"].as_ref().unwrap()[0].host_ip, None);
+        assert_eq!(host.memory, Some(64 * 1024 * 1024));
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        assert_eq!(host.pids_limit, Some(1024));
+        assert_eq!(
+            host.restart_policy.unwrap().name,
+            Some(RestartPolicyNameEnum::NO)
+        );
+    }
+
+    #[test]
+    fn empty_command_keeps_the_image_default() {
+        let mut l = launch();
+        l.task.command.clear();
+        l.task.args.clear();
+        l.ports.clear();
+        let body = create_body(&l, &DockerConfig::default());
+        assert_eq!(body.cmd, None);
+        assert_eq!(body.exposed_ports, None);
+        assert!(!body.labels.unwrap().contains_key(PORTS_LABEL));
+    }
+
+    #[test]
+    fn inspect_names_bound_ports_and_reads_state() {
+        let live: PortMap = [(
+            "80/tcp".to_string(),
+            Some(vec![
+                EnginePortBinding {
+                    host_ip: Some("0.0.0.0".into()),
+                    host_port: Some("8080".into()),
+                },
+                EnginePortBinding {
+                    host_ip: Some("::".into()),
+                    host_port: Some("8080".into()),
+                },
+            ]),
+        )]
+        .into();
+        let labels: HashMap<String, String> = [
+            (labels::ALLOC.to_string(), "a1".to_string()),
+            (labels::JOB.to_string(), "web".to_string()),
+            (PORTS_LABEL.to_string(), "http=80/tcp".to_string()),
+        ]
+        .into();
+        let c = ContainerInspectResponse {
+            id: Some("abc".into()),
+            config: Some(ContainerConfig {
+                labels: Some(labels),
+                ..Default::default()
+            }),
+            state: Some(EngineState {
+                status: Some(ContainerStateStatusEnum::EXITED),
+                exit_code: Some(137),
+                error: Some(String::new()),
+                ..Default::default()
+            }),
+            network_settings: Some(NetworkSettings {
+                ports: Some(live),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let info = info("abc", &c);
+        assert_eq!(info.alloc_id, "a1");
+        assert_eq!(info.job, "web");
+        assert_eq!(info.state, ContainerState::Exited { code: 137 });
+        assert_eq!(info.error, None);
+        assert_eq!(
+            info.ports,
+            [binding("http", 80, 8080, Protocol::Tcp, "0.0.0.0")]
+        );
+    }
+
+    #[test]
+    fn other_states_keep_their_names() {
+        assert_eq!(
+            state(Some(ContainerStateStatusEnum::PAUSED), Some(0)),
+            ContainerState::Other {
+                name: "paused".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! The longer engine conversations behind [`Runtime`](orion_core::Runtime): pulling,
+//! listing, logs, stats and exec.
+
+use std::time::Duration;
+
+use bollard::exec::StartExecResults;
+use bollard::models::ExecConfig;
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, StatsOptionsBuilder,
+};
+use bollard::{container::LogOutput, Docker};
+use futures::{StreamExt, TryStreamExt};
+use orion_core::runtime::{
+    labels, ContainerInfo, ExecOutput, LogChunk, LogStream, Logs, Owner, Stats,
+};
+use orion_core::RuntimeError;
+
+use super::{convert, error, DockerRuntime};
+
+/// How many containers `list` inspects at once.
+const LIST_CONCURRENCY: usize = 8;
+
+/// How often `exec` asks whether a finished command has its exit code yet.
+const EXEC_POLL: Duration = Duration::from_millis(20);
+
+/// Splits `name[:tag]` into name and tag (`latest` when none); a digest stays in the name.
+pub(crate) fn split_reference(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
+        None => (image, "latest"),
+    }
+}
+
+impl DockerRuntime {
+    /// Pulls an image, within the pull timeout; any failure is an image error.
+    pub(crate) async fn pull(&self, docker: &Docker, image: &str) -> Result<(), RuntimeError> {
+        let (name, tag) = split_reference(image);
+        let mut options = CreateImageOptionsBuilder::new().from_image(name);
+        if !tag.is_empty() {
+            options = options.tag(tag);
+        }
+        let pull = docker
+            .create_image(Some(options.build()), None, None)
+            .try_for_each(|_| async { Ok(()) });
+        let limit = self.config().pull_timeout;
+        let image_error = |reason: String| RuntimeError::Image {
+            image: image.to_string(),
+            reason,
+        };
+        match tokio::time::timeout(limit, pull).await {
+            Err(_) => Err(image_error(format!(
+                "not present locally, and pulling it took longer than {limit:?}"
+            ))),
+            Ok(Err(e)) => Err(image_error(format!(
+                "not present locally, and pulling it failed: {}",
+                error::message(&e)
+            ))),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Every container with the owner's labels, inspected.
+    pub(crate) async fn list_owned(
+        &self,
+        owner: &Owner,
+    ) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let docker = self.client().await?;
+        let filters = [(
+            "label".to_string(),
+            vec![
+                format!("{}={}", labels::CLUSTER, owner.cluster_id),
+                format!("{}={}", labels::NODE, owner.node_id),
+            ],
+        )]
+        .into_iter()
+        .collect();
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| error::general("list", e))?;
+        let ids = summaries.into_iter().filter_map(|s| s.id);
+        let inspected: Vec<_> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let found = docker
+                    .inspect_container(&id, None::<InspectContainerOptions>)
+                    .await;
+                (id, found)
+            })
+            .buffered(LIST_CONCURRENCY)
+            .collect()
+            .await;
+        let mut out = Vec::new();
+        for (id, found) in inspected {
+            match found {
+                Ok(c) => out.push(convert::info(&id, &c)),
+                // Removed between the listing and the inspection: not there any more.
+                Err(e) if error::status(&e) == Some(404) => {}
+                Err(e) => return Err(error::on_container("list", &id, e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The container's output as a stream; checks first that it exists.
+    pub(crate) async fn log_stream(&self, id: &str, follow: bool) -> Result<Logs, RuntimeError> {
+        let docker = self.client().await?;
+        docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| error::on_container("logs", id, e))?;
+        let options = LogsOptionsBuilder::new()
+            .follow(follow)
+            .stdout(true)
+            .stderr(true)
+            .tail("all")
+            .build();
+        let owned_id = id.to_string();
+        let stream = docker.logs(id, Some(options)).filter_map(move |item| {
+            let chunk = match item {
+                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                    Some(Ok(LogChunk {
+                        stream: LogStream::Stdout,
+                        data: message,
+                    }))
+                }
+                Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
+                    stream: LogStream::Stderr,
+                    data: message,
+                })),
+                Ok(LogOutput::StdIn { .. }) => None,
+                Err(e) => Some(Err(error::on_container("logs", &owned_id, e))),
+            };
+            futures::future::ready(chunk)
+        });
+        Ok(Box::pin(stream))
+    }
+
+    /// One stats sample.
+    pub(crate) async fn sample(&self, id: &str) -> Result<Stats, RuntimeError> {
+        let docker = self.client().await?;
+        let options = StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut samples = docker.stats(id, Some(options));
+        match samples.next().await {
+            Some(Ok(s)) => Ok(convert::stats(&s)),
+            Some(Err(e)) => Err(error::on_container("stats", id, e)),
+            None => Err(RuntimeError::Engine {
+                op: "stats",
+                source: format!("the engine sent no sample for {id}").into(),
+            }),
+        }
+    }
+
+    /// Runs a command in the container, collecting its output, within the exec timeout.
+    pub(crate) async fn run_exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+    ) -> Result<ExecOutput, RuntimeError> {
+        let docker = self.client().await?;
+        let config = ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(cmd.to_vec()),
+            ..ExecConfig::default()
+        };
+        let exec = docker
+            .create_exec(id, config)
+            .await
+            .map_err(|e| error::on_container("exec", id, e))?;
+        let limit = self.config().exec_timeout;
+        tokio::time::timeout(limit, collect_exec(docker, &exec.id))
+            .await
+            .map_err(|_| RuntimeError::Engine {
+                op: "exec",
+                source: format!("{cmd:?} in {id} did not finish within {limit:?}").into(),
+            })?
+            .map_err(|e| error::on_container("exec", id, e))
+    }
+}
+
+/// Starts an exec attached, gathers its output, then waits for its exit code.
+async fn collect_exec(
+    docker: &Docker,
+    exec_id: &str,
+) -> Result<ExecOutput, bollard::errors::Error> {
+    let mut out = ExecOutput::default();
+    if let StartExecResults::Attached { mut output, .. } = docker.start_exec(exec_id, None).await? {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        while let Some(chunk) = output.next().await {
+            match chunk? {
+                LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    stdout.extend_from_slice(&message)
+                }
+                LogOutput::StdIn { .. } => {}
+            }
+        }
+        out.stdout = String::from_utf8_lossy(&stdout).into_owned();
+        out.stderr = String::from_utf8_lossy(&stderr).into_owned();
+    }
+    // The output ends a moment before the engine records the exit code.
+    loop {
+        let inspected = docker.inspect_exec(exec_id).await?;
+        if inspected.running != Some(true) {
+            out.exit_code = inspected.exit_code.unwrap_or(-1);
+            return Ok(out);
+        }
+        tokio::time::sleep(EXEC_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_reference;
+
+    #[test]
+    fn references_split_into_name_and_tag() {
+        assert_eq!(split_reference("busybox"), ("busybox", "latest"));
+        assert_eq!(split_reference("orion-test/web:1"), ("orion-test/web", "1"));
+        assert_eq!(
+            split_reference("localhost:5000/web"),
+            ("localhost:5000/web", "latest")
+        );
+        assert_eq!(
+            split_reference("localhost:5000/web:2"),
+            ("localhost:5000/web", "2")
+        );
+        assert_eq!(split_reference("web@sha256:abc"), ("web@sha256:abc", ""));
+    }
+}

@@ -1,1 +1,58 @@
-//! placeholder
+//! Orion's `Membership` adapter over [chitchat](https://docs.rs/chitchat/0.13):
+//! who is alive, with what capacity, tags and addresses, by gossip over UDP
+//! with phi-accrual failure detection.
+//!
+//! Gossip informs, Raft decides: the events this crate emits are hints that the
+//! leader commits through the store before anything acts on them.
+//!
+//! # Layout
+//!
+//! - [`config`] — [`GossipConfig`], its defaults and why (failure detection
+//!   tuned to declare a dead node within ~2 s), and `validate()`.
+//! - [`membership`] — [`ChitchatMembership`], the handle implementing
+//!   [`Membership`](orion_core::membership::Membership).
+//! - `events` — the task that diffs chitchat's live-node snapshots into
+//!   `Joined` / `Updated` / `Dead` events.
+//! - `diff` — the pure diff of two live sets.
+//! - `codec` — a member as one chitchat key-value ([`MEMBER_KEY`]).
+//! - [`error`] — [`GossipError`].
+//! - [`transport`] — chitchat's transports, re-exported: UDP for real use, an
+//!   in-memory one whose links can be cut, for partition tests.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use orion_core::membership::{Member, Membership};
+//! use orion_gossip::{ChitchatMembership, GossipConfig};
+//!
+//! # async fn example(me: Member) -> Result<(), orion_gossip::GossipError> {
+//! let mut config = GossipConfig::new(me);
+//! config.seeds = vec!["10.0.0.1:7947".into()];
+//! let membership = ChitchatMembership::start(config).await?;
+//! for member in membership.live() {
+//!     println!("{} is alive at {}", member.id, member.addrs.http);
+//! }
+//! membership.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod codec;
+pub mod config;
+mod diff;
+pub mod error;
+mod events;
+pub mod membership;
+
+/// chitchat's transports: [`UdpTransport`](transport::UdpTransport) (what
+/// [`ChitchatMembership::start`] uses) and
+/// [`ChannelTransport`](transport::ChannelTransport), in memory, with
+/// `remove_link` / `add_link` to cut and heal links in tests.
+pub mod transport {
+    pub use chitchat::transport::{ChannelTransport, Transport, UdpTransport};
+}
+
+pub use codec::{EncodeError, MEMBER_KEY};
+pub use config::{ConfigError, GossipConfig};
+pub use error::GossipError;
+pub use membership::ChitchatMembership;

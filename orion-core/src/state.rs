@@ -20,7 +20,7 @@ use crate::spec::{JobSpec, Protocol, Resources};
 pub const KEPT_TERMINAL_PER_JOB: usize = 20;
 
 /// What is in use on one node, derived from its allocations (not persisted).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NodeUsage {
     /// Sum of the resources of allocations that hold resources here.
     pub used: Resources,
@@ -28,6 +28,17 @@ pub struct NodeUsage {
     pub ports: BTreeSet<(u16, Protocol)>,
     /// Live allocations per job here.
     pub per_job: HashMap<String, u32>,
+}
+
+impl Default for NodeUsage {
+    fn default() -> Self {
+        // Not `Resources::default()`: that is a task's default request, not zero.
+        NodeUsage {
+            used: Resources::ZERO,
+            ports: BTreeSet::new(),
+            per_job: HashMap::new(),
+        }
+    }
 }
 
 /// One change made by a command, for watchers.

@@ -1,1 +1,239 @@
+//! The state machine applied directly: versions, plan re-checks, node loss,
+//! reports, garbage collection and snapshots.
 
+use super::*;
+use crate::command::{AllocUpdate, Placement, Plan, Response, SlotRef, StopAlloc};
+use crate::model::{AllocState, NodeStatus, PortBinding};
+use crate::testing::fixtures::{job, node, StateBuilder};
+
+fn slot(job: &str, version: u64, slot: u32) -> SlotRef {
+    SlotRef {
+        job: job.into(),
+        version,
+        slot,
+        existing: None,
+    }
+}
+
+fn place(job: &str, version: u64, s: u32, node: &str) -> Placement {
+    Placement {
+        slot: slot(job, version, s),
+        node: node.into(),
+        ports: Vec::new(),
+    }
+}
+
+fn plan(placements: Vec<Placement>) -> Command {
+    Command::ApplyPlan {
+        plan: Plan {
+            placements,
+            ..Plan::default()
+        },
+    }
+}
+
+fn refused(r: &Response) -> Vec<String> {
+    match r {
+        Response::Plan { refused, .. } => refused.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn same_spec_is_idempotent_and_a_change_is_a_new_version() {
+    let mut b = StateBuilder::new();
+    let spec = job("web", 2, 0.5, 256);
+    let r1 = b.apply(Command::UpsertJob { spec: spec.clone() });
+    let r2 = b.apply(Command::UpsertJob { spec: spec.clone() });
+    let r3 = b.apply(Command::UpsertJob {
+        spec: spec.replicas(3),
+    });
+    let v = |r: Response| match r {
+        Response::Job {
+            version, changed, ..
+        } => (version, changed),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!([v(r1), v(r2), v(r3)], [(1, true), (1, false), (2, true)]);
+}
+
+#[test]
+fn an_invalid_spec_is_refused_and_writes_nothing() {
+    let mut b = StateBuilder::new();
+    let mut spec = job("web", 1, 0.5, 256);
+    spec.task.image.clear();
+    assert!(matches!(
+        b.apply(Command::UpsertJob { spec }),
+        Response::Refused { .. }
+    ));
+    assert!(b.state().jobs.is_empty());
+}
+
+#[test]
+fn plans_that_over_commit_or_duplicate_are_refused_in_part() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 1.0, 512))
+        .job(job("web", 3, 0.5, 256));
+    let r = b.apply(plan(vec![
+        place("web", 1, 0, "n1"),
+        place("web", 1, 0, "n1"),
+        place("web", 1, 1, "n1"),
+        place("web", 1, 2, "n1"),
+        place("web", 9, 2, "n1"),
+        place("web", 1, 2, "ghost"),
+    ]));
+    let why = refused(&r);
+    assert_eq!(why.len(), 4, "{why:?}");
+    assert!(why[0].contains("slot is already filled"));
+    assert!(why[1].contains("not enough free resources"));
+    assert!(why[2].contains("plan for version 9"));
+    assert!(why[3].contains("node is gone"));
+    let usage = b.state().usage("n1");
+    assert_eq!((usage.used.memory_mb, usage.per_job["web"]), (512, 2));
+}
+
+#[test]
+fn a_taken_port_refuses_the_placement() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .job(job("web", 2, 0.1, 64));
+    let port = PortBinding {
+        name: "http".into(),
+        container_port: 80,
+        host_port: 32000,
+        protocol: crate::spec::Protocol::Tcp,
+        host_ip: "127.0.0.1".into(),
+    };
+    let mut a = place("web", 1, 0, "n1");
+    a.ports = vec![port.clone()];
+    let mut c = place("web", 1, 1, "n1");
+    c.ports = vec![port];
+    let why = refused(&b.apply(plan(vec![a, c])));
+    assert_eq!(why, ["web[1]: port 32000 taken on node n1"]);
+}
+
+#[test]
+fn a_down_node_loses_its_allocations_and_frees_its_resources() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .job(job("web", 1, 0.5, 256));
+    b.apply(plan(vec![place("web", 1, 0, "n1")]));
+    b.apply(Command::SetNodeStatus {
+        id: "n1".into(),
+        status: NodeStatus::Down,
+        reason: None,
+    });
+    let a = b.state().allocs.values().next().unwrap().clone();
+    assert_eq!(a.state, AllocState::Lost);
+    assert_eq!(b.state().usage("n1").used, Resources::ZERO);
+    // A late report from the dead node does not resurrect it.
+    b.apply(Command::UpdateAllocs {
+        updates: vec![AllocUpdate {
+            id: a.id.clone(),
+            node: "n1".into(),
+            state: AllocState::Running,
+            message: None,
+            exit_code: None,
+            ports: None,
+            restarted: false,
+        }],
+    });
+    assert_eq!(b.state().allocs[&a.id].state, AllocState::Lost);
+}
+
+#[test]
+fn reports_from_another_node_are_ignored() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .job(job("web", 1, 0.5, 256));
+    b.apply(plan(vec![place("web", 1, 0, "n1")]));
+    let id = b.state().allocs.keys().next().unwrap().clone();
+    let r = b.apply(Command::UpdateAllocs {
+        updates: vec![AllocUpdate {
+            id: id.clone(),
+            node: "n2".into(),
+            state: AllocState::Running,
+            message: None,
+            exit_code: None,
+            ports: None,
+            restarted: false,
+        }],
+    });
+    assert_eq!(r, Response::Updated { applied: 0 });
+    assert_eq!(b.state().allocs[&id].state, AllocState::Starting);
+}
+
+#[test]
+fn terminal_allocations_are_collected_beyond_the_kept_count() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 64.0, 65_536))
+        .job(job("web", 1, 0.1, 64));
+    for round in 0..(KEPT_TERMINAL_PER_JOB + 5) {
+        b.apply(plan(vec![place("web", 1, 0, "n1")]));
+        let live = b
+            .state()
+            .allocs
+            .values()
+            .find(|a| a.is_live())
+            .unwrap()
+            .id
+            .clone();
+        b.apply(Command::ApplyPlan {
+            plan: Plan {
+                stops: vec![StopAlloc {
+                    id: live.clone(),
+                    reason: format!("round {round}"),
+                }],
+                ..Plan::default()
+            },
+        });
+        b.apply(Command::UpdateAllocs {
+            updates: vec![AllocUpdate {
+                id: live,
+                node: "n1".into(),
+                state: AllocState::Stopped,
+                message: None,
+                exit_code: None,
+                ports: None,
+                restarted: false,
+            }],
+        });
+    }
+    assert_eq!(b.state().allocs.len(), KEPT_TERMINAL_PER_JOB);
+}
+
+#[test]
+fn a_snapshot_round_trip_keeps_everything_and_rebuilds_indexes() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .job(job("web", 2, 0.5, 256));
+    b.apply(plan(vec![
+        place("web", 1, 0, "n1"),
+        place("web", 1, 1, "n1"),
+    ]));
+    let s = b.build();
+    let restored = ClusterState::from_snapshot(&s.to_snapshot()).unwrap();
+    assert_eq!(restored.to_snapshot(), s.to_snapshot());
+    assert_eq!(restored.usage("n1"), s.usage("n1"));
+    assert_eq!(restored.allocs_on_node("n1").count(), 2);
+    assert_eq!(restored.allocs_of_job("web").count(), 2);
+}
+
+#[test]
+fn purging_a_job_forgets_it_and_its_allocations() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .job(job("web", 1, 0.5, 256));
+    b.apply(plan(vec![place("web", 1, 0, "n1")]));
+    b.apply(Command::StopJob {
+        name: "web".into(),
+        purge: true,
+    });
+    assert!(b.state().jobs.is_empty() && b.state().allocs.is_empty());
+    assert_eq!(b.state().usage("n1").used, Resources::ZERO);
+    let r = b.apply(Command::StopJob {
+        name: "web".into(),
+        purge: false,
+    });
+    assert!(matches!(r, Response::Refused { .. }));
+}

@@ -7,6 +7,7 @@
 pub mod fixtures;
 mod membership;
 mod runtime;
+pub mod runtime_suite;
 mod store;
 
 pub use membership::StaticMembership;

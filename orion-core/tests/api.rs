@@ -1,0 +1,265 @@
+//! The HTTP API of one in-process node over the fakes (`MemStore`, `FakeRuntime`):
+//! submission in YAML and JSON, reads, stops, and every kind of bad input getting a
+//! 400 that names the field while nothing is written.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orion_core::testing::{FakeRuntime, MemStore};
+use orion_core::{AgentConfig, Cluster, ClusterConfig, ControlConfig, NodeConfig, Resources};
+use serde_json::Value;
+
+const WEB: &str = r#"
+name: web
+type: service
+replicas: 2
+task:
+  image: orion-test/web:1
+  command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+  ports: [{ name: http, container_port: 80 }]
+  resources: { cpu: 0.1, memory_mb: 32 }
+  env: { GREETING: hi }
+node_selectors: { disk: ssd }
+"#;
+
+fn fast() -> ClusterConfig {
+    ClusterConfig {
+        control: ControlConfig {
+            reconcile_interval: Duration::from_millis(50),
+            ..ControlConfig::default()
+        },
+        agent: AgentConfig {
+            tick: Duration::from_millis(50),
+            ..AgentConfig::default()
+        },
+        ..ClusterConfig::default()
+    }
+}
+
+async fn node() -> (Cluster, String, Arc<FakeRuntime>) {
+    let runtime = Arc::new(FakeRuntime::new());
+    let cluster = Cluster::builder()
+        .node(NodeConfig {
+            id: Some("n1".into()),
+            capacity: Some(Resources {
+                cpu: 4.0,
+                memory_mb: 3900,
+                disk_mb: 1000,
+            }),
+            tags: [("disk".to_string(), "ssd".to_string())].into(),
+            ..NodeConfig::default()
+        })
+        .runtime_shared(runtime.clone())
+        .store(MemStore::new("n1"))
+        .config(fast())
+        .http("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    cluster.ready(Duration::from_secs(5)).await.unwrap();
+    let base = format!("http://{}", cluster.http_addr().unwrap());
+    (cluster, base, runtime)
+}
+
+async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn post(base: &str, ctype: &str, body: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/jobs"))
+        .header("content-type", ctype)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn get(base: &str, path: &str) -> (u16, Value) {
+    let r = reqwest::get(format!("{base}{path}")).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A YAML job is accepted, placed and run; the same body again changes nothing;
+/// GET shows the spec as stored with its allocations' host ports; DELETE stops it.
+#[tokio::test]
+async fn submit_run_read_and_stop() {
+    let (cluster, base, runtime) = node().await;
+    let (status, body) = post(&base, "application/yaml", WEB).await;
+    assert_eq!((status, &body["version"]), (201, &Value::from(1)));
+    let (status, body) = post(&base, "application/yaml", WEB).await;
+    assert_eq!((status, &body["changed"]), (200, &Value::from(false)));
+
+    wait_for("2 running", || {
+        cluster
+            .allocations(Some("web"))
+            .iter()
+            .filter(|a| a.state == orion_core::AllocState::Running)
+            .count()
+            == 2
+    })
+    .await;
+    let (status, job) = get(&base, "/v1/jobs/web").await;
+    assert_eq!(status, 200);
+    assert_eq!(job["spec"]["task"]["env"]["GREETING"], "hi");
+    let allocs = job["allocations"].as_array().unwrap();
+    assert_eq!(allocs.len(), 2);
+    assert!(allocs
+        .iter()
+        .all(|a| a["ports"][0]["host_port"].as_u64().unwrap() >= 32000));
+    assert_eq!(runtime.containers().len(), 2);
+
+    let (_, list) = get(&base, "/v1/jobs").await;
+    assert_eq!(list[0]["running"], 2);
+    let (_, nodes) = get(&base, "/v1/nodes").await;
+    assert_eq!(nodes[0]["id"], "n1");
+    assert_eq!(nodes[0]["used"]["memory_mb"], 64);
+    let (_, leader) = get(&base, "/v1/status/leader").await;
+    assert_eq!(leader["is_self"], true);
+    let (status, health) = get(&base, "/health").await;
+    assert_eq!((status, &health["status"]), (200, &Value::from("ok")));
+
+    let r = reqwest::Client::new()
+        .delete(format!("{base}/v1/jobs/web"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_for("containers gone", || runtime.containers().is_empty()).await;
+    cluster.shutdown().await;
+}
+
+/// Every kind of bad spec gets a 400 naming the field and the problem, and the
+/// job list stays empty.
+#[tokio::test]
+async fn bad_input_is_refused_with_the_field_and_writes_nothing() {
+    let (cluster, base, _) = node().await;
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "application/json",
+            "{\"name\": \"web\",",
+            "",
+            "malformed JSON",
+        ),
+        ("application/yaml", "name: [web", "", "malformed YAML"),
+        (
+            "application/yaml",
+            &WEB.replace("env:", "envx:"),
+            "task.envx",
+            "unknown field",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace("image: orion-test/web:1", "image: \"\""),
+            "task.image",
+            "must not be empty",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace("name: web", "name: Web_App"),
+            "name",
+            "not DNS-safe",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace("memory_mb: 32", "memory_mb: 0"),
+            "task.resources.memory_mb",
+            "more than zero",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace("cpu: 0.1", "cpu: -2"),
+            "task.resources.cpu",
+            "more than zero",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace("memory_mb: 32", "memory_mb: -1"),
+            "task.resources.memory_mb",
+            "invalid value",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace(
+                "ports: [{ name: http, container_port: 80 }]",
+                "ports: [{ name: http, container_port: 80 }, { name: http, container_port: 81 }]",
+            ),
+            "task.ports[1].name",
+            "duplicate port name",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace("container_port: 80", "container_port: 70000"),
+            "task.ports[0].container_port",
+            "out of range",
+        ),
+    ];
+    for (ctype, body, field, problem) in cases {
+        let (status, err) = post(&base, ctype, body).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        let first = &err["errors"][0];
+        assert_eq!(first["field"], *field, "{err}");
+        assert!(
+            first["problem"].as_str().unwrap().contains(problem),
+            "{err}"
+        );
+        assert!(err["error"].as_str().unwrap().contains(problem));
+    }
+    let (_, list) = get(&base, "/v1/jobs").await;
+    assert_eq!(list, Value::Array(vec![]));
+    assert_eq!(cluster.store().replica().read(|s| s.jobs.len()), 0);
+    let (status, _) = get(&base, "/v1/jobs/nope").await;
+    assert_eq!(status, 404);
+    let (status, _) = get(&base, "/v1/allocations?job=nope").await;
+    assert_eq!(status, 404);
+    cluster.shutdown().await;
+}
+
+/// A job too big for any node is accepted; its allocations stay pending with a
+/// reason that counts what was filtered.
+#[tokio::test]
+async fn unschedulable_jobs_stay_pending_with_a_reason() {
+    let (cluster, base, _) = node().await;
+    let big = WEB
+        .replace("memory_mb: 32", "memory_mb: 64000")
+        .replace("replicas: 2", "replicas: 1");
+    let (status, _) = post(&base, "application/yaml", &big).await;
+    assert_eq!(status, 201);
+    wait_for("a pending allocation", || {
+        cluster
+            .allocations(Some("web"))
+            .iter()
+            .any(|a| a.message.is_some())
+    })
+    .await;
+    let (_, allocs) = get(&base, "/v1/allocations?job=web").await;
+    assert_eq!(allocs[0]["state"], "pending");
+    assert_eq!(
+        allocs[0]["message"],
+        "1 node: insufficient memory (need 64000 MB, free 3900)"
+    );
+    cluster.shutdown().await;
+}
+
+/// The API reports an unreachable runtime as an unhealthy node, with why, and
+/// recovers when it answers again.
+#[tokio::test]
+async fn health_follows_the_runtime() {
+    let (cluster, base, runtime) = node().await;
+    runtime.set_unavailable(Some("engine stopped"));
+    wait_for("unhealthy", || cluster.runtime_health().is_some()).await;
+    let (status, body) = get(&base, "/health").await;
+    assert_eq!(status, 503);
+    assert!(body["reason"].as_str().unwrap().contains("engine stopped"));
+    runtime.set_unavailable(None);
+    wait_for("healthy", || cluster.runtime_health().is_none()).await;
+    cluster.shutdown().await;
+}

@@ -9,6 +9,7 @@ mod membership;
 mod runtime;
 pub mod runtime_suite;
 mod store;
+pub mod store_suite;
 
 pub use membership::StaticMembership;
 pub use runtime::{FakeRuntime, RuntimeCall};

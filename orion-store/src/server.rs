@@ -1,0 +1,65 @@
+//! The HTTP server half of the transport: Raft's RPCs and the forwarding endpoint,
+//! as an axum [`Router`] over a store.
+//!
+//! | path | body | answer |
+//! |---|---|---|
+//! | `POST /raft/append` | `AppendEntriesRequest` | `Result<AppendEntriesResponse, RaftError>` |
+//! | `POST /raft/vote` | `VoteRequest` | `Result<VoteResponse, RaftError>` |
+//! | `POST /raft/snapshot` | `InstallSnapshotRequest` | `Result<InstallSnapshotResponse, RaftError>` |
+//! | `POST /raft/forward` | a call only the leader can make | its answer |
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+
+use crate::rpc::{Forwarded, LeaderReply, APPEND_PATH, FORWARD_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use crate::store::Inner;
+use crate::types::{RaftNodeId, TypeConfig};
+
+/// Largest request body accepted: 300 entries per append (openraft's batch) with
+/// large plans, or a 1 MiB snapshot chunk as a JSON array, fit well within it.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// The routes, over the store's shared state.
+pub(crate) fn router(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route(APPEND_PATH, post(append))
+        .route(VOTE_PATH, post(vote))
+        .route(SNAPSHOT_PATH, post(snapshot))
+        .route(FORWARD_PATH, post(forward))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(inner)
+}
+
+async fn append(
+    State(s): State<Arc<Inner>>,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Json<Result<AppendEntriesResponse<RaftNodeId>, RaftError<RaftNodeId>>> {
+    Json(s.raft.append_entries(req).await)
+}
+
+async fn vote(
+    State(s): State<Arc<Inner>>,
+    Json(req): Json<VoteRequest<RaftNodeId>>,
+) -> Json<Result<VoteResponse<RaftNodeId>, RaftError<RaftNodeId>>> {
+    Json(s.raft.vote(req).await)
+}
+
+async fn snapshot(
+    State(s): State<Arc<Inner>>,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Json<Result<InstallSnapshotResponse<RaftNodeId>, RaftError<RaftNodeId, InstallSnapshotError>>>
+{
+    Json(s.raft.install_snapshot(req).await)
+}
+
+async fn forward(State(s): State<Arc<Inner>>, Json(req): Json<Forwarded>) -> Json<LeaderReply> {
+    Json(s.lead(req.call, req.budget).await)
+}

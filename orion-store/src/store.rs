@@ -1,0 +1,475 @@
+//! [`RaftStore`]: the `Store` seam over openraft, the engine seam and the HTTP
+//! transport.
+//!
+//! ```text
+//!  propose / read_barrier / add_peer          (any node)
+//!         │
+//!         ▼
+//!  call_leader ── leader here? ──► Inner::lead ──► openraft (client_write,
+//!         │                          ▲              read index, membership)
+//!         └─ no: POST /raft/forward ─┘ on the leader
+//!         │
+//!         ▼
+//!  wait until this node's Replica applied the answered index
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use openraft::error::{InitializeError, RaftError};
+use openraft::{Raft, RaftMetrics, ServerState};
+use orion_core::{
+    Applied, Command, Leadership, NodeId, NodeRole, Peer, Replica, Store, StoreError,
+};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{timeout_at, Instant};
+use tracing::{info, warn};
+
+use crate::config::RaftStoreConfig;
+use crate::engine::{open_engine, LogEngine};
+use crate::log_store::{blocking, LogStore};
+use crate::network::{forward, ForwardFailure, HttpNetworkFactory};
+use crate::rpc::{Forwarded, LeaderCall, LeaderReply};
+use crate::state_machine::StateMachine;
+use crate::types::{node_id_of, RaftNode, RaftNodeId, TypeConfig};
+
+fn storage(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Storage(Box::new(e))
+}
+
+/// Where this node's log stands (for tests, benches and status pages).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStatus {
+    /// Index of the last entry in the log (0: none).
+    pub last_log_index: u64,
+    /// Index of the last entry applied to the replica (0: none).
+    pub last_applied: u64,
+    /// Index the latest snapshot covers (0: none).
+    pub snapshot: u64,
+    /// Index up to which the log was purged (0: none).
+    pub purged: u64,
+}
+
+/// Where a leader-only call goes.
+enum Route {
+    Local,
+    Remote(RaftNode),
+    Unknown,
+}
+
+/// What the store's tasks and HTTP handlers share.
+pub(crate) struct Inner {
+    pub(crate) config: RaftStoreConfig,
+    pub(crate) id: RaftNodeId,
+    pub(crate) raft: Raft<TypeConfig>,
+    pub(crate) replica: Arc<Replica>,
+    engine: Arc<dyn LogEngine>,
+    client: reqwest::Client,
+    leadership: watch::Sender<Leadership>,
+    stop: watch::Sender<bool>,
+    closed: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Serializes membership changes made through this node.
+    pub(crate) membership_lock: tokio::sync::Mutex<()>,
+}
+
+/// Orion's replicated store: openraft 0.9 over sled or redb, with its own HTTP
+/// transport. Cheap to clone; every clone is the same node.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), orion_core::StoreError> {
+/// use orion_store::{RaftStore, RaftStoreConfig};
+/// use orion_core::Store;
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:7946").await.unwrap();
+/// let mut config = RaftStoreConfig::new("n1", "/var/lib/orion/store");
+/// config.raft_addr = listener.local_addr().unwrap().to_string();
+/// let store = RaftStore::open(config).await?;
+/// store.serve(listener)?;            // Raft RPCs + forwarding on the Raft port
+/// store.initialize_single().await?;  // first manager only; a no-op on restart
+/// let spec = orion_core::JobSpec::service("web", "nginx");
+/// let applied = store.propose(orion_core::Command::UpsertJob { spec }).await?;
+/// # let _ = applied; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RaftStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RaftStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftStore")
+            .field("node_id", &self.inner.config.node_id)
+            .field("engine", &self.inner.engine.name())
+            .finish_non_exhaustive()
+    }
+}
+
+fn leadership_of(m: &RaftMetrics<RaftNodeId, RaftNode>, me: RaftNodeId) -> Leadership {
+    let node = m
+        .current_leader
+        .and_then(|l| m.membership_config.membership().get_node(&l));
+    Leadership {
+        leader: node.map(|n| n.id.clone()),
+        leader_http: node.map(|n| n.http_addr.clone()),
+        is_self: m.current_leader == Some(me) && m.state == ServerState::Leader,
+        term: m.current_term,
+    }
+}
+
+/// Mirrors openraft's metrics into the Leadership watch until the store stops.
+async fn track_leadership(
+    mut metrics: watch::Receiver<RaftMetrics<RaftNodeId, RaftNode>>,
+    out: watch::Sender<Leadership>,
+    mut stop: watch::Receiver<bool>,
+    me: RaftNodeId,
+) {
+    loop {
+        let now = leadership_of(&metrics.borrow_and_update(), me);
+        out.send_if_modified(|cur| {
+            let changed = *cur != now;
+            *cur = now;
+            changed
+        });
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { break },
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    out.send_replace(Leadership::default());
+}
+
+impl RaftStore {
+    /// Opens the store in `config.data_dir`: recovers the snapshot and replays the
+    /// committed log into the replica, then starts Raft (not yet serving RPCs: see
+    /// [`serve`](Self::serve) / [`router`](Self::router)).
+    pub async fn open(config: RaftStoreConfig) -> Result<RaftStore, StoreError> {
+        config.validate().map_err(storage)?;
+        let raft_config = Arc::new(config.raft_config().map_err(storage)?);
+        let id = node_id_of(&config.node_id);
+        let (engine_kind, dir) = (config.engine, config.data_dir.clone());
+        let engine = blocking(move || open_engine(engine_kind, &dir))
+            .await
+            .map_err(storage)?;
+        let replica = Arc::new(Replica::default());
+        let sm = StateMachine::open(engine.clone(), replica.clone()).map_err(storage)?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.rpc_timeout)
+            .no_proxy()
+            .build()
+            .map_err(storage)?;
+        let network = HttpNetworkFactory::new(id, client.clone());
+        let raft = Raft::new(id, raft_config, network, LogStore::new(engine.clone()), sm)
+            .await
+            .map_err(storage)?;
+        let (leadership, _) = watch::channel(Leadership::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let tracker = tokio::spawn(track_leadership(
+            raft.metrics(),
+            leadership.clone(),
+            stop_rx,
+            id,
+        ));
+        info!(
+            node_id = %config.node_id,
+            engine = engine.name(),
+            applied = replica.applied_index(),
+            "store opened"
+        );
+        Ok(RaftStore {
+            inner: Arc::new(Inner {
+                config,
+                id,
+                raft,
+                replica,
+                engine,
+                client,
+                leadership,
+                stop,
+                closed: AtomicBool::new(false),
+                tasks: Mutex::new(vec![tracker]),
+                membership_lock: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// This node as a Raft member record (a manager).
+    fn me(&self) -> RaftNode {
+        let c = &self.inner.config;
+        RaftNode {
+            id: c.node_id.clone(),
+            raft_addr: c.raft_addr.clone(),
+            http_addr: c.http_addr.clone(),
+            role: NodeRole::Manager,
+        }
+    }
+
+    /// Bootstraps a one-voter cluster of this node and waits until it leads.
+    ///
+    /// A no-op when the node already holds Raft state (restarted, or added to a
+    /// cluster by its leader): it never re-initializes or wipes anything. Call it on
+    /// the first manager only; others join through [`Store::add_peer`] on the leader.
+    pub async fn initialize_single(&self) -> Result<(), StoreError> {
+        let raft = &self.inner.raft;
+        if raft.is_initialized().await.map_err(storage)? {
+            return Ok(());
+        }
+        let members = BTreeMap::from([(self.inner.id, self.me())]);
+        match raft.initialize(members).await {
+            Ok(()) => {}
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => return Ok(()),
+            Err(e) => return Err(StoreError::Membership(e.to_string())),
+        }
+        self.wait_for_leader(self.inner.config.propose_timeout)
+            .await
+            .map(drop)
+    }
+
+    /// The routes serving Raft's RPCs and forwarded calls (`/raft/*`). Mount them on
+    /// the listener peers reach at [`RaftStoreConfig::raft_addr`], alone or merged into
+    /// another router.
+    pub fn router(&self) -> axum::Router {
+        crate::server::router(self.inner.clone())
+    }
+
+    /// Serves [`router`](Self::router) on `listener` in a task the store owns; it
+    /// stops on [`shutdown`](Store::shutdown). Returns the bound address.
+    pub fn serve(&self, listener: tokio::net::TcpListener) -> Result<SocketAddr, StoreError> {
+        let addr = listener.local_addr().map_err(storage)?;
+        let router = self.router();
+        let mut stop = self.inner.stop.subscribe();
+        let node = self.inner.config.node_id.clone();
+        let task = tokio::spawn(async move {
+            let signal = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(signal)
+                .await
+            {
+                warn!(node_id = %node, error = %e, "raft server failed");
+            }
+        });
+        self.inner.tasks.lock().push(task);
+        Ok(addr)
+    }
+
+    /// Waits until some node leads (as this node sees it), at most `limit`.
+    pub async fn wait_for_leader(&self, limit: Duration) -> Result<Leadership, StoreError> {
+        let mut rx = self.inner.leadership.subscribe();
+        let res = tokio::time::timeout(limit, async {
+            rx.wait_for(|l| l.leader.is_some()).await.map(|l| l.clone())
+        })
+        .await;
+        match res {
+            Ok(Ok(l)) => Ok(l),
+            Ok(Err(_)) => Err(StoreError::Shutdown),
+            Err(_) => Err(StoreError::NoLeader(format!("no leader within {limit:?}"))),
+        }
+    }
+
+    /// Where this node's log stands.
+    pub fn log_status(&self) -> LogStatus {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        LogStatus {
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied: m.last_applied.map_or(0, |l| l.index),
+            snapshot: m.snapshot.map_or(0, |l| l.index),
+            purged: m.purged.map_or(0, |l| l.index),
+        }
+    }
+
+    /// Builds a snapshot now (and purges the log behind it), instead of waiting for
+    /// [`RaftStoreConfig::snapshot_threshold`]; returns once the snapshot exists.
+    pub async fn snapshot_now(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let target = inner.raft.metrics().borrow().last_applied;
+        inner.raft.trigger().snapshot().await.map_err(storage)?;
+        let mut rx = inner.raft.metrics();
+        let built = async { rx.wait_for(|m| m.snapshot >= target).await.map(drop) };
+        let res = tokio::time::timeout(inner.config.propose_timeout, built).await;
+        match res {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Shutdown),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// The storage engine's name (`sled`, `redb`).
+    pub fn engine_name(&self) -> &'static str {
+        self.inner.engine.name()
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(StoreError::Shutdown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn route(&self) -> Route {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        match m.current_leader {
+            Some(l) if l == self.inner.id => Route::Local,
+            Some(l) => m
+                .membership_config
+                .membership()
+                .get_node(&l)
+                .cloned()
+                .map_or(Route::Unknown, Route::Remote),
+            None => Route::Unknown,
+        }
+    }
+
+    /// Waits (bounded) for Raft's view to change, e.g. a leader to be elected.
+    async fn settle(&self, deadline: Instant) {
+        let mut rx = self.inner.raft.metrics();
+        rx.borrow_and_update();
+        let cap = Instant::now() + self.inner.config.heartbeat_interval;
+        let _ = timeout_at(deadline.min(cap), rx.changed()).await;
+    }
+
+    /// Carries `call` out on the leader, here or forwarded, retrying while no leader
+    /// is known or the leader changes, until `budget` runs out.
+    async fn call_leader(
+        &self,
+        call: LeaderCall,
+        budget: Duration,
+    ) -> Result<LeaderReply, StoreError> {
+        let deadline = Instant::now() + budget;
+        loop {
+            self.check_open()?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let outcome = match self.route() {
+                Route::Local => Ok(self.inner.lead(call.clone(), remaining).await),
+                Route::Remote(leader) => {
+                    // Leave the leader a margin to answer before our own deadline.
+                    let fwd = Forwarded {
+                        call: call.clone(),
+                        budget: remaining.mul_f32(0.9),
+                    };
+                    match forward(&self.inner.client, &leader.raft_addr, &fwd, remaining).await {
+                        Ok(reply) => Ok(reply),
+                        Err(ForwardFailure::NotSent(e)) => {
+                            Err(format!("leader {} unreachable: {e}", leader.id))
+                        }
+                        Err(ForwardFailure::TimedOut) => return Err(StoreError::Timeout),
+                        Err(ForwardFailure::Lost(e)) => return Err(StoreError::Forward(e)),
+                    }
+                }
+                Route::Unknown => Err("no leader is known".into()),
+            };
+            let why = match outcome {
+                Ok(LeaderReply::Failed { error }) if error.is_retry() => format!("{error:?}"),
+                Ok(LeaderReply::Failed { error }) => return Err(error.into()),
+                Ok(reply) => return Ok(reply),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(StoreError::NoLeader(why));
+            }
+            self.settle(deadline).await;
+        }
+    }
+
+    /// Waits until this node's replica applied `index`.
+    async fn caught_up(&self, index: u64, deadline: Instant) -> Result<(), StoreError> {
+        // Give the local apply at least an RPC's time even if the call used the budget.
+        let deadline = deadline.max(Instant::now() + self.inner.config.rpc_timeout);
+        timeout_at(deadline, self.inner.replica.wait_for(index))
+            .await
+            .map_err(|_| StoreError::Timeout)
+    }
+}
+
+#[async_trait]
+impl Store for RaftStore {
+    async fn propose(&self, cmd: Command) -> Result<Applied, StoreError> {
+        let budget = self.inner.config.propose_timeout;
+        let deadline = Instant::now() + budget;
+        match self
+            .call_leader(LeaderCall::Propose { cmd }, budget)
+            .await?
+        {
+            LeaderReply::Applied { applied } => {
+                self.caught_up(applied.index, deadline).await?;
+                Ok(applied)
+            }
+            other => Err(StoreError::Forward(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    fn replica(&self) -> &Arc<Replica> {
+        &self.inner.replica
+    }
+
+    async fn read_barrier(&self) -> Result<(), StoreError> {
+        let budget = self.inner.config.propose_timeout;
+        let deadline = Instant::now() + budget;
+        match self.call_leader(LeaderCall::ReadIndex, budget).await? {
+            LeaderReply::ReadIndex { index } => self.caught_up(index, deadline).await,
+            other => Err(StoreError::Forward(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.inner.leadership.subscribe()
+    }
+
+    async fn add_peer(&self, peer: Peer) -> Result<(), StoreError> {
+        let budget = self.inner.config.membership_timeout;
+        self.call_leader(LeaderCall::AddPeer { peer }, budget)
+            .await
+            .map(drop)
+    }
+
+    async fn remove_peer(&self, id: &NodeId) -> Result<(), StoreError> {
+        let budget = self.inner.config.membership_timeout;
+        let call = LeaderCall::RemovePeer { id: id.clone() };
+        self.call_leader(call, budget).await.map(drop)
+    }
+
+    fn voters(&self) -> Vec<Peer> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(RaftNode::to_peer))
+            .collect()
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        if inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        inner.stop.send_replace(true);
+        if let Err(e) = inner.raft.shutdown().await {
+            warn!(node_id = %inner.config.node_id, error = %e, "raft task ended badly");
+        }
+        let tasks: Vec<_> = inner.tasks.lock().drain(..).collect();
+        for mut task in tasks {
+            // In-flight forwarded calls may hold the server briefly; never forever.
+            if tokio::time::timeout(inner.config.rpc_timeout, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+        let engine = inner.engine.clone();
+        blocking(move || engine.close()).await.map_err(storage)?;
+        info!(node_id = %inner.config.node_id, "store shut down");
+        Ok(())
+    }
+}

@@ -4,7 +4,7 @@
 //! configuration, and the first call contacts the engine and negotiates the API version
 //! (bollard speaks a newer API than older engines accept, so it steps down to the
 //! engine's). An engine that is absent, refuses, or does not answer in time makes calls
-//! fail with [`RuntimeError::Unavailable`](orion_core::RuntimeError::Unavailable), and the
+//! fail with [`RuntimeError::Unavailable`], and the
 //! next call tries again, so an agent may start before its engine.
 
 mod config;
@@ -16,7 +16,7 @@ mod runtime;
 use std::fmt;
 use std::sync::Arc;
 
-use bollard::{Docker, API_DEFAULT_VERSION};
+use bollard::{BollardRequest, Docker, API_DEFAULT_VERSION};
 use orion_core::RuntimeError;
 use tokio::sync::OnceCell;
 use tracing::debug;
@@ -61,6 +61,27 @@ impl fmt::Debug for DockerRuntime {
             .field("connected", &self.inner.client.initialized())
             .finish()
     }
+}
+
+/// Prefixes the request path with the negotiated API version (`/v1.41/containers/json`).
+///
+/// bollard 0.21 drops the version from its request paths, so the engine would answer in
+/// its own newest dialect; pinning it makes negotiation mean what it says.
+fn pin_version(mut req: BollardRequest, version: &str) -> BollardRequest {
+    let uri = req.uri();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    if path.starts_with("/v") && path[2..].starts_with(|c: char| c.is_ascii_digit()) {
+        return req;
+    }
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return req;
+    };
+    let pinned = format!("{scheme}://{authority}/v{version}{path}");
+    match pinned.parse() {
+        Ok(pinned) => *req.uri_mut() = pinned,
+        Err(e) => debug!(uri = %pinned, error = %e, "cannot pin the api version"),
+    }
+    req
 }
 
 impl DockerRuntime {
@@ -122,8 +143,9 @@ impl DockerRuntime {
             .await
             .map_err(|_| unavailable(format!("no answer within {:?}", config.connect_timeout)))?
             .map_err(|e| unavailable(error::source_chain(&e)))?;
-        debug!(host = %host, api = %docker.client_version(), "docker engine connected");
-        Ok(docker)
+        let version = docker.client_version().to_string();
+        debug!(host = %host, api = %version, "docker engine connected");
+        Ok(docker.with_request_modifier(move |req| pin_version(req, &version)))
     }
 
     /// Whether the image is present locally.
@@ -133,5 +155,30 @@ impl DockerRuntime {
             Err(e) if error::status(&e) == Some(404) => Ok(false),
             Err(e) => Err(error::general("inspect image", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str) -> BollardRequest {
+        let mut req = BollardRequest::new(bollard::body_full(Default::default()));
+        *req.uri_mut() = uri.parse().expect("uri");
+        req
+    }
+
+    #[test]
+    fn requests_are_pinned_to_the_negotiated_version() {
+        let req = pin_version(
+            request("unix://2f72756e:0/containers/json?all=true"),
+            "1.41",
+        );
+        assert_eq!(
+            req.uri().to_string(),
+            "unix://2f72756e:0/v1.41/containers/json?all=true"
+        );
+        let already = pin_version(request("http://h:2375/v1.40/_ping"), "1.41");
+        assert_eq!(already.uri().to_string(), "http://h:2375/v1.40/_ping");
     }
 }

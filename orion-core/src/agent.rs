@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -60,6 +61,9 @@ impl Default for AgentConfig {
         }
     }
 }
+
+/// How many stops or starts one agent runs at once.
+const PARALLEL_OPS: usize = 8;
 
 /// The task and kind of an allocation's job, if the job still exists.
 type JobOf = Option<(TaskSpec, JobKind)>;
@@ -176,15 +180,20 @@ impl Agent {
             .map(|c| (c.alloc_id.as_str(), c))
             .collect();
 
-        // Containers nobody wants any more: stop and remove them first, so their
-        // ports and memory are free for what starts next.
-        for c in containers
+        // Containers nobody wants any more: stop and remove them first (in
+        // parallel: each may take its whole stop grace), so their ports and memory
+        // are free for what starts next.
+        let unwanted: Vec<&ContainerInfo> = containers
             .iter()
             .filter(|c| !live.contains_key(c.alloc_id.as_str()))
-        {
-            info!(node_id = %self.node_id, alloc = %c.alloc_id, container = %c.id, "stopping container");
-            self.stop_and_remove(c).await;
-        }
+            .collect();
+        let this = &*self;
+        futures::stream::iter(unwanted)
+            .for_each_concurrent(PARALLEL_OPS, |c| async move {
+                info!(node_id = %this.node_id, alloc = %c.alloc_id, container = %c.id, "stopping container");
+                this.stop_and_remove(c).await;
+            })
+            .await;
         for (a, _) in mine
             .iter()
             .filter(|(a, _)| !live.contains_key(a.id.as_str()))
@@ -200,14 +209,33 @@ impl Agent {
             }
         }
         let mut seen = HashSet::new();
+        let mut to_launch = Vec::new();
         for (id, (a, job)) in &live {
             seen.insert(id.to_string());
             let Some((task, kind)) = job else { continue };
-            let u = match by_alloc.get(id) {
-                None => self.launch(&cluster_id, a, task).await,
-                Some(c) => self.tend(a, *kind, c).await,
-            };
-            updates.extend(u);
+            match by_alloc.get(id) {
+                None if self.may_attempt(&a.id) => to_launch.push((a, task)),
+                None => {}
+                Some(c) => updates.extend(self.tend(a, *kind, c).await),
+            }
+        }
+        // New containers start in parallel too: an image pull or a slow start of one
+        // task does not hold up the others.
+        let cluster_id = cluster_id.as_str();
+        let this = &*self;
+        let attempts: Vec<_> = to_launch
+            .into_iter()
+            .map(|(a, task)| {
+                let attempt = this.launch(cluster_id, a, task);
+                async move { (a, attempt.await) }
+            })
+            .collect();
+        let launched: Vec<_> = futures::stream::iter(attempts)
+            .buffer_unordered(PARALLEL_OPS)
+            .collect()
+            .await;
+        for (a, result) in launched {
+            updates.extend(self.launched(a, result));
         }
         self.backoff.retain(|id, _| seen.contains(id));
         self.report(updates).await;
@@ -215,14 +243,11 @@ impl Agent {
 
     /// Creates and starts the container of an allocation that has none.
     async fn launch(
-        &mut self,
+        &self,
         cluster_id: &str,
         a: &Allocation,
         task: &TaskSpec,
-    ) -> Option<AllocUpdate> {
-        if !self.may_attempt(&a.id) {
-            return None;
-        }
+    ) -> Result<ContainerInfo, RuntimeError> {
         let launch = TaskLaunch {
             cluster_id: cluster_id.to_string(),
             node_id: self.node_id.clone(),
@@ -233,7 +258,16 @@ impl Agent {
             ports: a.ports.clone(),
         };
         info!(node_id = %self.node_id, alloc = %a.id, image = %task.image, "starting task");
-        match self.create_and_start(&launch).await {
+        self.create_and_start(&launch).await
+    }
+
+    /// What a launch attempt means for the allocation, and for its backoff.
+    fn launched(
+        &mut self,
+        a: &Allocation,
+        result: Result<ContainerInfo, RuntimeError>,
+    ) -> Option<AllocUpdate> {
+        match result {
             Ok(c) => {
                 self.backoff.remove(&a.id);
                 let mut u = update(&self.node_id, a, AllocState::Running, None);

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::BroadcastStream;
 
 pub use builder::{ClusterBuilder, ClusterConfig, NodeConfig, StoreContext, StoreFactory};
+pub use detect::{host_capacity, host_name};
 
 use crate::command::{Command, Response};
 use crate::model::{Allocation, Job, Node, NodeId, NodeInfo};

@@ -1,0 +1,185 @@
+//! The command line, as clap types.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Orion: a small, embeddable container orchestrator.
+#[derive(Debug, Parser)]
+#[command(name = "orion-node", version, about)]
+pub struct Cli {
+    /// The node API to talk to (for `job` and `node` commands).
+    #[arg(
+        long,
+        global = true,
+        env = "ORION_ADDR",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub addr: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node: store, gossip, agent, control loop and HTTP API.
+    Agent(Box<AgentArgs>),
+    /// Run a local development cluster with the example job.
+    Dev(DevArgs),
+    /// Submit, inspect and stop jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Inspect and manage nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `orion-node agent` flags; a config file (`--config`, YAML or JSON) may set any of
+/// them under the same names (with `_` for `-`), and flags win.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AgentArgs {
+    /// Config file mirroring these flags.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where the node keeps its data.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP API address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// This node's id [default: the one stored in the data dir, else the host name].
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// A tag for selectors, `key=value`; repeat for more.
+    #[arg(long = "tag", value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
+    /// CPU cores offered to tasks [default: detected].
+    #[arg(long)]
+    pub cpu: Option<f64>,
+    /// Memory offered to tasks, MiB [default: detected].
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+    /// Disk offered to tasks, MiB [default: 0].
+    #[arg(long)]
+    pub disk_mb: Option<u64>,
+    /// Host IP that task ports are published on [default: 127.0.0.1].
+    #[arg(long)]
+    pub host_ip: Option<String>,
+    /// Dynamic host port range, `LOW-HIGH` [default: 32000-32767].
+    #[arg(long, value_parser = parse_range)]
+    pub port_range: Option<(u16, u16)>,
+    /// HTTP address of any member, to join its cluster.
+    #[arg(long)]
+    pub join: Option<String>,
+    /// manager (votes; may lead) or worker (runs tasks only) [default: manager].
+    #[arg(long)]
+    pub role: Option<orion_core::NodeRole>,
+    /// Raft address to listen on and advertise [default: 127.0.0.1:7946].
+    #[arg(long)]
+    pub raft: Option<SocketAddr>,
+    /// Gossip (UDP) address to listen on and advertise [default: 127.0.0.1:7947].
+    #[arg(long)]
+    pub gossip: Option<SocketAddr>,
+    /// Storage engine of the Raft log: redb or sled [default: redb].
+    #[arg(long)]
+    pub engine: Option<String>,
+}
+
+/// `orion-node dev` flags.
+#[derive(Debug, Args, Clone)]
+pub struct DevArgs {
+    /// How many nodes (1 to 3): large, small, gpu.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Where the nodes keep their data [default: a fresh temporary directory].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP port of the first node; the others take the next ones.
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+    /// Start the cluster and the job, print where it runs, and exit (leaving the
+    /// containers stopped and removed) instead of running until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// `orion-node job …`.
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Submit a job spec (YAML or JSON); the same name again is a new version.
+    Run {
+        /// The spec file (`-` for standard input).
+        file: PathBuf,
+    },
+    /// Show a job and where its allocations run.
+    Status {
+        /// The job's name.
+        name: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a job.
+    Stop {
+        /// The job's name.
+        name: String,
+        /// Also forget the job.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// List jobs.
+    List,
+}
+
+/// `orion-node node …`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List nodes.
+    List,
+    /// Move a node's allocations elsewhere and keep new ones off.
+    Drain {
+        /// The node's id.
+        id: String,
+    },
+    /// End a drain.
+    Undrain {
+        /// The node's id.
+        id: String,
+    },
+    /// Remove a node from the cluster (and from the voters).
+    Remove {
+        /// The node's id.
+        id: String,
+    },
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("tag {s:?} is not key=value")),
+    }
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("port range {s:?} is not LOW-HIGH"))?;
+    let p = |x: &str| {
+        x.trim()
+            .parse::<u16>()
+            .map_err(|e| format!("port {x:?}: {e}"))
+    };
+    let (lo, hi) = (p(lo)?, p(hi)?);
+    if lo == 0 || lo > hi {
+        return Err(format!("port range {s:?} is empty or starts at 0"));
+    }
+    Ok((lo, hi))
+}

@@ -1,0 +1,239 @@
+//! The CLI client: `job …` and `node …` over a node's HTTP API.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use orion_core::{Allocation, JobView, NodeView};
+use serde_json::Value;
+
+use crate::cli::{JobCommand, NodeCommand};
+
+/// `http://` added when the address has no scheme.
+pub fn base_url(addr: &str) -> String {
+    let addr = addr.trim_end_matches('/');
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Turns an API error body into one readable message.
+async fn api_error(what: &str, r: reqwest::Response) -> anyhow::Error {
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    let mut msg = match body.get("error").and_then(Value::as_str) {
+        Some(e) => format!("{what}: {e}"),
+        None => format!("{what}: HTTP {status}"),
+    };
+    if let Some(errors) = body.get("errors").and_then(Value::as_array) {
+        if errors.len() > 1 {
+            for e in errors {
+                let field = e["field"].as_str().unwrap_or("");
+                let problem = e["problem"].as_str().unwrap_or("");
+                msg.push_str(&format!("\n  {field}: {problem}"));
+            }
+        }
+    }
+    anyhow::anyhow!(msg)
+}
+
+async fn send(req: reqwest::RequestBuilder, what: &str, addr: &str) -> Result<reqwest::Response> {
+    let r = req
+        .send()
+        .await
+        .with_context(|| format!("{what}: cannot reach the node at {addr}"))?;
+    if !r.status().is_success() {
+        return Err(api_error(what, r).await);
+    }
+    Ok(r)
+}
+
+/// `orion-node job …`.
+pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
+    let base = base_url(addr);
+    let http = reqwest::Client::new();
+    match cmd {
+        JobCommand::Run { file } => {
+            let (text, ctype) = read_spec(&file)?;
+            let r = send(
+                http.post(format!("{base}/v1/jobs"))
+                    .header("content-type", ctype)
+                    .body(text),
+                "job run",
+                &base,
+            )
+            .await?;
+            let v: Value = r.json().await?;
+            let name = v["name"].as_str().unwrap_or("?");
+            if v["changed"] == Value::Bool(true) {
+                println!("job {name} submitted: version {}", v["version"]);
+            } else {
+                println!("job {name} unchanged: version {}", v["version"]);
+            }
+        }
+        JobCommand::Status { name, json } => {
+            let r = send(
+                http.get(format!("{base}/v1/jobs/{name}")),
+                "job status",
+                &base,
+            )
+            .await?;
+            if json {
+                let v: Value = r.json().await?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_job(&r.json::<JobView>().await?);
+            }
+        }
+        JobCommand::Stop { name, purge } => {
+            let url = format!("{base}/v1/jobs/{name}?purge={purge}");
+            send(http.delete(url), "job stop", &base).await?;
+            println!(
+                "job {name} {}",
+                if purge {
+                    "stopped and purged"
+                } else {
+                    "stopped"
+                }
+            );
+        }
+        JobCommand::List => {
+            let r = send(http.get(format!("{base}/v1/jobs")), "job list", &base).await?;
+            let jobs: Vec<Value> = r.json().await?;
+            println!(
+                "{:<24} {:<8} {:>7} {:<8} RUNNING",
+                "NAME", "TYPE", "VERSION", "STATUS"
+            );
+            for j in jobs {
+                println!(
+                    "{:<24} {:<8} {:>7} {:<8} {}/{}",
+                    j["name"].as_str().unwrap_or(""),
+                    j["type"].as_str().unwrap_or(""),
+                    j["version"],
+                    j["status"].as_str().unwrap_or(""),
+                    j["running"],
+                    j["replicas"]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_spec(file: &Path) -> Result<(String, &'static str)> {
+    let mut text = String::new();
+    if file == Path::new("-") {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    }
+    let ctype = match file.extension().and_then(|e| e.to_str()) {
+        Some("json") => "application/json",
+        Some("yaml" | "yml") => "application/yaml",
+        _ => "text/plain",
+    };
+    Ok((text, ctype))
+}
+
+/// `http 80/tcp -> 127.0.0.1:32001, …`
+pub fn ports(a: &Allocation) -> String {
+    a.ports
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_job(v: &JobView) {
+    let spec = &v.job.spec;
+    let running = v
+        .allocations
+        .iter()
+        .filter(|a| a.is_live() && a.state == orion_core::AllocState::Running)
+        .count();
+    println!(
+        "job {}  type {}  version {}  status {:?}  running {}/{}",
+        spec.name, spec.kind, v.job.version, v.job.status, running, spec.replicas
+    );
+    println!(
+        "{:<18} {:<10} {:<9} {:<9} {:<40} MESSAGE",
+        "ALLOCATION", "NODE", "DESIRED", "STATE", "PORTS"
+    );
+    for a in &v.allocations {
+        println!(
+            "{:<18} {:<10} {:<9} {:<9} {:<40} {}",
+            a.id,
+            a.node.as_deref().unwrap_or("-"),
+            format!("{:?}", a.desired).to_lowercase(),
+            a.state.to_string(),
+            ports(a),
+            a.message.as_deref().unwrap_or("")
+        );
+    }
+}
+
+/// `orion-node node …`.
+pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
+    let base = base_url(addr);
+    let http = reqwest::Client::new();
+    match cmd {
+        NodeCommand::List => {
+            let r = send(http.get(format!("{base}/v1/nodes")), "node list", &base).await?;
+            let nodes: Vec<NodeView> = r.json().await?;
+            println!(
+                "{:<12} {:<8} {:<10} {:>11} {:>15} {:>6} {:<22} TAGS",
+                "ID", "ROLE", "STATUS", "CPU", "MEMORY MB", "ALLOCS", "HTTP"
+            );
+            for n in nodes {
+                let i = &n.node.info;
+                let mut status = n.node.status.to_string();
+                if n.node.draining {
+                    status.push_str("+drain");
+                }
+                let tags: Vec<String> = i.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!(
+                    "{:<12} {:<8} {:<10} {:>11} {:>15} {:>6} {:<22} {}",
+                    i.id,
+                    i.role.to_string(),
+                    status,
+                    format!("{:.1}/{:.1}", n.used.cpu, i.capacity.cpu),
+                    format!("{}/{}", n.used.memory_mb, i.capacity.memory_mb),
+                    n.allocations,
+                    i.addrs.http,
+                    tags.join(",")
+                );
+            }
+        }
+        NodeCommand::Drain { id } => {
+            send(
+                http.post(format!("{base}/v1/nodes/{id}/drain")),
+                "node drain",
+                &base,
+            )
+            .await?;
+            println!("node {id} draining");
+        }
+        NodeCommand::Undrain { id } => {
+            send(
+                http.post(format!("{base}/v1/nodes/{id}/undrain")),
+                "node undrain",
+                &base,
+            )
+            .await?;
+            println!("node {id} no longer draining");
+        }
+        NodeCommand::Remove { id } => {
+            send(
+                http.delete(format!("{base}/v1/nodes/{id}")),
+                "node remove",
+                &base,
+            )
+            .await?;
+            println!("node {id} removed");
+        }
+    }
+    Ok(())
+}

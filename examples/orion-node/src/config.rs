@@ -1,0 +1,110 @@
+//! The agent's config file: the flags' names as YAML or JSON keys; flags win.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+use serde::Deserialize;
+
+use crate::cli::AgentArgs;
+
+/// What a config file may set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    http: Option<SocketAddr>,
+    node_id: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    cpu: Option<f64>,
+    memory_mb: Option<u64>,
+    disk_mb: Option<u64>,
+    host_ip: Option<String>,
+    port_range: Option<String>,
+    join: Option<String>,
+    role: Option<String>,
+    raft: Option<SocketAddr>,
+    gossip: Option<SocketAddr>,
+    engine: Option<String>,
+}
+
+/// Fills every flag not given on the command line from the config file, if any.
+pub fn merge(mut args: AgentArgs) -> Result<AgentArgs> {
+    let Some(path) = args.config.clone() else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let value: serde_json::Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow!("{}: malformed JSON: {e}", path.display()))?
+    } else {
+        serde_saphyr::from_str(&text)
+            .map_err(|e| anyhow!("{}: malformed YAML: {e}", path.display()))?
+    };
+    let file: FileConfig = serde_path_to_error::deserialize(value)
+        .map_err(|e| anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))?;
+    macro_rules! fill {
+        ($($f:ident),*) => { $( if args.$f.is_none() { args.$f = file.$f; } )* };
+    }
+    fill!(data_dir, http, node_id, cpu, memory_mb, disk_mb, host_ip, join, raft, gossip, engine);
+    if args.role.is_none() {
+        args.role = file
+            .role
+            .map(|r| {
+                r.parse()
+                    .map_err(|e: String| anyhow!("{}: role: {e}", path.display()))
+            })
+            .transpose()?;
+    }
+    if args.port_range.is_none() {
+        if let Some(r) = file.port_range {
+            let (lo, hi) = r
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+                .ok_or_else(|| anyhow!("{}: port_range {r:?} is not LOW-HIGH", path.display()))?;
+            args.port_range = Some((lo, hi));
+        }
+    }
+    for (k, v) in file.tags {
+        if !args.tags.iter().any(|(key, _)| *key == k) {
+            args.tags.push((k, v));
+        }
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_fills_what_flags_leave_out_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.yaml");
+        std::fs::write(
+            &path,
+            "node_id: n7\ncpu: 2\ntags: { disk: ssd }\nport_range: 33000-33100\n",
+        )
+        .unwrap();
+        let args = AgentArgs {
+            config: Some(path.clone()),
+            cpu: Some(4.0),
+            ..AgentArgs::default()
+        };
+        let merged = merge(args).unwrap();
+        assert_eq!(merged.node_id.as_deref(), Some("n7"));
+        assert_eq!(merged.cpu, Some(4.0), "flags win");
+        assert_eq!(merged.tags, [("disk".to_string(), "ssd".to_string())]);
+        assert_eq!(merged.port_range, Some((33000, 33100)));
+        std::fs::write(&path, "nodeid: n7\n").unwrap();
+        let err = merge(AgentArgs {
+            config: Some(path),
+            ..AgentArgs::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `nodeid`"), "{err}");
+    }
+}

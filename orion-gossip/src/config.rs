@@ -6,25 +6,28 @@
 //! `phi = time since its last new heartbeat / smoothed mean heartbeat interval`
 //! and declares the peer dead when `phi > phi_threshold`; liveness is
 //! re-evaluated once per gossip round. The smoothed mean is
-//! `(sum of the last heartbeat_window intervals + 5 × initial_heartbeat_interval)
-//! / (samples + 5)`: chitchat adds five phantom samples of the initial interval.
+//! `(sum of the last n ≤ heartbeat_window intervals + 5 × initial_heartbeat_interval)
+//! / (n + 5)`: chitchat adds five phantom samples of the initial interval.
 //!
 //! A heartbeat is "new" whenever any peer's digest carries a higher counter, so
 //! in a small cluster on loopback heartbeats are observed every ~35 ms with a
 //! 100 ms gossip interval (measured). With chitchat's long default window (1000
-//! samples) the prior fades and the timeout collapses to ~280 ms: a scheduler
-//! stall that long on a busy host would make healthy nodes flap. Orion keeps the
-//! window short (10 samples), so the prior sets a floor under the mean:
+//! samples) the prior fades and the timeout collapses to ~280 ms (measured): a
+//! scheduler stall that long on a busy host would make healthy nodes flap.
+//! Orion keeps the window as short as the prior's weight (5 samples), so the
+//! prior holds half the weight and the timeout stays in a narrow band whatever
+//! the cluster size, and whether the peer joined a second or a day ago:
 //!
 //! ```text
-//! timeout ≈ phi × (10 × observed + 5 × 500 ms) / 15
-//!         ≈ 8 × 190 ms ≈ 1.5 s   (3 nodes on loopback, heartbeat seen every ~35 ms)
-//!         ≈ 8 × 233 ms ≈ 1.9 s   (large cluster, heartbeat seen once per 100 ms round)
-//! detection ≤ timeout + one gossip round ≈ 1.6–2.0 s   (< 3 s)
+//! settled, 3 nodes (heartbeat seen every ~35 ms)  8 × (5 × 35 + 5 × 300) / 10 ms ≈ 1.3 s
+//! settled, large cluster (once per 100 ms round)  8 × (5 × 100 + 5 × 300) / 10 ms ≈ 1.6 s
+//! just joined (a single interval sampled)         8 × (100 + 5 × 300) / 6 ms      ≈ 2.1 s
+//! detection ≤ timeout + one gossip round ≈ 1.4–2.2 s   (< 3 s; measured ~1.5 s on loopback)
 //! ```
 //!
-//! [`GossipConfig::detection_time_estimate`] computes the second (slower) line
-//! for any settings.
+//! So a peer silent for less than ~1.2 s is never declared dead (stall
+//! tolerance), and one silent for ~2.2 s always is. [`GossipConfig::detection_time_estimate`]
+//! computes the upper bound for any settings.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -80,37 +83,39 @@ pub struct GossipConfig {
     /// How often this node gossips with up to three peers (and re-evaluates
     /// liveness).
     ///
-    /// Default 100 ms: detection costs about eight heartbeat intervals plus one
-    /// round (see the module docs), so 100 ms keeps it near 2 s. Each round
-    /// sends a digest of every node (~50 bytes each) to three peers; for
-    /// clusters of several hundred nodes raise it and check
-    /// [`detection_time_estimate`](Self::detection_time_estimate).
+    /// Default 100 ms: detection costs about eight mean heartbeat intervals
+    /// plus one round (see the module docs), and 100 ms keeps it under ~2.2 s.
+    /// Each round sends a digest of every node (~50 bytes each) to three peers;
+    /// for clusters of several hundred nodes raise it, and the prior with it,
+    /// and check [`detection_time_estimate`](Self::detection_time_estimate).
     pub gossip_interval: Duration,
     /// A peer is dead when `time since its last heartbeat / mean interval`
     /// exceeds this.
     ///
     /// Default 8 (chitchat's): with the window and prior below the mean stays
-    /// near 200 ms, so a peer silent ~1.5–1.9 s is declared dead, while a stall
-    /// of a second does not make healthy nodes flap.
+    /// within ~160–270 ms, so a peer is declared dead after 1.3–2.1 s of
+    /// silence.
     pub phi_threshold: f64,
     /// Number of recent heartbeat intervals the mean is taken over.
     ///
-    /// Default 10 (chitchat's is 1000): short, so that the prior
-    /// ([`initial_heartbeat_interval`](Self::initial_heartbeat_interval)) keeps
-    /// weight 5/15 and puts a floor under the mean. Without it, fast heartbeats
-    /// in small clusters shrink the timeout to a few hundred ms.
+    /// Default 5 (chitchat's is 1000): as many as the prior's phantom samples,
+    /// so that [`initial_heartbeat_interval`](Self::initial_heartbeat_interval)
+    /// keeps half the weight. Without that floor, fast heartbeats in small
+    /// clusters shrink the timeout to a few hundred ms and nodes flap.
     pub heartbeat_window: usize,
-    /// Prior heartbeat interval, used alone before any is measured and as
-    /// smoothing (weight 5 samples) afterwards.
+    /// Prior heartbeat interval: five phantom samples of it are added to the
+    /// measured ones.
     ///
-    /// Default 500 ms: the floor under the mean interval is a third of it
-    /// (~167 ms), so the timeout never drops below ~1.3 s with phi 8.
+    /// Default 300 ms: it puts the mean at ≥ 150 ms once settled (timeout
+    /// ≥ 1.2 s with phi 8, tolerating stalls that long), and bounds the
+    /// timeout of a peer that just joined, whose mean is almost all prior, at
+    /// ~2.1 s.
     pub initial_heartbeat_interval: Duration,
     /// Heartbeat intervals longer than this are not sampled.
     ///
     /// Default 1 s: longer than any healthy interval (a few gossip rounds),
-    /// shorter than the detection time, so the gap of a pause or of a node that
-    /// was dead does not inflate the mean and slow the next detection.
+    /// shorter than the detection time, so one long gap (a pause, or a node
+    /// coming back from dead) does not inflate the mean much.
     pub max_heartbeat_interval: Duration,
     /// How long a dead node's state is kept before it is forgotten.
     ///
@@ -152,8 +157,8 @@ impl Default for GossipConfig {
             generation: now_millis(),
             gossip_interval: Duration::from_millis(100),
             phi_threshold: 8.0,
-            heartbeat_window: 10,
-            initial_heartbeat_interval: Duration::from_millis(500),
+            heartbeat_window: 5,
+            initial_heartbeat_interval: Duration::from_millis(300),
             max_heartbeat_interval: Duration::from_secs(1),
             dead_node_grace_period: Duration::from_secs(60 * 60),
             marked_for_deletion_grace_period: Duration::from_secs(60 * 60),
@@ -261,16 +266,18 @@ impl GossipConfig {
         Ok(())
     }
 
-    /// Upper estimate of the time from a node's death to peers declaring it
-    /// dead, when each heartbeat is observed once per gossip round (large
-    /// clusters; small ones observe them faster and detect sooner).
+    /// Upper estimate of the time from a peer's death to its being declared
+    /// dead, assuming its heartbeats were observed at least once per gossip
+    /// round (small clusters observe them faster and detect sooner).
     ///
-    /// `phi_threshold × smoothed mean interval + one gossip round`.
+    /// `phi_threshold × mean + one gossip round`, with the mean of whichever is
+    /// slower: a peer that just joined (one interval sampled) or a settled one
+    /// (a full window).
     pub fn detection_time_estimate(&self) -> Duration {
-        let window = self.heartbeat_window as f64;
-        let mean = (window * self.gossip_interval.as_secs_f64()
-            + CHITCHAT_PRIOR_WEIGHT * self.initial_heartbeat_interval.as_secs_f64())
-            / (window + CHITCHAT_PRIOR_WEIGHT);
+        let gossip = self.gossip_interval.as_secs_f64();
+        let prior = CHITCHAT_PRIOR_WEIGHT * self.initial_heartbeat_interval.as_secs_f64();
+        let mean_of = |samples: f64| (samples * gossip + prior) / (samples + CHITCHAT_PRIOR_WEIGHT);
+        let mean = mean_of(1.0).max(mean_of(self.heartbeat_window as f64));
         Duration::from_secs_f64(self.phi_threshold * mean) + self.gossip_interval
     }
 
@@ -351,8 +358,8 @@ mod tests {
     #[test]
     fn default_detection_is_well_under_three_seconds() {
         let estimate = named().detection_time_estimate();
-        assert!(estimate < Duration::from_millis(2_100), "{estimate:?}");
-        assert!(estimate > Duration::from_millis(1_500), "{estimate:?}");
+        // 8 × (100 + 5 × 300) / 6 ms + 100 ms
+        assert_eq!(estimate.as_millis(), 2233, "{estimate:?}");
     }
 
     #[test]

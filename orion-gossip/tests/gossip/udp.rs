@@ -224,3 +224,25 @@ async fn clusters_with_different_ids_do_not_merge() {
     }
     shutdown_all(&[a1, a2, b1, b2]).await;
 }
+
+/// Proves the forceful path: dropping the last handle without `shutdown`
+/// aborts the gossip tasks, so peers declare the node dead.
+#[tokio::test]
+async fn dropping_the_handle_stops_gossip() {
+    let n1 = start("n1", &[], "drop").await;
+    let n2 = start("n2", &[n1.addr], "drop").await;
+    wait_live(&n1.membership, CONVERGE, "two nodes converge", |live| {
+        live.len() == 2
+    })
+    .await;
+    let mut events = n1.membership.subscribe();
+    drop(n2);
+    next_matching(
+        &mut events,
+        DETECT,
+        "dropped node declared dead",
+        dead("n2"),
+    )
+    .await;
+    n1.membership.shutdown().await;
+}

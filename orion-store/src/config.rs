@@ -64,17 +64,22 @@ pub struct RaftStoreConfig {
     /// The HTTP API address clients reach this node at, reported as
     /// [`orion_core::Leadership::leader_http`]. Default `127.0.0.1:8080`, Orion's API port.
     pub http_addr: String,
-    /// How often the leader sends heartbeats. Default 100 ms: a tenth of the
-    /// maximum election timeout, so a few lost heartbeats never trigger an election,
-    /// cheap on loopback and LAN. It is also openraft's deadline for each
-    /// append-entries RPC (fsync on the follower included).
+    /// How often the leader sends heartbeats. Default 100 ms: cheap on loopback and
+    /// LAN, and several fit in the election timeout, so one lost heartbeat never
+    /// triggers an election. It is also openraft's deadline for each append-entries
+    /// RPC (the follower's fsync included).
     pub heartbeat_interval: Duration,
-    /// Shortest time without a leader before a follower stands for election.
-    /// Default 500 ms: five heartbeats, which rides out scheduling hiccups on a busy
-    /// 2-core host, yet gets a new leader within about 1.2 s of the old one dying.
+    /// Shortest election timeout. Default 250 ms: two and a half heartbeats, which
+    /// rides out a late heartbeat or two on a busy host.
+    ///
+    /// Failover takes a leader lease (openraft: `election_timeout_max`, during which
+    /// followers still trust the old leader and refuse votes) plus a random election
+    /// timeout in `[min, max)`: about 1 s with the defaults (0.8–1.2 s measured on
+    /// loopback in `three_managers_replicate_forward_and_fail_over`), well under 2 s.
     pub election_timeout_min: Duration,
-    /// Longest such time (each election picks a random value in between). Default
-    /// 1 s: a wide range makes split votes rare.
+    /// Longest election timeout (each election draws a random value in between), and
+    /// the leader lease. Default 500 ms: a range as wide as its floor makes split
+    /// votes rare, and the lease is five heartbeats.
     pub election_timeout_max: Duration,
     /// Deadline of an RPC other than append-entries: votes use the election timeout,
     /// this bounds snapshot chunks, forwarded calls and reads of the leader. Default
@@ -107,8 +112,8 @@ impl Default for RaftStoreConfig {
             raft_addr: "127.0.0.1:7946".into(),
             http_addr: "127.0.0.1:8080".into(),
             heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(500),
-            election_timeout_max: Duration::from_millis(1000),
+            election_timeout_min: Duration::from_millis(250),
+            election_timeout_max: Duration::from_millis(500),
             rpc_timeout: Duration::from_secs(2),
             propose_timeout: Duration::from_secs(10),
             membership_timeout: Duration::from_secs(60),
@@ -213,7 +218,7 @@ mod tests {
         c.validate().expect("default validates");
         let rc = c.raft_config().expect("openraft accepts it");
         assert_eq!(rc.heartbeat_interval, 100);
-        assert_eq!(rc.election_timeout_max, 1000);
+        assert_eq!(rc.election_timeout_max, 500);
     }
 
     #[test]
@@ -232,7 +237,7 @@ mod tests {
                 ..Default::default()
             },
             RaftStoreConfig {
-                election_timeout_max: Duration::from_millis(400),
+                election_timeout_max: Duration::from_millis(200),
                 ..Default::default()
             },
             RaftStoreConfig {

@@ -1,6 +1,8 @@
 //! `RaftStore` integration tests: the shared store suite on both engines, restart
 //! recovery, snapshots, and a multi-node cluster over the HTTP transport on loopback.
 
+mod cluster;
+mod membership;
 mod restart;
 mod suite;
 

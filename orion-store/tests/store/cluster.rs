@@ -1,0 +1,154 @@
+//! A three-manager cluster in one process, over the HTTP transport on 127.0.0.1.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use orion_core::{Command, JobSpec, Leadership, NodeRole, Store};
+use orion_store::{Engine, RaftStore};
+
+use crate::{init_tracing, start_node, start_single, state_of, wait_applied, WAIT};
+
+fn upsert(name: &str) -> Command {
+    Command::UpsertJob {
+        spec: JobSpec::service(name, "nginx"),
+    }
+}
+
+/// The voters' ids, sorted.
+pub fn voter_ids(store: &RaftStore) -> BTreeSet<String> {
+    store.voters().into_iter().map(|p| p.id).collect()
+}
+
+/// Waits until `store` sees a leadership matching `pred`.
+pub async fn wait_leadership(store: &RaftStore, pred: impl Fn(&Leadership) -> bool) -> Leadership {
+    let mut rx = store.leadership();
+    let seen = tokio::time::timeout(WAIT, async {
+        rx.wait_for(|l| pred(l)).await.map(|l| l.clone())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{store:?}: leadership not reached within {WAIT:?}"));
+    seen.expect("leadership watch open")
+}
+
+/// Managers elect a leader, replicate, forward a follower's writes and reads, keep
+/// membership calls idempotent, survive the leader shutting down (a new leader takes
+/// writes), and a worker added as a learner receives the whole state without voting.
+/// Engines are mixed on purpose: they only differ below the Raft log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_managers_replicate_forward_and_fail_over() {
+    init_tracing();
+    let root = tempfile::tempdir().expect("tempdir");
+    let n1 = start_single("n1", &root.path().join("n1"), Engine::Sled, |_| {}).await;
+    let n2 = start_node("n2", &root.path().join("n2"), Engine::Redb, |_| {}).await;
+    let n3 = start_node("n3", &root.path().join("n3"), Engine::Sled, |_| {}).await;
+    n1.store
+        .add_peer(n2.peer(NodeRole::Manager))
+        .await
+        .expect("add n2");
+    n1.store
+        .add_peer(n3.peer(NodeRole::Manager))
+        .await
+        .expect("add n3");
+    let all: BTreeSet<String> = ["n1", "n2", "n3"].map(String::from).into();
+    assert_eq!(voter_ids(&n1.store), all);
+
+    // Everyone agrees n1 leads, and knows its HTTP address.
+    for n in [&n2, &n3] {
+        let l = wait_leadership(&n.store, |l| l.leader.as_deref() == Some("n1")).await;
+        assert_eq!(l.leader_http.as_deref(), Some(n1.config.http_addr.as_str()));
+        assert!(!l.is_self);
+    }
+
+    // A leader's write reaches every replica.
+    let a = n1
+        .store
+        .propose(upsert("web"))
+        .await
+        .expect("propose on leader");
+    wait_applied(&n2.store, a.index).await;
+    wait_applied(&n3.store, a.index).await;
+    assert_eq!(state_of(&n2.store), state_of(&n1.store));
+
+    // A follower's write is forwarded, and applied locally before propose returns.
+    let b = n2
+        .store
+        .propose(upsert("api"))
+        .await
+        .expect("forwarded propose");
+    assert!(b.index > a.index);
+    assert!(n2.store.replica().read(|s| s.jobs.contains_key("api")));
+    // A follower's read barrier makes its replica current.
+    n3.store.read_barrier().await.expect("read barrier");
+    assert!(n3.store.replica().read(|s| s.jobs.contains_key("api")));
+
+    // Membership calls are idempotent, also when forwarded.
+    n3.store
+        .add_peer(n2.peer(NodeRole::Manager))
+        .await
+        .expect("re-add");
+    assert_eq!(voter_ids(&n1.store), all);
+
+    // The leader goes away; the other two elect a new one and take writes.
+    let lost = Instant::now();
+    n1.store.shutdown().await.expect("shutdown n1");
+    println!("leader shutdown took {:?}", lost.elapsed());
+    let l = wait_leadership(&n2.store, |l| {
+        l.leader.as_deref().is_some_and(|x| x != "n1")
+    })
+    .await;
+    println!(
+        "failover: new leader {:?} after {:?}",
+        l.leader,
+        lost.elapsed()
+    );
+    let (leader, follower) = if l.leader.as_deref() == Some("n2") {
+        (&n2, &n3)
+    } else {
+        (&n3, &n2)
+    };
+    let c = leader
+        .store
+        .propose(upsert("after"))
+        .await
+        .expect("propose on new leader");
+    let d = follower
+        .store
+        .propose(upsert("after-2"))
+        .await
+        .expect("forwarded to new leader");
+    assert!(d.index > c.index && c.index > b.index);
+
+    // A worker joins (asked through a follower) as a learner: state, but no vote.
+    let n4 = start_node("n4", &root.path().join("n4"), Engine::Redb, |_| {}).await;
+    follower
+        .store
+        .add_peer(n4.peer(NodeRole::Worker))
+        .await
+        .expect("add worker");
+    assert!(!voter_ids(&leader.store).contains("n4"));
+    wait_applied(&n4.store, d.index).await;
+    assert_eq!(state_of(&n4.store), state_of(&leader.store));
+    // Its writes are forwarded too.
+    let e = n4
+        .store
+        .propose(upsert("from-worker"))
+        .await
+        .expect("worker propose");
+    wait_applied(&leader.store, e.index).await;
+
+    // The dead voter is removed; two voters remain.
+    leader
+        .store
+        .remove_peer(&"n1".to_string())
+        .await
+        .expect("remove n1");
+    let two: BTreeSet<String> = [
+        leader.config.node_id.clone(),
+        follower.config.node_id.clone(),
+    ]
+    .into();
+    assert_eq!(voter_ids(&leader.store), two);
+    for n in [n2, n3, n4] {
+        n.store.shutdown().await.expect("shutdown");
+    }
+}

@@ -1,0 +1,312 @@
+//! One node: the walking skeleton's whole path, a kill -9 and restart, and an
+//! engine that goes away and comes back.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// A job submitted through the CLI runs in Docker, its page answers on the
+/// reported host port (with the spec's environment), `job status` shows the port
+/// mapping, and `job stop` removes the containers.
+#[tokio::test]
+async fn job_runs_serves_its_page_and_stops() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NodeSpec::new(&node_id("e2e-web"), dir.path());
+    let _cleanup = Containers(vec![spec.id.clone()]);
+    let node = Node::start(&spec);
+    let addr = spec.addr();
+    wait_for("the node's API", Duration::from_secs(30), async || {
+        get_json(&format!("{addr}/health")).await
+    })
+    .await;
+
+    let file = web_spec(dir.path(), "web", 2);
+    let out = cli(&addr, &["job", "run", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("job web submitted: version 1"));
+
+    let allocs = wait_for("2 running replicas", Duration::from_secs(60), async || {
+        let r = running(&addr, "web").await;
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    for a in &allocs {
+        let port = &a["ports"][0];
+        let url = format!(
+            "http://{}:{}",
+            port["host_ip"].as_str().unwrap(),
+            port["host_port"]
+        );
+        let page = wait_for("the page", Duration::from_secs(20), async || {
+            get_text(&format!("{url}/")).await
+        })
+        .await;
+        assert!(page.contains("Hello from Orion"), "{page}");
+        let env = get_text(&format!("{url}/cgi-bin/env")).await.unwrap();
+        assert!(env.contains("GREETING=hi"), "{env}");
+    }
+
+    let status = cli(&addr, &["job", "status", "web"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("running 2/2"), "{text}");
+    let p0 = &allocs[0]["ports"][0];
+    let mapping = format!("http 80/tcp -> 127.0.0.1:{}", p0["host_port"]);
+    assert!(text.contains(&mapping), "{text} lacks {mapping}");
+    let json: Value =
+        serde_json::from_slice(&cli(&addr, &["job", "status", "web", "--json"]).stdout).unwrap();
+    assert_eq!(json["spec"]["replicas"], 2);
+
+    let list = String::from_utf8_lossy(&cli(&addr, &["node", "list"]).stdout).to_string();
+    assert!(list.contains(&spec.id) && list.contains("ready"), "{list}");
+
+    assert_eq!(Containers::of(&spec.id).len(), 2);
+    let out = cli(&addr, &["job", "stop", "web"]);
+    assert!(out.status.success());
+    wait_for(
+        "the containers to go",
+        Duration::from_secs(60),
+        async || Containers::of(&spec.id).is_empty().then_some(()),
+    )
+    .await;
+    let bad = cli(&addr, &["job", "status", "nope"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no job named \"nope\""));
+    drop(node);
+}
+
+/// SIGKILL the node mid-run, start it again on the same data dir: the same job and
+/// allocations are there, the containers are adopted (same ids), none duplicated.
+#[tokio::test]
+async fn restart_after_kill_adopts_containers() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NodeSpec::new(&node_id("e2e-kill"), dir.path());
+    let _cleanup = Containers(vec![spec.id.clone()]);
+    let mut node = Node::start(&spec);
+    let addr = spec.addr();
+    wait_for("the node's API", Duration::from_secs(30), async || {
+        get_json(&format!("{addr}/health")).await
+    })
+    .await;
+    let file = web_spec(dir.path(), "kept", 3);
+    assert!(cli(&addr, &["job", "run", file.to_str().unwrap()])
+        .status
+        .success());
+    let before = wait_for("3 running", Duration::from_secs(60), async || {
+        let r = running(&addr, "kept").await;
+        (r.len() == 3).then_some(r)
+    })
+    .await;
+    let containers_before = {
+        let mut c = Containers::of(&spec.id);
+        c.sort();
+        c
+    };
+    assert_eq!(containers_before.len(), 3);
+
+    node.kill9();
+    let mut node = Node::start(&spec);
+    let after = wait_for(
+        "the restarted node to report 3 running",
+        Duration::from_secs(60),
+        async || {
+            let r = running(&addr, "kept").await;
+            (r.len() == 3).then_some(r)
+        },
+    )
+    .await;
+    let ids = |v: &[Value]| {
+        let mut ids: Vec<String> = v
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&before), ids(&after), "same allocations after restart");
+    let job = get_json(&format!("{addr}/v1/jobs/kept")).await.unwrap();
+    assert_eq!(job["version"], 1);
+    // Give the agent a few passes to show it does not start duplicates.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut containers_after = Containers::of(&spec.id);
+    containers_after.sort();
+    assert_eq!(
+        containers_before,
+        containers_after,
+        "containers adopted, not recreated\n{}",
+        node.log()
+    );
+    for a in ids(&after) {
+        assert_eq!(
+            Containers::running_of_alloc(&a).len(),
+            1,
+            "one container for {a}"
+        );
+    }
+    node.terminate();
+}
+
+/// A container killed behind Orion's back is started again.
+#[tokio::test]
+async fn a_container_killed_behind_orions_back_is_restarted() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NodeSpec::new(&node_id("e2e-restart"), dir.path());
+    let _cleanup = Containers(vec![spec.id.clone()]);
+    let _node = Node::start(&spec);
+    let addr = spec.addr();
+    wait_for("the node's API", Duration::from_secs(30), async || {
+        get_json(&format!("{addr}/health")).await
+    })
+    .await;
+    let file = web_spec(dir.path(), "phoenix", 1);
+    assert!(cli(&addr, &["job", "run", file.to_str().unwrap()])
+        .status
+        .success());
+    let alloc = wait_for("running", Duration::from_secs(60), async || {
+        running(&addr, "phoenix").await.pop()
+    })
+    .await;
+    let id = alloc["id"].as_str().unwrap().to_string();
+    let container = Containers::running_of_alloc(&id).pop().unwrap();
+    let out = std::process::Command::new("docker")
+        .args(["kill", &container])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let restarted = wait_for("a restart", Duration::from_secs(30), async || {
+        let a = get_json(&format!("{addr}/v1/jobs/phoenix")).await?;
+        let a = a["allocations"][0].clone();
+        (a["restarts"].as_u64() >= Some(1) && a["state"] == "running").then_some(a)
+    })
+    .await;
+    assert_eq!(restarted["id"], alloc["id"]);
+    assert_eq!(
+        Containers::running_of_alloc(&id),
+        vec![container],
+        "restarted in place"
+    );
+}
+
+/// An image that is not there and cannot be pulled fails the allocation with a
+/// message naming the image; nothing hangs and the node stays healthy.
+#[tokio::test]
+async fn a_missing_image_is_reported_on_the_allocation() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NodeSpec::new(&node_id("e2e-noimage"), dir.path());
+    let _cleanup = Containers(vec![spec.id.clone()]);
+    let _node = Node::start(&spec);
+    let addr = spec.addr();
+    wait_for("the node's API", Duration::from_secs(30), async || {
+        get_json(&format!("{addr}/health")).await
+    })
+    .await;
+    let path = dir.path().join("ghost.json");
+    std::fs::write(
+        &path,
+        r#"{"name":"ghost","task":{"image":"orion-test/does-not-exist:404"}}"#,
+    )
+    .unwrap();
+    assert!(cli(&addr, &["job", "run", path.to_str().unwrap()])
+        .status
+        .success());
+    let msg = wait_for("a failure message", Duration::from_secs(90), async || {
+        let j = get_json(&format!("{addr}/v1/jobs/ghost")).await?;
+        let a = &j["allocations"][0];
+        (a["state"] == "failed").then(|| a["message"].as_str().unwrap_or("").to_string())
+    })
+    .await;
+    assert!(msg.contains("orion-test/does-not-exist:404"), "{msg}");
+    let health = get_json(&format!("{addr}/health")).await.unwrap();
+    assert_eq!(health["status"], "ok");
+}
+
+/// The engine goes away: the node reports itself unhealthy (`/health` 503, node
+/// status `unhealthy` with why) and its allocations say why; when the engine comes
+/// back, all recovers without a restart of the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_engine_makes_the_node_unhealthy_until_it_returns() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut proxy = EngineProxy::start(&dir.path().join("docker.sock"));
+    let mut spec = NodeSpec::new(&node_id("e2e-engine"), dir.path());
+    spec.env.push(("DOCKER_HOST".into(), proxy.docker_host()));
+    let _cleanup = Containers(vec![spec.id.clone()]);
+    let _node = Node::start(&spec);
+    let addr = spec.addr();
+    wait_for("the node's API", Duration::from_secs(30), async || {
+        get_json(&format!("{addr}/health")).await
+    })
+    .await;
+    let file = web_spec(dir.path(), "steady", 1);
+    assert!(cli(&addr, &["job", "run", file.to_str().unwrap()])
+        .status
+        .success());
+    wait_for("running", Duration::from_secs(60), async || {
+        running(&addr, "steady").await.pop()
+    })
+    .await;
+
+    proxy.cut();
+    let reason = wait_for("unhealthy", Duration::from_secs(30), async || {
+        let r = reqwest::get(format!("{addr}/health")).await.ok()?;
+        (r.status() == 503).then_some(())?;
+        let body: Value = r.json().await.ok()?;
+        body["reason"].as_str().map(str::to_string)
+    })
+    .await;
+    assert!(reason.contains("unavailable"), "{reason}");
+    let node = wait_for(
+        "node unhealthy in state",
+        Duration::from_secs(30),
+        async || {
+            let nodes = get_json(&format!("{addr}/v1/nodes")).await?;
+            let n = nodes[0].clone();
+            (n["status"] == "unhealthy").then_some(n)
+        },
+    )
+    .await;
+    assert!(node["health"].as_str().unwrap().contains("unavailable"));
+    let alloc = wait_for("allocation says why", Duration::from_secs(30), async || {
+        let j = get_json(&format!("{addr}/v1/jobs/steady")).await?;
+        let a = j["allocations"][0].clone();
+        (a["state"] == "failed").then_some(a)
+    })
+    .await;
+    assert!(
+        alloc["message"].as_str().unwrap().contains("unavailable"),
+        "{alloc}"
+    );
+
+    proxy.resume();
+    wait_for("healthy again", Duration::from_secs(30), async || {
+        get_json(&format!("{addr}/health"))
+            .await
+            .filter(|h| h["status"] == "ok")
+    })
+    .await;
+    wait_for("running again", Duration::from_secs(30), async || {
+        running(&addr, "steady").await.pop()
+    })
+    .await;
+    let nodes = get_json(&format!("{addr}/v1/nodes")).await.unwrap();
+    assert_eq!(nodes[0]["status"], "ready");
+}

@@ -1,0 +1,340 @@
+//! Helpers for driving real `orion-node` processes against the real Docker engine.
+//!
+//! Every node a test starts is killed when its handle drops, and a [`Containers`]
+//! guard removes every container labelled with the test's node ids, also when the
+//! test fails.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use orion_runtime::{image, DockerRuntime};
+use serde_json::Value;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_orion-node");
+
+/// Whether the engine answers; prints a SKIP line when it does not, and panics
+/// when `CI=true` (CI must run the Docker tests).
+pub async fn engine() -> bool {
+    let docker = DockerRuntime::connect_local().expect("docker client");
+    match orion_core::Runtime::ping(&docker).await {
+        Ok(()) => {
+            image::ensure_demo_image(&docker, image::DEMO_IMAGE)
+                .await
+                .expect("building the demo image");
+            true
+        }
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("docker engine unreachable and CI=true: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIP: docker engine unreachable: {e}");
+            false
+        }
+    }
+}
+
+/// A loopback port free for both TCP and UDP right now.
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A dynamic host port range of 64 ports no other test in this process uses
+/// (16 ranges per process, the block chosen by process id).
+pub fn port_range() -> (u16, u16) {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 40000 + (std::process::id() % 20) as u16 * 1024;
+    let lo = base + (NEXT.fetch_add(1, Ordering::SeqCst) % 16) * 64;
+    (lo, lo + 63)
+}
+
+/// A unique node id for this test run.
+pub fn node_id(test: &str) -> String {
+    format!("{test}-{}", std::process::id())
+}
+
+/// How to start one node.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub id: String,
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub raft: SocketAddr,
+    pub gossip: SocketAddr,
+    pub port_range: (u16, u16),
+    pub extra: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl NodeSpec {
+    pub fn new(id: &str, dir: &Path) -> Self {
+        let p = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        NodeSpec {
+            id: id.to_string(),
+            data_dir: dir.join(id),
+            http: p(free_port()),
+            raft: p(free_port()),
+            gossip: p(free_port()),
+            port_range: port_range(),
+            extra: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("http://{}", self.http)
+    }
+}
+
+/// A running `orion-node agent`; killed on drop.
+pub struct Node {
+    pub spec: NodeSpec,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn start(spec: &NodeSpec) -> Node {
+        let (lo, hi) = spec.port_range;
+        let log = std::fs::File::create(spec.data_dir.with_extension("log")).ok();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["agent", "--node-id", &spec.id])
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .args(["--http", &spec.http.to_string()])
+            .args(["--raft", &spec.raft.to_string()])
+            .args(["--gossip", &spec.gossip.to_string()])
+            .args(["--port-range", &format!("{lo}-{hi}")])
+            .args(["--cpu", "2", "--memory-mb", "2048"])
+            .args(&spec.extra)
+            .stdout(Stdio::null())
+            .env("ORION_LOG", "info,openraft=warn");
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        match log {
+            Some(f) => cmd.stderr(f),
+            None => cmd.stderr(Stdio::null()),
+        };
+        let child = cmd.spawn().expect("spawning orion-node");
+        Node {
+            spec: spec.clone(),
+            child: Some(child),
+        }
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The node's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.spec.data_dir.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Removes every container labelled with one of these node ids when dropped.
+pub struct Containers(pub Vec<String>);
+
+impl Containers {
+    /// Container ids of one node, running or not.
+    pub fn of(node: &str) -> Vec<String> {
+        docker_ps(&["-a", "--filter", &format!("label=orion.node={node}")])
+    }
+
+    /// Running container ids of one allocation.
+    pub fn running_of_alloc(alloc: &str) -> Vec<String> {
+        docker_ps(&["--filter", &format!("label=orion.alloc={alloc}")])
+    }
+}
+
+fn docker_ps(args: &[&str]) -> Vec<String> {
+    let out = Command::new("docker")
+        .arg("ps")
+        .args(["-q", "--no-trunc"])
+        .args(args)
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for node in &self.0 {
+            let ids = Containers::of(node);
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+/// Runs the CLI against a node.
+pub fn cli(addr: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["--addr", addr])
+        .args(args)
+        .output()
+        .expect("running the CLI")
+}
+
+/// Polls `f` until it returns `Some`, or panics after `limit` with `what`.
+pub async fn wait_for<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// GET a JSON document; `None` on any failure.
+pub async fn get_json(url: &str) -> Option<Value> {
+    let r = reqwest::get(url).await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+/// GET a page's body; `None` on any failure.
+pub async fn get_text(url: &str) -> Option<String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let r = client.get(url).send().await.ok()?;
+    r.status().is_success().then_some(())?;
+    r.text().await.ok()
+}
+
+/// A job's running allocations from `GET /v1/allocations?job=…`.
+pub async fn running(addr: &str, job: &str) -> Vec<Value> {
+    let allocs = get_json(&format!("{addr}/v1/allocations?job={job}"))
+        .await
+        .unwrap_or(Value::Null);
+    allocs
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|a| a["state"] == "running" && a["desired"] == "run")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A job spec file for the demo web image with `replicas`.
+pub fn web_spec(dir: &Path, name: &str, replicas: u32) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    let spec = format!(
+        "name: {name}\ntype: service\nreplicas: {replicas}\ntask:\n  image: {}\n  command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n  ports: [{{ name: http, container_port: 80 }}]\n  resources: {{ cpu: 0.1, memory_mb: 32 }}\n  env: {{ GREETING: hi }}\n",
+        image::DEMO_IMAGE
+    );
+    std::fs::write(&path, spec).unwrap();
+    path
+}
+
+/// A Unix-socket proxy in front of the real engine's socket, which a test can cut
+/// and restore, as if the engine stopped and came back.
+pub struct EngineProxy {
+    path: PathBuf,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl EngineProxy {
+    /// Starts forwarding `path` to `/var/run/docker.sock`.
+    pub fn start(path: &Path) -> EngineProxy {
+        let mut p = EngineProxy {
+            path: path.to_path_buf(),
+            task: None,
+        };
+        p.resume();
+        p
+    }
+
+    /// `unix://…` for `DOCKER_HOST`.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    /// Serves again after [`cut`](Self::cut).
+    pub fn resume(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let listener =
+            tokio::net::UnixListener::bind(&self.path).expect("binding the proxy socket");
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut engine) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Drops every connection and the socket: the engine is unreachable.
+    pub fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for EngineProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}

@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -282,9 +283,10 @@ impl Cluster {
 
     /// Committed changes from now on. A watcher that falls too far behind skips
     /// ahead and should re-read state.
-    pub fn watch(&self) -> impl Stream<Item = ChangeBatch> + Send + 'static {
+    pub fn watch(&self) -> BoxStream<'static, ChangeBatch> {
         BroadcastStream::new(self.inner.store.replica().subscribe_changes())
             .filter_map(|r| async move { r.ok().map(|b| (*b).clone()) })
+            .boxed()
     }
 
     /// Starts or ends draining a node.

@@ -96,6 +96,18 @@ impl DockerRuntime {
     /// A runtime with the given configuration, checked with [`DockerConfig::validate`].
     ///
     /// Synchronous and does no I/O: the engine is first contacted by the first call.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use orion_runtime::{DockerConfig, DockerRuntime};
+    ///
+    /// let docker = DockerRuntime::connect(DockerConfig {
+    ///     host: Some("unix:///run/user/1000/docker.sock".into()),
+    ///     pull_timeout: Duration::from_secs(60),
+    ///     ..DockerConfig::default()
+    /// })?;
+    /// # Ok::<(), orion_core::RuntimeError>(())
+    /// ```
     pub fn connect(config: DockerConfig) -> Result<DockerRuntime, RuntimeError> {
         let invalid = |e: ConfigError| RuntimeError::Engine {
             op: "configure docker",

@@ -32,6 +32,17 @@ static BUILD_LOCK: Mutex<()> = Mutex::const_new(());
 
 /// Imports a rootfs as image `tag` (`name:tag`), applying Dockerfile-style `changes`
 /// (`CMD [...]`, `ENV K=V`, `EXPOSE 80`, `WORKDIR /`).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use orion_runtime::{image::{self, Rootfs}, DockerRuntime};
+///
+/// let docker = DockerRuntime::connect_local()?;
+/// let rootfs = Rootfs::busybox()?.file("/hello.txt", "hi\n", 0o644);
+/// image::import(&docker, "orion-test/hello:1", &rootfs, &[r#"CMD ["/bin/cat", "/hello.txt"]"#.into()]).await?;
+/// # Ok(())
+/// # }
+/// ```
 pub async fn import(
     runtime: &DockerRuntime,
     tag: &str,

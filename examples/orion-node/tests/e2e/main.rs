@@ -6,4 +6,5 @@
 
 mod support;
 
+mod cluster;
 mod single_node;

@@ -338,3 +338,134 @@ impl Drop for EngineProxy {
         self.cut();
     }
 }
+
+/// Several nodes on loopback: the first bootstraps, the rest join it.
+pub struct LocalCluster {
+    pub nodes: Vec<Node>,
+    pub _cleanup: Containers,
+}
+
+impl LocalCluster {
+    /// Starts `managers` managers and `workers` workers; waits until all registered.
+    pub async fn start(dir: &Path, test: &str, managers: usize, workers: usize) -> LocalCluster {
+        let ids: Vec<String> = (0..managers)
+            .map(|i| node_id(&format!("{test}-m{i}")))
+            .chain((0..workers).map(|i| node_id(&format!("{test}-w{i}"))))
+            .collect();
+        let cleanup = Containers(ids.clone());
+        let mut nodes: Vec<Node> = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let mut spec = NodeSpec::new(id, dir);
+            if let Some(first) = nodes.first() {
+                spec.extra.extend(["--join".to_string(), first.spec.addr()]);
+            }
+            if i >= managers {
+                spec.extra
+                    .extend(["--role".to_string(), "worker".to_string()]);
+            }
+            spec.extra
+                .extend(["--tag".to_string(), format!("name={id}")]);
+            let node = Node::start(&spec);
+            let addr = spec.addr();
+            wait_for(
+                &format!("{id} to answer"),
+                Duration::from_secs(60),
+                async || get_json(&format!("{addr}/health")).await,
+            )
+            .await;
+            nodes.push(node);
+        }
+        let c = LocalCluster {
+            nodes,
+            _cleanup: cleanup,
+        };
+        let n = c.nodes.len();
+        let first = c.nodes[0].spec.addr();
+        wait_for(
+            "every node to register",
+            Duration::from_secs(60),
+            async || {
+                let nodes = get_json(&format!("{first}/v1/nodes")).await?;
+                let ready = nodes
+                    .as_array()?
+                    .iter()
+                    .filter(|n| n["status"] == "ready")
+                    .count();
+                (ready == n).then_some(())
+            },
+        )
+        .await;
+        c
+    }
+
+    /// The leader's index in `nodes`, as the live nodes agree on it.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut seen = None;
+        for n in self.nodes.iter().filter(|n| n.is_running()) {
+            let l = get_json(&format!("{}/v1/status/leader", n.spec.addr())).await?;
+            let id = l["leader"].as_str()?.to_string();
+            match &seen {
+                None => seen = Some(id),
+                Some(s) if *s != id => return None,
+                _ => {}
+            }
+        }
+        let id = seen?;
+        self.nodes
+            .iter()
+            .position(|n| n.spec.id == id && n.is_running())
+    }
+
+    /// Any running node's API address other than `not`.
+    pub fn other_than(&self, not: usize) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .find(|(i, n)| *i != not && n.is_running())
+            .map(|(_, n)| n.spec.addr())
+            .expect("a running node")
+    }
+}
+
+impl Node {
+    /// Whether this handle still owns a live process.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// Submits a job spec (JSON) through the API; `Ok(version)` or the error text.
+pub async fn submit(addr: &str, spec: &Value) -> Result<u64, String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let r = client
+        .post(format!("{addr}/v1/jobs"))
+        .json(spec)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let body: Value = r.json().await.map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(body["version"].as_u64().unwrap_or(0))
+    } else {
+        Err(format!("{status}: {body}"))
+    }
+}
+
+/// A JSON job spec for the demo web image.
+pub fn web_json(name: &str, replicas: u32) -> Value {
+    serde_json::json!({
+        "name": name,
+        "replicas": replicas,
+        "strategy": "spread",
+        "task": {
+            "image": image::DEMO_IMAGE,
+            "command": ["httpd", "-f", "-p", "80", "-h", "/www"],
+            "ports": [{"name": "http", "container_port": 80}],
+            "resources": {"cpu": 0.1, "memory_mb": 32}
+        }
+    })
+}

@@ -1,0 +1,265 @@
+//! Several real `orion-node` processes on 127.0.0.1: three managers and a worker,
+//! joined over HTTP, replicating over Raft, gossiping over UDP; nodes killed with
+//! SIGKILL for real.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// Three managers and a worker form one cluster: every node sees four ready nodes
+/// with their roles, three voters lead together, a job's replicas spread over
+/// all of them (the worker included), and a follower forwards writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_managers_and_a_worker_form_a_cluster() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = LocalCluster::start(dir.path(), "form", 3, 1).await;
+    let leader = wait_for(
+        "a leader all agree on",
+        Duration::from_secs(20),
+        async || c.leader().await,
+    )
+    .await;
+    let follower = c.other_than(leader);
+    assert_eq!(
+        submit(&follower, &web_json("spread", 4)).await,
+        Ok(1),
+        "a follower forwards writes"
+    );
+    let allocs = wait_for("4 running", Duration::from_secs(60), async || {
+        let r = running(&follower, "spread").await;
+        (r.len() == 4).then_some(r)
+    })
+    .await;
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for a in &allocs {
+        *per_node
+            .entry(a["node"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 4, "spread over every node: {per_node:?}");
+    let worker = &c.nodes[3].spec.id;
+    assert!(per_node.contains_key(worker), "the worker runs tasks");
+    for n in &c.nodes {
+        let nodes = get_json(&format!("{}/v1/nodes", n.spec.addr()))
+            .await
+            .unwrap();
+        let roles: Vec<&str> = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles.iter().filter(|r| **r == "manager").count(), 3);
+        assert_eq!(roles.iter().filter(|r| **r == "worker").count(), 1);
+    }
+    // The worker replicates state (it is a Raft learner): its local read shows the job.
+    let w = c.nodes[3].spec.addr();
+    let job = get_json(&format!("{w}/v1/jobs/spread")).await.unwrap();
+    assert_eq!(job["version"], 1);
+}
+
+/// SIGKILL the leader: the survivors elect a new one that accepts writes.
+/// Prints the time from the kill to the first accepted write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_elects_one_that_accepts_writes() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = LocalCluster::start(dir.path(), "lead", 3, 0).await;
+    let leader = wait_for("a leader", Duration::from_secs(20), async || {
+        c.leader().await
+    })
+    .await;
+    let survivor = c.other_than(leader);
+    let killed = Instant::now();
+    c.nodes[leader].kill9();
+    let mut tries = 0;
+    wait_for(
+        "a write accepted after the kill",
+        Duration::from_secs(30),
+        async || {
+            tries += 1;
+            submit(&survivor, &web_json(&format!("after-{tries}"), 0))
+                .await
+                .ok()
+        },
+    )
+    .await;
+    println!("leader kill -> write accepted: {:?}", killed.elapsed());
+    let new_leader = wait_for("a new leader", Duration::from_secs(10), async || {
+        c.leader().await
+    })
+    .await;
+    assert_ne!(new_leader, leader);
+}
+
+/// SIGKILL a worker holding replicas: gossip declares it dead, the leader marks it
+/// down through Raft, and the replicas run elsewhere. Prints kill → running time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_worker_reschedules_its_replicas() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = LocalCluster::start(dir.path(), "resched", 3, 1).await;
+    let addr = c.nodes[0].spec.addr();
+    submit(&addr, &web_json("moving", 4)).await.unwrap();
+    let worker = c.nodes[3].spec.id.clone();
+    let before = wait_for(
+        "4 running, one on the worker",
+        Duration::from_secs(60),
+        async || {
+            let r = running(&addr, "moving").await;
+            (r.len() == 4 && r.iter().any(|a| a["node"] == worker.as_str())).then_some(r)
+        },
+    )
+    .await;
+    let lost: Vec<String> = before
+        .iter()
+        .filter(|a| a["node"] == worker.as_str())
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    let killed = Instant::now();
+    c.nodes[3].kill9();
+    let after = wait_for(
+        "4 running without the worker",
+        Duration::from_secs(30),
+        async || {
+            let r = running(&addr, "moving").await;
+            (r.len() == 4 && r.iter().all(|a| a["node"] != worker.as_str())).then_some(r)
+        },
+    )
+    .await;
+    println!(
+        "worker kill -> replicas running elsewhere: {:?}",
+        killed.elapsed()
+    );
+    assert!(after
+        .iter()
+        .all(|a| !lost.contains(&a["id"].as_str().unwrap().to_string())));
+    let nodes = get_json(&format!("{addr}/v1/nodes")).await.unwrap();
+    let w = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == worker.as_str())
+        .unwrap();
+    assert_eq!(w["status"], "down");
+
+    // The worker comes back: it rejoins, and stops its stale containers.
+    c.nodes[3] = Node::start(&c.nodes[3].spec.clone());
+    wait_for(
+        "the worker ready again",
+        Duration::from_secs(30),
+        async || {
+            let nodes = get_json(&format!("{addr}/v1/nodes")).await?;
+            let w = nodes
+                .as_array()?
+                .iter()
+                .find(|n| n["id"] == worker.as_str())?
+                .clone();
+            (w["status"] == "ready").then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        "stale containers stopped",
+        Duration::from_secs(30),
+        async || {
+            lost.iter()
+                .all(|a| Containers::running_of_alloc(a).is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// A stream of 1,000 submissions with the leader SIGKILLed midway and the client
+/// retrying: every acknowledged submission is present afterwards on every survivor,
+/// and no allocation has two running containers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_submissions_survive_a_leader_kill() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = LocalCluster::start(dir.path(), "stream", 3, 0).await;
+    let leader = wait_for("a leader", Duration::from_secs(20), async || {
+        c.leader().await
+    })
+    .await;
+    let addrs: Vec<String> = c.nodes.iter().map(|n| n.spec.addr()).collect();
+    let mut acked = Vec::new();
+    let mut retries = 0;
+    for i in 0..1000 {
+        if i == 500 {
+            c.nodes[leader].kill9();
+        }
+        // One job in a hundred runs a container; the rest are empty services.
+        let spec = web_json(&format!("s{i:04}"), u32::from(i % 100 == 0));
+        let mut attempt = 0;
+        loop {
+            // The client tries the nodes in turn; a dead one just fails.
+            let addr = &addrs[(i + attempt) % addrs.len()];
+            match submit(addr, &spec).await {
+                Ok(v) => {
+                    assert_eq!(v, 1, "a retried submission is not a new version");
+                    acked.push(spec["name"].as_str().unwrap().to_string());
+                    break;
+                }
+                Err(_) => {
+                    attempt += 1;
+                    retries += 1;
+                    assert!(attempt < 200, "job {i} never accepted");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    println!("1000 submissions acknowledged with {retries} retries");
+    for (i, addr) in addrs.iter().enumerate() {
+        if i == leader {
+            continue;
+        }
+        let jobs = get_json(&format!("{addr}/v1/jobs?consistent=true"))
+            .await
+            .unwrap();
+        let names: Vec<&str> = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["name"].as_str().unwrap())
+            .collect();
+        for name in &acked {
+            assert!(names.contains(&name.as_str()), "{name} missing on node {i}");
+        }
+        assert!(jobs.as_array().unwrap().iter().all(|j| j["version"] == 1));
+    }
+    let survivor = c.other_than(leader);
+    let allocs = wait_for(
+        "the sampled jobs running",
+        Duration::from_secs(60),
+        async || {
+            let all = get_json(&format!("{survivor}/v1/allocations")).await?;
+            let running: Vec<Value> = all
+                .as_array()?
+                .iter()
+                .filter(|a| a["state"] == "running")
+                .cloned()
+                .collect();
+            (running.len() == 10).then_some(running)
+        },
+    )
+    .await;
+    for a in allocs {
+        let id = a["id"].as_str().unwrap();
+        assert_eq!(Containers::running_of_alloc(id).len(), 1, "{id} runs once");
+    }
+}

@@ -114,6 +114,10 @@ pub fn create_body(launch: &TaskLaunch, config: &DockerConfig) -> ContainerCreat
                 name: Some(RestartPolicyNameEnum::NO),
                 maximum_retry_count: None,
             }),
+            // The engine's init (tini) as PID 1: it forwards SIGTERM to the task and
+            // reaps zombies, so a task that is PID-1-unaware (busybox httpd, most
+            // shells) stops on `stop` instead of waiting out the whole grace.
+            init: Some(true),
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()

@@ -137,9 +137,16 @@ async fn stop_sends_term_and_returns_once_the_task_exits() {
 #[tokio::test]
 async fn stop_kills_a_task_that_ignores_term_after_the_grace() {
     let ctx = ctx_or_skip!();
-    // `sleep` as PID 1 has no TERM handler, so the kernel ignores the signal.
+    // The task ignores SIGTERM on purpose (the engine's init forwards it to the task).
     let id = ctx
-        .run(&ctx.launch("n1", task(&["/bin/sleep", "3600"])))
+        .run(&ctx.launch(
+            "n1",
+            task(&[
+                "/bin/sh",
+                "-c",
+                "trap '' TERM; while true; do sleep 1; done",
+            ]),
+        ))
         .await;
     let started = Instant::now();
     ctx.rt

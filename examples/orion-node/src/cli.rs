@@ -88,6 +88,14 @@ pub struct AgentArgs {
     /// Gossip (UDP) address to listen on and advertise [default: 127.0.0.1:7947].
     #[arg(long)]
     pub gossip: Option<SocketAddr>,
+    /// HTTP address other nodes and clients reach this node at, when it differs
+    /// from `--http` (e.g. `--http 0.0.0.0:8080`) [default: the bound address].
+    #[arg(long)]
+    pub advertise_http: Option<String>,
+    /// Most Raft voters the cluster grows to (3 or 5); further managers stay
+    /// non-voting. Read by the first node [default: 3].
+    #[arg(long)]
+    pub max_voters: Option<usize>,
     /// Storage engine of the Raft log: redb or sled [default: redb].
     #[arg(long)]
     pub engine: Option<String>,

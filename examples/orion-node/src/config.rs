@@ -28,6 +28,8 @@ struct FileConfig {
     raft: Option<SocketAddr>,
     gossip: Option<SocketAddr>,
     engine: Option<String>,
+    advertise_http: Option<String>,
+    max_voters: Option<usize>,
 }
 
 /// Fills every flag not given on the command line from the config file, if any.
@@ -49,7 +51,21 @@ pub fn merge(mut args: AgentArgs) -> Result<AgentArgs> {
     macro_rules! fill {
         ($($f:ident),*) => { $( if args.$f.is_none() { args.$f = file.$f; } )* };
     }
-    fill!(data_dir, http, node_id, cpu, memory_mb, disk_mb, host_ip, join, raft, gossip, engine);
+    fill!(
+        data_dir,
+        http,
+        node_id,
+        cpu,
+        memory_mb,
+        disk_mb,
+        host_ip,
+        join,
+        raft,
+        gossip,
+        engine,
+        advertise_http,
+        max_voters
+    );
     if args.role.is_none() {
         args.role = file
             .role

@@ -90,6 +90,8 @@ fn settings(
         raft: ([127, 0, 0, 1], free_port()?).into(),
         gossip: ([127, 0, 0, 1], free_port()?).into(),
         engine: Engine::default(),
+        advertise_http: None,
+        max_voters: 3,
         config: orion_core::ClusterConfig::default(),
     })
 }

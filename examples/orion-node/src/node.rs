@@ -34,6 +34,8 @@ pub struct Settings {
     pub raft: SocketAddr,
     pub gossip: SocketAddr,
     pub engine: Engine,
+    pub advertise_http: Option<String>,
+    pub max_voters: usize,
     pub config: ClusterConfig,
 }
 
@@ -64,6 +66,12 @@ impl Settings {
             raft: args.raft.unwrap_or(([127, 0, 0, 1], 7946).into()),
             gossip: args.gossip.unwrap_or(([127, 0, 0, 1], 7947).into()),
             engine,
+            advertise_http: args.advertise_http,
+            max_voters: match args.max_voters {
+                None => 3,
+                Some(n @ 1..=7) => n,
+                Some(n) => bail!("--max-voters {n}: use 1 to 7 (3 or 5 is usual)"),
+            },
             config: ClusterConfig::default(),
         })
     }
@@ -114,7 +122,10 @@ pub async fn start(settings: Settings, runtime: Arc<dyn Runtime>) -> Result<Runn
     let id = node_id(&settings)?;
     let http = std::net::TcpListener::bind(settings.http)
         .with_context(|| format!("binding the HTTP API to {}", settings.http))?;
-    let http_addr = http.local_addr()?;
+    let http_addr = match &settings.advertise_http {
+        Some(a) => a.clone(),
+        None => http.local_addr()?.to_string(),
+    };
     let raft_listener = tokio::net::TcpListener::bind(settings.raft)
         .await
         .with_context(|| format!("binding Raft to {}", settings.raft))?;
@@ -123,7 +134,8 @@ pub async fn start(settings: Settings, runtime: Arc<dyn Runtime>) -> Result<Runn
     let mut store_config = RaftStoreConfig::new(id.clone(), settings.data_dir.join("store"));
     store_config.engine = settings.engine;
     store_config.raft_addr = raft_addr.to_string();
-    store_config.http_addr = http_addr.to_string();
+    store_config.http_addr = http_addr.clone();
+    store_config.max_voters = settings.max_voters;
     let store = RaftStore::open(store_config)
         .await
         .context("opening the store")?;
@@ -132,7 +144,7 @@ pub async fn start(settings: Settings, runtime: Arc<dyn Runtime>) -> Result<Runn
     let peer = Peer {
         id: id.clone(),
         raft_addr: raft_addr.to_string(),
-        http_addr: http_addr.to_string(),
+        http_addr: http_addr.clone(),
         role: settings.role,
     };
     let mut seeds = Vec::new();
@@ -157,7 +169,7 @@ pub async fn start(settings: Settings, runtime: Arc<dyn Runtime>) -> Result<Runn
     let tags: std::collections::BTreeMap<String, String> = settings.tags.iter().cloned().collect();
     let capacity = capacity(&settings);
     let addrs = NodeAddrs {
-        http: http_addr.to_string(),
+        http: http_addr.clone(),
         raft: Some(raft_addr.to_string()),
         gossip: Some(settings.gossip.to_string()),
     };
@@ -185,7 +197,7 @@ pub async fn start(settings: Settings, runtime: Arc<dyn Runtime>) -> Result<Runn
             tags,
             host_ip: settings.host_ip.clone(),
             port_range: settings.port_range,
-            advertise_http: Some(http_addr.to_string()),
+            advertise_http: Some(http_addr.clone()),
             raft_addr: addrs.raft.clone(),
             gossip_addr: addrs.gossip.clone(),
         })

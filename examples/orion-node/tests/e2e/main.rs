@@ -6,5 +6,7 @@
 
 mod support;
 
+mod boxed;
 mod cluster;
+mod partition;
 mod single_node;

@@ -1,0 +1,290 @@
+//! Nodes in containers on a private Docker network, for partitions: the node image
+//! is built from the binary under test (plus the libraries `ldd` lists and a static
+//! busybox), the Docker socket is shared so tasks still run on the engine, and a
+//! node is cut off with `docker network disconnect`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use orion_runtime::image::{self, Rootfs};
+use orion_runtime::DockerRuntime;
+use serde_json::Value;
+
+use crate::support::*;
+
+/// `docker …`, panicking with stderr on failure; returns stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("running docker");
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The shared libraries the binary needs, as `ldd` lists them.
+fn libraries(bin: &Path) -> Vec<String> {
+    let out = Command::new("ldd").arg(bin).output().expect("ldd");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect()
+}
+
+/// Builds (once per binary) the node image: `orion-node` with its libraries.
+pub async fn node_image() -> String {
+    let bin = Path::new(BIN);
+    let meta = std::fs::metadata(bin).unwrap();
+    let stamp = meta
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let tag = format!("orion-test/node:{}-{stamp}", meta.len());
+    let docker_rt = DockerRuntime::connect_local().unwrap();
+    let libs = libraries(bin);
+    image::ensure_built(
+        &docker_rt,
+        &tag,
+        || {
+            let mut root = Rootfs::busybox()?.file(
+                "/usr/local/bin/orion-node",
+                std::fs::read(bin).unwrap(),
+                0o755,
+            );
+            for lib in &libs {
+                root = root.file(lib, std::fs::read(lib).unwrap(), 0o755);
+            }
+            Ok(root.dir("/data", 0o755))
+        },
+        &[
+            "ENV PATH=/usr/local/bin:/bin".to_string(),
+            "WORKDIR /".to_string(),
+        ],
+    )
+    .await
+    .expect("building the node image");
+    tag
+}
+
+/// A private network and the node containers on it; all removed on drop.
+pub struct BoxedCluster {
+    pub net: String,
+    pub prefix: String,
+    pub nodes: Vec<BoxedNode>,
+    pub _tasks: Containers,
+}
+
+/// One node container.
+#[derive(Clone, Debug)]
+pub struct BoxedNode {
+    pub id: String,
+    pub container: String,
+    pub ip: String,
+}
+
+impl BoxedNode {
+    /// The node's API from the host, over the private network.
+    pub fn addr(&self) -> String {
+        format!("http://{}:8080", self.ip)
+    }
+
+    /// Runs the CLI inside the node's container against its own API (works while
+    /// the node is cut off from the network).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .args([
+                "exec",
+                &self.container,
+                "orion-node",
+                "--addr",
+                "http://127.0.0.1:8080",
+            ])
+            .args(args)
+            .output()
+            .expect("docker exec")
+    }
+}
+
+impl BoxedCluster {
+    /// Starts `n` manager nodes in containers; the first bootstraps, the rest join.
+    pub async fn start(test: &str, n: usize) -> BoxedCluster {
+        let image = node_image().await;
+        let prefix = node_id(test);
+        let net = format!("{prefix}-net");
+        let mut subnet = None;
+        for k in 0..50u32 {
+            let octet = 16 + (std::process::id() + k) % 200;
+            let s = format!("10.{octet}.{}.0/24", (std::process::id() / 200 + k) % 250);
+            let ok = Command::new("docker")
+                .args(["network", "create", "--subnet", &s, &net])
+                .output()
+                .unwrap()
+                .status
+                .success();
+            if ok {
+                subnet = Some(s);
+                break;
+            }
+        }
+        let subnet = subnet.expect("a free subnet for the test network");
+        let base = subnet.trim_end_matches(".0/24").to_string();
+        let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-n{i}")).collect();
+        let mut c = BoxedCluster {
+            net,
+            prefix: prefix.clone(),
+            nodes: Vec::new(),
+            _tasks: Containers(ids.clone()),
+        };
+        for (i, id) in ids.iter().enumerate() {
+            let ip = format!("{base}.{}", 11 + i);
+            let node = BoxedNode {
+                id: id.clone(),
+                container: id.clone(),
+                ip: ip.clone(),
+            };
+            let lo = 50000 + (std::process::id() % 100) as u16 * 96 + i as u16 * 32;
+            let mut args: Vec<String> = [
+                "run",
+                "-d",
+                "--name",
+                id,
+                "--network",
+                &c.net,
+                "--ip",
+                &ip,
+                "-v",
+                "/var/run/docker.sock:/var/run/docker.sock",
+                "-e",
+                "ORION_LOG=info,openraft=warn",
+                &image,
+                "orion-node",
+                "agent",
+                "--node-id",
+                id,
+                "--data-dir",
+                "/data",
+                "--http",
+                "0.0.0.0:8080",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend([
+                "--advertise-http".into(),
+                format!("{ip}:8080"),
+                "--raft".into(),
+                format!("{ip}:7946"),
+                "--gossip".into(),
+                format!("{ip}:7947"),
+                "--port-range".into(),
+                format!("{lo}-{}", lo + 31),
+                "--cpu".into(),
+                "2".into(),
+                "--memory-mb".into(),
+                "2048".into(),
+            ]);
+            if let Some(first) = c.nodes.first() {
+                args.extend(["--join".into(), first.addr()]);
+            }
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            docker(&argv);
+            let addr = node.addr();
+            wait_for(
+                &format!("{id} to answer"),
+                Duration::from_secs(60),
+                async || get_json(&format!("{addr}/health")).await,
+            )
+            .await;
+            c.nodes.push(node);
+        }
+        let first = c.nodes[0].addr();
+        wait_for("every node ready", Duration::from_secs(60), async || {
+            let nodes = get_json(&format!("{first}/v1/nodes")).await?;
+            let ready = nodes
+                .as_array()?
+                .iter()
+                .filter(|n| n["status"] == "ready")
+                .count();
+            (ready == n).then_some(())
+        })
+        .await;
+        c
+    }
+
+    /// Cuts a node off the network: it keeps running, alone.
+    pub fn cut(&self, i: usize) {
+        docker(&["network", "disconnect", &self.net, &self.nodes[i].container]);
+    }
+
+    /// Puts a node back on the network with its address.
+    pub fn heal(&self, i: usize) {
+        docker(&[
+            "network",
+            "connect",
+            "--ip",
+            &self.nodes[i].ip,
+            &self.net,
+            &self.nodes[i].container,
+        ]);
+    }
+
+    /// The leader as the nodes in `among` agree on it.
+    pub async fn leader(&self, among: &[usize]) -> Option<usize> {
+        let mut seen: Option<String> = None;
+        for &i in among {
+            let l = get_json(&format!("{}/v1/status/leader", self.nodes[i].addr())).await?;
+            let id = l["leader"].as_str()?.to_string();
+            if seen.as_ref().is_some_and(|s| *s != id) {
+                return None;
+            }
+            seen = Some(id);
+        }
+        let id = seen?;
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    /// A node's log, for failure messages.
+    pub fn logs(&self, i: usize) -> String {
+        let out = Command::new("docker")
+            .args(["logs", "--tail", "60", &self.nodes[i].container])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+
+    /// Jobs and allocations as a node sees them after a linearizable read barrier.
+    pub async fn state(&self, i: usize) -> Option<(Value, Value)> {
+        let a = self.nodes[i].addr();
+        let jobs = get_json(&format!("{a}/v1/jobs?consistent=true")).await?;
+        let allocs = get_json(&format!("{a}/v1/allocations?consistent=true")).await?;
+        Some((jobs, allocs))
+    }
+}
+
+impl Drop for BoxedCluster {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", &n.container])
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.net])
+            .output();
+        let _ = &self.prefix;
+    }
+}

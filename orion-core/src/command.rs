@@ -65,6 +65,12 @@ pub enum Command {
         /// One entry per allocation that changed.
         updates: Vec<AllocUpdate>,
     },
+    /// Several commands committed as one log entry and applied in order (group
+    /// commit: see [`crate::batching::BatchingStore`]).
+    Batch {
+        /// The commands, in order.
+        commands: Vec<Command>,
+    },
 }
 
 /// Which replica of which job version an allocation is.
@@ -193,5 +199,10 @@ pub enum Response {
     Refused {
         /// Why.
         reason: String,
+    },
+    /// The answers to a [`Command::Batch`], in order.
+    Batch {
+        /// One answer per command.
+        responses: Vec<Response>,
     },
 }

@@ -22,6 +22,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod batching;
 pub mod cluster;
 pub mod command;
 pub mod control;

@@ -170,6 +170,15 @@ impl ClusterState {
             Command::RemoveNode { id } => self.remove_node(index, id, &mut changes),
             Command::ApplyPlan { plan } => self.apply_plan(index, plan, &mut changes),
             Command::UpdateAllocs { updates } => self.update_allocs(index, updates, &mut changes),
+            Command::Batch { commands } => {
+                let mut responses = Vec::with_capacity(commands.len());
+                for c in commands {
+                    let (r, more) = self.apply(index, c);
+                    responses.push(r);
+                    changes.extend(more);
+                }
+                Response::Batch { responses }
+            }
         };
         (response, changes)
     }

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::{detect, Cluster, ClusterError, Inner};
 use crate::agent::{Agent, AgentConfig};
+use crate::batching::{BatchConfig, BatchingStore};
 use crate::command::Command;
 use crate::control::{Control, ControlConfig};
 use crate::membership::{Member, Membership, SoloMembership};
@@ -31,6 +32,8 @@ pub struct ClusterConfig {
     pub agent: AgentConfig,
     /// The scheduler.
     pub scheduler: SchedulerConfig,
+    /// Group commit of concurrent proposals.
+    pub batch: BatchConfig,
 }
 
 /// What this node says about itself.
@@ -227,6 +230,9 @@ impl ClusterBuilder {
                 ))
             }
         };
+        // Every proposal from this node (API, agent, control loop) goes through one
+        // group-commit queue.
+        let store: Arc<dyn Store> = Arc::new(BatchingStore::new(store, self.config.batch.clone()));
         let membership = self
             .membership
             .unwrap_or_else(|| Arc::new(SoloMembership::new(member_of(&info))));

@@ -1,0 +1,231 @@
+//! The replicated path: commands per second through a three-manager Raft cluster
+//! on loopback (three `RaftStore`s in this process, talking HTTP over 127.0.0.1,
+//! each fsync'ing its log), as concurrent clients grow from 1 to 64.
+//!
+//! - `replicated/submit/<clients>`: job submissions (`UpsertJob`) on the leader,
+//!   through `BatchingStore` as a node sends them: concurrent clients' commands
+//!   share Raft entries (group commit), which is where throughput comes from.
+//! - `replicated/submit_unbatched/<clients>`: the same straight into the
+//!   `RaftStore`, one entry (and one fsync per node) per command, for comparison.
+//! - `replicated/alloc_updates/<clients>`: allocation status reports as agents send
+//!   them, 64 updates per `UpdateAllocs` command (elements = updates), batched.
+//! - `replicated/submit_via_follower/<clients>`: submissions sent to a follower,
+//!   which forwards them to the leader.
+//!
+//! Run: `cargo bench -p orion-benches --bench replicated -- --warm-up-time 1 --measurement-time 5`
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use orion_core::batching::{BatchConfig, BatchingStore};
+use orion_core::command::{AllocUpdate, Placement, Plan, SlotRef};
+use orion_core::testing::fixtures;
+use orion_core::{AllocState, Command, JobSpec, NodeRole, Peer, Store};
+use orion_store::{RaftStore, RaftStoreConfig};
+use tokio::runtime::Runtime;
+
+const CLIENTS: [usize; 4] = [1, 4, 16, 64];
+const UPDATES_PER_COMMAND: usize = 64;
+
+struct Rig {
+    stores: Vec<RaftStore>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn open(id: &str) -> (RaftStore, tempfile::TempDir, Peer) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut config = RaftStoreConfig::new(id, dir.path());
+    config.raft_addr = listener.local_addr().expect("addr").to_string();
+    config.http_addr = "127.0.0.1:9".into();
+    let peer = Peer {
+        id: id.to_string(),
+        raft_addr: config.raft_addr.clone(),
+        http_addr: config.http_addr.clone(),
+        role: NodeRole::Manager,
+    };
+    let store = RaftStore::open(config).await.expect("open");
+    store.serve(listener).expect("serve");
+    (store, dir, peer)
+}
+
+async fn cluster() -> Rig {
+    let mut stores = Vec::new();
+    let mut dirs = Vec::new();
+    let mut peers = Vec::new();
+    for id in ["m1", "m2", "m3"] {
+        let (s, d, p) = open(id).await;
+        stores.push(s);
+        dirs.push(d);
+        peers.push(p);
+    }
+    stores[0].initialize_single().await.expect("init");
+    for peer in &peers[1..] {
+        stores[0].add_peer(peer.clone()).await.expect("add peer");
+    }
+    Rig {
+        stores,
+        _dirs: dirs,
+    }
+}
+
+impl Rig {
+    fn raw(&self, i: usize) -> Arc<dyn Store> {
+        Arc::new(self.stores[i].clone())
+    }
+
+    fn batched(&self, i: usize) -> Arc<dyn Store> {
+        Arc::new(BatchingStore::new(self.raw(i), BatchConfig::default()))
+    }
+}
+
+/// Runs `total` commands from `clients` concurrent tasks against `store`.
+async fn drive(
+    store: &Arc<dyn Store>,
+    clients: usize,
+    total: u64,
+    make: Arc<dyn Fn(u64) -> Command + Send + Sync>,
+) -> Duration {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (store, next, make) = (store.clone(), next.clone(), make.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                store.propose(make(i)).await.expect("propose");
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    start.elapsed()
+}
+
+fn submissions(c: &mut Criterion) {
+    let rt = Runtime::new().expect("runtime");
+    let rig = rt.block_on(cluster());
+    let seq = Arc::new(AtomicU64::new(0));
+    let targets = [
+        ("replicated/submit", rt.block_on(async { rig.batched(0) })),
+        ("replicated/submit_unbatched", rig.raw(0)),
+        (
+            "replicated/submit_via_follower",
+            rt.block_on(async { rig.batched(1) }),
+        ),
+    ];
+    for (group_name, store) in targets {
+        let mut group = c.benchmark_group(group_name);
+        group.throughput(Throughput::Elements(1));
+        for clients in CLIENTS {
+            let seq = seq.clone();
+            let make: Arc<dyn Fn(u64) -> Command + Send + Sync> = Arc::new(move |_| {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                Command::UpsertJob {
+                    spec: JobSpec::service(format!("job-{n}"), "registry.local/app:1").replicas(0),
+                }
+            });
+            let store = &store;
+            group.bench_with_input(
+                BenchmarkId::from_parameter(clients),
+                &clients,
+                |b, &clients| {
+                    b.to_async(&rt)
+                        .iter_custom(|iters| drive(store, clients, iters, make.clone()));
+                },
+            );
+        }
+        group.finish();
+    }
+}
+
+fn alloc_updates(c: &mut Criterion) {
+    let rt = Runtime::new().expect("runtime");
+    let rig = rt.block_on(cluster());
+    let leader = rt.block_on(async { rig.batched(0) });
+    let slots = (CLIENTS[CLIENTS.len() - 1] * UPDATES_PER_COMMAND) as u32;
+    let ids: Vec<String> = rt.block_on(async {
+        let mut node = fixtures::node("n1", 100_000.0, 100_000_000);
+        node.port_range = (1, 1);
+        leader
+            .propose(Command::RegisterNode { info: node })
+            .await
+            .expect("node");
+        let spec = JobSpec::service("load", "registry.local/app:1")
+            .replicas(slots)
+            .resources(0.01, 1);
+        leader
+            .propose(Command::UpsertJob { spec })
+            .await
+            .expect("job");
+        let placements = (0..slots)
+            .map(|slot| Placement {
+                slot: SlotRef {
+                    job: "load".into(),
+                    version: 1,
+                    slot,
+                    existing: None,
+                },
+                node: "n1".into(),
+                ports: Vec::new(),
+            })
+            .collect();
+        let plan = Plan {
+            placements,
+            ..Plan::default()
+        };
+        leader
+            .propose(Command::ApplyPlan { plan })
+            .await
+            .expect("plan");
+        leader
+            .replica()
+            .read(|s| s.allocs.keys().cloned().collect())
+    });
+    let ids = Arc::new(ids);
+    let mut group = c.benchmark_group("replicated/alloc_updates");
+    group.throughput(Throughput::Elements(UPDATES_PER_COMMAND as u64));
+    for clients in CLIENTS {
+        let ids = ids.clone();
+        let make: Arc<dyn Fn(u64) -> Command + Send + Sync> = Arc::new(move |i| {
+            // Command i reports on a window of allocations, each with a new message,
+            // so every update changes state.
+            let start = (i as usize * UPDATES_PER_COMMAND) % ids.len();
+            let updates = (0..UPDATES_PER_COMMAND)
+                .map(|k| AllocUpdate {
+                    id: ids[(start + k) % ids.len()].clone(),
+                    node: "n1".into(),
+                    state: AllocState::Running,
+                    message: Some(format!("report {i}")),
+                    exit_code: None,
+                    ports: None,
+                    restarted: false,
+                })
+                .collect();
+            Command::UpdateAllocs { updates }
+        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(clients),
+            &clients,
+            |b, &clients| {
+                b.to_async(&rt)
+                    .iter_custom(|iters| drive(&leader, clients, iters, make.clone()));
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    targets = submissions, alloc_updates
+}
+criterion_main!(benches);

@@ -11,7 +11,7 @@
 //! | `DELETE /v1/nodes/{id}` | remove a node |
 //! | `POST /v1/cluster/peers` | add a node to the replication group (join) |
 //! | `GET /v1/allocations[?job=NAME]` | allocations |
-//! | `GET /v1/status/leader` | who leads |
+//! | `GET /v1/status/leader` | who leads, and the Raft voters |
 //! | `GET /health` | 200 when this node and its runtime are healthy, else 503 |
 //!
 //! Reads come from this node's replica and may lag the leader by a heartbeat; add
@@ -229,8 +229,21 @@ async fn list_allocations(
     Ok((h, Json(c.allocations(p.job.as_deref()))).into_response())
 }
 
+/// Who leads, as this node sees it, and the current Raft voters.
+#[derive(Serialize)]
+struct LeaderStatus {
+    #[serde(flatten)]
+    leadership: crate::store::Leadership,
+    voters: Vec<String>,
+}
+
 async fn leader(State(c): State<Cluster>) -> Response {
-    Json(c.leader()).into_response()
+    let voters = c.store().voters().into_iter().map(|p| p.id).collect();
+    Json(LeaderStatus {
+        leadership: c.leader(),
+        voters,
+    })
+    .into_response()
 }
 
 async fn health(State(c): State<Cluster>) -> Response {

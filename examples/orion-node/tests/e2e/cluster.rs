@@ -263,3 +263,127 @@ async fn a_thousand_submissions_survive_a_leader_kill() {
         assert_eq!(Containers::running_of_alloc(id).len(), 1, "{id} runs once");
     }
 }
+
+/// `node drain` moves a node's allocations elsewhere and keeps new ones off;
+/// `node undrain` ends it. `node remove` of a manager shrinks the voter set
+/// safely: the rest keep a leader and take writes, and the removed node's work
+/// runs elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_undrain_and_remove() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = LocalCluster::start(dir.path(), "drain", 3, 1).await;
+    let addr = c.nodes[0].spec.addr();
+    let status = get_json(&format!("{addr}/v1/status/leader")).await.unwrap();
+    let managers: Vec<String> = c.nodes[..3].iter().map(|n| n.spec.id.clone()).collect();
+    let mut voters: Vec<String> = status["voters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    voters.sort();
+    let mut expected = managers.clone();
+    expected.sort();
+    assert_eq!(voters, expected, "managers vote, the worker does not");
+
+    submit(&addr, &web_json("drained", 4)).await.unwrap();
+    let worker = c.nodes[3].spec.id.clone();
+    wait_for(
+        "one replica on the worker",
+        Duration::from_secs(60),
+        async || {
+            let r = running(&addr, "drained").await;
+            (r.len() == 4 && r.iter().any(|a| a["node"] == worker.as_str())).then_some(())
+        },
+    )
+    .await;
+    let out = cli(&addr, &["node", "drain", &worker]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        "nothing left on the drained worker",
+        Duration::from_secs(60),
+        async || {
+            let r = running(&addr, "drained").await;
+            let off = r.iter().all(|a| a["node"] != worker.as_str());
+            (r.len() == 4 && off && Containers::of(&worker).is_empty()).then_some(())
+        },
+    )
+    .await;
+    let list = String::from_utf8_lossy(&cli(&addr, &["node", "list"]).stdout).to_string();
+    assert!(list.contains("ready+drain"), "{list}");
+    submit(&addr, &web_json("after-drain", 4)).await.unwrap();
+    wait_for(
+        "a new job placed, not on the drained node",
+        Duration::from_secs(60),
+        async || {
+            let r = running(&addr, "after-drain").await;
+            (r.len() == 4).then_some(())
+        },
+    )
+    .await;
+    assert!(running(&addr, "after-drain")
+        .await
+        .iter()
+        .all(|a| a["node"] != worker.as_str()));
+    assert!(cli(&addr, &["node", "undrain", &worker]).status.success());
+    let nodes = get_json(&format!("{addr}/v1/nodes")).await.unwrap();
+    let w = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == worker.as_str())
+        .unwrap();
+    assert_eq!(w["draining"], false);
+
+    // Remove a manager that is not the leader.
+    let leader = wait_for("a leader", Duration::from_secs(20), async || {
+        c.leader().await
+    })
+    .await;
+    let gone = (0..3).find(|i| *i != leader).unwrap();
+    let gone_id = c.nodes[gone].spec.id.clone();
+    let via = c.nodes[leader].spec.addr();
+    let out = cli(&via, &["node", "remove", &gone_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = get_json(&format!("{via}/v1/status/leader")).await.unwrap();
+    let voters: Vec<&str> = status["voters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(voters.len(), 2, "{status}");
+    assert!(!voters.contains(&gone_id.as_str()));
+    c.nodes[gone].kill9();
+    assert_eq!(
+        submit(&via, &web_json("after-remove", 0)).await,
+        Ok(1),
+        "two voters still commit"
+    );
+    let nodes = get_json(&format!("{via}/v1/nodes")).await.unwrap();
+    assert!(nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["id"] != gone_id.as_str()));
+    wait_for(
+        "the removed node's replicas elsewhere",
+        Duration::from_secs(60),
+        async || {
+            let r = running(&via, "drained").await;
+            (r.len() == 4 && r.iter().all(|a| a["node"] != gone_id.as_str())).then_some(())
+        },
+    )
+    .await;
+}

@@ -1,0 +1,160 @@
+//! Failover times of real `orion-node` processes on loopback with the real Docker
+//! engine, nodes killed with SIGKILL:
+//!
+//! - `failover/leader_kill_to_write`: three managers; SIGKILL the leader; time until
+//!   a survivor accepts a write. The killed node is restarted (it rejoins) before
+//!   the next sample.
+//! - `failover/worker_kill_to_running`: three managers and a worker; a job's
+//!   replicas spread over all four; SIGKILL the worker; time until every replica
+//!   runs again elsewhere. The worker is restarted and the job rolled to a new
+//!   version (so a replica lands on it again) before the next sample.
+//!
+//! Each sample is one kill (criterion's flat sampling, 10 samples); read the median.
+//! Run: `cargo bench -p orion-node --bench failover`
+
+#[path = "../tests/e2e/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use support::*;
+use tokio::runtime::Runtime;
+
+async fn leader_kill(c: &mut LocalCluster, seq: &mut u64) -> Duration {
+    let leader = wait_for("a leader", Duration::from_secs(30), async || {
+        c.leader().await
+    })
+    .await;
+    let survivor = c.other_than(leader);
+    let killed = Instant::now();
+    c.nodes[leader].kill9();
+    wait_for("a write accepted", Duration::from_secs(30), async || {
+        *seq += 1;
+        submit(&survivor, &web_json(&format!("w{seq}"), 0))
+            .await
+            .ok()
+    })
+    .await;
+    let took = killed.elapsed();
+    // Bring the node back and wait until all three agree on a leader again.
+    c.nodes[leader] = Node::start(&c.nodes[leader].spec.clone());
+    wait_for(
+        "three nodes with one leader",
+        Duration::from_secs(60),
+        async || {
+            let l = c.leader().await?;
+            let nodes = get_json(&format!("{}/v1/nodes", c.nodes[l].spec.addr())).await?;
+            nodes
+                .as_array()?
+                .iter()
+                .all(|n| n["status"] == "ready")
+                .then_some(())
+        },
+    )
+    .await;
+    took
+}
+
+async fn worker_kill(c: &mut LocalCluster, version: &mut u64) -> Duration {
+    let addr = c.nodes[0].spec.addr();
+    let worker = c.nodes[3].spec.id.clone();
+    *version += 1;
+    let mut spec = web_json("moving", 4);
+    spec["task"]["env"] = serde_json::json!({ "V": version.to_string() });
+    submit(&addr, &spec).await.expect("submit");
+    wait_for(
+        "4 running, one on the worker",
+        Duration::from_secs(60),
+        async || {
+            let r = running(&addr, "moving").await;
+            let current = r.iter().all(|a| a["job_version"] == *version);
+            (r.len() == 4 && current && r.iter().any(|a| a["node"] == worker.as_str()))
+                .then_some(())
+        },
+    )
+    .await;
+    let killed = Instant::now();
+    c.nodes[3].kill9();
+    wait_for("4 running elsewhere", Duration::from_secs(60), async || {
+        let r = running(&addr, "moving").await;
+        (r.len() == 4 && r.iter().all(|a| a["node"] != worker.as_str())).then_some(())
+    })
+    .await;
+    let took = killed.elapsed();
+    c.nodes[3] = Node::start(&c.nodes[3].spec.clone());
+    wait_for(
+        "the worker ready again",
+        Duration::from_secs(60),
+        async || {
+            let nodes = get_json(&format!("{addr}/v1/nodes")).await?;
+            nodes
+                .as_array()?
+                .iter()
+                .all(|n| n["status"] == "ready")
+                .then_some(())
+        },
+    )
+    .await;
+    took
+}
+
+fn failover(cr: &mut Criterion) {
+    let rt = Runtime::new().expect("runtime");
+    if !rt.block_on(engine()) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut group = cr.benchmark_group("failover");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(60));
+
+    std::fs::create_dir_all(dir.path().join("lead")).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("work")).expect("mkdir");
+    let mut c = rt.block_on(LocalCluster::start(
+        &dir.path().join("lead"),
+        "bench-lead",
+        3,
+        0,
+    ));
+    let mut seq = 0;
+    group.bench_function("leader_kill_to_write", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += leader_kill(&mut c, &mut seq).await;
+                }
+                total
+            })
+        })
+    });
+    drop(c);
+
+    let mut c = rt.block_on(LocalCluster::start(
+        &dir.path().join("work"),
+        "bench-work",
+        3,
+        1,
+    ));
+    let mut version = 0;
+    group.bench_function("worker_kill_to_running", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += worker_kill(&mut c, &mut version).await;
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, failover);
+criterion_main!(benches);

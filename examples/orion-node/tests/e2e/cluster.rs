@@ -203,7 +203,7 @@ async fn a_thousand_submissions_survive_a_leader_kill() {
             c.nodes[leader].kill9();
         }
         // One job in a hundred runs a container; the rest are empty services.
-        let spec = web_json(&format!("s{i:04}"), u32::from(i % 100 == 0));
+        let spec = web_json(&format!("s{i:04}"), u32::from(i.is_multiple_of(100)));
         let mut attempt = 0;
         loop {
             // The client tries the nodes in turn; a dead one just fails.

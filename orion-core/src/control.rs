@@ -13,7 +13,10 @@
 //! ```
 //!
 //! Errors never end the loop: a failed proposal is logged and the next wake
-//! retries from fresh state. A deposed leader's proposals fail to commit.
+//! retries from fresh state. A deposed leader's proposals fail to commit; and a
+//! leader that cannot confirm its leadership with a quorum (a read barrier, at
+//! most once per `quorum_check` interval) does not act at all, so a leader cut off
+//! from the majority stops deciding as soon as it can know.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,6 +44,9 @@ pub struct ControlConfig {
     /// A node absent from membership's live set this long is marked down, even
     /// without a dead event (it may have died while there was no leader).
     pub absent_grace: Duration,
+    /// How long a confirmation of leadership by a quorum is trusted before the
+    /// leader confirms again (a read barrier: one heartbeat round).
+    pub quorum_check: Duration,
 }
 
 impl Default for ControlConfig {
@@ -52,6 +58,7 @@ impl Default for ControlConfig {
             reconcile_interval: Duration::from_secs(1),
             max_placements_per_pass: 5_000,
             absent_grace: Duration::from_secs(5),
+            quorum_check: Duration::from_millis(500),
         }
     }
 }
@@ -74,6 +81,7 @@ impl Control {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut absent_since: HashMap<NodeId, Instant> = HashMap::new();
         let mut dead: Vec<NodeId> = Vec::new();
+        let mut confirmed: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => break,
@@ -89,6 +97,10 @@ impl Control {
             if !leadership.borrow_and_update().is_self {
                 absent_since.clear();
                 dead.clear();
+                confirmed = None;
+                continue;
+            }
+            if !self.confirm_leadership(&mut confirmed).await {
                 continue;
             }
             self.liveness(&mut absent_since, std::mem::take(&mut dead))
@@ -96,6 +108,32 @@ impl Control {
             self.reconcile().await;
         }
         debug!(node_id = %self.node_id, "control loop stopped");
+    }
+
+    /// Whether a quorum still follows this leader: trusted for `quorum_check`, then
+    /// confirmed again with a read barrier (bounded by twice that interval).
+    async fn confirm_leadership(&self, confirmed: &mut Option<Instant>) -> bool {
+        let fresh = confirmed.is_some_and(|t| t.elapsed() < self.config.quorum_check);
+        if fresh {
+            return true;
+        }
+        let limit = self.config.quorum_check * 2 + Duration::from_millis(500);
+        match tokio::time::timeout(limit, self.store.read_barrier()).await {
+            Ok(Ok(())) => {
+                *confirmed = Some(Instant::now());
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(node_id = %self.node_id, error = %e, "leadership not confirmed by a quorum; not acting");
+                *confirmed = None;
+                false
+            }
+            Err(_) => {
+                warn!(node_id = %self.node_id, "no quorum answered in time; not acting as leader");
+                *confirmed = None;
+                false
+            }
+        }
     }
 
     /// Commits what gossip says of node liveness.
@@ -171,5 +209,107 @@ impl Control {
             }
             Err(e) => warn!(error = %e, "could not commit a plan"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::command::Response;
+    use crate::membership::SoloMembership;
+    use crate::replica::Replica;
+    use crate::scheduler::FilterScoreScheduler;
+    use crate::store::{Applied, Leadership, StoreError};
+    use crate::testing::fixtures::{job, node};
+    use crate::testing::MemStore;
+
+    /// A leader whose quorum can be taken away: `read_barrier` fails while cut off.
+    struct Isolable {
+        inner: MemStore,
+        cut: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Store for Isolable {
+        async fn propose(&self, cmd: Command) -> Result<Applied, StoreError> {
+            self.inner.propose(cmd).await
+        }
+        fn replica(&self) -> &Arc<Replica> {
+            self.inner.replica()
+        }
+        async fn read_barrier(&self) -> Result<(), StoreError> {
+            if self.cut.load(Ordering::SeqCst) {
+                Err(StoreError::NoLeader("cut off".into()))
+            } else {
+                Ok(())
+            }
+        }
+        fn leadership(&self) -> watch::Receiver<Leadership> {
+            self.inner.leadership()
+        }
+        async fn shutdown(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn placed(store: &Isolable) -> usize {
+        store
+            .replica()
+            .read(|s| s.allocs.values().filter(|a| a.node.is_some()).count())
+    }
+
+    /// A leader that cannot confirm its leadership with a quorum places nothing; once
+    /// the quorum answers again it does.
+    #[tokio::test]
+    async fn a_leader_without_a_quorum_does_not_act() {
+        let store = Arc::new(Isolable {
+            inner: MemStore::new("n1"),
+            cut: AtomicBool::new(true),
+        });
+        store.inner.apply_now(&Command::InitCluster {
+            cluster_id: "c".into(),
+        });
+        store.inner.apply_now(&Command::RegisterNode {
+            info: node("n1", 4.0, 4096),
+        });
+        let member = crate::cluster::builder::member_of(&node("n1", 4.0, 4096));
+        let control = Control {
+            node_id: "n1".into(),
+            store: store.clone(),
+            membership: Arc::new(SoloMembership::new(member)),
+            scheduler: Arc::new(FilterScoreScheduler::default()),
+            config: ControlConfig {
+                reconcile_interval: Duration::from_millis(20),
+                quorum_check: Duration::from_millis(20),
+                ..ControlConfig::default()
+            },
+        };
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(control.run(rx));
+        let r = store.inner.apply_now(&Command::UpsertJob {
+            spec: job("web", 2, 0.1, 64),
+        });
+        assert!(matches!(r.response, Response::Job { .. }));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            placed(&store),
+            0,
+            "a leader cut off from its quorum must not place"
+        );
+        store.cut.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while placed(&store) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the confirmed leader never placed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send_replace(true);
+        task.await.unwrap();
     }
 }

@@ -4,7 +4,7 @@
 //! task it spawns (agent, control loop, registration, HTTP server) belongs to it
 //! and ends on [`Cluster::shutdown`].
 
-mod builder;
+pub(crate) mod builder;
 mod detect;
 
 use std::collections::BTreeMap;

@@ -23,6 +23,7 @@ use crate::cli::DevArgs;
 use crate::node::{self, RunningNode, Settings};
 
 const EXAMPLE_JOB: &str = include_str!("../../jobs/web.yaml");
+const GPU_JOB: &str = include_str!("../../jobs/gpu.yaml");
 
 struct Shape {
     name: &'static str,
@@ -146,33 +147,44 @@ pub async fn run(args: DevArgs) -> Result<()> {
     })
     .await?;
 
-    let spec = JobSpec::parse(EXAMPLE_JOB)?;
-    let replicas = spec.replicas as usize;
-    let name = spec.name.clone();
-    first.submit(spec).await?;
-    let running = |c: &Cluster| {
-        c.allocations(Some(&name))
+    // The web job spreads over every node; with the gpu node present, a second job
+    // selects it by tag.
+    let mut jobs = vec![JobSpec::parse(EXAMPLE_JOB)?];
+    if args.nodes == 3 {
+        jobs.push(JobSpec::parse(GPU_JOB)?);
+    }
+    for spec in &jobs {
+        first.submit(spec.clone()).await?;
+    }
+    let running = |name: &str| {
+        first
+            .allocations(Some(name))
             .iter()
             .filter(|a| a.is_live() && a.state == AllocState::Running)
             .count()
     };
-    wait_until("the example job to run", Duration::from_secs(60), || {
-        running(&first) == replicas
+    wait_until("the example jobs to run", Duration::from_secs(60), || {
+        jobs.iter().all(|j| running(&j.name) == j.replicas as usize)
     })
     .await?;
-    print_summary(&first, &name);
+    let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    print_summary(&first, &names);
 
     if !args.once {
         println!("\nPress Ctrl-C to stop the cluster (its containers are removed).");
         node::shutdown_signal().await;
     }
-    println!("stopping job {name}…");
-    first.stop_job(&name, false).await?;
+    for name in &names {
+        println!("stopping job {name}…");
+        first.stop_job(name, false).await?;
+    }
     let stopped = wait_until("the containers to stop", Duration::from_secs(60), || {
-        first
-            .allocations(Some(&name))
-            .iter()
-            .all(|a| a.state.is_terminal())
+        names.iter().all(|name| {
+            first
+                .allocations(Some(name))
+                .iter()
+                .all(|a| a.state.is_terminal())
+        })
     })
     .await;
     for n in nodes.iter().rev() {
@@ -181,7 +193,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     stopped
 }
 
-fn print_summary(c: &Cluster, job: &str) {
+fn print_summary(c: &Cluster, jobs: &[&str]) {
     println!("\nOrion dev cluster is up:");
     for n in c.nodes() {
         let i = &n.node.info;
@@ -195,20 +207,25 @@ fn print_summary(c: &Cluster, job: &str) {
             i.addrs.http
         );
     }
-    println!("\njob {job}: replicas and where they landed:");
-    let mut allocs = c.allocations(Some(job));
-    allocs.retain(|a| a.is_live());
-    allocs.sort_by_key(|a| a.slot);
-    for a in allocs {
-        let node = a.node.as_deref().unwrap_or("-");
-        for p in &a.ports {
-            println!(
-                "  {}[{}] on {node:<6} open http://{}:{}/",
-                job, a.slot, p.host_ip, p.host_port
-            );
+    for job in jobs {
+        println!("\njob {job}: replicas and where they landed:");
+        let mut allocs = c.allocations(Some(job));
+        allocs.retain(|a| a.is_live());
+        allocs.sort_by_key(|a| a.slot);
+        for a in allocs {
+            let node = a.node.as_deref().unwrap_or("-");
+            for p in &a.ports {
+                println!(
+                    "  {}[{}] on {node:<6} open http://{}:{}/",
+                    job, a.slot, p.host_ip, p.host_port
+                );
+            }
         }
     }
     let api = c.http_addr().map(|a| a.to_string()).unwrap_or_default();
-    println!("\nTry:  orion-node --addr http://{api} job status {job}");
+    println!(
+        "\nTry:  orion-node --addr http://{api} job status {}",
+        jobs[0]
+    );
     println!("      orion-node --addr http://{api} node list");
 }

@@ -11,6 +11,13 @@
 //! | `DELETE /v1/nodes/{id}` | remove a node |
 //! | `POST /v1/cluster/peers` | add a node to the replication group (join) |
 //! | `GET /v1/allocations[?job=NAME]` | allocations |
+//! | `GET /v1/allocations/{id}` | one allocation |
+//! | `GET /v1/allocations/{id}/logs[?follow=true]` | its output (text, streamed) |
+//! | `POST /v1/allocations/{id}/exec` | run `{"command": [...]}` in it |
+//! | `GET /v1/allocations/{id}/stats` | its resource use |
+//!
+//! Logs, exec and stats are served by the node that runs the allocation; another
+//! node answers 421 with `{"error", "node", "node_http"}` naming the right one.
 //! | `GET /v1/status/leader` | who leads, and the Raft voters |
 //! | `GET /health` | 200 when this node and its runtime are healthy, else 503 |
 //!
@@ -45,6 +52,10 @@ pub fn router(cluster: Cluster) -> Router {
         .route("/v1/nodes/{id}/undrain", post(undrain))
         .route("/v1/cluster/peers", post(add_peer))
         .route("/v1/allocations", get(list_allocations))
+        .route("/v1/allocations/{id}", get(get_allocation))
+        .route("/v1/allocations/{id}/logs", get(alloc_logs))
+        .route("/v1/allocations/{id}/exec", post(alloc_exec))
+        .route("/v1/allocations/{id}/stats", get(alloc_stats))
         .route("/v1/status/leader", get(leader))
         .route("/health", get(health))
         .with_state(cluster)
@@ -69,10 +80,16 @@ impl From<ClusterError> for ApiError {
             ClusterError::Store(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::Store(StoreError::Membership(_)) => StatusCode::CONFLICT,
             ClusterError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ClusterError::AllocNotFound(_) | ClusterError::NoContainer(_) => StatusCode::NOT_FOUND,
+            ClusterError::Elsewhere { .. } => StatusCode::MISDIRECTED_REQUEST,
+            ClusterError::Runtime(r) if r.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = match &e {
             ClusterError::Spec(s) => spec_body(s),
+            ClusterError::Elsewhere { node, http } => {
+                json!({ "error": e.to_string(), "node": node, "node_http": http })
+            }
             other => json!({ "error": other.to_string() }),
         };
         ApiError(status, body)
@@ -235,6 +252,55 @@ struct LeaderStatus {
     #[serde(flatten)]
     leadership: crate::store::Leadership,
     voters: Vec<String>,
+}
+
+async fn get_allocation(State(c): State<Cluster>, Path(id): Path<String>) -> ApiResult<Response> {
+    let a = c.allocation(&id).ok_or(ClusterError::AllocNotFound(id))?;
+    Ok(Json(a).into_response())
+}
+
+#[derive(Deserialize)]
+struct LogParams {
+    #[serde(default)]
+    follow: bool,
+}
+
+async fn alloc_logs(
+    State(c): State<Cluster>,
+    Path(id): Path<String>,
+    Query(p): Query<LogParams>,
+) -> ApiResult<Response> {
+    use futures::StreamExt;
+    let logs = c.logs(&id, p.follow).await?;
+    let body = logs.map(|chunk| chunk.map(|c| c.data).map_err(std::io::Error::other));
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct ExecBody {
+    command: Vec<String>,
+}
+
+async fn alloc_exec(
+    State(c): State<Cluster>,
+    Path(id): Path<String>,
+    Json(body): Json<ExecBody>,
+) -> ApiResult<Response> {
+    if body.command.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "command: must not be empty"}),
+        ));
+    }
+    Ok(Json(c.exec(&id, &body.command).await?).into_response())
+}
+
+async fn alloc_stats(State(c): State<Cluster>, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(Json(c.stats(&id).await?).into_response())
 }
 
 async fn leader(State(c): State<Cluster>) -> Response {

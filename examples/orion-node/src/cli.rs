@@ -35,6 +35,9 @@ pub enum Command {
     /// Inspect and manage nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Reach an allocation's task: logs, exec, stats.
+    #[command(subcommand)]
+    Alloc(AllocCommand),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -145,6 +148,37 @@ pub enum JobCommand {
     },
     /// List jobs.
     List,
+}
+
+/// `orion-node alloc …`; asked of any node, answered by the one that runs it.
+#[derive(Debug, Subcommand)]
+pub enum AllocCommand {
+    /// Show one allocation as JSON.
+    Status {
+        /// The allocation's id.
+        id: String,
+    },
+    /// Print the task's output.
+    Logs {
+        /// The allocation's id.
+        id: String,
+        /// Keep streaming until the task exits.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Run a command in the task and print its output.
+    Exec {
+        /// The allocation's id.
+        id: String,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show the task's resource use.
+    Stats {
+        /// The allocation's id.
+        id: String,
+    },
 }
 
 /// `orion-node node …`.

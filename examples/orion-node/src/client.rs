@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use orion_core::{Allocation, JobView, NodeView};
 use serde_json::Value;
 
-use crate::cli::{JobCommand, NodeCommand};
+use crate::cli::{AllocCommand, JobCommand, NodeCommand};
 
 /// `http://` added when the address has no scheme.
 pub fn base_url(addr: &str) -> String {
@@ -233,6 +233,87 @@ pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
             )
             .await?;
             println!("node {id} removed");
+        }
+    }
+    Ok(())
+}
+
+/// Sends a request built for a base URL; when the node answers that another node
+/// runs the allocation (421), sends it there instead.
+async fn to_runner(
+    base: &str,
+    what: &str,
+    build: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response> {
+    let r = build(base)
+        .send()
+        .await
+        .with_context(|| format!("{what}: cannot reach the node at {base}"))?;
+    if r.status() == reqwest::StatusCode::MISDIRECTED_REQUEST {
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        let Some(http) = body["node_http"].as_str() else {
+            anyhow::bail!(
+                "{what}: {}",
+                body["error"].as_str().unwrap_or("runs elsewhere")
+            );
+        };
+        return send(build(&base_url(http)), what, http).await;
+    }
+    if !r.status().is_success() {
+        return Err(api_error(what, r).await);
+    }
+    Ok(r)
+}
+
+/// `orion-node alloc …`.
+pub async fn alloc(addr: &str, cmd: AllocCommand) -> Result<()> {
+    use std::io::Write;
+    let base = base_url(addr);
+    let http = reqwest::Client::new();
+    match cmd {
+        AllocCommand::Status { id } => {
+            let r = send(
+                http.get(format!("{base}/v1/allocations/{id}")),
+                "alloc status",
+                &base,
+            )
+            .await?;
+            let v: Value = r.json().await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        AllocCommand::Logs { id, follow } => {
+            let mut r = to_runner(&base, "alloc logs", |b| {
+                http.get(format!("{b}/v1/allocations/{id}/logs?follow={follow}"))
+            })
+            .await?;
+            let mut out = std::io::stdout();
+            while let Some(chunk) = r.chunk().await? {
+                out.write_all(&chunk)?;
+                out.flush()?;
+            }
+        }
+        AllocCommand::Exec { id, command } => {
+            let body = serde_json::json!({ "command": command });
+            let r = to_runner(&base, "alloc exec", |b| {
+                http.post(format!("{b}/v1/allocations/{id}/exec"))
+                    .json(&body)
+            })
+            .await?;
+            let v: Value = r.json().await?;
+            print!("{}", v["stdout"].as_str().unwrap_or(""));
+            eprint!("{}", v["stderr"].as_str().unwrap_or(""));
+            let code = v["exit_code"].as_i64().unwrap_or(0);
+            if code != 0 {
+                std::process::exit(code.clamp(1, 255) as i32);
+            }
+        }
+        AllocCommand::Stats { id } => {
+            let r = to_runner(&base, "alloc stats", |b| {
+                http.get(format!("{b}/v1/allocations/{id}/stats"))
+            })
+            .await?;
+            let v: Value = r.json().await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
         }
     }
     Ok(())

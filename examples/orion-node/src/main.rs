@@ -38,6 +38,7 @@ async fn main() -> Result<()> {
         cli::Command::Dev(args) => dev::run(args).await,
         cli::Command::Job(cmd) => client::job(&cli.addr, cmd).await,
         cli::Command::Node(cmd) => client::node(&cli.addr, cmd).await,
+        cli::Command::Alloc(cmd) => client::alloc(&cli.addr, cmd).await,
         cli::Command::Completions { shell } => {
             let mut cmd = <cli::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "orion-node", &mut std::io::stdout());

@@ -6,6 +6,7 @@
 
 pub(crate) mod builder;
 mod detect;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -57,6 +58,23 @@ pub enum ClusterError {
     /// Timed out waiting for the cluster.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// No such allocation.
+    #[error("no allocation {0:?}")]
+    AllocNotFound(String),
+    /// The allocation runs on another node; ask that one.
+    #[error("allocation runs on node {node:?}{}", .http.as_ref().map(|h| format!(" at {h}")).unwrap_or_default())]
+    Elsewhere {
+        /// The node that runs it.
+        node: NodeId,
+        /// That node's HTTP API, when known.
+        http: Option<String>,
+    },
+    /// The allocation has no container on this node (not started, or stopped).
+    #[error("allocation {0:?} has no container here")]
+    NoContainer(String),
+    /// The runtime failed.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
 }
 
 /// What a submission answers.

@@ -62,6 +62,33 @@ async fn three_managers_and_a_worker_form_a_cluster() {
     let w = c.nodes[3].spec.addr();
     let job = get_json(&format!("{w}/v1/jobs/spread")).await.unwrap();
     assert_eq!(job["version"], 1);
+
+    // Logs, exec and stats of a task on the worker, asked of another node: the CLI
+    // follows the answer naming the node that runs it.
+    let on_worker = allocs
+        .iter()
+        .find(|a| a["node"] == worker.as_str())
+        .unwrap();
+    let id = on_worker["id"].as_str().unwrap();
+    let first = c.nodes[0].spec.addr();
+    let out = cli(&first, &["alloc", "exec", id, "cat", "/www/index.html"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Hello from Orion"));
+    let out = cli(&first, &["alloc", "logs", id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&first, &["alloc", "stats", id]);
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(stats["memory_bytes"].as_u64().unwrap() > 0, "{stats}");
+    let missing = cli(&first, &["alloc", "logs", "nope"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no allocation \"nope\""));
 }
 
 /// SIGKILL the leader: the survivors elect a new one that accepts writes.
@@ -198,7 +225,7 @@ async fn a_thousand_submissions_survive_a_leader_kill() {
     let addrs: Vec<String> = c.nodes.iter().map(|n| n.spec.addr()).collect();
     let mut acked = Vec::new();
     let mut retries = 0;
-    for i in 0..1000 {
+    for i in 0..1000usize {
         if i == 500 {
             c.nodes[leader].kill9();
         }

@@ -1,0 +1,61 @@
+//! Reaching a running task: its logs, a command run in it, its resource use.
+//! Only the node that runs an allocation can; others say which node does.
+
+use crate::model::Allocation;
+use crate::runtime::{ContainerInfo, ExecOutput, Logs, Owner, Stats};
+
+use super::{Cluster, ClusterError};
+
+impl Cluster {
+    /// One allocation, from this node's replica.
+    pub fn allocation(&self, id: &str) -> Option<Allocation> {
+        self.inner
+            .store
+            .replica()
+            .read(|s| s.allocs.get(id).cloned())
+    }
+
+    /// The container of an allocation placed on this node.
+    async fn container_of(&self, id: &str) -> Result<ContainerInfo, ClusterError> {
+        let a = self
+            .allocation(id)
+            .ok_or_else(|| ClusterError::AllocNotFound(id.into()))?;
+        let node = a.node.clone().unwrap_or_default();
+        if node != self.inner.node.id {
+            let http = self
+                .inner
+                .store
+                .replica()
+                .read(|s| s.nodes.get(&node).map(|n| n.info.addrs.http.clone()));
+            return Err(ClusterError::Elsewhere { node, http });
+        }
+        let cluster_id = self.inner.store.replica().read(|s| s.cluster_id.clone());
+        let owner = Owner {
+            cluster_id: cluster_id.unwrap_or_default(),
+            node_id: self.inner.node.id.clone(),
+        };
+        let containers = self.inner.runtime.list(&owner).await?;
+        containers
+            .into_iter()
+            .find(|c| c.alloc_id == id)
+            .ok_or_else(|| ClusterError::NoContainer(id.into()))
+    }
+
+    /// The output of an allocation's task; with `follow`, streams until it exits.
+    pub async fn logs(&self, id: &str, follow: bool) -> Result<Logs, ClusterError> {
+        let c = self.container_of(id).await?;
+        Ok(self.inner.runtime.logs(&c.id, follow).await?)
+    }
+
+    /// Runs a command inside an allocation's running task.
+    pub async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, ClusterError> {
+        let c = self.container_of(id).await?;
+        Ok(self.inner.runtime.exec(&c.id, cmd).await?)
+    }
+
+    /// A sample of an allocation's resource use.
+    pub async fn stats(&self, id: &str) -> Result<Stats, ClusterError> {
+        let c = self.container_of(id).await?;
+        Ok(self.inner.runtime.stats(&c.id).await?)
+    }
+}

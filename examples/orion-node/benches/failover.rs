@@ -30,13 +30,13 @@ async fn leader_kill(c: &mut LocalCluster, seq: &mut u64) -> Duration {
     let survivor = c.other_than(leader);
     let killed = Instant::now();
     c.nodes[leader].kill9();
+    let mut n = *seq;
     wait_for("a write accepted", Duration::from_secs(30), async || {
-        *seq += 1;
-        submit(&survivor, &web_json(&format!("w{seq}"), 0))
-            .await
-            .ok()
+        n += 1;
+        submit(&survivor, &web_json(&format!("w{n}"), 0)).await.ok()
     })
     .await;
+    *seq = n;
     let took = killed.elapsed();
     // Bring the node back and wait until all three agree on a leader again.
     c.nodes[leader] = Node::start(&c.nodes[leader].spec.clone());

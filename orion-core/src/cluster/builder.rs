@@ -123,7 +123,8 @@ impl ClusterBuilder {
         self
     }
 
-    /// Where the node keeps its data (the store's files).
+    /// Where the node keeps its data (the store's files); `./orion-data` when a
+    /// store factory needs one and none is given.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
         self
@@ -218,9 +219,9 @@ impl ClusterBuilder {
         let store = match (self.store, self.store_factory) {
             (Some(s), _) => s,
             (None, Some(f)) => {
-                let data_dir = self.data_dir.ok_or_else(|| {
-                    ClusterError::Config("no data dir: call .data_dir(..) for the store".into())
-                })?;
+                // Without a data dir, `./orion-data`: durable and easy to find, as
+                // a node started by hand expects.
+                let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("orion-data"));
                 std::fs::create_dir_all(&data_dir)?;
                 f.open(&StoreContext { node: info.clone(), data_dir }).await?
             }

@@ -1,0 +1,70 @@
+//! The facade's default: a builder given only a runtime (and a data dir) starts a
+//! durable single-node cluster; a restart on the same dir finds every job and
+//! allocation again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orion::{AllocState, Cluster, JobSpec};
+use orion_core::testing::FakeRuntime;
+
+async fn wait_running(c: &orion::ClusterHandle, job: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let running = c
+            .allocations(Some(job))
+            .iter()
+            .filter(|a| a.state == AllocState::Running)
+            .count();
+        if running == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{job}: {running}/{n} running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_runtime_gives_a_durable_single_node_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Arc::new(FakeRuntime::new());
+    let start = || {
+        Cluster::builder()
+            .node_id("solo")
+            .data_dir(dir.path())
+            .runtime_shared(runtime.clone())
+            .start()
+    };
+    let c = start().await.unwrap();
+    c.ready(Duration::from_secs(10)).await.unwrap();
+    c.submit(
+        JobSpec::service("web", "img")
+            .replicas(2)
+            .resources(0.1, 32),
+    )
+    .await
+    .unwrap();
+    wait_running(&c, "web", 2).await;
+    let before: Vec<String> = c
+        .allocations(Some("web"))
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    c.shutdown().await;
+
+    let c = start().await.unwrap();
+    c.ready(Duration::from_secs(10)).await.unwrap();
+    wait_running(&c, "web", 2).await;
+    let after: Vec<String> = c
+        .allocations(Some("web"))
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(before, after, "the same allocations after a restart");
+    assert_eq!(c.job("web").unwrap().job.version, 1);
+    assert_eq!(runtime.containers().len(), 2, "adopted, not duplicated");
+    c.shutdown().await;
+}

@@ -1,43 +1,66 @@
-//! The scheduler's working view: every node with what is free on it, kept up to
-//! date as a plan consumes resources, and an index of nodes by free memory.
+//! One node as a plan in progress sees it, and what one job asks of a node.
 
-use std::collections::{BTreeSet, HashMap};
-
-use crate::model::{AllocId, Node};
-use crate::spec::{JobSpec, Protocol, Resources, Strategy};
-use crate::state::{ClusterState, NodeUsage};
+use crate::model::{Node, NodeStatus};
+use crate::scheduler::explain::Reason;
+use crate::scheduler::ports::PortMap;
+use crate::spec::{Constraint, JobSpec, Protocol, Resources, Strategy};
+use crate::state::NodeUsage;
 
 /// One node as a plan in progress sees it.
+///
+/// Made for every node on every call, so it allocates nothing until the plan
+/// touches the node.
 #[derive(Debug)]
 pub struct Candidate<'a> {
     /// The node.
     pub node: &'a Node,
     /// What committed allocations use on it.
     usage: Option<&'a NodeUsage>,
+    /// Why the node takes no work (down, unhealthy, draining), read once from the
+    /// node so the filter need not touch it.
+    pub readiness: Result<(), Reason>,
     /// What is free now: capacity minus committed use minus this plan's placements,
     /// plus what this plan stops.
     pub free: Resources,
     /// Ports this plan took here.
     plan_ports: Vec<(u16, Protocol)>,
-    /// Ports this plan frees here.
+    /// Ports this plan frees here (allocations it stops).
     freed_ports: Vec<(u16, Protocol)>,
-    /// Replicas per job this plan added (positive) or stops (negative) here.
-    plan_jobs: HashMap<String, i64>,
+    /// Replicas per job this plan added (positive) or stops (negative) here; a
+    /// handful of entries, so a vector beats a map.
+    plan_jobs: Vec<(&'a str, i32)>,
     /// Where the search for a free dynamic port resumes.
     port_cursor: u16,
+    /// The dynamic range's taken ports, TCP and UDP, built when the plan first
+    /// assigns a dynamic port here.
+    dynamic: Option<Box<[PortMap; 2]>>,
+}
+
+fn proto_index(p: Protocol) -> usize {
+    match p {
+        Protocol::Tcp => 0,
+        Protocol::Udp => 1,
+    }
 }
 
 impl<'a> Candidate<'a> {
-    fn new(node: &'a Node, usage: Option<&'a NodeUsage>) -> Self {
+    pub(crate) fn new(node: &'a Node, usage: Option<&'a NodeUsage>) -> Self {
         let used = usage.map(|u| u.used).unwrap_or(Resources::ZERO);
+        let readiness = match node.status {
+            NodeStatus::Ready if node.draining => Err(Reason::Draining),
+            NodeStatus::Ready => Ok(()),
+            status => Err(Reason::NotReady(status)),
+        };
         Candidate {
             node,
             usage,
+            readiness,
             free: node.info.capacity.saturating_sub(&used),
             plan_ports: Vec::new(),
             freed_ports: Vec::new(),
-            plan_jobs: HashMap::new(),
+            plan_jobs: Vec::new(),
             port_cursor: node.info.port_range.0,
+            dynamic: None,
         }
     }
 
@@ -55,48 +78,149 @@ impl<'a> Candidate<'a> {
     pub fn job_count(&self, job: &str) -> u32 {
         let committed = self
             .usage
+            .filter(|u| !u.per_job.is_empty())
             .and_then(|u| u.per_job.get(job))
             .copied()
             .unwrap_or(0) as i64;
-        let planned = self.plan_jobs.get(job).copied().unwrap_or(0);
+        let planned = self
+            .plan_jobs
+            .iter()
+            .find(|(j, _)| *j == job)
+            .map_or(0, |(_, n)| *n as i64);
         (committed + planned).max(0) as u32
     }
 
-    /// A free dynamic port from the node's range, not in `exclude`, or none when
-    /// the range is full. The search resumes after the last port this plan took.
-    pub fn free_dynamic_port(
-        &self,
-        protocol: Protocol,
-        exclude: &[(u16, Protocol)],
-    ) -> Option<u16> {
+    /// Whether the dynamic range has at least `n` free ports of `protocol`.
+    ///
+    /// Constant time while the node holds fewer ports than its range (the common
+    /// case); counts precisely otherwise.
+    pub fn has_dynamic_ports(&self, protocol: Protocol, n: usize) -> bool {
         let (lo, hi) = self.node.info.port_range;
-        if lo > hi {
-            return None;
+        if n == 0 {
+            return true;
         }
-        let start = self.port_cursor.clamp(lo, hi);
-        (start..=hi)
-            .chain(lo..start)
-            .find(|p| !self.port_taken(*p, protocol) && !exclude.contains(&(*p, protocol)))
+        if lo > hi {
+            return false;
+        }
+        let size = (hi - lo) as usize + 1;
+        let committed = self.usage.map_or(0, |u| u.ports.len());
+        if committed + self.plan_ports.len() + n <= size {
+            return true;
+        }
+        let free = match &self.dynamic {
+            Some(maps) => maps[proto_index(protocol)].free(),
+            None => (lo..=hi).filter(|p| !self.port_taken(*p, protocol)).count(),
+        };
+        free >= n
     }
 
-    fn take(&mut self, job: &str, need: &Resources, ports: &[(u16, Protocol)]) {
+    /// Free dynamic host ports for `protocols`, one each, all different and none of
+    /// `fixed` (the task's own fixed ports), searching from after the last port
+    /// this plan took here; none when the range runs out.
+    pub(crate) fn pick_dynamic_ports(
+        &mut self,
+        protocols: &[Protocol],
+        fixed: &[(u16, Protocol)],
+    ) -> Option<Vec<u16>> {
+        if protocols.is_empty() {
+            return Some(Vec::new());
+        }
+        let cursor = self.port_cursor;
+        self.dynamic_maps()?;
+        let maps = self.dynamic.as_deref_mut()?;
+        // Ports held while the task's other ports are picked; released after, since
+        // `take` marks the chosen ones for good.
+        let mut held: Vec<(u16, Protocol)> = Vec::with_capacity(protocols.len() + fixed.len());
+        for (p, proto) in fixed {
+            let map = &mut maps[proto_index(*proto)];
+            if !map.is_set(*p) {
+                map.set(*p);
+                held.push((*p, *proto));
+            }
+        }
+        let mut out = Vec::with_capacity(protocols.len());
+        let mut from = cursor;
+        for proto in protocols {
+            let map = &mut maps[proto_index(*proto)];
+            let Some(port) = map.first_free_from(from) else {
+                break;
+            };
+            map.set(port);
+            held.push((port, *proto));
+            out.push(port);
+            from = port.saturating_add(1);
+        }
+        for (p, proto) in &held {
+            maps[proto_index(*proto)].clear(*p);
+        }
+        (out.len() == protocols.len()).then_some(out)
+    }
+
+    /// The dynamic-range bitmaps, built on first use from committed ports, this
+    /// plan's ports and the ports it frees.
+    fn dynamic_maps(&mut self) -> Option<&[PortMap; 2]> {
+        if self.dynamic.is_none() {
+            let (lo, hi) = self.node.info.port_range;
+            let empty = PortMap::new(lo, hi)?;
+            let mut maps = Box::new([empty.clone(), empty]);
+            if let Some(u) = self.usage {
+                for (p, proto) in u.ports.range((lo, Protocol::Tcp)..=(hi, Protocol::Udp)) {
+                    maps[proto_index(*proto)].set(*p);
+                }
+            }
+            for (p, proto) in &self.freed_ports {
+                maps[proto_index(*proto)].clear(*p);
+            }
+            for (p, proto) in &self.plan_ports {
+                maps[proto_index(*proto)].set(*p);
+            }
+            self.dynamic = Some(maps);
+        }
+        self.dynamic.as_deref()
+    }
+
+    pub(crate) fn take(&mut self, job: &'a str, need: &Resources, ports: &[(u16, Protocol)]) {
         self.free = self.free.saturating_sub(need);
         self.plan_ports.extend_from_slice(ports);
-        *self.plan_jobs.entry(job.to_string()).or_default() += 1;
-        if let Some(max) = ports.iter().map(|p| p.0).max() {
-            self.port_cursor = max.saturating_add(1);
+        if let Some(maps) = self.dynamic.as_deref_mut() {
+            for (p, proto) in ports {
+                maps[proto_index(*proto)].set(*p);
+            }
+        }
+        self.count_job(job, 1);
+        let (lo, hi) = self.node.info.port_range;
+        if let Some(last) = ports
+            .iter()
+            .map(|p| p.0)
+            .filter(|p| (lo..=hi).contains(p))
+            .max()
+        {
+            self.port_cursor = last.saturating_add(1);
         }
     }
 
-    fn release(
+    pub(crate) fn release(
         &mut self,
-        job: &str,
+        job: &'a str,
         res: &Resources,
         ports: impl Iterator<Item = (u16, Protocol)>,
     ) {
         self.free = self.free.add(res).min_each(&self.node.info.capacity);
-        self.freed_ports.extend(ports);
-        *self.plan_jobs.entry(job.to_string()).or_default() -= 1;
+        for (p, proto) in ports {
+            self.freed_ports.push((p, proto));
+            self.plan_ports.retain(|k| *k != (p, proto));
+            if let Some(maps) = self.dynamic.as_deref_mut() {
+                maps[proto_index(proto)].clear(p);
+            }
+        }
+        self.count_job(job, -1);
+    }
+
+    fn count_job(&mut self, job: &'a str, delta: i32) {
+        match self.plan_jobs.iter_mut().find(|(j, _)| *j == job) {
+            Some((_, n)) => *n += delta,
+            None => self.plan_jobs.push((job, delta)),
+        }
     }
 }
 
@@ -111,7 +235,7 @@ impl Resources {
     }
 }
 
-/// What one placement request asks for, worked out once per job.
+/// What one placement request asks for, worked out once per job and pass.
 #[derive(Debug)]
 pub struct Ask<'a> {
     /// The job's spec.
@@ -119,7 +243,7 @@ pub struct Ask<'a> {
     /// Resources per replica.
     pub need: Resources,
     /// Tag rules, selectors first.
-    pub constraints: Vec<crate::spec::Constraint>,
+    pub constraints: Vec<Constraint>,
     /// Fixed host ports it needs.
     pub static_ports: Vec<(u16, Protocol)>,
     /// Protocols of the ports that need a dynamic host port.
@@ -148,82 +272,12 @@ impl<'a> Ask<'a> {
             strategy: spec.strategy.unwrap_or(default_strategy),
         }
     }
-}
 
-/// Every node of the cluster as the plan in progress sees it, with an index of the
-/// schedulable ones ordered by free memory.
-#[derive(Debug)]
-pub struct PlanView<'a> {
-    /// All nodes, in id order.
-    pub nodes: Vec<Candidate<'a>>,
-    /// Schedulable nodes by (free memory, position in `nodes`).
-    by_free_memory: BTreeSet<(u64, u32)>,
-}
-
-impl<'a> PlanView<'a> {
-    /// The view of committed state, with the resources of `stopping` allocations
-    /// counted as free (they are stopped in the same plan).
-    pub fn new(state: &'a ClusterState, stopping: &[AllocId]) -> Self {
-        let mut nodes: Vec<Candidate<'a>> = state
-            .nodes
-            .values()
-            .map(|n| Candidate::new(n, state.usage_ref(n.id())))
-            .collect();
-        if !stopping.is_empty() {
-            let pos: HashMap<&str, usize> = nodes
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.node.id().as_str(), i))
-                .collect();
-            for a in stopping.iter().filter_map(|id| state.allocs.get(id)) {
-                let Some(&i) = a.node.as_deref().and_then(|n| pos.get(n)) else {
-                    continue;
-                };
-                if a.holds_resources() {
-                    let ports = a.ports.iter().map(|p| (p.host_port, p.protocol));
-                    nodes[i].release(&a.job, &a.resources, ports);
-                }
-            }
-        }
-        let by_free_memory = nodes
+    /// How many dynamic ports of `protocol` it needs.
+    pub fn dynamic_count(&self, protocol: Protocol) -> usize {
+        self.dynamic_ports
             .iter()
-            .enumerate()
-            .filter(|(_, c)| c.node.schedulable())
-            .map(|(i, c)| (c.free.memory_mb, i as u32))
-            .collect();
-        PlanView {
-            nodes,
-            by_free_memory,
-        }
-    }
-
-    /// Positions of schedulable nodes with at least `memory_mb` free: fullest first
-    /// (`ascending`) or emptiest first.
-    pub fn by_free_memory(
-        &self,
-        memory_mb: u64,
-        ascending: bool,
-    ) -> Box<dyn Iterator<Item = usize> + '_> {
-        let range = self.by_free_memory.range((memory_mb, 0)..);
-        if ascending {
-            Box::new(range.map(|(_, i)| *i as usize))
-        } else {
-            Box::new(range.rev().map(|(_, i)| *i as usize))
-        }
-    }
-
-    /// Records a placement on node `i`, keeping the index in step.
-    pub fn take(&mut self, i: usize, job: &str, need: &Resources, ports: &[(u16, Protocol)]) {
-        let c = &mut self.nodes[i];
-        let indexed = self.by_free_memory.remove(&(c.free.memory_mb, i as u32));
-        c.take(job, need, ports);
-        if indexed {
-            self.by_free_memory.insert((c.free.memory_mb, i as u32));
-        }
-    }
-
-    /// How many schedulable nodes there are.
-    pub fn schedulable(&self) -> usize {
-        self.by_free_memory.len()
+            .filter(|p| **p == protocol)
+            .count()
     }
 }

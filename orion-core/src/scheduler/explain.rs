@@ -79,6 +79,20 @@ impl Reason {
             _ => None,
         }
     }
+
+    /// A cheap key that groups reasons with the same label, so labels are made
+    /// once per group rather than once per node.
+    fn group(&self) -> (u8, u32) {
+        match self {
+            Reason::NotReady(s) => (0, *s as u32),
+            Reason::Draining => (1, 0),
+            Reason::Insufficient { kind, .. } => (2, *kind as u32),
+            Reason::Constraint(i) => (3, *i as u32),
+            Reason::PortTaken(p) => (4, *p as u32),
+            Reason::NoDynamicPort => (5, 0),
+            Reason::DistinctHosts => (6, 0),
+        }
+    }
 }
 
 fn round2(x: f64) -> f64 {
@@ -104,18 +118,20 @@ impl Explanation {
     ) -> Explanation {
         let mut total = 0;
         let mut feasible = 0;
-        let mut counts: BTreeMap<String, (usize, Option<String>)> = BTreeMap::new();
+        let mut groups: BTreeMap<(u8, u32), (usize, &Reason)> = BTreeMap::new();
         for outcome in outcomes {
             total += 1;
             match outcome {
                 None => feasible += 1,
-                Some(r) => {
-                    let e = counts
-                        .entry(r.label(ask))
-                        .or_insert_with(|| (0, r.detail()));
-                    e.0 += 1;
-                }
+                Some(r) => groups.entry(r.group()).or_insert((0, r)).0 += 1,
             }
+        }
+        let mut counts: BTreeMap<String, (usize, Option<String>)> = BTreeMap::new();
+        for (n, r) in groups.into_values() {
+            counts
+                .entry(r.label(ask))
+                .or_insert_with(|| (0, r.detail()))
+                .0 += n;
         }
         let mut rejections: Vec<_> = counts.into_iter().map(|(l, (n, d))| (l, n, d)).collect();
         rejections.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -175,4 +191,37 @@ pub fn thousands(n: usize) -> String {
         out.push(ch);
     }
     out
+}
+
+/// What the pipeline thinks of one job on one node (see
+/// [`super::FilterScoreScheduler::explain_placement`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeVerdict {
+    /// The node.
+    pub node: String,
+    /// The first filter's rejection, with its figures; none when the job fits.
+    pub rejection: Option<String>,
+    /// Each scorer's name, score in `[-1, 1]` and weight.
+    pub scores: Vec<(&'static str, f64, f64)>,
+}
+
+impl NodeVerdict {
+    /// The weighted sum the scheduler ranks by.
+    pub fn total(&self) -> f64 {
+        self.scores.iter().map(|(_, s, w)| s * w).sum()
+    }
+}
+
+impl fmt::Display for NodeVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(r) = &self.rejection {
+            return write!(f, "{}: {r}", self.node);
+        }
+        write!(f, "{}: score {:.3} =", self.node, self.total())?;
+        for (i, (name, s, w)) in self.scores.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " +" };
+            write!(f, "{sep} {w} × {name} {s:.3}")?;
+        }
+        Ok(())
+    }
 }

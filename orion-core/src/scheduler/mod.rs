@@ -33,19 +33,24 @@
 pub mod candidate;
 pub mod explain;
 pub mod filter;
+pub mod index;
+pub mod ports;
 pub mod score;
+pub mod view;
 
 use std::collections::HashMap;
 
 use crate::command::{Placement, SlotRef, Unplaced};
-use crate::model::{AllocId, PortBinding};
+use crate::model::AllocId;
 use crate::spec::Strategy;
 use crate::state::ClusterState;
 
-pub use candidate::{Ask, Candidate, PlanView};
-pub use explain::{Explanation, Reason};
+pub use candidate::{Ask, Candidate};
+pub use explain::{Explanation, NodeVerdict, Reason};
 pub use filter::Filter;
+pub use index::FreeIndex;
 pub use score::Scorer;
+pub use view::PlanView;
 
 /// What one scheduling pass decided.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -84,18 +89,25 @@ pub struct SchedulerConfig {
     pub candidates: usize,
     /// With this many schedulable nodes or fewer, every feasible node is scored.
     pub exhaustive_below: usize,
+    /// Once at least one feasible node is found, stop after looking at this many
+    /// nodes even if fewer than `candidates` were feasible; 0 for no limit. Until
+    /// one is found the walk goes on, so a request is never unplaced while a node
+    /// fits it.
+    pub scan_limit: usize,
 }
 
 impl Default for SchedulerConfig {
     /// Bin-pack by default (Nomad's default, and the one that leaves room for large
-    /// tasks). 16 candidates: the free-memory index orders them by the strategy's
-    /// preference, so more candidates buy little quality (see the `scheduler`
-    /// bench) and cost time linearly. Exhaustive up to 128 nodes, where it is cheap.
+    /// tasks). 16 candidates: the free-capacity index yields them in the strategy's
+    /// order, so more buy little quality (see the `scheduler` bench) and cost time
+    /// linearly. Exhaustive up to 128 nodes, where it is cheap. A scan limit of 512
+    /// bounds the walk for jobs whose selectors match few nodes.
     fn default() -> Self {
         SchedulerConfig {
             default_strategy: Strategy::Binpack,
             candidates: 16,
             exhaustive_below: 128,
+            scan_limit: 512,
         }
     }
 }
@@ -105,12 +117,13 @@ impl SchedulerConfig {
     pub fn exhaustive() -> Self {
         SchedulerConfig {
             candidates: 0,
+            scan_limit: 0,
             ..Self::default()
         }
     }
 }
 
-/// Filters then scorers, over a free-memory index.
+/// Filters then scorers, over a free-capacity index.
 #[derive(Debug)]
 pub struct FilterScoreScheduler {
     config: SchedulerConfig,
@@ -156,59 +169,109 @@ impl FilterScoreScheduler {
         self.scorers.iter().map(|(s, w)| w * s.score(c, ask)).sum()
     }
 
-    /// Explains why an ask fits on no node of the view.
+    /// Explains why an ask fits on no node of the view: every node's first
+    /// rejection, counted per reason.
     pub fn explain(&self, view: &PlanView<'_>, ask: &Ask<'_>) -> Explanation {
         let reasons: Vec<Option<Reason>> = view.nodes.iter().map(|c| self.reject(c, ask)).collect();
         Explanation::collect(ask, reasons.iter().map(Option::as_ref))
     }
 
-    /// The best node for the ask, if any fits.
+    /// What the pipeline thinks of one job on one node of committed state: the
+    /// first filter that rejects it, or each scorer's score and weight. `None` when
+    /// the job or the node is unknown.
+    pub fn explain_placement(
+        &self,
+        state: &ClusterState,
+        job: &str,
+        node: &str,
+    ) -> Option<NodeVerdict> {
+        let spec = &state.jobs.get(job)?.spec;
+        let view = PlanView::new(state, &[]);
+        let c = &view.nodes[view.position(node)?];
+        let ask = Ask::new(spec, self.config.default_strategy);
+        let rejection = self.reject(c, &ask).map(|r| match r.detail() {
+            Some(d) => format!("{} ({d})", r.label(&ask)),
+            None => r.label(&ask),
+        });
+        let scores = self
+            .scorers
+            .iter()
+            .map(|(s, w)| (s.name(), s.score(c, &ask), *w))
+            .collect();
+        Some(NodeVerdict {
+            node: node.to_string(),
+            rejection,
+            scores,
+        })
+    }
+
+    /// The best node for the ask, if any fits: the best score among the first
+    /// `candidates` feasible nodes of the index walk (all of them when exhaustive).
     fn pick(&self, view: &PlanView<'_>, ask: &Ask<'_>, seed: u64) -> Option<usize> {
-        let exhaustive =
-            self.config.candidates == 0 || view.schedulable() <= self.config.exhaustive_below;
-        let ascending = ask.strategy == Strategy::Binpack;
+        let cfg = &self.config;
+        let exhaustive = cfg.candidates == 0 || view.schedulable() <= cfg.exhaustive_below;
         let mut best: Option<(f64, u64, usize)> = None;
-        let mut found = 0;
-        for i in view.by_free_memory(ask.need.memory_mb, ascending) {
+        let (mut found, mut scanned) = (0, 0);
+        for i in view.walk(&ask.need, ask.strategy) {
+            scanned += 1;
             let c = &view.nodes[i];
-            if self.reject(c, ask).is_some() {
-                continue;
+            if self.reject(c, ask).is_none() {
+                let key = (self.score(c, ask), tiebreak(seed, i), i);
+                let better = match best {
+                    None => true,
+                    Some((s, t, _)) => {
+                        key.0 > s + 1e-12 || ((key.0 - s).abs() <= 1e-12 && key.1 > t)
+                    }
+                };
+                if better {
+                    best = Some(key);
+                }
+                found += 1;
+                if !exhaustive && found >= cfg.candidates {
+                    break;
+                }
             }
-            let key = (self.score(c, ask), tiebreak(seed, i), i);
-            let better = match best {
-                None => true,
-                Some((s, t, _)) => key.0 > s + 1e-12 || ((key.0 - s).abs() <= 1e-12 && key.1 > t),
-            };
-            if better {
-                best = Some(key);
-            }
-            found += 1;
-            if !exhaustive && found >= self.config.candidates {
+            if !exhaustive && found > 0 && cfg.scan_limit > 0 && scanned >= cfg.scan_limit {
                 break;
             }
         }
         best.map(|(_, _, i)| i)
     }
 
-    /// Host ports for the ask on node `i`: fixed ones as given, dynamic ones free.
-    fn assign_ports(&self, c: &Candidate<'_>, ask: &Ask<'_>) -> Option<Vec<PortBinding>> {
-        let mut chosen: Vec<(u16, crate::spec::Protocol)> = Vec::new();
-        let mut bindings = Vec::with_capacity(ask.spec.task.ports.len());
-        for p in &ask.spec.task.ports {
-            let host_port = match p.host_port {
-                Some(h) => h as u16,
-                None => c.free_dynamic_port(p.protocol, &chosen)?,
-            };
-            chosen.push((host_port, p.protocol));
-            bindings.push(PortBinding {
-                name: p.name.clone(),
-                container_port: p.container_port as u16,
-                host_port,
-                protocol: p.protocol,
-                host_ip: c.node.info.host_ip.clone(),
-            });
-        }
-        Some(bindings)
+    /// Places one request on the view, or says why it cannot be placed; the flag
+    /// is true when no node fits the job at all (so none will for this pass).
+    fn place_one<'a>(
+        &self,
+        view: &mut PlanView<'a>,
+        ask: &Ask<'a>,
+        slot: &SlotRef,
+        seed: u64,
+    ) -> Result<Placement, (Unplaced, bool)> {
+        let Some(i) = self.pick(view, ask, seed) else {
+            let reason = self.explain(view, ask).to_string();
+            let slot = slot.clone();
+            return Err((Unplaced { slot, reason }, true));
+        };
+        let Some(ports) = view.assign_ports(i, ask) else {
+            return Err((
+                Unplaced {
+                    slot: slot.clone(),
+                    reason: format!(
+                        "node {}: not enough free ports in range for {} ports",
+                        view.nodes[i].node.id(),
+                        ask.spec.task.ports.len()
+                    ),
+                },
+                false,
+            ));
+        };
+        let taken: Vec<_> = ports.iter().map(|b| (b.host_port, b.protocol)).collect();
+        view.take(i, &ask.spec.name, &ask.need, &taken);
+        Ok(Placement {
+            slot: slot.clone(),
+            node: view.nodes[i].node.id().clone(),
+            ports,
+        })
     }
 }
 
@@ -221,57 +284,59 @@ impl Scheduler for FilterScoreScheduler {
         seed: u64,
     ) -> Schedule {
         let mut view = PlanView::new(state, stopping);
-        let mut asks: HashMap<&str, Ask<'_>> = HashMap::new();
-        // Within one pass free resources only shrink, so a job that fit nowhere
-        // once fits nowhere for the rest of the pass: explain it once.
-        let mut unplaceable: HashMap<&str, String> = HashMap::new();
+        let mut asks: Vec<JobAsk<'_>> = Vec::new();
+        let mut by_name: HashMap<&str, usize> = HashMap::new();
+        // Requests come grouped by job: look the job up once per run of them.
+        let mut last: Option<(&str, usize)> = None;
         let mut out = Schedule::default();
         for (n, slot) in requests.iter().enumerate() {
-            let Some(job) = state.jobs.get(&slot.job) else {
-                continue;
+            let k = match last {
+                Some((name, k)) if name == slot.job => k,
+                _ => {
+                    let Some(job) = state.jobs.get(&slot.job) else {
+                        continue;
+                    };
+                    let name = job.spec.name.as_str();
+                    let k = *by_name.entry(name).or_insert_with(|| {
+                        asks.push(JobAsk {
+                            ask: Ask::new(&job.spec, self.config.default_strategy),
+                            nowhere: None,
+                        });
+                        asks.len() - 1
+                    });
+                    last = Some((name, k));
+                    k
+                }
             };
-            let ask = asks
-                .entry(job.spec.name.as_str())
-                .or_insert_with(|| Ask::new(&job.spec, self.config.default_strategy));
-            if let Some(reason) = unplaceable.get(job.spec.name.as_str()) {
+            let job = &mut asks[k];
+            if let Some(reason) = &job.nowhere {
                 out.unplaced.push(Unplaced {
                     slot: slot.clone(),
                     reason: reason.clone(),
                 });
                 continue;
             }
-            let picked = self.pick(&view, ask, seed ^ (n as u64).wrapping_mul(0x9e37_79b9));
-            let ports = picked.and_then(|i| self.assign_ports(&view.nodes[i], ask));
-            match (picked, ports) {
-                (Some(i), Some(ports)) => {
-                    let taken: Vec<_> = ports.iter().map(|b| (b.host_port, b.protocol)).collect();
-                    view.take(i, &job.spec.name, &ask.need, &taken);
-                    out.placements.push(Placement {
-                        slot: slot.clone(),
-                        node: view.nodes[i].node.id().clone(),
-                        ports,
-                    });
-                }
-                (Some(i), None) => out.unplaced.push(Unplaced {
-                    slot: slot.clone(),
-                    reason: format!(
-                        "node {}: not enough free ports in range for {} ports",
-                        view.nodes[i].node.id(),
-                        ask.spec.task.ports.len()
-                    ),
-                }),
-                (None, _) => {
-                    let reason = self.explain(&view, ask).to_string();
-                    unplaceable.insert(job.spec.name.as_str(), reason.clone());
-                    out.unplaced.push(Unplaced {
-                        slot: slot.clone(),
-                        reason,
-                    });
+            let seed = seed ^ (n as u64).wrapping_mul(0x9e37_79b9);
+            match self.place_one(&mut view, &job.ask, slot, seed) {
+                Ok(p) => out.placements.push(p),
+                Err((u, nowhere)) => {
+                    // Within one call free resources only shrink, so a job that fit
+                    // nowhere once fits nowhere for the rest of it: explain it once.
+                    if nowhere {
+                        job.nowhere = Some(u.reason.clone());
+                    }
+                    out.unplaced.push(u);
                 }
             }
         }
         out
     }
+}
+
+/// A job's ask within one call, and why it fits nowhere once that is known.
+struct JobAsk<'a> {
+    ask: Ask<'a>,
+    nowhere: Option<String>,
 }
 
 /// A deterministic per-(seed, node) number that breaks ties between equal scores.

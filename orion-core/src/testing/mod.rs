@@ -8,6 +8,7 @@ pub mod fixtures;
 mod membership;
 mod runtime;
 pub mod runtime_suite;
+pub mod sim;
 mod store;
 pub mod store_suite;
 

@@ -3,6 +3,7 @@
 use super::Filter;
 use crate::scheduler::candidate::{Ask, Candidate};
 use crate::scheduler::explain::Reason;
+use crate::spec::Protocol;
 
 /// Rejects nodes where a fixed host port the task needs is taken.
 #[derive(Debug, Default)]
@@ -25,10 +26,10 @@ impl Filter for StaticPortFilter {
     }
 }
 
-/// Rejects nodes whose dynamic port range has no free port left.
+/// Rejects nodes whose dynamic port range has too few free ports for the task.
 ///
-/// Checks one free port per protocol; a task with several dynamic ports on a
-/// nearly full range is caught when its ports are assigned.
+/// Constant time while a node holds fewer ports than its range; see
+/// [`Candidate::has_dynamic_ports`].
 #[derive(Debug, Default)]
 pub struct DynamicPortFilter;
 
@@ -38,9 +39,14 @@ impl Filter for DynamicPortFilter {
     }
 
     fn check(&self, c: &Candidate<'_>, ask: &Ask<'_>) -> Result<(), Reason> {
-        match ask.dynamic_ports.first() {
-            Some(proto) if c.free_dynamic_port(*proto, &[]).is_none() => Err(Reason::NoDynamicPort),
-            _ => Ok(()),
+        if ask.dynamic_ports.is_empty() {
+            return Ok(());
         }
+        for proto in [Protocol::Tcp, Protocol::Udp] {
+            if !c.has_dynamic_ports(proto, ask.dynamic_count(proto)) {
+                return Err(Reason::NoDynamicPort);
+            }
+        }
+        Ok(())
     }
 }

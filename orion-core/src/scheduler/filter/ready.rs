@@ -1,11 +1,11 @@
 //! Node ready and not draining.
 
 use super::Filter;
-use crate::model::NodeStatus;
 use crate::scheduler::candidate::{Ask, Candidate};
 use crate::scheduler::explain::Reason;
 
-/// Rejects nodes that are down, unhealthy or draining.
+/// Rejects nodes that are down, unhealthy or draining (as read into
+/// [`Candidate::readiness`]).
 #[derive(Debug, Default)]
 pub struct ReadyFilter;
 
@@ -15,10 +15,6 @@ impl Filter for ReadyFilter {
     }
 
     fn check(&self, c: &Candidate<'_>, _ask: &Ask<'_>) -> Result<(), Reason> {
-        match c.node.status {
-            NodeStatus::Ready if c.node.draining => Err(Reason::Draining),
-            NodeStatus::Ready => Ok(()),
-            status => Err(Reason::NotReady(status)),
-        }
+        c.readiness
     }
 }

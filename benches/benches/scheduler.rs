@@ -1,0 +1,175 @@
+//! The scheduler at 100, 1,000 and 10,000 heterogeneous nodes.
+//!
+//! - `scheduler/place/<nodes>`: one `schedule` call placing a batch of requests (a
+//!   control-loop pass: 5,000, or twice the node count on small clusters) on a
+//!   cluster already about half full; throughput in placements/s. Nodes come in
+//!   four sizes, 20% tagged; the jobs mix dynamic ports, a fixed host port with
+//!   distinct hosts, selectors and memory- and CPU-heavy tasks
+//!   (`orion_core::testing::sim::workload`).
+//! - Printed first, not timed: packing quality of the default (bounded) scheduler
+//!   against exhaustive scoring on the same input — jobs filling ~70% of the CPU,
+//!   placed in passes of 5,000 and committed through the state machine. Set
+//!   `QUALITY_NODES=1000` (comma-separated) to choose the sizes, `0` to skip;
+//!   `QUALITY_EXHAUSTIVE=0` to run the default configuration only.
+//! - `SCHED_PROFILE=<nodes>`: no criterion; 40 calls on the half-full cluster, with
+//!   placements per wall-second and per CPU-second (for `perf record` on a busy
+//!   machine).
+//!
+//! Run: `cargo bench -p orion-benches --bench scheduler -- --warm-up-time 1 --measurement-time 3`
+
+use std::time::Instant;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use orion_core::command::SlotRef;
+use orion_core::scheduler::{FilterScoreScheduler, Scheduler, SchedulerConfig};
+use orion_core::state::ClusterState;
+use orion_core::testing::fixtures::StateBuilder;
+use orion_core::testing::sim::packing::{place_in_passes, Packing};
+use orion_core::testing::sim::workload::{mixed_jobs, mixed_nodes, slots};
+
+const PASS: usize = 5_000;
+
+/// Nodes registered, jobs submitted; returns the builder and the requests of
+/// jobs `first..` until their CPU reaches `cpu_share` of the cluster's.
+fn cluster(nodes: usize, first_job: usize, cpu_share: f64) -> (StateBuilder, Vec<SlotRef>) {
+    let mut b = StateBuilder::new();
+    let infos = mixed_nodes(nodes);
+    let capacity: f64 = infos.iter().map(|n| n.capacity.cpu).sum();
+    for n in infos {
+        b = b.node(n);
+    }
+    let (b, reqs) = add_jobs(b, nodes, first_job, capacity * cpu_share, usize::MAX);
+    (b, reqs)
+}
+
+/// Submits jobs of the mix from `first` until they ask for `cpu` cores or
+/// `max_requests` placements.
+fn add_jobs(
+    mut b: StateBuilder,
+    nodes: usize,
+    first: usize,
+    cpu: f64,
+    max_requests: usize,
+) -> (StateBuilder, Vec<SlotRef>) {
+    let mut reqs = Vec::new();
+    let mut asked = 0.0;
+    let mut i = first;
+    while asked < cpu && reqs.len() < max_requests {
+        let left = (max_requests - reqs.len()).min(50) as u32;
+        let spec = mixed_jobs(i, 1, left, nodes).remove(0);
+        asked += spec.task.resources.cpu * spec.replicas as f64;
+        reqs.extend(slots(&spec, 1));
+        b = b.job(spec);
+        i += 1;
+    }
+    (b, reqs)
+}
+
+fn quality() {
+    let sizes = std::env::var("QUALITY_NODES").unwrap_or_else(|_| "1000,10000".into());
+    for nodes in sizes
+        .split(',')
+        .filter_map(|s| s.trim().parse::<usize>().ok())
+    {
+        if nodes == 0 {
+            continue;
+        }
+        let mut rows = Vec::new();
+        for (name, config) in [
+            ("default", SchedulerConfig::default()),
+            ("exhaustive", SchedulerConfig::exhaustive()),
+        ]
+        .into_iter()
+        .take(
+            if std::env::var("QUALITY_EXHAUSTIVE").is_ok_and(|v| v == "0") {
+                1
+            } else {
+                2
+            },
+        ) {
+            let (mut b, reqs) = cluster(nodes, 0, 0.7);
+            let sched = FilterScoreScheduler::new(config);
+            let t = Instant::now();
+            let (placed, unplaced, refused) = place_in_passes(&mut b, &sched, &reqs, PASS, 1);
+            let secs = t.elapsed().as_secs_f64();
+            let p = Packing::of(b.state());
+            println!(
+                "quality/{nodes} nodes/{name:<10} placed {placed} unplaced {unplaced} refused {refused} in {secs:.2} s: {p}"
+            );
+            rows.push(p);
+        }
+        if rows.len() < 2 {
+            continue;
+        }
+        let (d, e) = (rows[0], rows[1]);
+        let pct = |a: f64, b: f64| if b != 0.0 { 100.0 * (a - b) / b } else { 0.0 };
+        println!(
+            "quality/{nodes} nodes/default vs exhaustive: nodes used {:+.2}%, large-task room {:+.2}%, stranded cpu {:+.2} pts, stranded mem {:+.2} pts",
+            pct(d.nodes_used as f64, e.nodes_used as f64),
+            pct(d.large_headroom as f64, e.large_headroom as f64),
+            d.stranded_cpu - e.stranded_cpu,
+            d.stranded_mem - e.stranded_mem,
+        );
+    }
+}
+
+/// A cluster about half full and a batch of fresh requests.
+fn half_full(nodes: usize) -> (ClusterState, Vec<SlotRef>) {
+    let (mut b, fill) = cluster(nodes, 0, 0.5);
+    let sched = FilterScoreScheduler::default();
+    place_in_passes(&mut b, &sched, &fill, PASS, 1);
+    let batch = PASS.min(nodes * 2);
+    let (b, reqs) = add_jobs(b, nodes, 1_000_000, f64::MAX, batch);
+    (b.build(), reqs)
+}
+
+fn place(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scheduler/place");
+    let sched = FilterScoreScheduler::default();
+    for nodes in [100, 1_000, 10_000] {
+        let (state, reqs) = half_full(nodes);
+        let probe = sched.schedule(&state, &reqs, &[], 7);
+        println!(
+            "scheduler/place/{nodes}: batch of {} requests: {} placed, {} unplaced",
+            reqs.len(),
+            probe.placements.len(),
+            probe.unplaced.len()
+        );
+        group.throughput(Throughput::Elements(reqs.len() as u64));
+        group.bench_function(BenchmarkId::from_parameter(nodes), |b| {
+            b.iter(|| sched.schedule(&state, &reqs, &[], 7))
+        });
+    }
+    group.finish();
+}
+
+fn main() {
+    if let Ok(nodes) = std::env::var("SCHED_PROFILE") {
+        let nodes: usize = nodes.parse().expect("node count");
+        let (state, reqs) = half_full(nodes);
+        let sched = FilterScoreScheduler::default();
+        let cpu = || -> f64 {
+            let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+            s.split_whitespace()
+                .next()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0.0)
+                / 1e9
+        };
+        let (t, c) = (Instant::now(), cpu());
+        for i in 0..40 {
+            std::hint::black_box(sched.schedule(&state, &reqs, &[], i));
+        }
+        let n = 40.0 * reqs.len() as f64;
+        println!(
+            "profile: {:.0} placements/s wall, {:.0} per cpu-second",
+            n / t.elapsed().as_secs_f64(),
+            n / (cpu() - c)
+        );
+        return;
+    }
+    quality();
+    let mut c = Criterion::default().configure_from_args();
+    place(&mut c);
+    c.final_summary();
+}

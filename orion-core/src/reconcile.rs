@@ -19,10 +19,10 @@
 use std::collections::BTreeMap;
 
 use crate::command::{Plan, SlotRef, StopAlloc};
-use crate::model::{AllocState, Allocation, JobStatus};
+use crate::model::{AllocState, Allocation, Job, JobStatus};
 use crate::scheduler::Scheduler;
 use crate::spec::JobKind;
-use crate::state::ClusterState;
+use crate::state::{ClusterState, NodeUsage};
 
 /// What the reconciler wants before the scheduler has placed anything.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -36,62 +36,99 @@ pub struct Intent {
 /// Compares jobs with their allocations; returns what to stop and what to place.
 ///
 /// At most `max_requests` placement requests are returned, so one pass stays
-/// bounded however much is missing; the next pass carries on.
+/// bounded however much is missing; the next pass carries on. Stops are never
+/// held back.
+///
+/// Cost: jobs whose [`crate::state::JobTally`] says they are settled (one live, placed,
+/// current copy per slot, none on a draining node) are skipped without reading
+/// their allocations, and once `max_requests` is reached only jobs that may need
+/// a stop are read. A pass over a converged cluster of a million allocations is
+/// a walk of its job list.
 pub fn intent(state: &ClusterState, max_requests: usize) -> Intent {
     let mut out = Intent::default();
+    let draining: Vec<&NodeUsage> = state
+        .nodes
+        .values()
+        .filter(|n| n.draining)
+        .filter_map(|n| state.usage_ref(n.id()))
+        .collect();
     for job in state.jobs.values() {
         if job.status != JobStatus::Running {
             // StopJob already marked every allocation desired-stop when it committed.
             continue;
         }
-        let spec = &job.spec;
-        let mut by_slot: BTreeMap<u32, Vec<&Allocation>> = BTreeMap::new();
-        let mut done_slots = Vec::new();
-        for a in state.allocs_of_job(&spec.name) {
-            if a.is_live() {
-                by_slot.entry(a.slot).or_default().push(a);
-            } else if a.state == AllocState::Complete && a.job_version == job.version {
-                done_slots.push(a.slot);
-            }
-        }
-        for slot in 0..spec.replicas {
-            let live = by_slot.remove(&slot).unwrap_or_default();
-            let keep = pick_keeper(&live, job.version);
-            for a in live
-                .iter()
-                .filter(|a| Some(a.id.as_str()) != keep.map(|k| k.id.as_str()))
-            {
-                out.stops.push(stop(a, "duplicate of its slot"));
-            }
-            let request = |existing| SlotRef {
-                job: spec.name.clone(),
-                version: job.version,
-                slot,
-                existing,
-            };
-            match keep {
-                None if spec.kind == JobKind::Batch && done_slots.contains(&slot) => {}
-                None => out.requests.push(request(None)),
-                Some(a) if a.job_version != job.version => {
-                    out.stops
-                        .push(stop(a, &format!("replaced by version {}", job.version)));
-                    out.requests.push(request(None));
-                }
-                Some(a) if a.node.is_none() => out.requests.push(request(Some(a.id.clone()))),
-                Some(a) if on_draining_node(state, a) => {
-                    out.stops.push(stop(a, "node is draining"));
-                    out.requests.push(request(None));
-                }
-                Some(_) => {}
-            }
-        }
-        // Slots past the replica count: the job was scaled down.
-        for a in by_slot.into_values().flatten() {
-            out.stops.push(stop(a, "job scaled down"));
+        let (name, replicas) = (job.spec.name.as_str(), job.spec.replicas);
+        let full = out.requests.len() >= max_requests;
+        let on_draining = draining.iter().any(|u| u.per_job.contains_key(name));
+        let needed = match state.job_tally(name) {
+            _ if on_draining => true,
+            None => !full && replicas > 0,
+            Some(t) if full => t.may_stop(replicas, job.version),
+            Some(t) => !t.settled(replicas, job.version),
+        };
+        if needed {
+            job_intent(state, job, max_requests, &mut out);
         }
     }
-    out.requests.truncate(max_requests);
     out
+}
+
+/// The intent for one job, appended to `out`.
+fn job_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut Intent) {
+    let spec = &job.spec;
+    let mut by_slot: BTreeMap<u32, Vec<&Allocation>> = BTreeMap::new();
+    let mut done_slots = Vec::new();
+    for a in state.allocs_of_job(&spec.name) {
+        if a.is_live() {
+            by_slot.entry(a.slot).or_default().push(a);
+        } else if a.state == AllocState::Complete && a.job_version == job.version {
+            done_slots.push(a.slot);
+        }
+    }
+    for slot in 0..spec.replicas {
+        let live = by_slot.remove(&slot).unwrap_or_default();
+        let keep = pick_keeper(&live, job.version);
+        for a in live
+            .iter()
+            .filter(|a| Some(a.id.as_str()) != keep.map(|k| k.id.as_str()))
+        {
+            out.stops.push(stop(a, "duplicate of its slot"));
+        }
+        let room = out.requests.len() < max_requests;
+        let request = |existing| SlotRef {
+            job: spec.name.clone(),
+            version: job.version,
+            slot,
+            existing,
+        };
+        match keep {
+            None if spec.kind == JobKind::Batch && done_slots.contains(&slot) => {}
+            None if room => out.requests.push(request(None)),
+            None => {}
+            Some(a) if a.job_version != job.version => {
+                out.stops
+                    .push(stop(a, &format!("replaced by version {}", job.version)));
+                if room {
+                    out.requests.push(request(None));
+                }
+            }
+            Some(a) if a.node.is_none() && room => {
+                out.requests.push(request(Some(a.id.clone())));
+            }
+            Some(a) if a.node.is_none() => {}
+            Some(a) if on_draining_node(state, a) => {
+                out.stops.push(stop(a, "node is draining"));
+                if room {
+                    out.requests.push(request(None));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    // Slots past the replica count: the job was scaled down.
+    for a in by_slot.into_values().flatten() {
+        out.stops.push(stop(a, "job scaled down"));
+    }
 }
 
 /// The copy of a slot to keep: current version first, then placed, then running,

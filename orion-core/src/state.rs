@@ -16,6 +16,10 @@ use crate::model::{
 };
 use crate::spec::{JobSpec, Protocol, Resources};
 
+mod tally;
+
+pub use tally::JobTally;
+
 /// Terminal allocations kept per job for inspection before the oldest are dropped.
 pub const KEPT_TERMINAL_PER_JOB: usize = 20;
 
@@ -87,6 +91,8 @@ pub struct ClusterState {
     by_node: HashMap<NodeId, BTreeSet<AllocId>>,
     #[serde(skip)]
     usage: HashMap<NodeId, NodeUsage>,
+    #[serde(skip)]
+    tally: HashMap<String, JobTally>,
 }
 
 impl ClusterState {
@@ -106,6 +112,7 @@ impl ClusterState {
         self.by_job.clear();
         self.by_node.clear();
         self.usage.clear();
+        self.tally.clear();
         let ids: Vec<AllocId> = self.allocs.keys().cloned().collect();
         for id in ids {
             self.index_alloc(&id);
@@ -133,6 +140,11 @@ impl ClusterState {
     /// What is in use on a node.
     pub fn usage(&self, node: &str) -> NodeUsage {
         self.usage.get(node).cloned().unwrap_or_default()
+    }
+
+    /// What a job's allocations add up to; none when it has none.
+    pub fn job_tally(&self, job: &str) -> Option<&JobTally> {
+        self.tally.get(job)
     }
 
     /// What is in use on a node, by reference.
@@ -422,8 +434,9 @@ impl ClusterState {
             }
             None => {
                 let taken = self
-                    .allocs_of_job(&slot.job)
-                    .any(|a| a.slot == slot.slot && a.is_live());
+                    .tally
+                    .get(&slot.job)
+                    .is_some_and(|t| t.slot_live(slot.slot));
                 if taken {
                     return Err("slot is already filled".into());
                 }
@@ -455,16 +468,24 @@ impl ClusterState {
     fn place(&mut self, index: u64, p: &Placement, changes: &mut Vec<Change>) {
         let resources = self.jobs[&p.slot.job].spec.task.resources;
         let id = match &p.slot.existing {
-            Some(id) => id.clone(),
-            None => self.new_alloc(index, &p.slot, resources),
+            Some(id) => {
+                self.unindex_alloc(id);
+                let a = self.allocs.get_mut(id).expect("checked");
+                a.node = Some(p.node.clone());
+                a.ports = p.ports.clone();
+                a.state = AllocState::Starting;
+                a.message = None;
+                a.modify_index = index;
+                id.clone()
+            }
+            // Made placed at once: indexed once, not as pending and again as placed.
+            None => self.insert_alloc(index, &p.slot, resources, |a| {
+                a.node = Some(p.node.clone());
+                a.ports = p.ports.clone();
+                a.state = AllocState::Starting;
+            }),
         };
-        self.unindex_alloc(&id);
-        let a = self.allocs.get_mut(&id).expect("checked");
-        a.node = Some(p.node.clone());
-        a.ports = p.ports.clone();
-        a.state = AllocState::Starting;
-        a.message = None;
-        a.modify_index = index;
+        let a = &self.allocs[&id];
         changes.push(Change::Alloc {
             id: id.clone(),
             job: a.job.clone(),
@@ -496,28 +517,39 @@ impl ClusterState {
     }
 
     fn new_alloc(&mut self, index: u64, slot: &SlotRef, resources: Resources) -> AllocId {
+        let id = self.insert_alloc(index, slot, resources, |_| {});
+        self.index_alloc(&id);
+        id
+    }
+
+    /// Inserts a new pending allocation, changed by `f`, without indexing it.
+    fn insert_alloc(
+        &mut self,
+        index: u64,
+        slot: &SlotRef,
+        resources: Resources,
+        f: impl FnOnce(&mut Allocation),
+    ) -> AllocId {
         self.next_alloc += 1;
         let id = format!("{}-{}-{:x}", slot.job, slot.slot, self.next_alloc);
-        self.allocs.insert(
-            id.clone(),
-            Allocation {
-                id: id.clone(),
-                job: slot.job.clone(),
-                job_version: slot.version,
-                slot: slot.slot,
-                node: None,
-                resources,
-                ports: Vec::new(),
-                desired: DesiredState::Run,
-                state: AllocState::Pending,
-                message: None,
-                exit_code: None,
-                restarts: 0,
-                create_index: index,
-                modify_index: index,
-            },
-        );
-        self.index_alloc(&id);
+        let mut a = Allocation {
+            id: id.clone(),
+            job: slot.job.clone(),
+            job_version: slot.version,
+            slot: slot.slot,
+            node: None,
+            resources,
+            ports: Vec::new(),
+            desired: DesiredState::Run,
+            state: AllocState::Pending,
+            message: None,
+            exit_code: None,
+            restarts: 0,
+            create_index: index,
+            modify_index: index,
+        };
+        f(&mut a);
+        self.allocs.insert(id.clone(), a);
         id
     }
 
@@ -570,6 +602,13 @@ impl ClusterState {
 
     /// Drops the oldest terminal allocations of a job beyond [`KEPT_TERMINAL_PER_JOB`].
     fn collect_garbage(&mut self, job: &str, changes: &mut Vec<Change>) {
+        if self
+            .tally
+            .get(job)
+            .is_none_or(|t| t.terminal() as usize <= KEPT_TERMINAL_PER_JOB)
+        {
+            return;
+        }
         let terminal: Vec<AllocId> = self
             .allocs_of_job(job)
             .filter(|a| a.state.is_terminal())
@@ -616,28 +655,55 @@ impl ClusterState {
 
     fn index_alloc(&mut self, id: &str) {
         let a = &self.allocs[id];
-        self.by_job
-            .entry(a.job.clone())
-            .or_default()
-            .insert(a.id.clone());
-        if let Some(node) = &a.node {
-            self.by_node
-                .entry(node.clone())
+        // Look up before inserting: most keys exist, and `entry` would clone them.
+        match self.by_job.get_mut(&a.job) {
+            Some(set) => set.insert(a.id.clone()),
+            None => self
+                .by_job
+                .entry(a.job.clone())
                 .or_default()
-                .insert(a.id.clone());
+                .insert(a.id.clone()),
+        };
+        match self.tally.get_mut(&a.job) {
+            Some(t) => t.count(a, true),
+            None => self.tally.entry(a.job.clone()).or_default().count(a, true),
+        }
+        if let Some(node) = &a.node {
+            match self.by_node.get_mut(node) {
+                Some(set) => set.insert(a.id.clone()),
+                None => self
+                    .by_node
+                    .entry(node.clone())
+                    .or_default()
+                    .insert(a.id.clone()),
+            };
             if a.holds_resources() {
-                let u = self.usage.entry(node.clone()).or_default();
+                if !self.usage.contains_key(node) {
+                    self.usage.insert(node.clone(), NodeUsage::default());
+                }
+                let u = self.usage.get_mut(node).expect("just inserted");
                 u.used = u.used.add(&a.resources);
                 for p in &a.ports {
                     u.ports.insert((p.host_port, p.protocol));
                 }
-                *u.per_job.entry(a.job.clone()).or_default() += 1;
+                match u.per_job.get_mut(&a.job) {
+                    Some(n) => *n += 1,
+                    None => {
+                        u.per_job.insert(a.job.clone(), 1);
+                    }
+                }
             }
         }
     }
 
     fn unindex_alloc(&mut self, id: &str) {
         let Some(a) = self.allocs.get(id) else { return };
+        if let Some(t) = self.tally.get_mut(&a.job) {
+            t.count(a, false);
+            if t.is_empty() {
+                self.tally.remove(&a.job);
+            }
+        }
         if let Some(set) = self.by_job.get_mut(&a.job) {
             set.remove(id);
             if set.is_empty() {

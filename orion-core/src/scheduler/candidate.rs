@@ -90,11 +90,17 @@ impl<'a> Candidate<'a> {
         (committed + planned).max(0) as u32
     }
 
-    /// Whether the dynamic range has at least `n` free ports of `protocol`.
+    /// Whether the dynamic range has at least `n` free ports of `protocol` besides
+    /// `fixed` (the task's own fixed ports, which it takes too).
     ///
     /// Constant time while the node holds fewer ports than its range (the common
     /// case); counts precisely otherwise.
-    pub fn has_dynamic_ports(&self, protocol: Protocol, n: usize) -> bool {
+    pub fn has_dynamic_ports(
+        &self,
+        protocol: Protocol,
+        n: usize,
+        fixed: &[(u16, Protocol)],
+    ) -> bool {
         let (lo, hi) = self.node.info.port_range;
         if n == 0 {
             return true;
@@ -104,13 +110,17 @@ impl<'a> Candidate<'a> {
         }
         let size = (hi - lo) as usize + 1;
         let committed = self.usage.map_or(0, |u| u.ports.len());
-        if committed + self.plan_ports.len() + n <= size {
+        if committed + self.plan_ports.len() + fixed.len() + n <= size {
             return true;
         }
-        let free = match &self.dynamic {
-            Some(maps) => maps[proto_index(protocol)].free(),
-            None => (lo..=hi).filter(|p| !self.port_taken(*p, protocol)).count(),
+        let taken = |p: u16| match &self.dynamic {
+            Some(maps) => maps[proto_index(protocol)].is_set(p),
+            None => self.port_taken(p, protocol),
         };
+        let free = (lo..=hi)
+            .filter(|p| !taken(*p) && !fixed.contains(&(*p, protocol)))
+            .take(n)
+            .count();
         free >= n
     }
 

@@ -43,7 +43,7 @@ impl Filter for DynamicPortFilter {
             return Ok(());
         }
         for proto in [Protocol::Tcp, Protocol::Udp] {
-            if !c.has_dynamic_ports(proto, ask.dynamic_count(proto)) {
+            if !c.has_dynamic_ports(proto, ask.dynamic_count(proto), &ask.static_ports) {
                 return Err(Reason::NoDynamicPort);
             }
         }

@@ -4,6 +4,13 @@
 //!
 //! - [`workload`]: deterministic heterogeneous nodes and job mixes.
 //! - [`packing`]: packing quality of a state (nodes used, stranded capacity).
+//! - [`Sim`]: the simulated cluster; [`audit`] checks a state for over-commit.
 
+mod cluster;
 pub mod packing;
 pub mod workload;
+
+pub use cluster::{audit, Sim, SimConfig, SimStats};
+
+#[cfg(test)]
+mod tests;

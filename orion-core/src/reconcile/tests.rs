@@ -159,3 +159,69 @@ fn stopped_jobs_plan_nothing() {
     assert_eq!(converge(&mut b), 0);
     assert!(live(&b, "web").is_empty());
 }
+
+/// The intent as it was before jobs were skipped: every running job read.
+fn intent_reading_every_job(state: &ClusterState, max_requests: usize) -> Intent {
+    let mut out = Intent::default();
+    for job in state
+        .jobs
+        .values()
+        .filter(|j| j.status == JobStatus::Running)
+    {
+        job_intent(state, job, max_requests, &mut out);
+    }
+    out
+}
+
+/// A job's tally recounted from its allocations.
+fn recount(state: &ClusterState, job: &str) -> Option<crate::state::JobTally> {
+    let mut t = crate::state::JobTally::default();
+    for a in state.allocs_of_job(job) {
+        t.count(a, true);
+    }
+    (!t.is_empty()).then_some(t)
+}
+
+mod histories {
+    use proptest::prelude::{prop, proptest, ProptestConfig};
+
+    use super::*;
+    use crate::testing::sim::{Sim, SimConfig};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Over random histories — jobs scaled and changed, nodes failing,
+        /// coming back and draining, small passes — the tallies equal a recount
+        /// of the allocations, and skipping settled jobs changes no intent.
+        #[test]
+        fn skipping_settled_jobs_changes_nothing(
+            ops in prop::collection::vec((0u8..6, 0u32..12, 1u32..8), 1..25),
+            max in 1usize..40,
+        ) {
+            let mut sim = Sim::new(SimConfig { max_placements_per_pass: max, ..SimConfig::default() });
+            sim.add_nodes((0..6).map(|i| node(&format!("n{i}"), 2.0, 2048)));
+            for (op, a, b) in ops {
+                let n = format!("n{}", a % 6);
+                match op {
+                    0 => sim.submit([job(&format!("j{}", a % 3), b * 2, 0.25, 128)]),
+                    1 => sim.submit([job(&format!("j{}", a % 3), b, 0.25, 128).env("V", b.to_string())]),
+                    2 => sim.fail_node(&n),
+                    3 => sim.recover_node(&n),
+                    4 => sim.drain(&n, b % 2 == 0),
+                    _ => {
+                        sim.step();
+                    }
+                }
+                sim.step();
+                sim.read(|s| -> Result<(), proptest::test_runner::TestCaseError> {
+                    for name in s.jobs.keys() {
+                        proptest::prop_assert_eq!(s.job_tally(name).cloned(), recount(s, name));
+                    }
+                    proptest::prop_assert_eq!(intent(s, max), intent_reading_every_job(s, max));
+                    Ok(())
+                })?;
+            }
+        }
+    }
+}

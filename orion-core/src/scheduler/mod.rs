@@ -350,3 +350,6 @@ fn tiebreak(seed: u64, i: usize) -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;

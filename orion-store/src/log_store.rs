@@ -56,6 +56,17 @@ pub(crate) async fn blocking<R: Send + 'static>(
     }
 }
 
+/// The bytes [`LogStore`] stores for a command at `index` (term 1), for benchmarks
+/// and tools that write an engine directly.
+pub fn encode_command_entry(index: u64, cmd: orion_core::Command) -> Vec<u8> {
+    let entry = Entry {
+        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
+        payload: openraft::EntryPayload::Normal(cmd),
+    };
+    // An entry is plain data; serializing it cannot fail.
+    to_json(&entry).unwrap_or_default()
+}
+
 impl LogStore {
     /// A log store over `engine`.
     pub fn new(engine: Arc<dyn LogEngine>) -> Self {

@@ -123,6 +123,15 @@ fn leadership_of(m: &RaftMetrics<RaftNodeId, RaftNode>, me: RaftNodeId) -> Leade
     }
 }
 
+fn log_status_of(m: &RaftMetrics<RaftNodeId, RaftNode>) -> LogStatus {
+    LogStatus {
+        last_log_index: m.last_log_index.unwrap_or(0),
+        last_applied: m.last_applied.map_or(0, |l| l.index),
+        snapshot: m.snapshot.map_or(0, |l| l.index),
+        purged: m.purged.map_or(0, |l| l.index),
+    }
+}
+
 /// Mirrors openraft's metrics into the Leadership watch until the store stops.
 async fn track_leadership(
     mut metrics: watch::Receiver<RaftMetrics<RaftNodeId, RaftNode>>,
@@ -276,13 +285,26 @@ impl RaftStore {
 
     /// Where this node's log stands.
     pub fn log_status(&self) -> LogStatus {
-        let m = self.inner.raft.metrics();
-        let m = m.borrow();
-        LogStatus {
-            last_log_index: m.last_log_index.unwrap_or(0),
-            last_applied: m.last_applied.map_or(0, |l| l.index),
-            snapshot: m.snapshot.map_or(0, |l| l.index),
-            purged: m.purged.map_or(0, |l| l.index),
+        log_status_of(&self.inner.raft.metrics().borrow())
+    }
+
+    /// Waits until the log status satisfies `pred`, at most `limit`.
+    pub async fn wait_log_status(
+        &self,
+        limit: Duration,
+        pred: impl Fn(&LogStatus) -> bool,
+    ) -> Result<LogStatus, StoreError> {
+        let mut rx = self.inner.raft.metrics();
+        let res = tokio::time::timeout(limit, async {
+            rx.wait_for(|m| pred(&log_status_of(m)))
+                .await
+                .map(|m| log_status_of(&m))
+        })
+        .await;
+        match res {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(_)) => Err(StoreError::Shutdown),
+            Err(_) => Err(StoreError::Timeout),
         }
     }
 
@@ -290,15 +312,23 @@ impl RaftStore {
     /// [`RaftStoreConfig::snapshot_threshold`]; returns once the snapshot exists.
     pub async fn snapshot_now(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
-        let target = inner.raft.metrics().borrow().last_applied;
-        inner.raft.trigger().snapshot().await.map_err(storage)?;
         let mut rx = inner.raft.metrics();
-        let built = async { rx.wait_for(|m| m.snapshot >= target).await.map(drop) };
-        let res = tokio::time::timeout(inner.config.propose_timeout, built).await;
-        match res {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(StoreError::Shutdown),
-            Err(_) => Err(StoreError::Timeout),
+        let target = rx.borrow_and_update().last_applied;
+        let deadline = Instant::now() + inner.config.propose_timeout;
+        loop {
+            if rx.borrow_and_update().snapshot >= target {
+                return Ok(());
+            }
+            // openraft ignores a trigger while a build (maybe of an older index) runs,
+            // so trigger again until a snapshot covers the target.
+            inner.raft.trigger().snapshot().await.map_err(storage)?;
+            let retry = Instant::now() + inner.config.heartbeat_interval;
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout);
+            }
+            if let Ok(Err(_)) = timeout_at(retry.min(deadline), rx.changed()).await {
+                return Err(StoreError::Shutdown);
+            }
         }
     }
 

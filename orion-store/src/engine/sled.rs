@@ -1,4 +1,4 @@
-//! [`SledEngine`]: the log in a sled tree, metadata in another, `flush()` as the sync.
+//! [`SledEngine`]: the log in a sled tree, metadata in another, `flush()` plus `fdatasync` as the sync.
 
 use std::path::Path;
 
@@ -11,9 +11,12 @@ const SUBDIR: &str = "sled";
 
 /// The log over sled 0.34.
 ///
-/// sled only syncs every 500 ms on its own; every durable call here ends in
-/// `Db::flush`, which syncs all trees. Its log-structured writes recover as a prefix,
-/// so a write is never durable before an earlier one.
+/// sled only syncs every 500 ms on its own, and its `Db::flush` syncs with Linux's
+/// `sync_file_range`, which neither flushes the disk's write cache nor the file's
+/// size: not durable across a power loss. So every durable call here ends in
+/// `Db::flush` and then `fdatasync` on sled's data file (`sled/db`), a real sync.
+/// sled's log-structured writes recover as a prefix, so a write is never durable
+/// before an earlier one.
 pub struct SledEngine {
     inner: RwLock<Option<Inner>>,
 }
@@ -22,6 +25,18 @@ struct Inner {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    /// sled's data file, opened again only to `fdatasync` it.
+    file: std::fs::File,
+}
+
+impl Inner {
+    /// Makes every write so far durable: sled writes its buffers out, then a real sync.
+    fn sync(&self) -> Result<(), EngineError> {
+        self.db.flush().map_err(be)?;
+        self.file
+            .sync_data()
+            .map_err(|e| EngineError::backend(NAME, e))
+    }
 }
 
 fn be(e: sled::Error) -> EngineError {
@@ -49,8 +64,15 @@ impl SledEngine {
             .map_err(be)?;
         let log = db.open_tree("log").map_err(be)?;
         let meta = db.open_tree("meta").map_err(be)?;
+        let file = std::fs::File::open(dir.join(SUBDIR).join("db"))
+            .map_err(|e| EngineError::backend(NAME, e))?;
         Ok(SledEngine {
-            inner: RwLock::new(Some(Inner { db, log, meta })),
+            inner: RwLock::new(Some(Inner {
+                db,
+                log,
+                meta,
+                file,
+            })),
         })
     }
 
@@ -74,8 +96,7 @@ impl LogEngine for SledEngine {
                 batch.insert(&index.to_be_bytes(), bytes.as_slice());
             }
             i.log.apply_batch(batch).map_err(be)?;
-            i.db.flush().map_err(be)?;
-            Ok(())
+            i.sync()
         })
     }
 
@@ -110,8 +131,7 @@ impl LogEngine for SledEngine {
                 batch.remove(k.map_err(be)?);
             }
             i.log.apply_batch(batch).map_err(be)?;
-            i.db.flush().map_err(be)?;
-            Ok(())
+            i.sync()
         })
     }
 
@@ -143,19 +163,19 @@ impl LogEngine for SledEngine {
             }
             i.meta.apply_batch(batch).map_err(be)?;
             if durable {
-                i.db.flush().map_err(be)?;
+                i.sync()?;
             }
             Ok(())
         })
     }
 
     fn flush(&self) -> Result<(), EngineError> {
-        self.with(|i| i.db.flush().map(drop).map_err(be))
+        self.with(Inner::sync)
     }
 
     fn close(&self) -> Result<(), EngineError> {
         match self.inner.write().take() {
-            Some(inner) => inner.db.flush().map(drop).map_err(be),
+            Some(inner) => inner.sync(),
             None => Ok(()),
         }
     }

@@ -89,18 +89,11 @@ async fn late_learner_catches_up_from_a_snapshot() {
     let n1 = start_single("n1", &root.path().join("n1"), Engine::Sled, tune).await;
     let last = write_workload(&n1.store, 10).await;
     n1.store.snapshot_now().await.expect("snapshot");
-    let s = tokio::time::timeout(WAIT, async {
-        loop {
-            let s = n1.store.log_status();
-            if s.purged > 0 {
-                return s;
-            }
-            tokio::task::yield_now().await;
-            n1.store.replica().wait_for(s.last_applied).await;
-        }
-    })
-    .await
-    .expect("log purged");
+    let s = n1
+        .store
+        .wait_log_status(WAIT, |s| s.purged > 0)
+        .await
+        .expect("log purged");
     assert!(s.purged > 1, "{s:?}");
 
     let n2 = start_node("n2", &root.path().join("n2"), Engine::Redb, tune).await;

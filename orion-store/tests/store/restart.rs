@@ -62,18 +62,11 @@ async fn snapshot_purge_then_restart(engine: Engine) {
     let node = start_single("n1", dir.path(), engine, tune).await;
     let last = write_workload(&node.store, 15).await;
     // The policy snapshots every 20 entries and purges behind it, keeping 5.
-    let mut metrics = node.store.replica().subscribe_applied();
-    let status = tokio::time::timeout(WAIT, async {
-        loop {
-            let s = node.store.log_status();
-            if s.snapshot > 0 && s.purged > 0 {
-                return s;
-            }
-            let _ = metrics.changed().await;
-        }
-    })
-    .await
-    .expect("snapshot and purge happen");
+    let status = node
+        .store
+        .wait_log_status(WAIT, |s| s.snapshot > 0 && s.purged > 0)
+        .await
+        .expect("snapshot and purge happen");
     assert!(
         status.purged < status.snapshot,
         "keeps some log: {status:?}"

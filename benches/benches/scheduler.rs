@@ -104,8 +104,12 @@ fn quality() {
         let (d, e) = (rows[0], rows[1]);
         let pct = |a: f64, b: f64| if b != 0.0 { 100.0 * (a - b) / b } else { 0.0 };
         println!(
-            "quality/{nodes} nodes/default vs exhaustive: nodes used {:+.2}%, large-task room {:+.2}%, stranded cpu {:+.2} pts, stranded mem {:+.2} pts",
+            "quality/{nodes} nodes/default vs exhaustive: placed {:+.2}%, nodes used {:+.2}%, their capacity {:+.2}%, cpu use of those {:+.2} pts, mem {:+.2} pts, large-task room {:+.2}%, stranded cpu {:+.2} pts, mem {:+.2} pts",
+            pct(d.allocs as f64, e.allocs as f64),
             pct(d.nodes_used as f64, e.nodes_used as f64),
+            pct(d.capacity_used, e.capacity_used),
+            d.cpu_util_used - e.cpu_util_used,
+            d.mem_util_used - e.mem_util_used,
             pct(d.large_headroom as f64, e.large_headroom as f64),
             d.stranded_cpu - e.stranded_cpu,
             d.stranded_mem - e.stranded_mem,
@@ -156,11 +160,23 @@ fn main() {
                 .unwrap_or(0.0)
                 / 1e9
         };
+        let best = (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(orion_core::scheduler::PlanView::new(&state, &[]));
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min);
+        println!("profile: PlanView::new {:.2} ms at best", best * 1e3);
         let (t, c) = (Instant::now(), cpu());
-        for i in 0..40 {
+        let iters: u64 = std::env::var("SCHED_ITERS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(40);
+        for i in 0..iters {
             std::hint::black_box(sched.schedule(&state, &reqs, &[], i));
         }
-        let n = 40.0 * reqs.len() as f64;
+        let n = iters as f64 * reqs.len() as f64;
         println!(
             "profile: {:.0} placements/s wall, {:.0} per cpu-second",
             n / t.elapsed().as_secs_f64(),

@@ -89,8 +89,9 @@ pub struct ClusterState {
     by_job: HashMap<String, BTreeSet<AllocId>>,
     #[serde(skip)]
     by_node: HashMap<NodeId, BTreeSet<AllocId>>,
+    /// Ordered like `nodes`, so [`ClusterState::nodes_with_usage`] is a merge.
     #[serde(skip)]
-    usage: HashMap<NodeId, NodeUsage>,
+    usage: BTreeMap<NodeId, NodeUsage>,
     #[serde(skip)]
     tally: HashMap<String, JobTally>,
 }
@@ -145,6 +146,20 @@ impl ClusterState {
     /// What a job's allocations add up to; none when it has none.
     pub fn job_tally(&self, job: &str) -> Option<&JobTally> {
         self.tally.get(job)
+    }
+
+    /// Every node with what is in use on it, in id order, without a lookup per
+    /// node (the scheduler reads them all on every pass).
+    pub fn nodes_with_usage(&self) -> impl Iterator<Item = (&Node, Option<&NodeUsage>)> + '_ {
+        let mut usage = self.usage.iter().peekable();
+        self.nodes.values().map(move |n| {
+            while usage
+                .next_if(|(id, _)| id.as_str() < n.id().as_str())
+                .is_some()
+            {}
+            let u = usage.next_if(|(id, _)| *id == n.id()).map(|(_, u)| u);
+            (n, u)
+        })
     }
 
     /// What is in use on a node, by reference.

@@ -6,8 +6,8 @@
 //! full on either dimension cost nothing however many there are. Bin-pack walks
 //! nodes in use before empty ones, each tightest first (least CPU left, then least
 //! memory), so a new node is opened only when few in use fit; spread walks empty
-//! nodes first, each roomiest first. One seek per CPU step that has nodes, then one
-//! step per node.
+//! nodes first, each roomiest first. A walk costs one seek per tier, one more per
+//! CPU step that has nodes short of memory, then one step per node.
 
 use std::collections::btree_set::Range;
 use std::collections::BTreeSet;
@@ -53,7 +53,9 @@ pub struct FreeIndex {
 impl FreeIndex {
     /// An index of `(free, capacity, position)` triples.
     pub fn build(nodes: impl Iterator<Item = (Resources, Resources, usize)>) -> Self {
-        let mut entries: Vec<Entry> = nodes.map(|(f, c, i)| entry(&f, &c, i)).collect();
+        let nodes = nodes.into_iter();
+        let mut entries: Vec<Entry> = Vec::with_capacity(nodes.size_hint().1.unwrap_or(0));
+        entries.extend(nodes.map(|(f, c, i)| entry(&f, &c, i)));
         entries.sort_unstable();
         FreeIndex {
             set: entries.into_iter().collect(),
@@ -90,24 +92,30 @@ impl FreeIndex {
     /// (`binpack`) or spread order. Every node that fits is visited; a visited node
     /// may still fall short by less than a CPU step.
     pub fn walk(&self, need: &Resources, binpack: bool) -> Walk<'_> {
-        Walk {
+        let tiers = if binpack {
+            [IN_USE, EMPTY]
+        } else {
+            [EMPTY, IN_USE]
+        };
+        let mut walk = Walk {
             set: &self.set,
             min_key: need_key(need.cpu),
             memory: need.memory_mb,
             ascending: binpack,
-            tiers: if binpack {
-                [IN_USE, EMPTY]
-            } else {
-                [EMPTY, IN_USE]
-            },
+            tiers,
             tier: 0,
-            key: None,
             range: None,
-        }
+        };
+        walk.range = Some(walk.tier_range(tiers[0]));
+        walk
     }
 }
 
 /// A walk over the index; see [`FreeIndex::walk`].
+///
+/// It keeps one range over the current tier and steps through it, seeking past
+/// a CPU step's nodes that are short of memory only when it meets one, so a step
+/// where every node has the memory costs no seek at all.
 #[derive(Debug)]
 pub struct Walk<'s> {
     set: &'s BTreeSet<Entry>,
@@ -119,31 +127,33 @@ pub struct Walk<'s> {
     tiers: [u8; 2],
     /// Position in `tiers`; 2 when the walk is over.
     tier: usize,
-    /// The CPU step being walked.
-    key: Option<u32>,
-    /// Its nodes with enough memory, in walk order.
+    /// What is left of the current tier, in walk order from either end.
     range: Option<Range<'s, Entry>>,
 }
 
-impl Walk<'_> {
-    /// The next CPU step of tier `t` that has nodes, or none.
-    fn next_key(&self, t: u8) -> Option<u32> {
-        let found = if self.ascending {
-            let from = match self.key {
-                None => (t, self.min_key, 0, 0),
-                Some(k) => (t, k.checked_add(1)?, 0, 0),
-            };
-            self.set.range(from..).next()
+impl<'s> Walk<'s> {
+    /// Every node of tier `t` with at least the asked CPU step (the first step
+    /// starting at the asked memory, when walking up).
+    fn tier_range(&self, t: u8) -> Range<'s, Entry> {
+        let top = (t, u32::MAX, u64::MAX, u32::MAX);
+        let memory = if self.ascending { self.memory } else { 0 };
+        self.set.range((t, self.min_key, memory, 0)..=top)
+    }
+
+    /// After meeting a node of CPU step `key` short of memory: the rest of the
+    /// tier without that step's other short nodes.
+    fn skip_short(&self, t: u8, key: u32) -> Range<'s, Entry> {
+        if self.ascending {
+            // Memory rises within a step: the short nodes come first.
+            self.set
+                .range((t, key, self.memory, 0)..=(t, u32::MAX, u64::MAX, u32::MAX))
         } else {
-            let to = match self.key {
-                None => Bound::Included((t, u32::MAX, u64::MAX, u32::MAX)),
-                Some(k) => Bound::Excluded((t, k, 0, 0)),
-            };
-            self.set.range((Bound::Unbounded, to)).next_back()
-        };
-        found
-            .filter(|e| e.0 == t && e.1 >= self.min_key)
-            .map(|e| e.1)
+            // Memory falls within a step: the short nodes come last.
+            self.set.range((
+                Bound::Included((t, self.min_key, 0, 0)),
+                Bound::Excluded((t, key, 0, 0)),
+            ))
+        }
     }
 }
 
@@ -152,27 +162,19 @@ impl Iterator for Walk<'_> {
 
     fn next(&mut self) -> Option<usize> {
         while self.tier < self.tiers.len() {
-            if let Some(range) = self.range.as_mut() {
-                let e = if self.ascending {
-                    range.next()
-                } else {
-                    range.next_back()
-                };
-                if let Some(e) = e {
-                    return Some(e.3 as usize);
-                }
-            }
             let t = self.tiers[self.tier];
-            match self.next_key(t) {
-                Some(k) => {
-                    self.key = Some(k);
-                    let (lo, hi) = ((t, k, self.memory, 0), (t, k, u64::MAX, u32::MAX));
-                    self.range = Some(self.set.range(lo..=hi));
-                }
+            let range = self.range.as_mut()?;
+            let e = if self.ascending {
+                range.next()
+            } else {
+                range.next_back()
+            };
+            match e {
+                Some(&(_, _, memory, i)) if memory >= self.memory => return Some(i as usize),
+                Some(&(_, key, _, _)) => self.range = Some(self.skip_short(t, key)),
                 None => {
                     self.tier += 1;
-                    self.key = None;
-                    self.range = None;
+                    self.range = self.tiers.get(self.tier).map(|t| self.tier_range(*t));
                 }
             }
         }

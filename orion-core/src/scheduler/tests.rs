@@ -266,3 +266,58 @@ fn stopping_allocations_free_their_resources_for_the_plan() {
     let out = FilterScoreScheduler::default().schedule(s, &slots("web", 2, 1), &old, 7);
     assert_eq!(out.placements.len(), 1);
 }
+
+#[test]
+fn explain_placement_gives_the_rejection_or_each_scorers_part() {
+    let s = StateBuilder::new()
+        .node(node("small", 1.0, 512))
+        .node(node("big", 8.0, 16_384))
+        .job(job("web", 2, 0.5, 1024))
+        .build();
+    let sched = FilterScoreScheduler::default();
+    let v = sched.explain_placement(&s, "web", "small").expect("known");
+    assert_eq!(
+        v.to_string(),
+        "small: insufficient memory (need 1024 MB, free 512)"
+    );
+    let v = sched.explain_placement(&s, "web", "big").expect("known");
+    assert_eq!(v.rejection, None);
+    let names: Vec<_> = v.scores.iter().map(|(n, _, _)| *n).collect();
+    assert_eq!(names, ["free-resources", "job-anti-affinity"]);
+    assert!(v.to_string().starts_with("big: score 0."), "{v}");
+    assert!(sched.explain_placement(&s, "web", "nope").is_none());
+    assert!(sched.explain_placement(&s, "nope", "big").is_none());
+}
+
+/// On the same input, the bounded scheduler packs about as well as exhaustive
+/// scoring: the capacity of the nodes it uses and how full they are within 2%.
+/// (The `scheduler` bench prints the full comparison at 1,000 and 10,000 nodes.)
+#[test]
+fn bounded_packing_is_within_two_percent_of_exhaustive() {
+    use crate::testing::sim::packing::{place_in_passes, Packing};
+    use crate::testing::sim::workload::{mixed_jobs, mixed_nodes};
+    let run = |config: SchedulerConfig| {
+        let mut b = StateBuilder::new();
+        for n in mixed_nodes(400) {
+            b = b.node(n);
+        }
+        let jobs = mixed_jobs(0, 200, 20, 400);
+        let mut reqs = Vec::new();
+        for spec in jobs {
+            reqs.extend(crate::testing::sim::workload::slots(&spec, 1));
+            b = b.job(spec);
+        }
+        let sched = FilterScoreScheduler::new(config);
+        place_in_passes(&mut b, &sched, &reqs, 1_000, 1);
+        Packing::of(b.state())
+    };
+    let bounded = run(SchedulerConfig {
+        exhaustive_below: 0,
+        ..SchedulerConfig::default()
+    });
+    let exhaustive = run(SchedulerConfig::exhaustive());
+    println!("bounded:    {bounded}\nexhaustive: {exhaustive}");
+    assert!(bounded.allocs as f64 >= exhaustive.allocs as f64 * 0.98);
+    assert!(bounded.cpu_util_used >= exhaustive.cpu_util_used - 2.0);
+    assert!(bounded.capacity_used <= exhaustive.capacity_used * 1.02);
+}

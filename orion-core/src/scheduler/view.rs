@@ -23,11 +23,8 @@ impl<'a> PlanView<'a> {
     /// The view of committed state, with the resources and ports of `stopping`
     /// allocations counted as free (they are stopped in the same plan).
     pub fn new(state: &'a ClusterState, stopping: &[AllocId]) -> Self {
-        let mut nodes: Vec<Candidate<'a>> = state
-            .nodes
-            .values()
-            .map(|n| Candidate::new(n, state.usage_ref(n.id())))
-            .collect();
+        let mut nodes: Vec<Candidate<'a>> = Vec::with_capacity(state.nodes.len());
+        nodes.extend(state.nodes_with_usage().map(|(n, u)| Candidate::new(n, u)));
         if !stopping.is_empty() {
             let pos: HashMap<&str, usize> = nodes
                 .iter()
@@ -48,7 +45,7 @@ impl<'a> PlanView<'a> {
             nodes
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.node.schedulable())
+                .filter(|(_, c)| c.readiness.is_ok())
                 .map(|(i, c)| (c.free, c.node.info.capacity, i)),
         );
         PlanView { nodes, index }

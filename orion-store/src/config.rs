@@ -7,8 +7,23 @@ use serde::{Deserialize, Serialize};
 
 /// Which storage engine holds the Raft log, vote and snapshot.
 ///
-/// **redb is the default**, by measurement (`cargo bench -p orion-benches --bench
-/// store_engines`, 2-core VM, ext4): see the figures in `orion-store`'s crate docs.
+/// **redb is the default, by measurement.** `cargo bench -p orion-benches --bench
+/// store_engines` (criterion medians, 2-core VM shared with other builds, both
+/// engines fsync'd for real — see [`crate::engine::SledEngine`] on sled's own sync):
+///
+/// | work | sled | redb |
+/// |---|---|---|
+/// | append, 1 entry per fsync | 1.02 ms (976/s) | 0.92 ms (1.09 k/s) |
+/// | append, 64 entries per fsync | 29.0 k entries/s | 81.2 k entries/s |
+/// | 5,000 appends + snapshot + purge | 44.8 k entries/s | 51.3 k entries/s |
+/// | proposals through openraft (256 in flight) | 1,051/s | 988/s |
+/// | on disk after 100,000 entries + snapshot + purge | 15.5 MiB | 2.7 MiB |
+/// | on disk in steady state (350 k / 430 k entries) | 8.0 MiB | 1.8 MiB |
+/// | reopen: restore snapshot + replay 4,000 entries | 64.1 ms | 30.2 ms |
+///
+/// redb matches sled on single-entry commits (the one fsync dominates both), is 2.8×
+/// faster on batched appends, takes 4–6× less disk and reopens twice as fast; it is
+/// also maintained with a stable file format, where sled 0.34 dates from 2021.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {

@@ -6,7 +6,7 @@
 //!
 //! - [`config`]: [`RaftStoreConfig`] and [`Engine`].
 //! - [`store`]: [`RaftStore`], the `orion_core::Store` implementation; forwarding of
-//!   leader-only calls from followers.
+//!   leader-only calls from followers. `status`: [`LogStatus`] and leadership.
 //! - `leader`: what the leader does with those calls (commit, read index, membership).
 //! - [`types`]: openraft's type config, [`RaftNode`], node-id hashing.
 //! - [`engine`]: the [`LogEngine`](engine::LogEngine) seam, [`engine::SledEngine`],
@@ -22,6 +22,20 @@
 //! Raft RPCs and forwarded calls live under `/raft/*`: [`RaftStore::serve`] runs them
 //! on a listener in a task the store owns, or [`RaftStore::router`] hands the routes
 //! out to mount elsewhere. Peers reach a node at [`RaftStoreConfig::raft_addr`].
+//!
+//! # Lifecycle
+//!
+//! ```text
+//! open ─► serve ─► initialize_single (first manager only; no-op on restart)
+//!                  or wait to be added by the leader (add_peer: learner, then voter)
+//!      ─► propose / read_barrier / add_peer / remove_peer (any node; forwarded)
+//!      ─► shutdown (stops Raft and the server, flushes and closes the engine)
+//! ```
+//!
+//! # Engines
+//!
+//! [`Engine::Redb`] is the default, chosen by the `store_engines` benchmark; the
+//! figures are in [`Engine`]'s docs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;
@@ -32,6 +46,7 @@ pub mod network;
 mod rpc;
 mod server;
 pub mod state_machine;
+mod status;
 pub mod store;
 pub mod types;
 

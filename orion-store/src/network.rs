@@ -1,7 +1,7 @@
 //! The HTTP transport: openraft's `RaftNetworkFactory` / `RaftNetwork` as JSON POSTs
 //! (reqwest), and the client half of forwarding calls to the leader.
 //!
-//! The server half is [`crate::server`]. Every request carries a timeout: openraft's
+//! The server half is the `server` module. Every request carries a timeout: openraft's
 //! per-RPC deadline for Raft messages, the caller's budget for forwarded calls.
 
 use std::time::Duration;

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use openraft::error::{InitializeError, RaftError};
-use openraft::{Raft, RaftMetrics, ServerState};
+use openraft::Raft;
 use orion_core::{
     Applied, Command, Leadership, NodeId, NodeRole, Peer, Replica, Store, StoreError,
 };
@@ -37,23 +37,12 @@ use crate::log_store::{blocking, LogStore};
 use crate::network::{forward, ForwardFailure, HttpNetworkFactory};
 use crate::rpc::{Forwarded, LeaderCall, LeaderReply};
 use crate::state_machine::StateMachine;
+pub use crate::status::LogStatus;
+use crate::status::{log_status_of, track_leadership};
 use crate::types::{node_id_of, RaftNode, RaftNodeId, TypeConfig};
 
 fn storage(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Storage(Box::new(e))
-}
-
-/// Where this node's log stands (for tests, benches and status pages).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LogStatus {
-    /// Index of the last entry in the log (0: none).
-    pub last_log_index: u64,
-    /// Index of the last entry applied to the replica (0: none).
-    pub last_applied: u64,
-    /// Index the latest snapshot covers (0: none).
-    pub snapshot: u64,
-    /// Index up to which the log was purged (0: none).
-    pub purged: u64,
 }
 
 /// Where a leader-only call goes.
@@ -109,49 +98,6 @@ impl std::fmt::Debug for RaftStore {
             .field("engine", &self.inner.engine.name())
             .finish_non_exhaustive()
     }
-}
-
-fn leadership_of(m: &RaftMetrics<RaftNodeId, RaftNode>, me: RaftNodeId) -> Leadership {
-    let node = m
-        .current_leader
-        .and_then(|l| m.membership_config.membership().get_node(&l));
-    Leadership {
-        leader: node.map(|n| n.id.clone()),
-        leader_http: node.map(|n| n.http_addr.clone()),
-        is_self: m.current_leader == Some(me) && m.state == ServerState::Leader,
-        term: m.current_term,
-    }
-}
-
-fn log_status_of(m: &RaftMetrics<RaftNodeId, RaftNode>) -> LogStatus {
-    LogStatus {
-        last_log_index: m.last_log_index.unwrap_or(0),
-        last_applied: m.last_applied.map_or(0, |l| l.index),
-        snapshot: m.snapshot.map_or(0, |l| l.index),
-        purged: m.purged.map_or(0, |l| l.index),
-    }
-}
-
-/// Mirrors openraft's metrics into the Leadership watch until the store stops.
-async fn track_leadership(
-    mut metrics: watch::Receiver<RaftMetrics<RaftNodeId, RaftNode>>,
-    out: watch::Sender<Leadership>,
-    mut stop: watch::Receiver<bool>,
-    me: RaftNodeId,
-) {
-    loop {
-        let now = leadership_of(&metrics.borrow_and_update(), me);
-        out.send_if_modified(|cur| {
-            let changed = *cur != now;
-            *cur = now;
-            changed
-        });
-        tokio::select! {
-            r = metrics.changed() => if r.is_err() { break },
-            _ = stop.wait_for(|s| *s) => break,
-        }
-    }
-    out.send_replace(Leadership::default());
 }
 
 impl RaftStore {

@@ -72,7 +72,8 @@ impl RaftNode {
 ///
 /// Stable across versions and platforms (it is part of the persisted log), so it must
 /// never change. Two distinct names colliding is astronomically unlikely for a
-/// cluster's handful of nodes; [`crate::RaftStore::add_peer`] refuses a collision.
+/// cluster's handful of nodes; `Store::add_peer` on a [`crate::RaftStore`] refuses a
+/// collision.
 pub fn node_id_of(id: &str) -> RaftNodeId {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;

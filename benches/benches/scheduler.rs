@@ -7,8 +7,10 @@
 //!   distinct hosts, selectors and memory- and CPU-heavy tasks
 //!   (`orion_core::testing::sim::workload`).
 //! - Printed first, not timed: packing quality of the default (bounded) scheduler
-//!   against exhaustive scoring on the same input — jobs filling ~70% of the CPU,
-//!   placed in passes of 5,000 and committed through the state machine. Set
+//!   against exhaustive scoring on the same input, placed in passes of 5,000 and
+//!   committed through the state machine: the whole mix asking 70% of the CPU
+//!   (some selector jobs cannot all fit), and the mix without selector jobs
+//!   asking 50% (everything fits, so nodes used compare like for like). Set
 //!   `QUALITY_NODES=1000` (comma-separated) to choose the sizes, `0` to skip;
 //!   `QUALITY_EXHAUSTIVE=0` to run the default configuration only.
 //! - `SCHED_PROFILE=<nodes>`: no criterion; 40 calls on the half-full cluster, with
@@ -31,25 +33,39 @@ const PASS: usize = 5_000;
 
 /// Nodes registered, jobs submitted; returns the builder and the requests of
 /// jobs `first..` until their CPU reaches `cpu_share` of the cluster's.
-fn cluster(nodes: usize, first_job: usize, cpu_share: f64) -> (StateBuilder, Vec<SlotRef>) {
+fn cluster(
+    nodes: usize,
+    first_job: usize,
+    cpu_share: f64,
+    selectors: bool,
+) -> (StateBuilder, Vec<SlotRef>) {
     let mut b = StateBuilder::new();
     let infos = mixed_nodes(nodes);
     let capacity: f64 = infos.iter().map(|n| n.capacity.cpu).sum();
     for n in infos {
         b = b.node(n);
     }
-    let (b, reqs) = add_jobs(b, nodes, first_job, capacity * cpu_share, usize::MAX);
+    let (b, reqs) = add_jobs(
+        b,
+        nodes,
+        first_job,
+        capacity * cpu_share,
+        usize::MAX,
+        selectors,
+    );
     (b, reqs)
 }
 
 /// Submits jobs of the mix from `first` until they ask for `cpu` cores or
-/// `max_requests` placements.
+/// `max_requests` placements; without `selectors`, jobs with node selectors are
+/// left out (so every request can fit, and nodes used compare like for like).
 fn add_jobs(
     mut b: StateBuilder,
     nodes: usize,
     first: usize,
     cpu: f64,
     max_requests: usize,
+    selectors: bool,
 ) -> (StateBuilder, Vec<SlotRef>) {
     let mut reqs = Vec::new();
     let mut asked = 0.0;
@@ -57,10 +73,13 @@ fn add_jobs(
     while asked < cpu && reqs.len() < max_requests {
         let left = (max_requests - reqs.len()).min(50) as u32;
         let spec = mixed_jobs(i, 1, left, nodes).remove(0);
+        i += 1;
+        if !selectors && !spec.node_selectors.is_empty() {
+            continue;
+        }
         asked += spec.task.resources.cpu * spec.replicas as f64;
         reqs.extend(slots(&spec, 1));
         b = b.job(spec);
-        i += 1;
     }
     (b, reqs)
 }
@@ -71,59 +90,62 @@ fn quality() {
         .split(',')
         .filter_map(|s| s.trim().parse::<usize>().ok())
     {
-        if nodes == 0 {
-            continue;
+        for (workload, selectors, share) in [("mix", true, 0.7), ("no selectors", false, 0.5)] {
+            if nodes > 0 {
+                compare(nodes, workload, selectors, share);
+            }
         }
-        let mut rows = Vec::new();
-        for (name, config) in [
-            ("default", SchedulerConfig::default()),
-            ("exhaustive", SchedulerConfig::exhaustive()),
-        ]
-        .into_iter()
-        .take(
-            if std::env::var("QUALITY_EXHAUSTIVE").is_ok_and(|v| v == "0") {
-                1
-            } else {
-                2
-            },
-        ) {
-            let (mut b, reqs) = cluster(nodes, 0, 0.7);
-            let sched = FilterScoreScheduler::new(config);
-            let t = Instant::now();
-            let (placed, unplaced, refused) = place_in_passes(&mut b, &sched, &reqs, PASS, 1);
-            let secs = t.elapsed().as_secs_f64();
-            let p = Packing::of(b.state());
-            println!(
-                "quality/{nodes} nodes/{name:<10} placed {placed} unplaced {unplaced} refused {refused} in {secs:.2} s: {p}"
-            );
-            rows.push(p);
-        }
-        if rows.len() < 2 {
-            continue;
-        }
-        let (d, e) = (rows[0], rows[1]);
-        let pct = |a: f64, b: f64| if b != 0.0 { 100.0 * (a - b) / b } else { 0.0 };
-        println!(
-            "quality/{nodes} nodes/default vs exhaustive: placed {:+.2}%, nodes used {:+.2}%, their capacity {:+.2}%, cpu use of those {:+.2} pts, mem {:+.2} pts, large-task room {:+.2}%, stranded cpu {:+.2} pts, mem {:+.2} pts",
-            pct(d.allocs as f64, e.allocs as f64),
-            pct(d.nodes_used as f64, e.nodes_used as f64),
-            pct(d.capacity_used, e.capacity_used),
-            d.cpu_util_used - e.cpu_util_used,
-            d.mem_util_used - e.mem_util_used,
-            pct(d.large_headroom as f64, e.large_headroom as f64),
-            d.stranded_cpu - e.stranded_cpu,
-            d.stranded_mem - e.stranded_mem,
-        );
     }
+}
+
+/// Places the same workload with the default and the exhaustive configuration and
+/// prints both packings and their differences.
+fn compare(nodes: usize, workload: &str, selectors: bool, cpu_share: f64) {
+    let mut rows = Vec::new();
+    let configs = [
+        ("default", SchedulerConfig::default()),
+        ("exhaustive", SchedulerConfig::exhaustive()),
+    ];
+    let skip_exhaustive = std::env::var("QUALITY_EXHAUSTIVE").is_ok_and(|v| v == "0");
+    for (name, config) in configs
+        .into_iter()
+        .take(if skip_exhaustive { 1 } else { 2 })
+    {
+        let (mut b, reqs) = cluster(nodes, 0, cpu_share, selectors);
+        let sched = FilterScoreScheduler::new(config);
+        let t = Instant::now();
+        let (placed, unplaced, refused) = place_in_passes(&mut b, &sched, &reqs, PASS, 1);
+        let secs = t.elapsed().as_secs_f64();
+        let p = Packing::of(b.state());
+        println!(
+            "quality/{nodes} nodes/{workload}/{name:<10} placed {placed} unplaced {unplaced} refused {refused} in {secs:.2} s: {p}"
+        );
+        rows.push(p);
+    }
+    let [d, e] = rows[..] else {
+        return;
+    };
+    let pct = |a: f64, b: f64| if b != 0.0 { 100.0 * (a - b) / b } else { 0.0 };
+    println!(
+        "quality/{nodes} nodes/{workload}/default vs exhaustive: placed {:+.2}%, nodes used {:+.2}%, their capacity {:+.2}%, cpu use of those {:+.2} pts, mem {:+.2} pts, large-task room {:+.2}%, stranded cpu {:+.2} pts, mem {:+.2} pts",
+        pct(d.allocs as f64, e.allocs as f64),
+        pct(d.nodes_used as f64, e.nodes_used as f64),
+        pct(d.capacity_used, e.capacity_used),
+        d.cpu_util_used - e.cpu_util_used,
+        d.mem_util_used - e.mem_util_used,
+        pct(d.large_headroom as f64, e.large_headroom as f64),
+        d.stranded_cpu - e.stranded_cpu,
+        d.stranded_mem - e.stranded_mem,
+    );
 }
 
 /// A cluster about half full and a batch of fresh requests.
 fn half_full(nodes: usize) -> (ClusterState, Vec<SlotRef>) {
-    let (mut b, fill) = cluster(nodes, 0, 0.5);
+    let (mut b, fill) = cluster(nodes, 0, 0.5, true);
     let sched = FilterScoreScheduler::default();
     place_in_passes(&mut b, &sched, &fill, PASS, 1);
     let batch = PASS.min(nodes * 2);
-    let (b, reqs) = add_jobs(b, nodes, 1_000_000, f64::MAX, batch);
+    let (b, reqs) = add_jobs(b, nodes, 1_000_000, f64::MAX, batch, true);
     (b.build(), reqs)
 }
 

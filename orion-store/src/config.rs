@@ -8,22 +8,27 @@ use serde::{Deserialize, Serialize};
 /// Which storage engine holds the Raft log, vote and snapshot.
 ///
 /// **redb is the default, by measurement.** `cargo bench -p orion-benches --bench
-/// store_engines` (criterion medians, 2-core VM shared with other builds, both
-/// engines fsync'd for real — see [`crate::engine::SledEngine`] on sled's own sync):
+/// store_engines -- --warm-up-time 1 --measurement-time 3` (criterion medians on a
+/// 2-core VM shared with other builds; both engines fsync'd for real — see
+/// [`crate::engine::SledEngine`] on sled's own sync):
 ///
 /// | work | sled | redb |
 /// |---|---|---|
-/// | append, 1 entry per fsync | 1.02 ms (976/s) | 0.92 ms (1.09 k/s) |
-/// | append, 64 entries per fsync | 29.0 k entries/s | 81.2 k entries/s |
-/// | 5,000 appends + snapshot + purge | 44.8 k entries/s | 51.3 k entries/s |
-/// | proposals through openraft (256 in flight) | 1,051/s | 988/s |
-/// | on disk after 100,000 entries + snapshot + purge | 15.5 MiB | 2.7 MiB |
-/// | on disk in steady state (350 k / 430 k entries) | 8.0 MiB | 1.8 MiB |
-/// | reopen: restore snapshot + replay 4,000 entries | 64.1 ms | 30.2 ms |
+/// | append, 1 entry per fsync (A/B interleaved) | 283 µs (p90 436 µs) | 360 µs (p90 450 µs) |
+/// | append, 64 entries per fsync (A/B interleaved) | 1.30 ms (p90 1.78 ms) | 1.07 ms (p90 1.35 ms) |
+/// | append, 64 per fsync (criterion, alone) | 33.2 k entries/s | 90.6 k entries/s |
+/// | proposals through openraft, 256 in flight | 1,619/s | 1,229/s |
+/// | on disk after 100,000 entries + snapshot + purge | 16.0 MiB | 3.4 MiB |
+/// | on disk in steady state (snapshot + purge every 5,000) | 8.0 MiB | 2.3 MiB |
+/// | reopen: restore snapshot + replay 4,000 entries | 34.3 ms | 29.7 ms |
 ///
-/// redb matches sled on single-entry commits (the one fsync dominates both), is 2.8×
-/// faster on batched appends, takes 4–6× less disk and reopens twice as fast; it is
-/// also maintained with a stable file format, where sled 0.34 dates from 2021.
+/// The write path is a wash: one fsync dominates both, sled is ~25% quicker per
+/// single-entry append (so per proposal, as openraft 0.9 appends each client write
+/// on its own), redb ~20% quicker on batches (replication, catch-up), and the sign
+/// flipped between runs on this noisy host. What never flipped: redb takes 3.5–5×
+/// less disk and reopens as fast or faster. It also has a maintained, stable file
+/// format and a real fsync on commit, where sled 0.34 dates from 2021 and needs an
+/// extra `fdatasync` to be durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {

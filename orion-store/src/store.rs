@@ -12,6 +12,23 @@
 //!         ▼
 //!  wait until this node's Replica applied the answered index
 //! ```
+//!
+//! - **Reads.** `read_barrier` is openraft's linearizable read split across nodes:
+//!   the leader confirms its leadership with a quorum (`get_read_log_id`) and answers
+//!   the read index; the calling node, leader or not, waits until its own replica
+//!   has applied it. On the leader this is exactly `ensure_linearizable`.
+//! - **Retries.** A call is retried (within its budget) while no leader is known, the
+//!   node asked is not the leader, or the leader cannot be reached at all. An answer
+//!   lost after the leader got the request is not retried (`Timeout` / `Forward`):
+//!   the command may still commit. A leader deposed mid-write answers "not leader"
+//!   although a successor may still commit the entry; Orion's commands are
+//!   idempotent or re-checked by the state machine, so the retry is harmless.
+//! - **Durability.** A command is in an fsync'd log entry before it commits. The
+//!   commit pointer is written lazily (synced by the next append, or `shutdown`),
+//!   so after a crash `open` may replay slightly less; the rest is applied as soon
+//!   as the node (or its cluster) elects a leader and commits again.
+//! - **Shutdown.** Call [`Store::shutdown`]: the server task holds the store, so a
+//!   dropped handle alone keeps Raft running.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

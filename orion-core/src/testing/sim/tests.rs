@@ -138,3 +138,16 @@ fn unplaceable_tasks_wait_with_a_reason_until_capacity_joins() {
     sim.settle(10).expect("settles");
     assert_eq!(sim.count(AllocState::Running), 3);
 }
+
+/// The same inputs give the same cluster, allocation for allocation: the state
+/// machine, the reconciler and the scheduler are deterministic.
+#[test]
+fn a_run_is_deterministic() {
+    let run = || {
+        let mut sim = settled();
+        sim.fail_node(&node_id(13));
+        sim.settle(100).expect("settles");
+        sim.read(|s| s.allocs.clone())
+    };
+    assert_eq!(run(), run());
+}

@@ -78,11 +78,11 @@ async fn a_cut_off_leader_yields_to_the_majority_and_rejoins() {
         Duration::from_secs(30),
         async || {
             let job = get_json(&format!("{via}/v1/jobs/part")).await?;
-            let lost = job["allocations"]
-                .as_array()?
-                .iter()
-                .any(|a| a["state"] == "lost");
-            lost.then_some(job)
+            let allocs = job["allocations"].as_array()?;
+            let lost = allocs.iter().any(|a| a["state"] == "lost");
+            // The replacement is planned in a later command than the loss.
+            let pending = allocs.iter().any(|a| a["state"] == "pending");
+            (lost && pending).then_some(job)
         },
     )
     .await;
@@ -135,6 +135,14 @@ async fn a_cut_off_leader_yields_to_the_majority_and_rejoins() {
         String::from_utf8_lossy(&out.stdout)
     );
     let now: BTreeSet<String> = Containers::of(&leader_id).into_iter().collect();
+    // ...and keeps running what it had: a node cut off keeps its tasks up.
+    let running_now: BTreeSet<String> = Containers::running_of_node(&leader_id)
+        .into_iter()
+        .collect();
+    assert_eq!(
+        running_now, containers_before,
+        "the cut-off node's tasks keep running"
+    );
     assert!(
         now.is_subset(&containers_before),
         "the minority started containers: {now:?}"

@@ -178,6 +178,11 @@ impl Containers {
         docker_ps(&["-a", "--filter", &format!("label=orion.node={node}")])
     }
 
+    /// Running container ids of one node.
+    pub fn running_of_node(node: &str) -> Vec<String> {
+        docker_ps(&["--filter", &format!("label=orion.node={node}")])
+    }
+
     /// Running container ids of one allocation.
     pub fn running_of_alloc(alloc: &str) -> Vec<String> {
         docker_ps(&["--filter", &format!("label=orion.alloc={alloc}")])

@@ -283,6 +283,27 @@ impl<'a> Ask<'a> {
         }
     }
 
+    /// What decides which nodes the ask fits on, as a key: two asks with the same
+    /// key fit on the same nodes and are explained alike. The job's name is part
+    /// of it only for distinct hosts, the one filter that looks at the job.
+    pub fn feasibility_key(&self) -> String {
+        let n = &self.need;
+        let job = if self.spec.distinct_hosts {
+            self.spec.name.as_str()
+        } else {
+            ""
+        };
+        format!(
+            "{:x}/{}/{}/{:?}/{:?}/{:?}/{job}",
+            n.cpu.to_bits(),
+            n.memory_mb,
+            n.disk_mb,
+            self.constraints,
+            self.static_ports,
+            self.dynamic_ports
+        )
+    }
+
     /// How many dynamic ports of `protocol` it needs.
     pub fn dynamic_count(&self, protocol: Protocol) -> usize {
         self.dynamic_ports

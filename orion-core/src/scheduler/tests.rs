@@ -321,3 +321,27 @@ fn bounded_packing_is_within_two_percent_of_exhaustive() {
     assert!(bounded.cpu_util_used >= exhaustive.cpu_util_used - 2.0);
     assert!(bounded.capacity_used <= exhaustive.capacity_used * 1.02);
 }
+
+/// Jobs made from one template that fit nowhere are explained once and alike;
+/// a job that differs in what decides feasibility is explained on its own.
+#[test]
+fn a_crowd_of_alike_unplaceable_jobs_is_explained_alike() {
+    let mut b = StateBuilder::new().node(node("n1", 4.0, 4096));
+    let mut reqs = Vec::new();
+    for i in 0..50 {
+        let spec = job(&format!("ml{i:02}"), 1, 1.0, 512).selector("gpu", "true");
+        reqs.extend(slots(&spec.name, 1, 1));
+        b = b.job(spec);
+    }
+    b = b.job(job("huge", 1, 1.0, 1 << 20));
+    reqs.extend(slots("huge", 1, 1));
+    let out = run(b.state(), &reqs);
+    assert_eq!(out.unplaced.len(), 51);
+    assert!(out.unplaced[..50]
+        .iter()
+        .all(|u| u.reason == "1 node: selector gpu=true"));
+    assert_eq!(
+        out.unplaced[50].reason,
+        "1 node: insufficient memory (need 1048576 MB, free 4096)"
+    );
+}

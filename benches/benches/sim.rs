@@ -6,7 +6,8 @@
 //! Not criterion: one run of each takes seconds to a minute, so this prints wall
 //! times (and where they went) instead of sampling.
 //!
-//! Run: `cargo bench -p orion-benches --bench sim` (`SIM_TASKS=100000` for one size).
+//! Run: `cargo bench -p orion-benches --bench sim` (`SIM_TASKS=100000` for one size,
+//! `SIM_PASS=20000` for another pass size than the control loop's 5,000).
 
 use std::time::Instant;
 
@@ -54,7 +55,12 @@ fn job(i: usize) -> JobSpec {
 }
 
 fn run(tasks: usize) {
-    let mut sim = Sim::new(SimConfig::default());
+    let mut config = SimConfig::default();
+    if let Some(pass) = std::env::var("SIM_PASS").ok().and_then(|p| p.parse().ok()) {
+        config.max_placements_per_pass = pass;
+        config.reports_per_entry = pass;
+    }
+    let mut sim = Sim::new(config);
     sim.add_nodes((0..NODES).map(node));
     let t = Instant::now();
     sim.submit((0..tasks / REPLICAS as usize).map(job));

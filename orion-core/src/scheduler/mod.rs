@@ -230,6 +230,18 @@ impl FilterScoreScheduler {
     /// What the pipeline thinks of one job on one node of committed state: the
     /// first filter that rejects it, or each scorer's score and weight. `None` when
     /// the job or the node is unknown.
+    ///
+    /// ```no_run
+    /// # let state = orion_core::ClusterState::default();
+    /// use orion_core::FilterScoreScheduler;
+    ///
+    /// let verdict = FilterScoreScheduler::default().explain_placement(&state, "web", "n1");
+    /// if let Some(v) = verdict {
+    ///     // "n1: insufficient memory (need 1024 MB, free 512)", or
+    ///     // "n1: score 0.412 = 1 × free-resources 0.462 + 0.5 × job-anti-affinity -0.100"
+    ///     println!("{v}");
+    /// }
+    /// ```
     pub fn explain_placement(
         &self,
         state: &ClusterState,

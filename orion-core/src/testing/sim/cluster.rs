@@ -71,6 +71,20 @@ pub struct SimStats {
 }
 
 /// A simulated cluster; see the module docs.
+///
+/// ```no_run
+/// use orion_core::model::AllocState;
+/// use orion_core::testing::sim::workload::{mixed_jobs, mixed_nodes, node_id};
+/// use orion_core::testing::sim::{Sim, SimConfig};
+///
+/// let mut sim = Sim::new(SimConfig::default());
+/// sim.add_nodes(mixed_nodes(1_000));
+/// sim.submit(mixed_jobs(0, 100, 50, 1_000));
+/// sim.settle(1_000).expect("settles");
+/// sim.fail_node(&node_id(42));
+/// sim.settle(1_000).expect("replaces what node-00042 ran");
+/// println!("{} running", sim.count(AllocState::Running));
+/// ```
 #[derive(Debug)]
 pub struct Sim {
     store: MemStore,

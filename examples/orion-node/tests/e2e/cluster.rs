@@ -181,21 +181,8 @@ async fn killing_a_worker_reschedules_its_replicas() {
     assert_eq!(w["status"], "down");
 
     // The worker comes back: it rejoins, and stops its stale containers.
-    c.nodes[3] = Node::start(&c.nodes[3].spec.clone());
-    wait_for(
-        "the worker ready again",
-        Duration::from_secs(30),
-        async || {
-            let nodes = get_json(&format!("{addr}/v1/nodes")).await?;
-            let w = nodes
-                .as_array()?
-                .iter()
-                .find(|n| n["id"] == worker.as_str())?
-                .clone();
-            (w["status"] == "ready").then_some(())
-        },
-    )
-    .await;
+    // restart() waits until it is ready again and caught up.
+    c.restart(3).await;
     wait_for(
         "stale containers stopped",
         Duration::from_secs(30),

@@ -269,6 +269,44 @@ pub async fn get_text(url: &str) -> Option<String> {
     r.text().await.ok()
 }
 
+/// A node's applied log index (the `x-orion-index` header of a read).
+pub async fn applied_index(addr: &str) -> Option<u64> {
+    let r = reqwest::get(format!("{addr}/v1/jobs")).await.ok()?;
+    r.headers()
+        .get("x-orion-index")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+impl LocalCluster {
+    /// Restarts node `i` on its data dir and waits for steady state: one leader
+    /// for all, every node ready, and the restarted node caught up with the leader.
+    pub async fn restart(&mut self, i: usize) {
+        self.nodes[i] = Node::start(&self.nodes[i].spec.clone());
+        let me = self.nodes[i].spec.addr();
+        let cluster = &*self;
+        wait_for(
+            "steady state after a restart",
+            Duration::from_secs(60),
+            async || {
+                let l = cluster.leader().await?;
+                let leader = cluster.nodes[l].spec.addr();
+                let nodes = get_json(&format!("{leader}/v1/nodes")).await?;
+                nodes
+                    .as_array()?
+                    .iter()
+                    .all(|n| n["status"] == "ready")
+                    .then_some(())?;
+                let target = applied_index(&leader).await?;
+                (applied_index(&me).await? >= target).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
 /// A job's running allocations from `GET /v1/allocations?job=…`.
 pub async fn running(addr: &str, job: &str) -> Vec<Value> {
     let allocs = get_json(&format!("{addr}/v1/allocations?job={job}"))

@@ -17,6 +17,11 @@
 //! It wakes on committed changes that touch its node and on a tick (to see
 //! containers that exited behind Orion's back). Containers are found by their
 //! labels, so an agent that restarts adopts what it started before.
+//!
+//! Until its replica has caught up with the leader once (a read barrier), the agent
+//! starts and restarts nothing: a node that restarts cut off from the cluster keeps
+//! what still runs, but does not bring back allocations that the cluster may have
+//! replaced elsewhere while it was away. Stopping is always allowed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -62,6 +67,9 @@ impl Default for AgentConfig {
     }
 }
 
+/// How long one pass waits for the replica to catch up with the leader.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+
 /// How many stops or starts one agent runs at once.
 const PARALLEL_OPS: usize = 8;
 
@@ -84,6 +92,8 @@ pub struct Agent {
     backoff: HashMap<AllocId, Backoff>,
     /// Set while the runtime does not answer, with why.
     runtime_down: Option<String>,
+    /// Whether this node's replica has caught up with the leader since start.
+    caught_up: bool,
     health: watch::Sender<Option<String>>,
 }
 
@@ -103,6 +113,7 @@ impl Agent {
             config,
             backoff: HashMap::new(),
             runtime_down: None,
+            caught_up: false,
             health,
         }
     }
@@ -138,6 +149,13 @@ impl Agent {
 
     /// One pass: make the runtime match the committed allocations of this node.
     pub async fn sync(&mut self) {
+        if !self.caught_up {
+            let barrier = tokio::time::timeout(CATCH_UP_WAIT, self.store.read_barrier()).await;
+            self.caught_up = matches!(barrier, Ok(Ok(())));
+            if self.caught_up {
+                debug!(node_id = %self.node_id, "replica caught up; starting tasks is allowed");
+            }
+        }
         let replica = self.store.replica().clone();
         let Some(cluster_id) = replica.read(|s| s.cluster_id.clone()) else {
             return;
@@ -214,7 +232,7 @@ impl Agent {
             seen.insert(id.to_string());
             let Some((task, kind)) = job else { continue };
             match by_alloc.get(id) {
-                None if self.may_attempt(&a.id) => to_launch.push((a, task)),
+                None if self.caught_up && self.may_attempt(&a.id) => to_launch.push((a, task)),
                 None => {}
                 Some(c) => updates.extend(self.tend(a, *kind, c).await),
             }
@@ -359,7 +377,7 @@ impl Agent {
             Some(format!("exited with code {code}")),
         );
         exited.exit_code = Some(code);
-        if !self.may_attempt(&a.id) {
+        if !self.caught_up || !self.may_attempt(&a.id) {
             return Some(exited).filter(|u| differs(a, u));
         }
         match self.runtime.start(&c.id).await {

@@ -185,3 +185,64 @@ async fn an_unreachable_runtime_marks_the_node_unhealthy_until_it_returns() {
     assert_eq!(r.allocs()[0].state, AllocState::Running);
     assert!(r.runtime.ping().await.is_ok());
 }
+
+/// A store cut off from its leader: reads of the local replica work, the read
+/// barrier does not.
+struct CutOff(Arc<MemStore>);
+
+#[async_trait::async_trait]
+impl crate::store::Store for CutOff {
+    async fn propose(
+        &self,
+        cmd: Command,
+    ) -> Result<crate::store::Applied, crate::store::StoreError> {
+        self.0.propose(cmd).await
+    }
+    fn replica(&self) -> &Arc<crate::replica::Replica> {
+        self.0.replica()
+    }
+    async fn read_barrier(&self) -> Result<(), crate::store::StoreError> {
+        Err(crate::store::StoreError::NoLeader("cut off".into()))
+    }
+    fn leadership(&self) -> watch::Receiver<crate::store::Leadership> {
+        self.0.leadership()
+    }
+    async fn shutdown(&self) -> Result<(), crate::store::StoreError> {
+        Ok(())
+    }
+}
+
+/// An agent that has not caught up with the leader since it started keeps what
+/// runs but starts nothing: it cannot know whether its allocations were replaced.
+#[tokio::test]
+async fn an_agent_that_has_not_caught_up_starts_nothing_but_keeps_what_runs() {
+    let mut r = rig();
+    r.submit(job("web", 2, 0.5, 256));
+    r.agent.sync().await;
+    assert_eq!(r.creates(), 2);
+    // One container dies while the node is down; the node restarts cut off.
+    let first = r.allocs()[0].id.clone();
+    r.runtime.exit(&first, 137);
+    let (health, _) = watch::channel(None);
+    let store = Arc::new(CutOff(r.store.clone()));
+    let mut cut = Agent::new(
+        "n1".into(),
+        store,
+        r.runtime.clone(),
+        AgentConfig::default(),
+        health,
+    );
+    cut.sync().await;
+    assert_eq!(r.creates(), 2, "nothing new started");
+    assert_eq!(
+        r.runtime.running(&first),
+        0,
+        "the dead one is not restarted"
+    );
+    let others: Vec<_> = r.allocs().into_iter().filter(|a| a.id != first).collect();
+    assert_eq!(
+        r.runtime.running(&others[0].id),
+        1,
+        "what runs keeps running"
+    );
+}

@@ -119,6 +119,21 @@ async fn submit_run_read_and_stop() {
 
     let (_, list) = get(&base, "/v1/jobs").await;
     assert_eq!(list[0]["running"], 2);
+    // Reads say which consistency they give.
+    for (query, kind) in [("", "local"), ("?consistent=true", "linearizable")] {
+        let r = reqwest::get(format!("{base}/v1/jobs{query}"))
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-orion-consistency"], kind);
+        assert!(
+            r.headers()["x-orion-index"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > 0
+        );
+    }
     let (_, nodes) = get(&base, "/v1/nodes").await;
     assert_eq!(nodes[0]["id"], "n1");
     assert_eq!(nodes[0]["used"]["memory_mb"], 64);

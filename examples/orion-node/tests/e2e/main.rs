@@ -8,5 +8,6 @@ mod support;
 
 mod boxed;
 mod cluster;
+mod dev;
 mod partition;
 mod single_node;

@@ -18,7 +18,7 @@ pub enum JobKind {
     Service,
     /// Runs to completion; a task that exits 0 is done, one that fails is retried.
     Batch,
-    /// One copy on every eligible node.
+    /// One copy on every eligible node. Not supported yet: validation refuses it.
     System,
 }
 
@@ -432,7 +432,17 @@ impl JobSpec {
         if let Err(p) = check_dns_label(&self.name) {
             err("name".into(), p);
         }
-        if self.kind != JobKind::System && self.replicas > MAX_REPLICAS {
+        if self.kind == JobKind::System {
+            // Refused rather than run as a service with `replicas` copies, which is
+            // not what a system job means.
+            err(
+                "type".into(),
+                "system jobs (one per node) are not supported yet; use a service with \
+                 distinct_hosts: true and one replica per node"
+                    .into(),
+            );
+        }
+        if self.replicas > MAX_REPLICAS {
             err(
                 "replicas".into(),
                 format!("{} is more than the limit of {MAX_REPLICAS}", self.replicas),
@@ -654,6 +664,13 @@ node_selectors: { disk: ssd }
         let fields: Vec<_> = err.errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["name", "task.resources.cpu"]);
         assert!(err.to_string().starts_with("invalid job spec: name:"));
+    }
+
+    #[test]
+    fn system_jobs_are_refused_until_supported() {
+        let e = first_error(&WEB_YAML.replace("type: service", "type: system"));
+        assert_eq!(e.field, "type");
+        assert!(e.problem.contains("not supported yet"), "{e}");
     }
 
     #[test]

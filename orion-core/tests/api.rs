@@ -235,6 +235,26 @@ async fn bad_input_is_refused_with_the_field_and_writes_nothing() {
     assert_eq!(status, 404);
     let (status, _) = get(&base, "/v1/allocations?job=nope").await;
     assert_eq!(status, 404);
+    let http = reqwest::Client::new();
+    for (method, path, want) in [
+        ("POST", "/v1/nodes/ghost/drain", "no node with id \"ghost\""),
+        ("DELETE", "/v1/nodes/ghost", "no node with id \"ghost\""),
+        ("DELETE", "/v1/jobs/ghost", "no job named \"ghost\""),
+        (
+            "GET",
+            "/v1/allocations/ghost/logs",
+            "no allocation \"ghost\"",
+        ),
+    ] {
+        let r = http
+            .request(method.parse().unwrap(), format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{method} {path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], want);
+    }
     cluster.shutdown().await;
 }
 

@@ -82,6 +82,9 @@ pub struct AgentArgs {
     /// HTTP address of any member, to join its cluster.
     #[arg(long)]
     pub join: Option<String>,
+    /// How long to keep trying `--join` before giving up, in seconds [default: 120].
+    #[arg(long)]
+    pub join_timeout: Option<u64>,
     /// manager (votes; may lead) or worker (runs tasks only) [default: manager].
     #[arg(long)]
     pub role: Option<orion_core::NodeRole>,

@@ -30,6 +30,7 @@ struct FileConfig {
     engine: Option<String>,
     advertise_http: Option<String>,
     max_voters: Option<usize>,
+    join_timeout: Option<u64>,
 }
 
 /// Fills every flag not given on the command line from the config file, if any.
@@ -64,7 +65,8 @@ pub fn merge(mut args: AgentArgs) -> Result<AgentArgs> {
         gossip,
         engine,
         advertise_http,
-        max_voters
+        max_voters,
+        join_timeout
     );
     if args.role.is_none() {
         args.role = file

@@ -93,6 +93,7 @@ fn settings(
         engine: Engine::default(),
         advertise_http: None,
         max_voters: 3,
+        join_timeout: Duration::from_secs(60),
         config: orion_core::ClusterConfig::default(),
     })
 }

@@ -36,6 +36,7 @@ pub struct Settings {
     pub engine: Engine,
     pub advertise_http: Option<String>,
     pub max_voters: usize,
+    pub join_timeout: Duration,
     pub config: ClusterConfig,
 }
 
@@ -72,6 +73,7 @@ impl Settings {
                 Some(n @ 1..=7) => n,
                 Some(n) => bail!("--max-voters {n}: use 1 to 7 (3 or 5 is usual)"),
             },
+            join_timeout: Duration::from_secs(args.join_timeout.unwrap_or(120)),
             config: ClusterConfig::default(),
         })
     }
@@ -153,7 +155,7 @@ pub async fn start(settings: Settings, runtime: Arc<dyn Runtime>) -> Result<Runn
             .initialize_single()
             .await
             .context("bootstrapping the store")?,
-        Some(target) => seeds = join(target, &peer).await?,
+        Some(target) => seeds = join(target, &peer, settings.join_timeout).await?,
     }
     // On a restart the replica already knows the other nodes' gossip addresses.
     seeds.extend(orion_core::Store::replica(&store).read(|s| {
@@ -214,12 +216,12 @@ pub async fn start(settings: Settings, runtime: Arc<dyn Runtime>) -> Result<Runn
 
 /// Asks a member to add this node to the cluster; returns the members' gossip
 /// addresses, to seed gossip with.
-async fn join(target: &str, me: &Peer) -> Result<Vec<String>> {
+async fn join(target: &str, me: &Peer, limit: Duration) -> Result<Vec<String>> {
     let base = crate::client::base_url(target);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(90))
         .build()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         let r = client
             .post(format!("{base}/v1/cluster/peers"))
@@ -238,7 +240,7 @@ async fn join(target: &str, me: &Peer) -> Result<Vec<String>> {
             Err(e) => info!(error = %e, "cannot reach {target} yet; retrying"),
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("could not join the cluster through {target} within 120 s");
+            bail!("could not join the cluster through {target} within {limit:?}: no member answers there");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -310,3 +310,46 @@ async fn an_unreachable_engine_makes_the_node_unhealthy_until_it_returns() {
     let nodes = get_json(&format!("{addr}/v1/nodes")).await.unwrap();
     assert_eq!(nodes[0]["status"], "ready");
 }
+
+/// Joining through an address where no member answers fails with a message that
+/// names it, within the join timeout, and the node exits non-zero.
+#[tokio::test]
+async fn joining_a_dead_peer_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NodeSpec::new(&node_id("e2e-deadjoin"), dir.path());
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (lo, hi) = spec.port_range;
+    let out = std::process::Command::new(BIN)
+        .args([
+            "agent",
+            "--node-id",
+            &spec.id,
+            "--join",
+            &dead,
+            "--join-timeout",
+            "2",
+        ])
+        .arg("--data-dir")
+        .arg(&spec.data_dir)
+        .args([
+            "--http",
+            &spec.http.to_string(),
+            "--raft",
+            &spec.raft.to_string(),
+        ])
+        .args([
+            "--gossip",
+            &spec.gossip.to_string(),
+            "--port-range",
+            &format!("{lo}-{hi}"),
+        ])
+        .env("ORION_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("could not join the cluster through {dead}")),
+        "{err}"
+    );
+}

@@ -30,6 +30,9 @@ pub const LARGEST: Resources = Resources {
 pub struct Packing {
     /// Allocations holding resources.
     pub allocs: usize,
+    /// CPU those allocations reserve, cores: what was placed, so that packings
+    /// that placed different amounts can still be compared per core placed.
+    pub cpu_placed: f64,
     /// Nodes with at least one allocation.
     pub nodes_used: usize,
     /// CPU capacity of those nodes, cores: with nodes of mixed sizes, a fairer
@@ -70,6 +73,7 @@ impl Packing {
                 p.capacity_used += cap.cpu;
                 used_cap_mem += cap.memory_mb as f64;
                 used_cpu += used.cpu;
+                p.cpu_placed += used.cpu;
                 used_mem += used.memory_mb as f64;
             }
             if free.memory_mb < SMALLEST.memory_mb {
@@ -90,13 +94,27 @@ impl Packing {
     }
 }
 
+impl Packing {
+    /// Nodes in use per 100 cores placed: nodes used, made comparable between
+    /// packings that placed different amounts.
+    pub fn nodes_per_100_cores(&self) -> f64 {
+        if self.cpu_placed > 0.0 {
+            100.0 * self.nodes_used as f64 / self.cpu_placed
+        } else {
+            0.0
+        }
+    }
+}
+
 impl fmt::Display for Packing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} allocs on {} nodes of {:.0} cores (cpu {:.1}%, mem {:.1}% of those), stranded cpu {:.2}% mem {:.2}%, room for {} large",
+            "{} allocs ({:.0} cores) on {} nodes ({:.2} per 100 cores placed) of {:.0} cores (cpu {:.1}%, mem {:.1}% of those), stranded cpu {:.2}% mem {:.2}%, room for {} large",
             self.allocs,
+            self.cpu_placed,
             self.nodes_used,
+            self.nodes_per_100_cores(),
             self.capacity_used,
             self.cpu_util_used,
             self.mem_util_used,

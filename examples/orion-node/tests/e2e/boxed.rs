@@ -156,7 +156,8 @@ impl BoxedCluster {
                 container: id.clone(),
                 ip: ip.clone(),
             };
-            let lo = 50000 + (std::process::id() % 100) as u16 * 96 + i as u16 * 32;
+            // Below the ephemeral range, and apart from `port_range()`'s blocks and the dev cluster's 32000-32767.
+            let lo = 19000 + i as u16 * 32;
             let mut args: Vec<String> = [
                 "run",
                 "-d",

@@ -18,12 +18,8 @@ async fn job_runs_serves_its_page_and_stops() {
     let dir = tempfile::tempdir().unwrap();
     let spec = NodeSpec::new(&node_id("e2e-web"), dir.path());
     let _cleanup = Containers(vec![spec.id.clone()]);
-    let node = Node::start(&spec);
+    let node = Node::start_ready(&spec).await;
     let addr = spec.addr();
-    wait_for("the node's API", Duration::from_secs(30), async || {
-        get_json(&format!("{addr}/health")).await
-    })
-    .await;
 
     let file = web_spec(dir.path(), "web", 2);
     let out = cli(&addr, &["job", "run", file.to_str().unwrap()]);
@@ -93,12 +89,8 @@ async fn restart_after_kill_adopts_containers() {
     let dir = tempfile::tempdir().unwrap();
     let spec = NodeSpec::new(&node_id("e2e-kill"), dir.path());
     let _cleanup = Containers(vec![spec.id.clone()]);
-    let mut node = Node::start(&spec);
+    let mut node = Node::start_ready(&spec).await;
     let addr = spec.addr();
-    wait_for("the node's API", Duration::from_secs(30), async || {
-        get_json(&format!("{addr}/health")).await
-    })
-    .await;
     let file = web_spec(dir.path(), "kept", 3);
     assert!(cli(&addr, &["job", "run", file.to_str().unwrap()])
         .status
@@ -166,12 +158,8 @@ async fn a_container_killed_behind_orions_back_is_restarted() {
     let dir = tempfile::tempdir().unwrap();
     let spec = NodeSpec::new(&node_id("e2e-restart"), dir.path());
     let _cleanup = Containers(vec![spec.id.clone()]);
-    let _node = Node::start(&spec);
+    let _node = Node::start_ready(&spec).await;
     let addr = spec.addr();
-    wait_for("the node's API", Duration::from_secs(30), async || {
-        get_json(&format!("{addr}/health")).await
-    })
-    .await;
     let file = web_spec(dir.path(), "phoenix", 1);
     assert!(cli(&addr, &["job", "run", file.to_str().unwrap()])
         .status
@@ -211,12 +199,8 @@ async fn a_missing_image_is_reported_on_the_allocation() {
     let dir = tempfile::tempdir().unwrap();
     let spec = NodeSpec::new(&node_id("e2e-noimage"), dir.path());
     let _cleanup = Containers(vec![spec.id.clone()]);
-    let _node = Node::start(&spec);
+    let _node = Node::start_ready(&spec).await;
     let addr = spec.addr();
-    wait_for("the node's API", Duration::from_secs(30), async || {
-        get_json(&format!("{addr}/health")).await
-    })
-    .await;
     let path = dir.path().join("ghost.json");
     std::fs::write(
         &path,
@@ -250,12 +234,8 @@ async fn an_unreachable_engine_makes_the_node_unhealthy_until_it_returns() {
     let mut spec = NodeSpec::new(&node_id("e2e-engine"), dir.path());
     spec.env.push(("DOCKER_HOST".into(), proxy.docker_host()));
     let _cleanup = Containers(vec![spec.id.clone()]);
-    let _node = Node::start(&spec);
+    let _node = Node::start_ready(&spec).await;
     let addr = spec.addr();
-    wait_for("the node's API", Duration::from_secs(30), async || {
-        get_json(&format!("{addr}/health")).await
-    })
-    .await;
     let file = web_spec(dir.path(), "steady", 1);
     assert!(cli(&addr, &["job", "run", file.to_str().unwrap()])
         .status

@@ -48,13 +48,20 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A dynamic host port range of 64 ports no other test in this process uses
-/// (16 ranges per process, the block chosen by process id).
+/// A dynamic host port range of 32 ports that no other node of this test run
+/// uses, below Linux's ephemeral range (32768+), so that no API, Raft or gossip
+/// port (picked by binding port 0) and no client socket can hold one of them.
+/// Ranges 20000–31999 are split into 6 blocks by process id, 64 ranges each.
 pub fn port_range() -> (u16, u16) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 40000 + (std::process::id() % 20) as u16 * 1024;
-    let lo = base + (NEXT.fetch_add(1, Ordering::SeqCst) % 16) * 64;
-    (lo, lo + 63)
+    let block = 20000 + (std::process::id() % 6) as u16 * 2048;
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    assert!(
+        n < 64,
+        "more than 64 nodes in one test run: widen port_range()"
+    );
+    let lo = block + n * 32;
+    (lo, lo + 31)
 }
 
 /// A unique node id for this test run.
@@ -129,6 +136,19 @@ impl Node {
             spec: spec.clone(),
             child: Some(child),
         }
+    }
+
+    /// Starts the node and waits until its API answers.
+    pub async fn start_ready(spec: &NodeSpec) -> Node {
+        let node = Node::start(spec);
+        let addr = spec.addr();
+        wait_for(
+            &format!("{} to answer", spec.id),
+            Duration::from_secs(60),
+            async || get_json(&format!("{addr}/health")).await,
+        )
+        .await;
+        node
     }
 
     /// SIGKILL, no goodbye.
@@ -417,15 +437,7 @@ impl LocalCluster {
             }
             spec.extra
                 .extend(["--tag".to_string(), format!("name={id}")]);
-            let node = Node::start(&spec);
-            let addr = spec.addr();
-            wait_for(
-                &format!("{id} to answer"),
-                Duration::from_secs(60),
-                async || get_json(&format!("{addr}/health")).await,
-            )
-            .await;
-            nodes.push(node);
+            nodes.push(Node::start_ready(&spec).await);
         }
         let c = LocalCluster {
             nodes,

@@ -207,6 +207,7 @@ fn alloc_updates(c: &mut Criterion) {
                     exit_code: None,
                     ports: None,
                     restarted: false,
+                    failed_attempt: false,
                 })
                 .collect();
             Command::UpdateAllocs { updates }

@@ -295,8 +295,15 @@ impl Agent {
             Err(e) => {
                 warn!(node_id = %self.node_id, alloc = %a.id, error = %e, "task failed to start");
                 self.back_off(&a.id);
-                let msg = Some(format!("start failed: {e}"));
-                Some(update(&self.node_id, a, AllocState::Failed, msg)).filter(|u| differs(a, u))
+                let mut u = update(
+                    &self.node_id,
+                    a,
+                    AllocState::Failed,
+                    Some(format!("start failed: {e}")),
+                );
+                // Always reported: each failed attempt counts towards rescheduling.
+                u.failed_attempt = true;
+                Some(u)
             }
         }
     }
@@ -499,6 +506,7 @@ fn update(
         exit_code: None,
         ports: None,
         restarted: false,
+        failed_attempt: false,
     }
 }
 

@@ -164,6 +164,9 @@ pub struct AllocUpdate {
     /// The node restarted it in place.
     #[serde(default)]
     pub restarted: bool,
+    /// The node tried to start it and failed (counted in `Allocation::failures`).
+    #[serde(default)]
+    pub failed_attempt: bool,
 }
 
 /// What applying a command answers.

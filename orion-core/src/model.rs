@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{JobSpec, Protocol, Resources};
 
+/// Failed starts in a row after which an allocation is replaced. Three: with the
+/// agent's backoff (1 s, 2 s, 4 s) a task that cannot start on its node moves on
+/// after about 7 s, while a one-off failure is simply retried.
+pub const RESCHEDULE_AFTER_FAILURES: u32 = 3;
+
 /// A node's identity, unique in the cluster (`n1`, a host name).
 pub type NodeId = String;
 
@@ -262,6 +267,10 @@ pub struct Allocation {
     /// How often its node restarted it in place.
     #[serde(default)]
     pub restarts: u32,
+    /// Failed attempts to start it since it last ran; past a few, the reconciler
+    /// replaces it (possibly elsewhere, with other host ports).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
     /// Store index that created it.
     pub create_index: u64,
     /// Store index of its last change.
@@ -274,8 +283,18 @@ impl Allocation {
         self.node.is_some() && self.desired == DesiredState::Run && !self.state.is_terminal()
     }
 
+    /// Whether it failed to start often enough to be replaced: a host port held
+    /// by another process, an image this node cannot get, a runtime that refuses it.
+    pub fn should_reschedule(&self) -> bool {
+        self.is_live() && self.node.is_some() && self.failures >= RESCHEDULE_AFTER_FAILURES
+    }
+
     /// Whether it still counts as the live copy of its slot.
     pub fn is_live(&self) -> bool {
         self.desired == DesiredState::Run && !self.state.is_terminal()
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use crate::command::{Plan, SlotRef, StopAlloc};
-use crate::model::{AllocState, Allocation, Job, JobStatus};
+use crate::model::{AllocId, AllocState, Allocation, Job, JobStatus};
 use crate::scheduler::Scheduler;
 use crate::spec::JobKind;
 use crate::state::{ClusterState, NodeUsage};
@@ -31,6 +31,9 @@ pub struct Intent {
     pub stops: Vec<StopAlloc>,
     /// Slots that need a node.
     pub requests: Vec<SlotRef>,
+    /// Stopped allocations whose resources the scheduler must still count as
+    /// taken in this pass (replacements of tasks that failed to start).
+    pub keep_reserved: Vec<AllocId>,
 }
 
 /// Compares jobs with their allocations; returns what to stop and what to place.
@@ -122,6 +125,17 @@ fn job_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut In
                     out.requests.push(request(None));
                 }
             }
+            Some(a) if a.should_reschedule() => {
+                let why = a.message.as_deref().unwrap_or("no reason given");
+                let reason = format!("replaced after {} failed starts: {why}", a.failures);
+                out.stops.push(stop(a, &reason));
+                // Its resources stay counted in this plan, so the replacement
+                // does not get the same host ports on the same node.
+                out.keep_reserved.push(a.id.clone());
+                if room {
+                    out.requests.push(request(None));
+                }
+            }
             Some(_) => {}
         }
     }
@@ -168,7 +182,12 @@ pub fn plan(
     seed: u64,
 ) -> Plan {
     let intent = intent(state, max_requests);
-    let stopping: Vec<_> = intent.stops.iter().map(|s| s.id.clone()).collect();
+    let stopping: Vec<_> = intent
+        .stops
+        .iter()
+        .filter(|s| !intent.keep_reserved.contains(&s.id))
+        .map(|s| s.id.clone())
+        .collect();
     let schedule = scheduler.schedule(state, &intent.requests, &stopping, seed);
     let unplaced = schedule
         .unplaced

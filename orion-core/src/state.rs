@@ -560,6 +560,7 @@ impl ClusterState {
             message: None,
             exit_code: None,
             restarts: 0,
+            failures: 0,
             create_index: index,
             modify_index: index,
         };
@@ -591,7 +592,8 @@ impl ClusterState {
                 && a.message == u.message
                 && a.exit_code == u.exit_code
                 && u.ports.as_ref().is_none_or(|p| *p == a.ports)
-                && !u.restarted;
+                && !u.restarted
+                && !u.failed_attempt;
             if same {
                 continue;
             }
@@ -605,6 +607,11 @@ impl ClusterState {
                 }
                 if u.restarted {
                     a.restarts += 1;
+                }
+                if u.failed_attempt {
+                    a.failures += 1;
+                } else if u.state == AllocState::Running {
+                    a.failures = 0;
                 }
             });
             applied += 1;

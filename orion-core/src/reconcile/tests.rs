@@ -141,6 +141,7 @@ fn completed_batch_slots_are_not_run_again() {
             exit_code: Some(0),
             ports: None,
             restarted: false,
+            failed_attempt: false,
         }],
     });
     assert_eq!(converge(&mut b), 0);
@@ -224,4 +225,48 @@ mod histories {
             }
         }
     }
+}
+
+#[test]
+fn a_task_that_keeps_failing_to_start_is_replaced_with_other_ports() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .job(job("web", 1, 0.5, 256).port("http", 80));
+    converge(&mut b);
+    let first = live(&b, "web")[0].clone();
+    for n in 0..crate::model::RESCHEDULE_AFTER_FAILURES {
+        assert!(
+            plan(b.state(), &FilterScoreScheduler::default(), 100, 1).is_empty(),
+            "retry {n} in place"
+        );
+        b.apply(Command::UpdateAllocs {
+            updates: vec![AllocUpdate {
+                id: first.id.clone(),
+                node: "n1".into(),
+                state: AllocState::Failed,
+                message: Some("start failed: port is already allocated".into()),
+                exit_code: None,
+                ports: None,
+                restarted: false,
+                failed_attempt: true,
+            }],
+        });
+    }
+    converge(&mut b);
+    let now = live(&b, "web");
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0].id, first.id, "replaced by a new allocation");
+    assert_ne!(
+        now[0].ports[0].host_port, first.ports[0].host_port,
+        "with another host port"
+    );
+    let old = &b.state().allocs[&first.id];
+    assert_eq!(old.desired, DesiredState::Stop);
+    assert!(
+        old.message
+            .as_deref()
+            .unwrap()
+            .starts_with("replaced after 3 failed starts"),
+        "{old:?}"
+    );
 }

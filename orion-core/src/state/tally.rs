@@ -17,6 +17,8 @@ pub struct JobTally {
     live_versions: BTreeMap<u64, u32>,
     /// Live allocations not placed on a node.
     unplaced: u32,
+    /// Live allocations that failed to start often enough to be replaced.
+    failing: u32,
     /// Terminal allocations (kept for inspection until collected).
     terminal: u32,
 }
@@ -44,6 +46,9 @@ impl JobTally {
             bump(&mut self.live_versions, a.job_version, up);
             if a.node.is_none() {
                 step(&mut self.unplaced);
+            }
+            if a.should_reschedule() {
+                step(&mut self.failing);
             }
         } else if a.state.is_terminal() {
             step(&mut self.terminal);
@@ -81,6 +86,7 @@ impl JobTally {
                 .last_key_value()
                 .is_none_or(|(s, _)| *s < replicas)
             && self.unplaced == 0
+            && self.failing == 0
             && self.live_versions.get(&version).copied().unwrap_or(0) == self.live
     }
 
@@ -88,7 +94,8 @@ impl JobTally {
     /// aside: a slot with two live copies, a slot past `replicas`, or a live
     /// allocation of another version.
     pub fn may_stop(&self, replicas: u32, version: u64) -> bool {
-        self.live as usize != self.live_slots.len()
+        self.failing > 0
+            || self.live as usize != self.live_slots.len()
             || self
                 .live_slots
                 .last_key_value()

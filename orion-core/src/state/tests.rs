@@ -136,6 +136,7 @@ fn a_down_node_loses_its_allocations_and_frees_its_resources() {
             exit_code: None,
             ports: None,
             restarted: false,
+            failed_attempt: false,
         }],
     });
     assert_eq!(b.state().allocs[&a.id].state, AllocState::Lost);
@@ -157,6 +158,7 @@ fn reports_from_another_node_are_ignored() {
             exit_code: None,
             ports: None,
             restarted: false,
+            failed_attempt: false,
         }],
     });
     assert_eq!(r, Response::Updated { applied: 0 });
@@ -196,6 +198,7 @@ fn terminal_allocations_are_collected_beyond_the_kept_count() {
                 exit_code: None,
                 ports: None,
                 restarted: false,
+                failed_attempt: false,
             }],
         });
     }

@@ -169,6 +169,7 @@ pub async fn write_workload(store: &dyn Store, jobs: usize) -> u64 {
                 exit_code: None,
                 ports: None,
                 restarted: false,
+                failed_attempt: false,
             })
             .collect()
     });

@@ -268,6 +268,7 @@ impl Sim {
                         exit_code: None,
                         ports: None,
                         restarted: false,
+                        failed_attempt: false,
                     })
                 })
                 .collect()

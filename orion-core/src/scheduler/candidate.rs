@@ -1,7 +1,10 @@
 //! One node as a plan in progress sees it, and what one job asks of a node.
 
+use std::collections::BTreeMap;
+
 use crate::model::{Node, NodeStatus};
 use crate::scheduler::explain::Reason;
+use crate::scheduler::index::Slot;
 use crate::scheduler::ports::PortMap;
 use crate::spec::{Constraint, JobSpec, Protocol, Resources, Strategy};
 use crate::state::NodeUsage;
@@ -61,6 +64,15 @@ impl<'a> Candidate<'a> {
             plan_jobs: Vec::new(),
             port_cursor: node.info.port_range.0,
             dynamic: None,
+        }
+    }
+
+    /// What the free-capacity index keys the node on.
+    pub(crate) fn slot(&self) -> Slot {
+        Slot {
+            free: self.free,
+            capacity: self.node.info.capacity,
+            tagged: !self.node.info.tags.is_empty(),
         }
     }
 
@@ -260,16 +272,19 @@ pub struct Ask<'a> {
     pub dynamic_ports: Vec<Protocol>,
     /// Bin-pack or spread.
     pub strategy: Strategy,
+    /// Whether a node without tags can meet the constraints (none of them needs a
+    /// tag present).
+    pub untagged_fits: bool,
 }
 
 impl<'a> Ask<'a> {
     /// Works out the ask for a job under the cluster's default strategy.
     pub fn new(spec: &'a JobSpec, default_strategy: Strategy) -> Self {
         let ports = &spec.task.ports;
+        let constraints = spec.all_constraints();
         Ask {
             spec,
             need: spec.task.resources,
-            constraints: spec.all_constraints(),
             static_ports: ports
                 .iter()
                 .filter_map(|p| p.host_port.map(|h| (h as u16, p.protocol)))
@@ -280,6 +295,8 @@ impl<'a> Ask<'a> {
                 .map(|p| p.protocol)
                 .collect(),
             strategy: spec.strategy.unwrap_or(default_strategy),
+            untagged_fits: constraints.iter().all(|k| k.matches(&BTreeMap::new())),
+            constraints,
         }
     }
 

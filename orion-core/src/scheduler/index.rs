@@ -1,13 +1,18 @@
-//! The free-capacity index: schedulable nodes in two tiers — nodes with something
-//! reserved on them, then empty ones — each ordered by free CPU (in steps of an
-//! eighth of a core), then by free memory.
+//! The free-capacity index: schedulable nodes in three tiers — nodes with something
+//! reserved on them, empty nodes without tags, empty nodes with tags — each
+//! ordered by free CPU (in steps of an eighth of a core), then by free memory.
 //!
 //! A walk visits only nodes with at least the asked CPU step and memory, so nodes
 //! full on either dimension cost nothing however many there are. Bin-pack walks
 //! nodes in use before empty ones, each tightest first (least CPU left, then least
 //! memory), so a new node is opened only when few in use fit; spread walks empty
-//! nodes first, each roomiest first. A walk costs one seek per tier, one more per
-//! CPU step that has nodes short of memory, then one step per node.
+//! nodes first, each roomiest first. Either way empty nodes without tags come
+//! before empty tagged ones: tags mark nodes that some jobs need (GPUs, SSDs), so
+//! a job that does not ask for them opens one only when no plain node fits (see
+//! [`crate::scheduler::score::ReserveTagged`] for nodes in use). A job whose
+//! constraints no untagged node can meet skips the plain tier. A walk costs one
+//! seek per tier, one more per CPU step that has nodes short of memory, then one
+//! step per node.
 
 use std::collections::btree_set::Range;
 use std::collections::BTreeSet;
@@ -23,8 +28,10 @@ const EPSILON: f64 = 1e-9;
 
 /// Tier of nodes with something reserved.
 const IN_USE: u8 = 0;
-/// Tier of nodes with nothing reserved.
-const EMPTY: u8 = 1;
+/// Tier of nodes with nothing reserved and no tags.
+const EMPTY_PLAIN: u8 = 1;
+/// Tier of nodes with nothing reserved and some tag.
+const EMPTY_TAGGED: u8 = 2;
 
 /// Key of a node's free CPU.
 fn free_key(cpu: f64) -> u32 {
@@ -39,9 +46,24 @@ fn need_key(cpu: f64) -> u32 {
 /// (tier, free CPU step, free memory, position).
 type Entry = (u8, u32, u64, u32);
 
-fn entry(free: &Resources, capacity: &Resources, i: usize) -> Entry {
-    let tier = if free == capacity { EMPTY } else { IN_USE };
-    (tier, free_key(free.cpu), free.memory_mb, i as u32)
+/// What the index needs to know of a node: free resources, capacity, tags.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Slot {
+    /// Free now.
+    pub free: Resources,
+    /// All of it.
+    pub capacity: Resources,
+    /// Whether the node carries any tag.
+    pub tagged: bool,
+}
+
+fn entry(s: &Slot, i: usize) -> Entry {
+    let tier = match (s.free == s.capacity, s.tagged) {
+        (false, _) => IN_USE,
+        (true, false) => EMPTY_PLAIN,
+        (true, true) => EMPTY_TAGGED,
+    };
+    (tier, free_key(s.free.cpu), s.free.memory_mb, i as u32)
 }
 
 /// Schedulable nodes by tier, free CPU step and free memory.
@@ -51,30 +73,24 @@ pub struct FreeIndex {
 }
 
 impl FreeIndex {
-    /// An index of `(free, capacity, position)` triples.
-    pub fn build(nodes: impl Iterator<Item = (Resources, Resources, usize)>) -> Self {
+    /// An index of nodes and their positions.
+    pub fn build(nodes: impl Iterator<Item = (Slot, usize)>) -> Self {
         let nodes = nodes.into_iter();
         let mut entries: Vec<Entry> = Vec::with_capacity(nodes.size_hint().1.unwrap_or(0));
-        entries.extend(nodes.map(|(f, c, i)| entry(&f, &c, i)));
+        entries.extend(nodes.map(|(s, i)| entry(&s, i)));
         entries.sort_unstable();
         FreeIndex {
             set: entries.into_iter().collect(),
         }
     }
 
-    /// Moves node `i` (of `capacity`) from `old` free resources to `new`; false when
-    /// it was not indexed (and so stays out).
-    pub fn update(
-        &mut self,
-        i: usize,
-        capacity: &Resources,
-        old: &Resources,
-        new: &Resources,
-    ) -> bool {
-        if !self.set.remove(&entry(old, capacity, i)) {
+    /// Moves node `i` from `old` to `new` free resources (`old` says what else the
+    /// node is); false when it was not indexed (and so stays out).
+    pub fn update(&mut self, i: usize, old: &Slot, new: &Resources) -> bool {
+        if !self.set.remove(&entry(old, i)) {
             return false;
         }
-        self.set.insert(entry(new, capacity, i));
+        self.set.insert(entry(&Slot { free: *new, ..*old }, i));
         true
     }
 
@@ -89,20 +105,29 @@ impl FreeIndex {
     }
 
     /// Positions of nodes that may fit `need` on CPU and memory, in bin-pack order
-    /// (`binpack`) or spread order. Every node that fits is visited; a visited node
-    /// may still fall short by less than a CPU step.
-    pub fn walk(&self, need: &Resources, binpack: bool) -> Walk<'_> {
-        let tiers = if binpack {
-            [IN_USE, EMPTY]
+    /// (`binpack`) or spread order, leaving out empty untagged nodes unless
+    /// `untagged` (the ask may go on a node without tags). Every node that fits and
+    /// is not left out is visited; a visited node may still fall short by less than
+    /// a CPU step.
+    pub fn walk(&self, need: &Resources, binpack: bool, untagged: bool) -> Walk<'_> {
+        let order = if binpack {
+            [IN_USE, EMPTY_PLAIN, EMPTY_TAGGED]
         } else {
-            [EMPTY, IN_USE]
+            [EMPTY_PLAIN, EMPTY_TAGGED, IN_USE]
         };
+        let mut tiers = [IN_USE; 3];
+        let mut len = 0;
+        for t in order.into_iter().filter(|t| untagged || *t != EMPTY_PLAIN) {
+            tiers[len] = t;
+            len += 1;
+        }
         let mut walk = Walk {
             set: &self.set,
             min_key: need_key(need.cpu),
             memory: need.memory_mb,
             ascending: binpack,
             tiers,
+            len,
             tier: 0,
             range: None,
         };
@@ -123,9 +148,10 @@ pub struct Walk<'s> {
     memory: u64,
     /// Tightest CPU step first (bin-pack) or roomiest first (spread).
     ascending: bool,
-    /// Tiers in walk order.
-    tiers: [u8; 2],
-    /// Position in `tiers`; 2 when the walk is over.
+    /// Tiers in walk order: the first `len`.
+    tiers: [u8; 3],
+    len: usize,
+    /// Position in `tiers`; `len` when the walk is over.
     tier: usize,
     /// What is left of the current tier, in walk order from either end.
     range: Option<Range<'s, Entry>>,
@@ -161,7 +187,7 @@ impl Iterator for Walk<'_> {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
-        while self.tier < self.tiers.len() {
+        while self.tier < self.len {
             let t = self.tiers[self.tier];
             let range = self.range.as_mut()?;
             let e = if self.ascending {
@@ -174,7 +200,9 @@ impl Iterator for Walk<'_> {
                 Some(&(_, key, _, _)) => self.range = Some(self.skip_short(t, key)),
                 None => {
                     self.tier += 1;
-                    self.range = self.tiers.get(self.tier).map(|t| self.tier_range(*t));
+                    self.range = self.tiers[..self.len]
+                        .get(self.tier)
+                        .map(|t| self.tier_range(*t));
                 }
             }
         }
@@ -194,6 +222,14 @@ mod tests {
         }
     }
 
+    fn slot(free: Resources, capacity: Resources, tagged: bool) -> Slot {
+        Slot {
+            free,
+            capacity,
+            tagged,
+        }
+    }
+
     #[test]
     fn walks_only_nodes_that_may_fit_in_strategy_order() {
         let cap = res(4.0, 8192);
@@ -206,23 +242,57 @@ mod tests {
             res(0.25, 600), // 5: CPU a step short
             cap,            // 6: empty
         ];
-        let mut idx = FreeIndex::build(
-            nodes
-                .iter()
-                .map(|f| (*f, cap))
-                .zip(0..)
-                .map(|((f, c), i)| (f, c, i)),
-        );
+        let mut idx = FreeIndex::build(nodes.iter().map(|f| slot(*f, cap, false)).zip(0..));
         let need = res(0.5, 512);
-        assert_eq!(idx.walk(&need, true).collect::<Vec<_>>(), [3, 2, 4, 6]);
-        assert_eq!(idx.walk(&need, false).collect::<Vec<_>>(), [6, 4, 2, 3]);
-        assert!(idx.update(4, &cap, &nodes[4], &res(0.5, 0)));
-        assert_eq!(idx.walk(&need, true).collect::<Vec<_>>(), [3, 2, 6]);
-        assert!(!idx.update(9, &cap, &nodes[0], &res(1.0, 1)), "not indexed");
+        assert_eq!(
+            idx.walk(&need, true, true).collect::<Vec<_>>(),
+            [3, 2, 4, 6]
+        );
+        assert_eq!(
+            idx.walk(&need, false, true).collect::<Vec<_>>(),
+            [6, 4, 2, 3]
+        );
+        assert!(idx.update(4, &slot(nodes[4], cap, false), &res(0.5, 0)));
+        assert_eq!(idx.walk(&need, true, true).collect::<Vec<_>>(), [3, 2, 6]);
+        let stranger = slot(nodes[0], cap, false);
+        assert!(!idx.update(9, &stranger, &res(1.0, 1)), "not indexed");
         assert_eq!(idx.len(), 7);
         let zero = res(0.0, 0);
-        assert_eq!(idx.walk(&zero, true).count(), 7);
-        assert_eq!(idx.walk(&zero, false).count(), 7);
-        assert_eq!(FreeIndex::default().walk(&zero, false).count(), 0);
+        assert_eq!(idx.walk(&zero, true, true).count(), 7);
+        assert_eq!(idx.walk(&zero, false, true).count(), 7);
+        assert_eq!(FreeIndex::default().walk(&zero, false, true).count(), 0);
+    }
+
+    #[test]
+    fn empty_plain_nodes_come_before_empty_tagged_ones() {
+        let (small, big) = (res(4.0, 8192), res(16.0, 32_768));
+        let nodes = [
+            slot(small, small, true),          // 0: empty, tagged
+            slot(big, big, false),             // 1: empty, plain
+            slot(res(2.0, 4096), small, true), // 2: in use, tagged
+            slot(small, small, false),         // 3: empty, plain
+            slot(res(8.0, 4096), big, false),  // 4: in use, plain
+        ];
+        let mut idx = FreeIndex::build(nodes.into_iter().zip(0..));
+        let need = res(1.0, 1024);
+        // Bin-pack: in use (tagged or not) tightest first, then plain, then tagged.
+        assert_eq!(
+            idx.walk(&need, true, true).collect::<Vec<_>>(),
+            [2, 4, 3, 1, 0]
+        );
+        // Spread: empty plain, empty tagged, in use, each roomiest first.
+        assert_eq!(
+            idx.walk(&need, false, true).collect::<Vec<_>>(),
+            [1, 3, 0, 4, 2]
+        );
+        // An ask only tagged nodes can meet skips the empty plain ones.
+        assert_eq!(idx.walk(&need, true, false).collect::<Vec<_>>(), [2, 4, 0]);
+        assert_eq!(idx.walk(&need, false, false).collect::<Vec<_>>(), [0, 4, 2]);
+        // A tagged node stays tagged when it empties.
+        assert!(idx.update(2, &nodes[2], &small));
+        assert_eq!(
+            idx.walk(&need, true, true).collect::<Vec<_>>(),
+            [4, 3, 1, 0, 2]
+        );
     }
 }

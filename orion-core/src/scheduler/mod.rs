@@ -10,8 +10,9 @@
 //!               ▼
 //!  for each request, the plan so far accounted for:
 //!    walk the index from the nodes the strategy prefers — bin-pack: nodes in use,
-//!    least CPU then least memory left first; spread: empty nodes, most left first —
-//!    visiting only nodes with the CPU and memory asked
+//!    least CPU then least memory left first; spread: empty nodes, most left first;
+//!    either way empty plain nodes before empty tagged ones — visiting only nodes
+//!    with the CPU and memory asked
 //!                   │
 //!                   ▼
 //!    filters, cheapest first ──► reject ───────────────┐
@@ -19,9 +20,9 @@
 //!     distinct hosts · dynamic ports)                   │ explain: every node's
 //!                   │ feasible                          │ first rejection, counted
 //!                   ▼                                   ▼ (once per job and call)
-//!    scorers × weights over the first K = 16 feasible (every one below 128 nodes);
-//!    ties broken by a hash of (seed, node); stop early after 512 nodes looked at
-//!    once one fits
+//!    scorers × weights (free resources · job anti-affinity · reserve tagged) over
+//!    the first K = 16 feasible (every one below 128 nodes); ties broken by a hash
+//!    of (seed, node); stop early after 512 nodes looked at once one fits
 //!                   │
 //!                   ▼
 //!    host ports: fixed as given, dynamic from a bitmap of the node's range ──►
@@ -53,26 +54,52 @@
 //!   850 ms.
 //!
 //! Measured by the `scheduler` bench (heterogeneous nodes, 20% tagged, fixed and
-//! dynamic ports, a cluster half full, a 5,000-request pass): 178,000 placements/s
-//! at 10,000 nodes on one core of this 2-core machine when otherwise quiet, about
-//! 115,000 with a build running beside it; 13,000 before the CPU-and-memory index.
-//! What remains per pass is reading every node once into the [`PlanView`]
-//! (~3 ms at 10,000 nodes) and, per placement, filtering and scoring 16 nodes and
-//! allocating the placement's strings.
+//! dynamic ports, a cluster half full, a 5,000-request pass): 179,000 placements/s
+//! at 10,000 nodes on one core of this 2-core machine (115,000 to 180,000 as the
+//! other core is busy or not); 13,000 before the CPU-and-memory index. What
+//! remains per pass is reading every node once into the [`PlanView`] (~1.5 ms at
+//! 10,000 nodes) and, per placement, filtering and scoring 16 nodes and allocating
+//! the placement's strings.
 //!
-//! Quality against exhaustive scoring on the same input, placed in passes of
-//! 5,000 and committed through the state machine, at 10,000 nodes:
+//! # Tagged nodes
 //!
-//! - like for like (the mix without selector jobs, 50% of the CPU, everything
-//!   placed): 0.09% fewer nodes used, 0.2% less capacity in use, 0.18 points
-//!   fuller CPU on the nodes in use, as much room left for the largest tasks;
-//! - the whole mix (70% of the CPU; some GPU and SSD jobs cannot all fit): 0.64%
-//!   more tasks placed, the nodes in use fuller (CPU +0.27, memory +3 points),
-//!   3.3% more room for the largest tasks, 2.2 points less memory stranded, and
-//!   2.3% more nodes in use by count — the price of the extra tasks placed, which
-//!   exhaustive scoring cannot place because its relative score fills the tagged
-//!   nodes with untagged work.
+//! Tags mark nodes that some jobs need (SSDs, GPUs), so work that does not ask for
+//! a tag is kept off tagged nodes when a plain node will do, in two places:
 //!
+//! - the index walks empty plain nodes before empty tagged ones, so such work
+//!   opens a plain node first (and an ask only tagged nodes can meet skips the
+//!   empty plain ones);
+//! - the `reserve-tagged` scorer prefers, among nodes about as full, one without
+//!   tags the job does not ask for. It is also what gives exhaustive scoring the
+//!   walk's preference, so that comparing the two measures what bounding costs
+//!   rather than two different policies.
+//!
+//! Before this, bin-pack opened the tightest empty node whatever its tags: once
+//! the small plain nodes were in use it opened small SSD and GPU nodes before
+//! bigger plain ones (8,016 nodes for the mix without selectors at 10,000 nodes,
+//! now 7,122); and exhaustive scoring, which ranks by share of each node, filled
+//! tagged nodes with untagged work and then could not place some GPU jobs (0.64%
+//! fewer tasks on the whole mix at 70% of the CPU), or opened bigger SSD nodes for
+//! the databases (2% fewer nodes than bounded on the mix at 15%, of the same
+//! capacity).
+//!
+//! # Quality against exhaustive scoring
+//!
+//! Same input, placed in passes of 5,000 and committed through the state machine,
+//! at 10,000 nodes (the `scheduler` bench prints these and 1,000 nodes too):
+//!
+//! - the whole mix at 15% of the CPU (everything fits for both; like for like):
+//!   the same 4,021 nodes, the same capacity;
+//! - the whole mix at 70% (some GPU jobs cannot all fit): both place 118,316
+//!   tasks; bounded uses 0.30% more nodes but 1.25% less capacity, fuller (CPU
+//!   +1.15 points, memory +2.4), with 3.5% more room for the largest tasks;
+//! - the mix without selector jobs at 50%: 8.8% fewer nodes and 2.4% less
+//!   capacity than exhaustive, which still opens small tagged nodes (for a cache or
+//!   a load balancer, the share of an empty 4-core node it fills outweighs the
+//!   reserve-tagged penalty) where the walk opens only plain ones; 2.2% less room
+//!   for the largest tasks.
+//!
+//! At 1,000 nodes: −0.26%, −0.89% and −10.4% nodes, the same tasks placed.
 //! `tests::bounded_packing_is_within_two_percent_of_exhaustive` holds the line at
 //! 400 nodes in the test suite.
 //!
@@ -238,7 +265,8 @@ impl FilterScoreScheduler {
     /// let verdict = FilterScoreScheduler::default().explain_placement(&state, "web", "n1");
     /// if let Some(v) = verdict {
     ///     // "n1: insufficient memory (need 1024 MB, free 512)", or
-    ///     // "n1: score 0.412 = 1 × free-resources 0.462 + 0.5 × job-anti-affinity -0.100"
+    ///     // "n1: score 0.362 = 1 × free-resources 0.462 + 0.5 × job-anti-affinity -0.100
+    ///     //  + 0.1 × reserve-tagged -0.500"
     ///     println!("{v}");
     /// }
     /// ```
@@ -275,7 +303,7 @@ impl FilterScoreScheduler {
         let exhaustive = cfg.candidates == 0 || view.schedulable() <= cfg.exhaustive_below;
         let mut best: Option<(f64, u64, usize)> = None;
         let (mut found, mut scanned) = (0, 0);
-        for i in view.walk(&ask.need, ask.strategy) {
+        for i in view.walk(ask) {
             scanned += 1;
             let c = &view.nodes[i];
             if self.reject(c, ask).is_none() {

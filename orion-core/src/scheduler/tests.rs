@@ -67,6 +67,33 @@ fn explanation_counts_first_rejection_per_node() {
     );
 }
 
+/// Work that does not ask for a tag leaves tagged nodes to the jobs that do, when a
+/// plain node fits: the bounded walk opens plain nodes first and the scorer prefers
+/// them, so exhaustive scoring decides alike.
+#[test]
+fn untagged_work_leaves_tagged_nodes_to_jobs_that_ask_for_them() {
+    let s = StateBuilder::new()
+        .node(tagged(node("a-gpu", 4.0, 8192), &[("gpu", "true")]))
+        .node(node("b-plain", 4.0, 8192))
+        .node(node("c-plain", 4.0, 8192))
+        .job(job("web", 3, 2.0, 2048))
+        .job(job("ml", 1, 4.0, 4096).selector("gpu", "true"))
+        .build();
+    let mut reqs = slots("web", 1, 3);
+    reqs.extend(slots("ml", 1, 1));
+    let bounded = SchedulerConfig {
+        exhaustive_below: 0,
+        ..SchedulerConfig::default()
+    };
+    for config in [bounded, SchedulerConfig::exhaustive()] {
+        let out = FilterScoreScheduler::new(config).schedule(&s, &reqs, &[], 7);
+        let on: Vec<_> = out.placements.iter().map(|p| p.node.as_str()).collect();
+        assert_eq!(on.len(), 4, "{out:?}");
+        assert!(on[..3].iter().all(|n| n.ends_with("plain")), "{on:?}");
+        assert_eq!(on[3], "a-gpu");
+    }
+}
+
 #[test]
 fn a_plan_accounts_for_its_own_earlier_placements() {
     let s = StateBuilder::new()
@@ -283,17 +310,18 @@ fn explain_placement_gives_the_rejection_or_each_scorers_part() {
     let v = sched.explain_placement(&s, "web", "big").expect("known");
     assert_eq!(v.rejection, None);
     let names: Vec<_> = v.scores.iter().map(|(n, _, _)| *n).collect();
-    assert_eq!(names, ["free-resources", "job-anti-affinity"]);
+    assert_eq!(
+        names,
+        ["free-resources", "job-anti-affinity", "reserve-tagged"]
+    );
     assert!(v.to_string().starts_with("big: score 0."), "{v}");
     assert!(sched.explain_placement(&s, "web", "nope").is_none());
     assert!(sched.explain_placement(&s, "nope", "big").is_none());
 }
 
-/// On the same input, the bounded scheduler packs about as well as exhaustive
-/// scoring: the capacity of the nodes it uses and how full they are within 2%.
-/// (The `scheduler` bench prints the full comparison at 1,000 and 10,000 nodes.)
-#[test]
-fn bounded_packing_is_within_two_percent_of_exhaustive() {
+/// Places the first `jobs` jobs of the workload mix (20 replicas each) on 400
+/// mixed nodes, bounded (never exhaustive for being small) and exhaustive.
+fn bounded_and_exhaustive(jobs: usize) -> [crate::testing::sim::packing::Packing; 2] {
     use crate::testing::sim::packing::{place_in_passes, Packing};
     use crate::testing::sim::workload::{mixed_jobs, mixed_nodes};
     let run = |config: SchedulerConfig| {
@@ -301,9 +329,8 @@ fn bounded_packing_is_within_two_percent_of_exhaustive() {
         for n in mixed_nodes(400) {
             b = b.node(n);
         }
-        let jobs = mixed_jobs(0, 200, 20, 400);
         let mut reqs = Vec::new();
-        for spec in jobs {
+        for spec in mixed_jobs(0, jobs, 20, 400) {
             reqs.extend(crate::testing::sim::workload::slots(&spec, 1));
             b = b.job(spec);
         }
@@ -316,10 +343,32 @@ fn bounded_packing_is_within_two_percent_of_exhaustive() {
         ..SchedulerConfig::default()
     });
     let exhaustive = run(SchedulerConfig::exhaustive());
-    println!("bounded:    {bounded}\nexhaustive: {exhaustive}");
-    assert!(bounded.allocs as f64 >= exhaustive.allocs as f64 * 0.98);
-    assert!(bounded.cpu_util_used >= exhaustive.cpu_util_used - 2.0);
+    println!("{jobs} jobs\nbounded:    {bounded}\nexhaustive: {exhaustive}");
+    [bounded, exhaustive]
+}
+
+/// On the same input, the bounded scheduler packs about as well as exhaustive
+/// scoring: it places no fewer tasks and uses at most 2% more nodes per core
+/// placed, and 2% more of their capacity. Checked where the whole mix fits (50
+/// jobs, about 15% of the CPU: nodes used compare like for like) and where some
+/// selector jobs cannot all fit (200 jobs, about 58%). (The `scheduler` bench
+/// prints the full comparison at 1,000 and 10,000 nodes.)
+#[test]
+fn bounded_packing_is_within_two_percent_of_exhaustive() {
+    let [bounded, exhaustive] = bounded_and_exhaustive(50);
+    assert_eq!(bounded.allocs, 1_000, "everything fits");
+    assert_eq!(exhaustive.allocs, 1_000, "everything fits");
+    assert!(bounded.nodes_used as f64 <= exhaustive.nodes_used as f64 * 1.02);
     assert!(bounded.capacity_used <= exhaustive.capacity_used * 1.02);
+
+    let [bounded, exhaustive] = bounded_and_exhaustive(200);
+    assert!(bounded.allocs >= exhaustive.allocs);
+    assert!(bounded.nodes_per_100_cores() <= exhaustive.nodes_per_100_cores() * 1.02);
+    assert!(
+        bounded.capacity_used / bounded.cpu_placed
+            <= exhaustive.capacity_used / exhaustive.cpu_placed * 1.02
+    );
+    assert!(bounded.cpu_util_used >= exhaustive.cpu_util_used - 2.0);
 }
 
 /// Jobs made from one template that fit nowhere are explained once and alike;

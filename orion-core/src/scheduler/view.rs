@@ -46,7 +46,7 @@ impl<'a> PlanView<'a> {
                 .iter()
                 .enumerate()
                 .filter(|(_, c)| c.readiness.is_ok())
-                .map(|(i, c)| (c.free, c.node.info.capacity, i)),
+                .map(|(i, c)| (c.slot(), i)),
         );
         PlanView { nodes, index }
     }
@@ -58,17 +58,19 @@ impl<'a> PlanView<'a> {
             .ok()
     }
 
-    /// Schedulable nodes that may fit `need`, in the strategy's order of preference.
-    pub fn walk(&self, need: &Resources, strategy: Strategy) -> Walk<'_> {
-        self.index.walk(need, strategy == Strategy::Binpack)
+    /// Schedulable nodes that may fit the ask's resources, in its strategy's order
+    /// of preference; see [`FreeIndex::walk`].
+    pub fn walk(&self, ask: &Ask<'_>) -> Walk<'_> {
+        let binpack = ask.strategy == Strategy::Binpack;
+        self.index.walk(&ask.need, binpack, ask.untagged_fits)
     }
 
     /// Records a placement on node `i`, keeping the index in step.
     pub fn take(&mut self, i: usize, job: &'a str, need: &Resources, ports: &[(u16, Protocol)]) {
         let c = &mut self.nodes[i];
-        let old = c.free;
+        let old = c.slot();
         c.take(job, need, ports);
-        self.index.update(i, &c.node.info.capacity, &old, &c.free);
+        self.index.update(i, &old, &c.free);
     }
 
     /// How many schedulable nodes there are.

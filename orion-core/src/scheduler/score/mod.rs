@@ -3,9 +3,11 @@
 
 mod anti_affinity;
 mod free;
+mod reserve;
 
 pub use anti_affinity::JobAntiAffinity;
 pub use free::FreeResources;
+pub use reserve::ReserveTagged;
 
 use super::candidate::{Ask, Candidate};
 
@@ -20,12 +22,17 @@ pub trait Scorer: Send + Sync + std::fmt::Debug {
 
 /// The default scorers and their weights.
 ///
-/// Free resources decide (weight 1): bin-pack or spread per the job. Job
-/// anti-affinity (weight 0.5) breaks up piles of one job's replicas without
-/// overriding bin-packing when the fuller node is much better.
+/// - Free resources decide (weight 1): bin-pack or spread per the job.
+/// - Job anti-affinity (weight 0.5) breaks up piles of one job's replicas without
+///   overriding bin-packing when the fuller node is much better.
+/// - Reserve tagged (weight 0.1): between nodes about as full, a plain one over
+///   one with tags the job does not ask for (an SSD node costs 0.05, a GPU-and-SSD
+///   node 0.067); a tagged node five points fuller still wins, so untagged work
+///   still fills tagged nodes that are in use.
 pub fn default_scorers() -> Vec<(Box<dyn Scorer>, f64)> {
     vec![
         (Box::new(FreeResources::default()), 1.0),
         (Box::new(JobAntiAffinity), 0.5),
+        (Box::new(ReserveTagged), 0.1),
     ]
 }

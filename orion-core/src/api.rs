@@ -21,8 +21,9 @@
 //! | `GET /v1/status/leader` | who leads, and the Raft voters |
 //! | `GET /health` | 200 when this node and its runtime are healthy, else 503 |
 //!
-//! Reads come from this node's replica and may lag the leader by a heartbeat; add
-//! `?consistent=true` for a linearizable read. Every read says which it gave in the
+//! Reads (every `GET` above but logs and stats, which ask the runtime) come from
+//! this node's replica and may lag the leader by a heartbeat; add
+//! `?consistent=true` for a linearizable read. Every such read says which it gave in the
 //! `x-orion-consistency` header (`local` or `linearizable`) along with
 //! `x-orion-index`, the replica's applied index. Writes on a follower are forwarded
 //! to the leader by the store.
@@ -254,9 +255,14 @@ struct LeaderStatus {
     voters: Vec<String>,
 }
 
-async fn get_allocation(State(c): State<Cluster>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_allocation(
+    State(c): State<Cluster>,
+    Path(id): Path<String>,
+    Query(p): Query<ReadParams>,
+) -> ApiResult<Response> {
+    let h = consistency(&c, &p).await?;
     let a = c.allocation(&id).ok_or(ClusterError::AllocNotFound(id))?;
-    Ok(Json(a).into_response())
+    Ok((h, Json(a)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -303,13 +309,16 @@ async fn alloc_stats(State(c): State<Cluster>, Path(id): Path<String>) -> ApiRes
     Ok(Json(c.stats(&id).await?).into_response())
 }
 
-async fn leader(State(c): State<Cluster>) -> Response {
+/// This node's view of leadership: `local` unless `?consistent=true`, which first
+/// confirms the leader with a quorum (and fails without one).
+async fn leader(State(c): State<Cluster>, Query(p): Query<ReadParams>) -> ApiResult<Response> {
+    let h = consistency(&c, &p).await?;
     let voters = c.store().voters().into_iter().map(|p| p.id).collect();
-    Json(LeaderStatus {
+    let status = LeaderStatus {
         leadership: c.leader(),
         voters,
-    })
-    .into_response()
+    };
+    Ok((h, Json(status)).into_response())
 }
 
 async fn health(State(c): State<Cluster>) -> Response {

@@ -120,11 +120,28 @@ async fn submit_run_read_and_stop() {
     let (_, list) = get(&base, "/v1/jobs").await;
     assert_eq!(list[0]["running"], 2);
     // Reads say which consistency they give.
-    for (query, kind) in [("", "local"), ("?consistent=true", "linearizable")] {
-        let r = reqwest::get(format!("{base}/v1/jobs{query}"))
-            .await
-            .unwrap();
-        assert_eq!(r.headers()["x-orion-consistency"], kind);
+    let alloc_id = allocs[0]["id"].as_str().unwrap();
+    let reads = [
+        "/v1/jobs".to_string(),
+        "/v1/jobs/web".to_string(),
+        "/v1/nodes".to_string(),
+        "/v1/allocations?job=web".to_string(),
+        format!("/v1/allocations/{alloc_id}"),
+        "/v1/status/leader".to_string(),
+    ];
+    for (path, (query, kind)) in reads
+        .iter()
+        .flat_map(|p| [("", "local"), ("consistent=true", "linearizable")].map(|q| (p, q)))
+    {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = if query.is_empty() {
+            format!("{base}{path}")
+        } else {
+            format!("{base}{path}{sep}{query}")
+        };
+        let r = reqwest::get(&url).await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        assert_eq!(r.headers()["x-orion-consistency"], kind, "{url}");
         assert!(
             r.headers()["x-orion-index"]
                 .to_str()

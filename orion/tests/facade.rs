@@ -68,3 +68,63 @@ async fn only_a_runtime_gives_a_durable_single_node_cluster() {
     assert_eq!(runtime.containers().len(), 2, "adopted, not duplicated");
     c.shutdown().await;
 }
+
+/// `watch` streams committed changes in log order: a submission names the job, the
+/// placements name each allocation with its node, and a stop names the job again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_committed_changes_in_order() {
+    use futures::StreamExt;
+    use orion_core::state::Change;
+
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::builder()
+        .node_id("solo")
+        .data_dir(dir.path())
+        .runtime_shared(Arc::new(FakeRuntime::new()))
+        .start()
+        .await
+        .unwrap();
+    c.ready(Duration::from_secs(10)).await.unwrap();
+    let mut changes = c.watch();
+    c.submit(
+        JobSpec::service("web", "img")
+            .replicas(2)
+            .resources(0.1, 32),
+    )
+    .await
+    .unwrap();
+    wait_running(&c, "web", 2).await;
+    c.stop_job("web", false).await.unwrap();
+
+    let (mut last_index, mut job_writes, mut placed) = (0, 0, std::collections::BTreeSet::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while job_writes < 2 || placed.len() < 2 {
+        let batch = tokio::time::timeout_at(deadline, changes.next())
+            .await
+            .expect("changes within 10 s")
+            .expect("the stream stays open");
+        assert!(batch.index > last_index, "log order: {batch:?}");
+        last_index = batch.index;
+        for change in batch.changes {
+            match change {
+                Change::Job { name } if name == "web" => job_writes += 1,
+                Change::Alloc {
+                    id,
+                    job,
+                    node: Some(node),
+                } if job == "web" => {
+                    assert_eq!(node, "solo");
+                    placed.insert(id);
+                }
+                _ => {}
+            }
+        }
+    }
+    let ids: std::collections::BTreeSet<String> = c
+        .allocations(Some("web"))
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(placed, ids, "every allocation was announced");
+    c.shutdown().await;
+}

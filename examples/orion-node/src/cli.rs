@@ -213,7 +213,8 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_range(s: &str) -> Result<(u16, u16), String> {
+/// Parses `LOW-HIGH` into a non-empty port range that does not start at 0.
+pub(crate) fn parse_range(s: &str) -> Result<(u16, u16), String> {
     let (lo, hi) = s
         .split_once('-')
         .ok_or_else(|| format!("port range {s:?} is not LOW-HIGH"))?;

@@ -79,11 +79,9 @@ pub fn merge(mut args: AgentArgs) -> Result<AgentArgs> {
     }
     if args.port_range.is_none() {
         if let Some(r) = file.port_range {
-            let (lo, hi) = r
-                .split_once('-')
-                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
-                .ok_or_else(|| anyhow!("{}: port_range {r:?} is not LOW-HIGH", path.display()))?;
-            args.port_range = Some((lo, hi));
+            let range = crate::cli::parse_range(&r)
+                .map_err(|e| anyhow!("{}: port_range: {e}", path.display()))?;
+            args.port_range = Some(range);
         }
     }
     for (k, v) in file.tags {
@@ -124,5 +122,73 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("unknown field `nodeid`"), "{err}");
+    }
+
+    #[test]
+    fn every_flag_has_a_key_and_bad_values_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.json");
+        let full = serde_json::json!({
+            "data_dir": "/var/lib/orion",
+            "http": "127.0.0.1:9000",
+            "node_id": "n1",
+            "tags": { "gpu": "true" },
+            "cpu": 8.0,
+            "memory_mb": 16384,
+            "disk_mb": 100000,
+            "host_ip": "127.0.0.2",
+            "port_range": "30000-30100",
+            "join": "http://127.0.0.1:8080",
+            "role": "worker",
+            "raft": "127.0.0.1:7000",
+            "gossip": "127.0.0.1:7001",
+            "engine": "sled",
+            "advertise_http": "10.0.0.1:9000",
+            "max_voters": 5,
+            "join_timeout": 30
+        });
+        std::fs::write(&path, full.to_string()).unwrap();
+        let m = merge(AgentArgs {
+            config: Some(path.clone()),
+            ..AgentArgs::default()
+        })
+        .unwrap();
+        assert_eq!(m.data_dir, Some(PathBuf::from("/var/lib/orion")));
+        assert_eq!(m.http, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(m.node_id.as_deref(), Some("n1"));
+        assert_eq!(m.tags, [("gpu".to_string(), "true".to_string())]);
+        assert_eq!(
+            (m.cpu, m.memory_mb, m.disk_mb),
+            (Some(8.0), Some(16384), Some(100000))
+        );
+        assert_eq!(m.host_ip.as_deref(), Some("127.0.0.2"));
+        assert_eq!(m.port_range, Some((30000, 30100)));
+        assert_eq!(m.join.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(m.role, Some("worker".parse().unwrap()));
+        assert_eq!(m.raft, Some("127.0.0.1:7000".parse().unwrap()));
+        assert_eq!(m.gossip, Some("127.0.0.1:7001".parse().unwrap()));
+        assert_eq!(m.engine.as_deref(), Some("sled"));
+        assert_eq!(m.advertise_http.as_deref(), Some("10.0.0.1:9000"));
+        assert_eq!((m.max_voters, m.join_timeout), (Some(5), Some(30)));
+
+        for (bad, names) in [
+            (r#"{"port_range": "0-100"}"#, "port_range"),
+            (r#"{"port_range": "200-100"}"#, "port_range"),
+            (r#"{"port_range": "30000"}"#, "port_range"),
+            (r#"{"role": "boss"}"#, "role"),
+            (r#"{"cpu": "lots"}"#, "cpu"),
+            (r#"{"http": "nowhere"}"#, "http"),
+            ("{ not json", "malformed JSON"),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = merge(AgentArgs {
+                config: Some(path.clone()),
+                ..AgentArgs::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(names), "{bad}: {err}");
+            assert!(err.contains("node.json"), "names the file: {err}");
+        }
     }
 }

@@ -107,13 +107,24 @@ fn node_id(settings: &Settings) -> Result<String> {
     Ok(id)
 }
 
+/// What the node offers: the flags where given, else what the host has (CPU and
+/// memory as [`orion_core::cluster::host_capacity`] detects them, disk as the space
+/// free on the data directory's file system when the node starts).
 fn capacity(s: &Settings) -> Resources {
     let detected = orion_core::cluster::host_capacity();
     Resources {
         cpu: s.cpu.unwrap_or(detected.cpu),
         memory_mb: s.memory_mb.unwrap_or(detected.memory_mb),
-        disk_mb: s.disk_mb.unwrap_or(detected.disk_mb),
+        disk_mb: s
+            .disk_mb
+            .unwrap_or_else(|| free_disk_mb(&s.data_dir).unwrap_or(detected.disk_mb)),
     }
+}
+
+/// Space free to unprivileged users on the file system holding `dir`, in MB.
+fn free_disk_mb(dir: &std::path::Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize) / (1024 * 1024))
 }
 
 /// Starts a node: opens and serves the store, joins or bootstraps the Raft group,
@@ -281,5 +292,34 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_not_given_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::from_args(crate::cli::AgentArgs {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap();
+        let c = capacity(&settings);
+        let host = orion_core::cluster::host_capacity();
+        assert_eq!(c.cpu, host.cpu);
+        assert_eq!(c.memory_mb, host.memory_mb);
+        assert!(c.cpu >= 1.0 && c.memory_mb > 0);
+        assert!(c.disk_mb > 0, "free space of the data dir's file system");
+        let given = Settings {
+            cpu: Some(2.5),
+            memory_mb: Some(512),
+            disk_mb: Some(7),
+            ..settings
+        };
+        let c = capacity(&given);
+        assert_eq!((c.cpu, c.memory_mb, c.disk_mb), (2.5, 512, 7), "flags win");
     }
 }

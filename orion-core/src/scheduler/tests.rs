@@ -67,6 +67,120 @@ fn explanation_counts_first_rejection_per_node() {
     );
 }
 
+/// The issue's own example at scale: counts per filter, with thousands separated.
+#[test]
+fn explanation_at_five_thousand_nodes_counts_each_filter() {
+    let mut b = StateBuilder::new();
+    for i in 0..4_100 {
+        b = b.node(node(&format!("small{i:04}"), 4.0, 1024));
+    }
+    for i in 0..880 {
+        b = b.node(tagged(
+            node(&format!("cpu{i:03}"), 8.0, 32_768),
+            &[("gpu", "false")],
+        ));
+    }
+    for i in 0..20 {
+        b = b.node(tagged(
+            node(&format!("gpu{i:02}"), 8.0, 32_768),
+            &[("gpu", "true")],
+        ));
+    }
+    // A load balancer holds host port 80 on every GPU node.
+    let mut lb = job("lb", 20, 0.1, 64).selector("gpu", "true");
+    lb.task.ports.push(PortSpec {
+        name: "http".into(),
+        container_port: 80,
+        host_port: Some(80),
+        protocol: Protocol::Tcp,
+    });
+    lb.distinct_hosts = true;
+    let mut ml = job("ml", 1, 1.0, 4096).selector("gpu", "true");
+    ml.task.ports = lb.task.ports.clone();
+    b = b.job(lb).job(ml);
+    let placed = run(b.state(), &slots("lb", 1, 20));
+    assert_eq!(placed.placements.len(), 20);
+    b.apply(Command::ApplyPlan {
+        plan: Plan {
+            placements: placed.placements,
+            ..Default::default()
+        },
+    });
+    let out = run(b.state(), &slots("ml", 1, 1));
+    assert_eq!(
+        out.unplaced[0].reason,
+        "0/5,000 nodes: 4,100 insufficient memory, 880 selector gpu=true, 20 port 80 taken"
+    );
+}
+
+/// The cluster's default strategy applies to jobs that choose none; a job's own
+/// choice wins over it.
+#[test]
+fn the_cluster_default_strategy_applies_unless_the_job_chooses() {
+    let s = |strategy: Option<Strategy>| {
+        let mut spec = job("web", 1, 1.0, 1024);
+        spec.strategy = strategy;
+        StateBuilder::new()
+            .node(node("a", 4.0, 4096))
+            .node(node("b", 4.0, 4096))
+            .job(spec)
+            .build()
+    };
+    let spread_cluster = FilterScoreScheduler::new(SchedulerConfig {
+        default_strategy: Strategy::Spread,
+        ..SchedulerConfig::default()
+    });
+    let reqs = slots("web", 1, 2);
+    let nodes =
+        |out: Schedule| -> Vec<String> { out.placements.into_iter().map(|p| p.node).collect() };
+    let n = nodes(spread_cluster.schedule(&s(None), &reqs, &[], 7));
+    assert_ne!(n[0], n[1], "cluster default spread: {n:?}");
+    let n = nodes(spread_cluster.schedule(&s(Some(Strategy::Binpack)), &reqs, &[], 7));
+    assert_eq!(n[0], n[1], "the job's bin-pack wins: {n:?}");
+    let n = nodes(run(&s(None), &reqs));
+    assert_eq!(n[0], n[1], "Orion's default is bin-pack: {n:?}");
+}
+
+/// Between nodes equally full, job anti-affinity sends a replica to the node
+/// without one; without that scorer the tie goes either way.
+#[test]
+fn anti_affinity_breaks_ties_away_from_a_jobs_own_replicas() {
+    let mut b = StateBuilder::new()
+        .node(node("a", 4.0, 4096))
+        .node(node("b", 4.0, 4096))
+        .job(job("web", 2, 1.0, 1024))
+        .job(job("other", 1, 1.0, 1024));
+    let at = |job: &str, node: &str| Placement {
+        slot: slots(job, 1, 1).remove(0),
+        node: node.into(),
+        ports: Vec::new(),
+    };
+    b.apply(Command::ApplyPlan {
+        plan: Plan {
+            placements: vec![at("web", "a"), at("other", "b")],
+            ..Default::default()
+        },
+    });
+    let second = &slots("web", 1, 2)[1..];
+    let without = FilterScoreScheduler::with_pipeline(
+        SchedulerConfig::default(),
+        filter::default_filters(),
+        vec![(Box::new(score::FreeResources::default()), 1.0)],
+    );
+    let mut went_to_a = 0;
+    for seed in 0..32 {
+        let with = run_seeded(b.state(), second, seed);
+        assert_eq!(with.placements[0].node, "b", "seed {seed}");
+        let out = without.schedule(b.state(), second, &[], seed);
+        went_to_a += usize::from(out.placements[0].node == "a");
+    }
+    assert!(went_to_a > 0, "without anti-affinity some ties go to a");
+}
+
+fn run_seeded(state: &ClusterState, requests: &[SlotRef], seed: u64) -> Schedule {
+    FilterScoreScheduler::default().schedule(state, requests, &[], seed)
+}
+
 /// Work that does not ask for a tag leaves tagged nodes to the jobs that do, when a
 /// plain node fits: the bounded walk opens plain nodes first and the scorer prefers
 /// them, so exhaustive scoring decides alike.
@@ -227,6 +341,42 @@ fn constraint_operators_select_nodes() {
         .build();
     let out = run(&s, &slots("j", 1, 1));
     assert_eq!(out.placements[0].node, "n3");
+
+    // Exists and not-equals.
+    let mut spec = job("k", 3, 0.1, 64);
+    spec.constraints = vec![
+        Constraint {
+            key: "disk".into(),
+            op: ConstraintOp::Exists,
+            values: vec![],
+        },
+        Constraint {
+            key: "zone".into(),
+            op: ConstraintOp::Ne,
+            values: vec!["a".into()],
+        },
+    ];
+    let s = StateBuilder::new()
+        .node(tagged(
+            node("m1", 4.0, 4096),
+            &[("disk", "ssd"), ("zone", "a")],
+        ))
+        .node(tagged(
+            node("m2", 4.0, 4096),
+            &[("disk", "hdd"), ("zone", "b")],
+        ))
+        .node(tagged(node("m3", 4.0, 4096), &[("zone", "b")]))
+        .node(tagged(node("m4", 4.0, 4096), &[("disk", "ssd")]))
+        .job(spec)
+        .build();
+    let out = run(&s, &slots("k", 1, 3));
+    assert_eq!(out.placements.len(), 3);
+    assert!(
+        out.placements
+            .iter()
+            .all(|p| p.node == "m2" || p.node == "m4"),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -119,7 +119,7 @@ async fn publish_propagates_as_updated() {
 }
 
 /// Proves: a node that stops is declared `Dead` by both others within 3 s on
-/// loopback (asserted with a 5 s margin; the measured time is printed), and
+/// loopback (the measured time is printed), and
 /// that restarting it on the same address with a newer generation is reported
 /// as `Joined` with that generation.
 #[tokio::test]
@@ -140,7 +140,10 @@ async fn stopped_node_is_declared_dead_within_3s_and_rejoins_with_a_new_generati
             "{} declared n3 dead after {detection:?}",
             node.membership.local_id()
         );
-        assert!(detection < DETECT);
+        assert!(
+            detection < Duration::from_secs(3),
+            "declared dead after {detection:?}: the goal is under 3 s"
+        );
         assert_eq!(live_ids(&node.membership), ["n1", "n2"]);
     }
 

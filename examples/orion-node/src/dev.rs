@@ -196,13 +196,19 @@ pub async fn run(args: DevArgs) -> Result<()> {
 
 fn print_summary(c: &Cluster, jobs: &[&str]) {
     println!("\nOrion dev cluster is up:");
+    let leader = c.leader().leader;
     for n in c.nodes() {
         let i = &n.node.info;
         let tags: Vec<String> = i.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let role = if leader.as_deref() == Some(i.id.as_str()) {
+            format!("{} (leader)", i.role)
+        } else {
+            i.role.to_string()
+        };
         println!(
-            "  node {:<6} {:<8} {:>6} MB  {:<12} api http://{}",
+            "  node {:<6} {:<17} {:>6} MB  {:<12} api http://{}",
             i.id,
-            i.role.to_string(),
+            role,
             i.capacity.memory_mb,
             tags.join(","),
             i.addrs.http

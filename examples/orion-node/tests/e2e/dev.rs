@@ -30,6 +30,14 @@ async fn dev_runs_the_example_jobs_and_cleans_up() {
     for node in ["large", "small", "gpu"] {
         assert!(stdout.contains(&format!("node {node}")), "{stdout}");
     }
+    let leads = stdout
+        .lines()
+        .find(|l| l.contains("(leader)"))
+        .unwrap_or_default();
+    assert!(
+        leads.contains("node large") && leads.contains("manager"),
+        "the large node is the manager and leads: {stdout}"
+    );
     assert!(
         stdout.contains("32768 MB") && stdout.contains("gpu=true"),
         "{stdout}"

@@ -54,9 +54,10 @@
 //!   850 ms.
 //!
 //! Measured by the `scheduler` bench (heterogeneous nodes, 20% tagged, fixed and
-//! dynamic ports, a cluster half full, a 5,000-request pass): 179,000 placements/s
-//! at 10,000 nodes on one core of this 2-core machine (115,000 to 180,000 as the
-//! other core is busy or not); 13,000 before the CPU-and-memory index. What
+//! dynamic ports, a cluster half full, a 5,000-request pass): a median of 331,000
+//! placements/s at 10,000 nodes on one core of this 2-core machine when quiet
+//! (115,000 to 180,000 in earlier runs with builds on the other core); 13,000
+//! before the CPU-and-memory index. What
 //! remains per pass is reading every node once into the [`PlanView`] (~1.5 ms at
 //! 10,000 nodes) and, per placement, filtering and scoring 16 nodes and allocating
 //! the placement's strings.

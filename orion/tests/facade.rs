@@ -27,19 +27,21 @@ async fn wait_running(c: &orion::ClusterHandle, job: &str, n: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_a_runtime_gives_a_durable_single_node_cluster() {
-    let dir = tempfile::tempdir().unwrap();
-    let runtime = Arc::new(FakeRuntime::new());
-    let start = || {
-        Cluster::builder()
-            .node_id("solo")
-            .data_dir(dir.path())
-            .runtime_shared(runtime.clone())
-            .start()
-    };
-    let c = start().await.unwrap();
+/// A single node `solo` on `dir` with only a runtime, ready.
+async fn solo(dir: &std::path::Path, runtime: Arc<FakeRuntime>) -> orion::ClusterHandle {
+    let c = Cluster::builder()
+        .node_id("solo")
+        .data_dir(dir)
+        .runtime_shared(runtime)
+        .start()
+        .await
+        .unwrap();
     c.ready(Duration::from_secs(10)).await.unwrap();
+    c
+}
+
+/// Submits `web` with two replicas and waits for both to run.
+async fn run_web(c: &orion::ClusterHandle) {
     c.submit(
         JobSpec::service("web", "img")
             .replicas(2)
@@ -47,7 +49,15 @@ async fn only_a_runtime_gives_a_durable_single_node_cluster() {
     )
     .await
     .unwrap();
-    wait_running(&c, "web", 2).await;
+    wait_running(c, "web", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_runtime_gives_a_durable_single_node_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Arc::new(FakeRuntime::new());
+    let c = solo(dir.path(), runtime.clone()).await;
+    run_web(&c).await;
     let before: Vec<String> = c
         .allocations(Some("web"))
         .into_iter()
@@ -55,8 +65,7 @@ async fn only_a_runtime_gives_a_durable_single_node_cluster() {
         .collect();
     c.shutdown().await;
 
-    let c = start().await.unwrap();
-    c.ready(Duration::from_secs(10)).await.unwrap();
+    let c = solo(dir.path(), runtime.clone()).await;
     wait_running(&c, "web", 2).await;
     let after: Vec<String> = c
         .allocations(Some("web"))
@@ -77,23 +86,9 @@ async fn watch_streams_committed_changes_in_order() {
     use orion_core::state::Change;
 
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::builder()
-        .node_id("solo")
-        .data_dir(dir.path())
-        .runtime_shared(Arc::new(FakeRuntime::new()))
-        .start()
-        .await
-        .unwrap();
-    c.ready(Duration::from_secs(10)).await.unwrap();
+    let c = solo(dir.path(), Arc::new(FakeRuntime::new())).await;
     let mut changes = c.watch();
-    c.submit(
-        JobSpec::service("web", "img")
-            .replicas(2)
-            .resources(0.1, 32),
-    )
-    .await
-    .unwrap();
-    wait_running(&c, "web", 2).await;
+    run_web(&c).await;
     c.stop_job("web", false).await.unwrap();
 
     let (mut last_index, mut job_writes, mut placed) = (0, 0, std::collections::BTreeSet::new());

@@ -3,8 +3,10 @@
 //! busybox), the Docker socket is shared so tasks still run on the engine, and a
 //! node is cut off with `docker network disconnect`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use orion_runtime::image::{self, Rootfs};
@@ -80,6 +82,20 @@ pub async fn node_image() -> String {
     tag
 }
 
+/// A host port range of 32 ports for one boxed node, which no other node of this
+/// test run uses (boxed clusters of one run start in parallel, and their tasks all
+/// publish on the host's loopback). Below the ephemeral range, and apart from
+/// [`port_range`]'s blocks (20000–31999) and the dev cluster's 32000–32767:
+/// 16000–19999 split into 4 blocks by process id, 31 ranges each.
+fn boxed_port_range() -> (u16, u16) {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let block = 16000 + (std::process::id() % 4) as u16 * 1000;
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    assert!(n < 31, "more than 31 boxed nodes in one test run");
+    let lo = block + n * 32;
+    (lo, lo + 31)
+}
+
 /// A private network and the node containers on it; all removed on drop.
 pub struct BoxedCluster {
     pub net: String,
@@ -117,11 +133,49 @@ impl BoxedNode {
             .output()
             .expect("docker exec")
     }
+
+    /// GETs `path` from the node's own API inside its container (busybox `wget`), so
+    /// it works while the node is cut off. The response headers (names lowercased)
+    /// and body; `None` unless the answer is a success.
+    pub fn get_inside(&self, path: &str) -> Option<(BTreeMap<String, String>, String)> {
+        let url = format!("http://127.0.0.1:8080{path}");
+        // No `-T`: the static busybox 1.35 of Debian 12 crashes (SIGSEGV) with it.
+        let out = Command::new("docker")
+            .args(["exec", &self.container])
+            .args(["wget", "-S", "-q", "-O", "-", &url])
+            .output()
+            .expect("docker exec");
+        if !out.status.success() {
+            return None;
+        }
+        // `-S` prints the status line and the headers, indented, on stderr.
+        let headers = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter_map(|l| l.trim().split_once(": "))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Some((headers, String::from_utf8_lossy(&out.stdout).to_string()))
+    }
+
+    /// The index the node's replica has applied, read inside its container (works
+    /// cut off). Raft's commit index is not exposed; applied ≤ committed, and only
+    /// committed entries are ever applied.
+    pub fn applied_index(&self) -> Option<u64> {
+        let (headers, _) = self.get_inside("/v1/status/leader")?;
+        headers.get("x-orion-index")?.parse().ok()
+    }
 }
 
 impl BoxedCluster {
     /// Starts `n` manager nodes in containers; the first bootstraps, the rest join.
     pub async fn start(test: &str, n: usize) -> BoxedCluster {
+        BoxedCluster::start_with(test, &vec![&[][..]; n]).await
+    }
+
+    /// Starts one node per entry of `flags`, each with those extra agent flags
+    /// (`--role worker`, `--tag k=v`); the first bootstraps, so it must be a manager.
+    pub async fn start_with(test: &str, flags: &[&[&str]]) -> BoxedCluster {
+        let n = flags.len();
         let image = node_image().await;
         let prefix = node_id(test);
         let net = format!("{prefix}-net");
@@ -156,8 +210,7 @@ impl BoxedCluster {
                 container: id.clone(),
                 ip: ip.clone(),
             };
-            // Below the ephemeral range, and apart from `port_range()`'s blocks and the dev cluster's 32000-32767.
-            let lo = 19000 + i as u16 * 32;
+            let (lo, hi) = boxed_port_range();
             let mut args: Vec<String> = [
                 "run",
                 "-d",
@@ -192,7 +245,7 @@ impl BoxedCluster {
                 "--gossip".into(),
                 format!("{ip}:7947"),
                 "--port-range".into(),
-                format!("{lo}-{}", lo + 31),
+                format!("{lo}-{hi}"),
                 "--cpu".into(),
                 "2".into(),
                 "--memory-mb".into(),
@@ -201,6 +254,7 @@ impl BoxedCluster {
             if let Some(first) = c.nodes.first() {
                 args.extend(["--join".into(), first.addr()]);
             }
+            args.extend(flags[i].iter().map(|f| f.to_string()));
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             docker(&argv);
             let addr = node.addr();

@@ -94,7 +94,11 @@ impl Control {
                     Err(broadcast::error::RecvError::Closed) => {}
                 },
             }
-            if !leadership.borrow_and_update().is_self {
+            let acting = {
+                let l = leadership.borrow_and_update();
+                l.is_self && !l.quorum_lost
+            };
+            if !acting {
                 absent_since.clear();
                 dead.clear();
                 confirmed = None;

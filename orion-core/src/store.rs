@@ -33,6 +33,11 @@ pub struct Leadership {
     pub is_self: bool,
     /// The Raft term (0 for stores without terms).
     pub term: u64,
+    /// This node leads but has heard from no majority of the voters for longer
+    /// than an election takes: it is cut off (or deposed without knowing yet), so
+    /// it takes no writes and its control loop does not act.
+    #[serde(default)]
+    pub quorum_lost: bool,
 }
 
 /// A peer as the store knows it: a Raft voter or learner.

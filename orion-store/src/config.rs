@@ -156,6 +156,13 @@ fn check_addr(field: &str, addr: &str) -> Result<(), ConfigError> {
 }
 
 impl RaftStoreConfig {
+    /// How long a leader may hear from no majority before it counts itself cut
+    /// off: twice the longest election timeout (1 s by default), by when the
+    /// followers it lost have stopped waiting for it and elected another leader.
+    pub fn quorum_lost_after(&self) -> Duration {
+        self.election_timeout_max * 2
+    }
+
     /// A config for `node_id` storing in `data_dir`, everything else default.
     pub fn new(node_id: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
         RaftStoreConfig {

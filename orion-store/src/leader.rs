@@ -42,6 +42,9 @@ fn write_error(e: WriteError) -> WireError {
 impl Inner {
     /// Carries out a leader-only call here, within `budget`.
     pub(crate) async fn lead(&self, call: LeaderCall, budget: Duration) -> LeaderReply {
+        if let Err(error) = self.check_quorum() {
+            return LeaderReply::Failed { error };
+        }
         let deadline = Instant::now() + budget;
         let res = match call {
             LeaderCall::Propose { cmd } => self
@@ -62,6 +65,29 @@ impl Inner {
                 .map(|()| LeaderReply::Done),
         };
         res.unwrap_or_else(|error| LeaderReply::Failed { error })
+    }
+
+    /// Refuses leader calls while this node has heard from no majority for
+    /// [`crate::RaftStoreConfig::quorum_lost_after`]: nothing is appended, so
+    /// nothing commits later behind the caller's back. Retryable at first (a slow
+    /// follower, a blip); once the silence has lasted `rpc_timeout`, final, so the
+    /// client of a cut-off minority hears it at once.
+    fn check_quorum(&self) -> Result<(), WireError> {
+        let Some(silence) = self.quorum_ack.silence() else {
+            return Ok(());
+        };
+        if silence < self.config.quorum_lost_after() {
+            return Ok(());
+        }
+        let why = format!(
+            "this node leads but has heard from no majority of the managers for {:.1} s (cut off from them?)",
+            silence.as_secs_f64()
+        );
+        if silence >= self.config.rpc_timeout {
+            Err(WireError::NoQuorum(why))
+        } else {
+            Err(WireError::NoLeader(why))
+        }
     }
 
     async fn commit(&self, cmd: Command, deadline: Instant) -> Result<Applied, WireError> {

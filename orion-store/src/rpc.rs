@@ -78,6 +78,9 @@ pub(crate) enum WireError {
     NotLeader,
     /// No leader, or no quorum: ask again later.
     NoLeader(String),
+    /// The leader has been cut off from the majority for a while: asking again
+    /// soon will not help.
+    NoQuorum(String),
     /// Timed out; it may still commit.
     Timeout,
     /// The leader is shutting down.
@@ -102,7 +105,7 @@ impl From<WireError> for StoreError {
     fn from(e: WireError) -> Self {
         match e {
             WireError::NotLeader => StoreError::NoLeader("the leader changed".into()),
-            WireError::NoLeader(why) => StoreError::NoLeader(why),
+            WireError::NoLeader(why) | WireError::NoQuorum(why) => StoreError::NoLeader(why),
             WireError::Timeout => StoreError::Timeout,
             WireError::Shutdown => StoreError::NoLeader("the leader is shutting down".into()),
             WireError::Storage(why) => StoreError::Forward(format!("leader storage: {why}")),

@@ -1,6 +1,9 @@
 //! What a node reports about itself: [`LogStatus`], and [`Leadership`] mirrored from
 //! openraft's metrics.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use openraft::{RaftMetrics, ServerState};
 use orion_core::Leadership;
 use tokio::sync::watch;
@@ -29,7 +32,69 @@ pub(crate) fn leadership_of(m: &RaftMetrics<RaftNodeId, RaftNode>, me: RaftNodeI
         leader_http: node.map(|n| n.http_addr.clone()),
         is_self: m.current_leader == Some(me) && m.state == ServerState::Leader,
         term: m.current_term,
+        quorum_lost: false,
     }
+}
+
+/// When this node, leading, last heard from a majority of the voters; shared by the
+/// tracker that keeps it and the calls that refuse writes without a quorum.
+#[derive(Debug, Default)]
+pub(crate) struct QuorumAck(parking_lot::Mutex<Option<Instant>>);
+
+impl QuorumAck {
+    /// How long this node, leading a group of more than itself, has heard from no
+    /// majority; `None` when it does not lead, leads alone, or has not been told.
+    pub(crate) fn silence(&self) -> Option<Duration> {
+        self.0.lock().map(|t| t.elapsed())
+    }
+}
+
+/// Mirrors openraft's metrics into the Leadership watch until the store stops, and
+/// keeps [`QuorumAck`]: openraft reports how long ago a quorum acknowledged the
+/// leader each time it sends metrics, so the tracker turns that into an instant
+/// when metrics arrive and, between arrivals, wakes every `tick` to see whether the
+/// silence has outlasted `lost_after` (a cut-off leader may send few metrics).
+pub(crate) async fn track_leadership(
+    mut metrics: watch::Receiver<RaftMetrics<RaftNodeId, RaftNode>>,
+    out: watch::Sender<Leadership>,
+    ack: Arc<QuorumAck>,
+    mut stop: watch::Receiver<bool>,
+    me: RaftNodeId,
+    (tick, lost_after): (Duration, Duration),
+) {
+    'metrics: loop {
+        let base = {
+            let m = metrics.borrow_and_update();
+            let base = leadership_of(&m, me);
+            let voters = m.membership_config.membership().voter_ids().count();
+            *ack.0.lock() = match m.millis_since_quorum_ack {
+                Some(ms) if base.is_self && voters > 1 => {
+                    Instant::now().checked_sub(Duration::from_millis(ms))
+                }
+                _ => None,
+            };
+            base
+        };
+        loop {
+            let lost = ack.silence().is_some_and(|s| s >= lost_after);
+            let now = Leadership {
+                quorum_lost: lost,
+                ..base.clone()
+            };
+            out.send_if_modified(|cur| {
+                let changed = *cur != now;
+                *cur = now;
+                changed
+            });
+            tokio::select! {
+                r = metrics.changed() => if r.is_err() { break 'metrics } else { continue 'metrics },
+                _ = stop.wait_for(|s| *s) => break 'metrics,
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+    }
+    *ack.0.lock() = None;
+    out.send_replace(Leadership::default());
 }
 
 pub(crate) fn log_status_of(m: &RaftMetrics<RaftNodeId, RaftNode>) -> LogStatus {
@@ -39,26 +104,4 @@ pub(crate) fn log_status_of(m: &RaftMetrics<RaftNodeId, RaftNode>) -> LogStatus 
         snapshot: m.snapshot.map_or(0, |l| l.index),
         purged: m.purged.map_or(0, |l| l.index),
     }
-}
-
-/// Mirrors openraft's metrics into the Leadership watch until the store stops.
-pub(crate) async fn track_leadership(
-    mut metrics: watch::Receiver<RaftMetrics<RaftNodeId, RaftNode>>,
-    out: watch::Sender<Leadership>,
-    mut stop: watch::Receiver<bool>,
-    me: RaftNodeId,
-) {
-    loop {
-        let now = leadership_of(&metrics.borrow_and_update(), me);
-        out.send_if_modified(|cur| {
-            let changed = *cur != now;
-            *cur = now;
-            changed
-        });
-        tokio::select! {
-            r = metrics.changed() => if r.is_err() { break },
-            _ = stop.wait_for(|s| *s) => break,
-        }
-    }
-    out.send_replace(Leadership::default());
 }

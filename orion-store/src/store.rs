@@ -17,6 +17,12 @@
 //!   the leader confirms its leadership with a quorum (`get_read_log_id`) and answers
 //!   the read index; the calling node, leader or not, waits until its own replica
 //!   has applied it. On the leader this is exactly `ensure_linearizable`.
+//! - **No quorum, no writes.** A leader that has heard from no majority of the
+//!   voters for twice the longest election timeout is cut off, or deposed without
+//!   knowing it yet: it says so in [`Leadership::quorum_lost`] (its control loop
+//!   then stops acting) and refuses leader calls without appending anything, at once
+//!   once the silence has lasted `rpc_timeout`, so a client of a cut-off minority
+//!   hears "no majority" in about 2 s instead of waiting out `propose_timeout`.
 //! - **Retries.** A call is retried (within its budget) while no leader is known, the
 //!   node asked is not the leader, or the leader cannot be reached at all. An answer
 //!   lost after the leader got the request is not retried (`Timeout` / `Forward`):
@@ -55,7 +61,7 @@ use crate::network::{forward, ForwardFailure, HttpNetworkFactory};
 use crate::rpc::{Forwarded, LeaderCall, LeaderReply};
 use crate::state_machine::StateMachine;
 pub use crate::status::LogStatus;
-use crate::status::{log_status_of, track_leadership};
+use crate::status::{log_status_of, track_leadership, QuorumAck};
 use crate::types::{node_id_of, RaftNode, RaftNodeId, TypeConfig};
 
 fn storage(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -78,6 +84,8 @@ pub(crate) struct Inner {
     engine: Arc<dyn LogEngine>,
     client: reqwest::Client,
     leadership: watch::Sender<Leadership>,
+    /// When this node, leading, last heard from a majority.
+    pub(crate) quorum_ack: Arc<QuorumAck>,
     stop: watch::Sender<bool>,
     closed: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -142,11 +150,14 @@ impl RaftStore {
             .map_err(storage)?;
         let (leadership, _) = watch::channel(Leadership::default());
         let (stop, stop_rx) = watch::channel(false);
+        let quorum_ack = Arc::new(QuorumAck::default());
         let tracker = tokio::spawn(track_leadership(
             raft.metrics(),
             leadership.clone(),
+            quorum_ack.clone(),
             stop_rx,
             id,
+            (config.heartbeat_interval, config.quorum_lost_after()),
         ));
         info!(
             node_id = %config.node_id,
@@ -163,6 +174,7 @@ impl RaftStore {
                 engine,
                 client,
                 leadership,
+                quorum_ack,
                 stop,
                 closed: AtomicBool::new(false),
                 tasks: Mutex::new(vec![tracker]),

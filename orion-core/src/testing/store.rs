@@ -28,6 +28,7 @@ impl MemStore {
             leader_http: None,
             is_self: true,
             term: 1,
+            quorum_lost: false,
         });
         MemStore {
             replica: Arc::new(Replica::default()),

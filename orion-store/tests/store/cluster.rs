@@ -152,3 +152,71 @@ async fn three_managers_replicate_forward_and_fail_over() {
         n.store.shutdown().await.expect("shutdown");
     }
 }
+
+/// A leader left without a majority (both followers gone) says so in its
+/// leadership, refuses writes without appending them, and does so at once once
+/// the silence has lasted an RPC timeout, instead of waiting out the propose
+/// budget. A leader alone in a one-voter group is never "cut off", however idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_without_a_majority_refuses_writes_at_once() {
+    init_tracing();
+    let root = tempfile::tempdir().expect("tempdir");
+    let n1 = start_single("n1", &root.path().join("n1"), Engine::Redb, |_| {}).await;
+    // Alone and idle for longer than the quorum window: still takes writes.
+    tokio::time::sleep(n1.config.quorum_lost_after() * 2).await;
+    assert!(!n1.store.leadership().borrow().quorum_lost);
+    n1.store
+        .propose(upsert("solo"))
+        .await
+        .expect("a lone voter writes");
+
+    let n2 = start_node("n2", &root.path().join("n2"), Engine::Redb, |_| {}).await;
+    let n3 = start_node("n3", &root.path().join("n3"), Engine::Redb, |_| {}).await;
+    for n in [&n2, &n3] {
+        n1.store
+            .add_peer(n.peer(NodeRole::Manager))
+            .await
+            .expect("add");
+    }
+    n1.store
+        .propose(upsert("web"))
+        .await
+        .expect("with a quorum");
+    tokio::time::sleep(n1.config.quorum_lost_after() * 2).await;
+    assert!(
+        !n1.store.leadership().borrow().quorum_lost,
+        "idle, followers answering heartbeats"
+    );
+
+    let cut = Instant::now();
+    n2.store.shutdown().await.expect("shutdown n2");
+    n3.store.shutdown().await.expect("shutdown n3");
+    let l = wait_leadership(&n1.store, |l| l.quorum_lost).await;
+    assert!(l.is_self, "still the leader as far as it can tell: {l:?}");
+    let noticed = cut.elapsed();
+    println!("quorum lost noticed after {noticed:?}");
+    // Counted from the last acknowledged heartbeat, a little before the cut.
+    assert!(noticed + n1.config.heartbeat_interval * 2 >= n1.config.quorum_lost_after());
+
+    // Past an RPC timeout of silence a write is refused at once, and not appended.
+    let quiet_until = cut + n1.config.rpc_timeout + n1.config.quorum_lost_after();
+    tokio::time::sleep_until(quiet_until.into()).await;
+    let before = n1.store.log_status().last_log_index;
+    let asked = Instant::now();
+    let err = n1
+        .store
+        .propose(upsert("ghost"))
+        .await
+        .expect_err("no majority, no write");
+    let took = asked.elapsed();
+    println!("refused after {took:?}: {err}");
+    assert!(err.to_string().contains("no majority"), "{err}");
+    assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+    assert_eq!(
+        n1.store.log_status().last_log_index,
+        before,
+        "nothing appended"
+    );
+    assert!(!n1.store.replica().read(|s| s.jobs.contains_key("ghost")));
+    n1.store.shutdown().await.expect("shutdown n1");
+}

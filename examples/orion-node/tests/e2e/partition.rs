@@ -149,17 +149,28 @@ async fn a_cut_off_leader_yields_to_the_majority_and_rejoins() {
         "the minority must not accept a write: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    // The CLI says which command failed and that it could not commit, not just a
-    // status code (which of the two depends on whether the old leader still
-    // believes it leads when the write arrives).
+    // The CLI says which command failed and why: the old leader knows it has
+    // heard from no majority, so it refuses without appending (and at once, the cut
+    // being older than an RPC timeout by now).
     assert!(
-        stderr.contains("job run: ")
-            && (stderr.contains("timed out waiting for commit")
-                || stderr.contains("no leader is known")),
+        stderr.contains("job run: ") && stderr.contains("heard from no majority"),
         "the minority's refusal says why: {stderr}"
     );
+    assert!(
+        write_at.elapsed() < Duration::from_secs(5),
+        "refused without waiting out the propose timeout"
+    );
+    let (_, status) = c.nodes[leader]
+        .get_inside("/v1/status/leader")
+        .expect("the cut-off node answers its status");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["is_self"], true, "{status}");
+    assert_eq!(
+        status["quorum_lost"], true,
+        "it says it is cut off: {status}"
+    );
     // The minority commits nothing: its applied index stood still through the
-    // write (openraft appended it to the old leader's log, uncommitted), while the
+    // write (refused before reaching the log), while the
     // majority committed the node's loss, the replacement and the scale-down.
     let majority_index = applied_index(&via).await.unwrap();
     assert_eq!(

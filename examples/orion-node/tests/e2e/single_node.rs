@@ -190,7 +190,8 @@ async fn a_container_killed_behind_orions_back_is_restarted() {
 }
 
 /// An image that is not there and cannot be pulled fails the allocation with a
-/// message naming the image; nothing hangs and the node stays healthy.
+/// message naming the image; nothing hangs and the node stays healthy. A job too
+/// big for the node stays pending, and `job status` shows the scheduler's reason.
 #[tokio::test]
 async fn a_missing_image_is_reported_on_the_allocation() {
     if !engine().await {
@@ -219,6 +220,27 @@ async fn a_missing_image_is_reported_on_the_allocation() {
     assert!(msg.contains("orion-test/does-not-exist:404"), "{msg}");
     let health = get_json(&format!("{addr}/health")).await.unwrap();
     assert_eq!(health["status"], "ok");
+
+    // A job too big for the node is accepted and waits, and `job status` says why.
+    std::fs::write(
+        &path,
+        r#"{"name":"huge","task":{"image":"orion-test/web:1","resources":{"cpu":0.1,"memory_mb":64000}}}"#,
+    )
+    .unwrap();
+    assert!(cli(&addr, &["job", "run", path.to_str().unwrap()])
+        .status
+        .success());
+    let status = wait_for("a pending reason", Duration::from_secs(30), async || {
+        let out = cli(&addr, &["job", "status", "huge"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.contains("insufficient memory").then_some(text)
+    })
+    .await;
+    assert!(
+        status.contains("pending")
+            && status.contains("1 node: insufficient memory (need 64000 MB, free "),
+        "{status}"
+    );
 }
 
 /// The engine goes away: the node reports itself unhealthy (`/health` 503, node

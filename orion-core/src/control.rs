@@ -316,4 +316,49 @@ mod tests {
         stop.send_replace(true);
         task.await.unwrap();
     }
+
+    /// A leader whose store says it has heard from no majority does not act, even
+    /// though its read barrier answers; once the quorum is back it does.
+    #[tokio::test]
+    async fn a_leader_whose_store_lost_its_quorum_does_not_act() {
+        let store = Arc::new(MemStore::new("n1"));
+        store.apply_now(&Command::InitCluster {
+            cluster_id: "c".into(),
+        });
+        store.apply_now(&Command::RegisterNode {
+            info: node("n1", 4.0, 4096),
+        });
+        store.set_quorum_lost(true);
+        let member = crate::cluster::builder::member_of(&node("n1", 4.0, 4096));
+        let control = Control {
+            node_id: "n1".into(),
+            store: store.clone(),
+            membership: Arc::new(SoloMembership::new(member)),
+            scheduler: Arc::new(FilterScoreScheduler::default()),
+            config: ControlConfig {
+                reconcile_interval: Duration::from_millis(20),
+                quorum_check: Duration::from_millis(20),
+                ..ControlConfig::default()
+            },
+        };
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(control.run(rx));
+        store.apply_now(&Command::UpsertJob {
+            spec: job("web", 2, 0.1, 64),
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let placed_on = |s: &MemStore| {
+            s.replica()
+                .read(|st| st.allocs.values().filter(|a| a.node.is_some()).count())
+        };
+        assert_eq!(placed_on(&store), 0, "a cut-off leader must not place");
+        store.set_quorum_lost(false);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while placed_on(&store) < 2 {
+            assert!(Instant::now() < deadline, "the leader never placed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send_replace(true);
+        task.await.unwrap();
+    }
 }

@@ -76,11 +76,18 @@ impl Inner {
         let Some(silence) = self.quorum_ack.silence() else {
             return Ok(());
         };
-        if silence < self.config.quorum_lost_after() {
+        let lost_after = self.config.quorum_lost_after();
+        if silence < lost_after {
+            return Ok(());
+        }
+        // The tracker may have been held up (a busy host): believe it only if
+        // openraft's latest report agrees.
+        let latest = self.raft.metrics().borrow().millis_since_quorum_ack;
+        if latest.is_some_and(|ms| Duration::from_millis(ms) < lost_after) {
             return Ok(());
         }
         let why = format!(
-            "this node leads but has heard from no majority of the managers for {:.1} s (cut off from them?)",
+            "this node was leader but has heard from no majority of the managers for {:.1} s (cut off from them?)",
             silence.as_secs_f64()
         );
         if silence >= self.config.rpc_timeout {

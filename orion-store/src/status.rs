@@ -62,17 +62,26 @@ pub(crate) async fn track_leadership(
     me: RaftNodeId,
     (tick, lost_after): (Duration, Duration),
 ) {
+    // The term this node last led in, to tell a fresh election from a later report.
+    let mut led: Option<u64> = None;
     'metrics: loop {
         let base = {
             let m = metrics.borrow_and_update();
             let base = leadership_of(&m, me);
             let voters = m.membership_config.membership().voter_ids().count();
-            *ack.0.lock() = match m.millis_since_quorum_ack {
-                Some(ms) if base.is_self && voters > 1 => {
-                    Instant::now().checked_sub(Duration::from_millis(ms))
+            let mut at = ack.0.lock();
+            *at = if base.is_self && voters > 1 {
+                match m.millis_since_quorum_ack {
+                    Some(ms) => Instant::now().checked_sub(Duration::from_millis(ms)),
+                    // Elected, and no follower has answered yet: count from the
+                    // election, so a leader cut off at once is noticed too.
+                    None if led == Some(base.term) => *at,
+                    None => Some(Instant::now()),
                 }
-                _ => None,
+            } else {
+                None
             };
+            led = base.is_self.then_some(base.term);
             base
         };
         loop {
@@ -87,6 +96,9 @@ pub(crate) async fn track_leadership(
                 changed
             });
             tokio::select! {
+                // Fresh metrics first: a tick that is due at the same time must not
+                // judge the silence on the previous report.
+                biased;
                 r = metrics.changed() => if r.is_err() { break 'metrics } else { continue 'metrics },
                 _ = stop.wait_for(|s| *s) => break 'metrics,
                 _ = tokio::time::sleep(tick) => {}

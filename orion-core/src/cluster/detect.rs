@@ -16,7 +16,8 @@ pub fn host_capacity() -> Resources {
     let limit = read(Path::new("/proc/self/cgroup")).and_then(|groups| {
         cgroup_limit_files(Path::new("/sys/fs/cgroup"), &groups)
             .iter()
-            .find_map(|f| read(f).and_then(|t| cgroup_limit(&t)))
+            .filter_map(|f| read(f).and_then(|t| cgroup_limit(&t)))
+            .min()
     });
     let bytes = match (total, limit) {
         (Some(t), Some(l)) => t.min(l),
@@ -43,9 +44,10 @@ fn cgroup_limit(text: &str) -> Option<u64> {
     (v < 1 << 62).then_some(v)
 }
 
-/// Where this process's memory limit may be, most specific first: its own cgroup
-/// (v2 `memory.max`, v1 `memory.limit_in_bytes`), then the root one (what a
-/// container with its own cgroup namespace sees as its own).
+/// Where this process's memory limit may be: the limit files of its own cgroup and
+/// of every group above it (v2 `memory.max`, v1 `memory.limit_in_bytes`), since a
+/// limit on a parent (a systemd slice) binds too; the lowest found applies. A
+/// container with its own cgroup namespace sees its group as the root.
 fn cgroup_limit_files(root: &Path, proc_cgroup: &str) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for line in proc_cgroup.lines() {
@@ -54,13 +56,17 @@ fn cgroup_limit_files(root: &Path, proc_cgroup: &str) -> Vec<PathBuf> {
         else {
             continue;
         };
-        let rel = path.trim_start_matches('/');
-        if controllers.is_empty() {
-            files.push(root.join(rel).join("memory.max"));
-            files.push(root.join("memory.max"));
+        let (base, file) = if controllers.is_empty() {
+            (root.to_path_buf(), "memory.max")
         } else if controllers.split(',').any(|c| c == "memory") {
-            files.push(root.join("memory").join(rel).join("memory.limit_in_bytes"));
-            files.push(root.join("memory").join("memory.limit_in_bytes"));
+            (root.join("memory"), "memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        let mut group = Some(Path::new(path.trim_start_matches('/')));
+        while let Some(g) = group {
+            files.push(base.join(g).join(file));
+            group = g.parent();
         }
     }
     files
@@ -102,33 +108,45 @@ mod tests {
             v2,
             [
                 root.join("system.slice/orion.service/memory.max"),
+                root.join("system.slice/memory.max"),
                 root.join("memory.max")
             ]
         );
-        let v1 = cgroup_limit_files(root, "5:cpu,cpuacct:/x\n4:memory:/docker/abc\n0::/\n");
+        let v1 = cgroup_limit_files(root, "5:cpu,cpuacct:/x\n4:memory:/docker/abc\n");
         assert_eq!(
             v1,
             [
                 root.join("memory/docker/abc/memory.limit_in_bytes"),
+                root.join("memory/docker/memory.limit_in_bytes"),
                 root.join("memory/memory.limit_in_bytes"),
-                root.join("memory.max"),
-                root.join("memory.max"),
             ]
+        );
+        assert_eq!(
+            cgroup_limit_files(root, "0::/\n"),
+            [root.join("memory.max")]
         );
     }
 
     #[test]
-    fn a_cgroup_limit_below_the_host_memory_is_what_is_offered() {
-        // The limit files read from a cgroup tree of our own.
+    fn the_lowest_limit_of_the_group_and_its_parents_applies() {
+        // The limit files read from a cgroup tree of our own: the parent slice
+        // limits harder than the node's own group.
         let dir = tempfile::tempdir().unwrap();
-        let group = dir.path().join("memory/orion");
+        let slice = dir.path().join("memory/slice");
+        let group = slice.join("orion");
         std::fs::create_dir_all(&group).unwrap();
-        std::fs::write(group.join("memory.limit_in_bytes"), "536870912\n").unwrap();
-        let files = cgroup_limit_files(dir.path(), "4:memory:/orion\n");
-        let limit = files
+        std::fs::write(group.join("memory.limit_in_bytes"), "1073741824\n").unwrap();
+        std::fs::write(slice.join("memory.limit_in_bytes"), "536870912\n").unwrap();
+        std::fs::write(
+            dir.path().join("memory/memory.limit_in_bytes"),
+            "9223372036854771712\n",
+        )
+        .unwrap();
+        let limit = cgroup_limit_files(dir.path(), "4:memory:/slice/orion\n")
             .iter()
-            .find_map(|f| std::fs::read_to_string(f).ok())
-            .and_then(|t| cgroup_limit(&t));
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .filter_map(|t| cgroup_limit(&t))
+            .min();
         assert_eq!(limit, Some(512 << 20));
     }
 }

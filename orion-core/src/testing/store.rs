@@ -48,6 +48,12 @@ impl MemStore {
         }
     }
 
+    /// Says this node, leading, has heard from no majority (or has again), as a
+    /// replicated store does when it is cut off.
+    pub fn set_quorum_lost(&self, lost: bool) {
+        self.leadership.send_modify(|l| l.quorum_lost = lost);
+    }
+
     /// Takes leadership away (or gives it back), as a lost election would.
     pub fn set_leader(&self, is_self: bool) {
         self.leadership.send_modify(|l| {

@@ -122,7 +122,7 @@ async fn publish_propagates_as_updated() {
 /// loopback (the measured time is printed), and
 /// that restarting it on the same address with a newer generation is reported
 /// as `Joined` with that generation.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_node_is_declared_dead_within_3s_and_rejoins_with_a_new_generation() {
     let mut nodes = three_nodes("death").await;
     let mut events: Vec<_> = nodes[..2]

@@ -199,7 +199,7 @@ async fn a_leader_without_a_majority_refuses_writes_at_once() {
     assert!(noticed + n1.config.heartbeat_interval * 2 >= n1.config.quorum_lost_after());
 
     // Past an RPC timeout of silence a write is refused at once, and not appended.
-    let quiet_until = cut + n1.config.rpc_timeout + n1.config.quorum_lost_after();
+    let quiet_until = Instant::now() + n1.config.rpc_timeout + n1.config.quorum_lost_after();
     tokio::time::sleep_until(quiet_until.into()).await;
     let before = n1.store.log_status().last_log_index;
     let asked = Instant::now();

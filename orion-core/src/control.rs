@@ -266,6 +266,24 @@ mod tests {
             .read(|s| s.allocs.values().filter(|a| a.node.is_some()).count())
     }
 
+    /// Runs the control loop of a single node `n1` over `store`, on a fast tick.
+    fn run_solo(store: Arc<dyn Store>) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let member = crate::cluster::builder::member_of(&node("n1", 4.0, 4096));
+        let control = Control {
+            node_id: "n1".into(),
+            store,
+            membership: Arc::new(SoloMembership::new(member)),
+            scheduler: Arc::new(FilterScoreScheduler::default()),
+            config: ControlConfig {
+                reconcile_interval: Duration::from_millis(20),
+                quorum_check: Duration::from_millis(20),
+                ..ControlConfig::default()
+            },
+        };
+        let (stop, rx) = watch::channel(false);
+        (stop, tokio::spawn(control.run(rx)))
+    }
+
     /// A leader that cannot confirm its leadership with a quorum places nothing; once
     /// the quorum answers again it does.
     #[tokio::test]
@@ -280,20 +298,7 @@ mod tests {
         store.inner.apply_now(&Command::RegisterNode {
             info: node("n1", 4.0, 4096),
         });
-        let member = crate::cluster::builder::member_of(&node("n1", 4.0, 4096));
-        let control = Control {
-            node_id: "n1".into(),
-            store: store.clone(),
-            membership: Arc::new(SoloMembership::new(member)),
-            scheduler: Arc::new(FilterScoreScheduler::default()),
-            config: ControlConfig {
-                reconcile_interval: Duration::from_millis(20),
-                quorum_check: Duration::from_millis(20),
-                ..ControlConfig::default()
-            },
-        };
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(control.run(rx));
+        let (stop, task) = run_solo(store.clone());
         let r = store.inner.apply_now(&Command::UpsertJob {
             spec: job("web", 2, 0.1, 64),
         });
@@ -329,20 +334,7 @@ mod tests {
             info: node("n1", 4.0, 4096),
         });
         store.set_quorum_lost(true);
-        let member = crate::cluster::builder::member_of(&node("n1", 4.0, 4096));
-        let control = Control {
-            node_id: "n1".into(),
-            store: store.clone(),
-            membership: Arc::new(SoloMembership::new(member)),
-            scheduler: Arc::new(FilterScoreScheduler::default()),
-            config: ControlConfig {
-                reconcile_interval: Duration::from_millis(20),
-                quorum_check: Duration::from_millis(20),
-                ..ControlConfig::default()
-            },
-        };
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(control.run(rx));
+        let (stop, task) = run_solo(store.clone());
         store.apply_now(&Command::UpsertJob {
             spec: job("web", 2, 0.1, 64),
         });

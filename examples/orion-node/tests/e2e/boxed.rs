@@ -328,6 +328,22 @@ impl BoxedCluster {
         let allocs = get_json(&format!("{a}/v1/allocations?consistent=true")).await?;
         Some((jobs, allocs))
     }
+
+    /// Every node of `among` sees the same jobs and allocations (linearizable
+    /// reads) and `via` reports every node ready: their states, else `None`.
+    pub async fn converged(&self, among: &[usize], via: &str) -> Option<Vec<(Value, Value)>> {
+        let mut states = Vec::new();
+        for &i in among {
+            states.push(self.state(i).await?);
+        }
+        let same = states.windows(2).all(|w| w[0] == w[1]);
+        let ready = get_json(&format!("{via}/v1/nodes"))
+            .await?
+            .as_array()?
+            .iter()
+            .all(|n| n["status"] == "ready");
+        (same && ready).then_some(states)
+    }
 }
 
 impl Drop for BoxedCluster {

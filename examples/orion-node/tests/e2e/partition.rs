@@ -207,19 +207,7 @@ async fn a_cut_off_leader_yields_to_the_majority_and_rejoins() {
     let states = wait_for(
         "all three to converge to one state",
         Duration::from_secs(60),
-        async || {
-            let mut states = Vec::new();
-            for i in all {
-                states.push(c.state(i).await?);
-            }
-            let same = states.windows(2).all(|w| w[0] == w[1]);
-            let node_ok = get_json(&format!("{via}/v1/nodes"))
-                .await?
-                .as_array()?
-                .iter()
-                .all(|n| n["status"] == "ready");
-            (same && node_ok).then_some(states)
-        },
+        async || c.converged(&all, &via).await,
     )
     .await;
     println!("heal -> converged: {:?}", healed.elapsed());
@@ -473,18 +461,8 @@ async fn a_cut_off_worker_keeps_its_tasks_and_stops_them_once_healed() {
         "all four to converge to one state, edge back on the worker",
         Duration::from_secs(60),
         async || {
-            let mut states = Vec::new();
-            for i in all {
-                states.push(c.state(i).await?);
-            }
-            let same = states.windows(2).all(|w| w[0] == w[1]);
-            let ready = get_json(&format!("{via}/v1/nodes"))
-                .await?
-                .as_array()?
-                .iter()
-                .all(|n| n["status"] == "ready");
-            let running = running_ids(&states[0].1).len();
-            (same && ready && running == 3).then_some(states)
+            let states = c.converged(&all, &via).await?;
+            (running_ids(&states[0].1).len() == 3).then_some(states)
         },
     )
     .await;

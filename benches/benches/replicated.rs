@@ -200,14 +200,12 @@ fn alloc_updates(c: &mut Criterion) {
             let start = (i as usize * UPDATES_PER_COMMAND) % ids.len();
             let updates = (0..UPDATES_PER_COMMAND)
                 .map(|k| AllocUpdate {
-                    id: ids[(start + k) % ids.len()].clone(),
-                    node: "n1".into(),
-                    state: AllocState::Running,
                     message: Some(format!("report {i}")),
-                    exit_code: None,
-                    ports: None,
-                    restarted: false,
-                    failed_attempt: false,
+                    ..AllocUpdate::new(
+                        ids[(start + k) % ids.len()].clone(),
+                        "n1",
+                        AllocState::Running,
+                    )
                 })
                 .collect();
             Command::UpdateAllocs { updates }

@@ -499,14 +499,8 @@ fn update(
     message: Option<String>,
 ) -> AllocUpdate {
     AllocUpdate {
-        id: a.id.clone(),
-        node: node.clone(),
-        state,
         message,
-        exit_code: None,
-        ports: None,
-        restarted: false,
-        failed_attempt: false,
+        ..AllocUpdate::new(a.id.clone(), node.clone(), state)
     }
 }
 

@@ -169,6 +169,23 @@ pub struct AllocUpdate {
     pub failed_attempt: bool,
 }
 
+impl AllocUpdate {
+    /// A report that `node` observed allocation `id` in `state`, and nothing more
+    /// (fill the other fields with struct-update syntax where they apply).
+    pub fn new(id: impl Into<AllocId>, node: impl Into<NodeId>, state: AllocState) -> Self {
+        AllocUpdate {
+            id: id.into(),
+            node: node.into(),
+            state,
+            message: None,
+            exit_code: None,
+            ports: None,
+            restarted: false,
+            failed_attempt: false,
+        }
+    }
+}
+
 /// What applying a command answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

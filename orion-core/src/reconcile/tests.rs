@@ -241,14 +241,9 @@ fn a_task_that_keeps_failing_to_start_is_replaced_with_other_ports() {
         );
         b.apply(Command::UpdateAllocs {
             updates: vec![AllocUpdate {
-                id: first.id.clone(),
-                node: "n1".into(),
-                state: AllocState::Failed,
                 message: Some("start failed: port is already allocated".into()),
-                exit_code: None,
-                ports: None,
-                restarted: false,
                 failed_attempt: true,
+                ..AllocUpdate::new(first.id.clone(), "n1", AllocState::Failed)
             }],
         });
     }

@@ -128,16 +128,7 @@ fn a_down_node_loses_its_allocations_and_frees_its_resources() {
     assert_eq!(b.state().usage("n1").used, Resources::ZERO);
     // A late report from the dead node does not resurrect it.
     b.apply(Command::UpdateAllocs {
-        updates: vec![AllocUpdate {
-            id: a.id.clone(),
-            node: "n1".into(),
-            state: AllocState::Running,
-            message: None,
-            exit_code: None,
-            ports: None,
-            restarted: false,
-            failed_attempt: false,
-        }],
+        updates: vec![AllocUpdate::new(a.id.clone(), "n1", AllocState::Running)],
     });
     assert_eq!(b.state().allocs[&a.id].state, AllocState::Lost);
 }
@@ -150,16 +141,7 @@ fn reports_from_another_node_are_ignored() {
     b.apply(plan(vec![place("web", 1, 0, "n1")]));
     let id = b.state().allocs.keys().next().unwrap().clone();
     let r = b.apply(Command::UpdateAllocs {
-        updates: vec![AllocUpdate {
-            id: id.clone(),
-            node: "n2".into(),
-            state: AllocState::Running,
-            message: None,
-            exit_code: None,
-            ports: None,
-            restarted: false,
-            failed_attempt: false,
-        }],
+        updates: vec![AllocUpdate::new(id.clone(), "n2", AllocState::Running)],
     });
     assert_eq!(r, Response::Updated { applied: 0 });
     assert_eq!(b.state().allocs[&id].state, AllocState::Starting);
@@ -190,16 +172,7 @@ fn terminal_allocations_are_collected_beyond_the_kept_count() {
             },
         });
         b.apply(Command::UpdateAllocs {
-            updates: vec![AllocUpdate {
-                id: live,
-                node: "n1".into(),
-                state: AllocState::Stopped,
-                message: None,
-                exit_code: None,
-                ports: None,
-                restarted: false,
-                failed_attempt: false,
-            }],
+            updates: vec![AllocUpdate::new(live, "n1", AllocState::Stopped)],
         });
     }
     assert_eq!(b.state().allocs.len(), KEPT_TERMINAL_PER_JOB);

@@ -161,15 +161,12 @@ pub async fn write_workload(store: &dyn Store, jobs: usize) -> u64 {
     let updates: Vec<AllocUpdate> = store.replica().read(|s| {
         s.allocs
             .values()
-            .map(|a| AllocUpdate {
-                id: a.id.clone(),
-                node: a.node.clone().unwrap_or_default(),
-                state: AllocState::Running,
-                message: None,
-                exit_code: None,
-                ports: None,
-                restarted: false,
-                failed_attempt: false,
+            .map(|a| {
+                AllocUpdate::new(
+                    a.id.clone(),
+                    a.node.clone().unwrap_or_default(),
+                    AllocState::Running,
+                )
             })
             .collect()
     });

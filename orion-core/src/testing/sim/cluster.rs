@@ -260,16 +260,8 @@ impl Sim {
                         (DesiredState::Stop, _) => AllocState::Stopped,
                         _ => return None,
                     };
-                    (a.node.as_ref() == Some(node)).then(|| AllocUpdate {
-                        id: id.clone(),
-                        node: node.clone(),
-                        state,
-                        message: None,
-                        exit_code: None,
-                        ports: None,
-                        restarted: false,
-                        failed_attempt: false,
-                    })
+                    (a.node.as_ref() == Some(node))
+                        .then(|| AllocUpdate::new(id.clone(), node.clone(), state))
                 })
                 .collect()
         });

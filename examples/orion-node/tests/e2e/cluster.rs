@@ -171,14 +171,7 @@ async fn killing_a_worker_reschedules_its_replicas() {
     assert!(after
         .iter()
         .all(|a| !lost.contains(&a["id"].as_str().unwrap().to_string())));
-    let nodes = get_json(&format!("{addr}/v1/nodes")).await.unwrap();
-    let w = nodes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == worker.as_str())
-        .unwrap();
-    assert_eq!(w["status"], "down");
+    assert_eq!(node_status(&addr, &worker).await.as_deref(), Some("down"));
 
     // The worker comes back: it rejoins, and stops its stale containers.
     // restart() waits until it is ready again and caught up.

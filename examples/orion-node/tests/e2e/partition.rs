@@ -70,15 +70,7 @@ async fn a_cut_off_leader_yields_to_the_majority_and_rejoins() {
     wait_for(
         "the cut-off node marked down",
         Duration::from_secs(30),
-        async || {
-            let nodes = get_json(&format!("{via}/v1/nodes")).await?;
-            let n = nodes
-                .as_array()?
-                .iter()
-                .find(|n| n["id"] == leader_id.as_str())?
-                .clone();
-            (n["status"] == "down").then_some(())
-        },
+        async || (node_status(&via, &leader_id).await? == "down").then_some(()),
     )
     .await;
     let job = wait_for(
@@ -342,13 +334,7 @@ async fn a_cut_off_worker_keeps_its_tasks_and_stops_them_once_healed() {
         Duration::from_secs(30),
         async || {
             still_running(&worker_id, &before);
-            let nodes = get_json(&format!("{via}/v1/nodes")).await?;
-            let n = nodes
-                .as_array()?
-                .iter()
-                .find(|n| n["id"] == worker_id.as_str())?
-                .clone();
-            (n["status"] == "down").then_some(())
+            (node_status(&via, &worker_id).await? == "down").then_some(())
         },
     )
     .await;

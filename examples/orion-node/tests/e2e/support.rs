@@ -327,6 +327,13 @@ impl LocalCluster {
     }
 }
 
+/// A node's status (`ready`, `down`, …) as the node at `addr` reports it.
+pub async fn node_status(addr: &str, id: &str) -> Option<String> {
+    let nodes = get_json(&format!("{addr}/v1/nodes")).await?;
+    let n = nodes.as_array()?.iter().find(|n| n["id"] == id)?;
+    n["status"].as_str().map(str::to_string)
+}
+
 /// A job's running allocations from `GET /v1/allocations?job=…`.
 pub async fn running(addr: &str, job: &str) -> Vec<Value> {
     let allocs = get_json(&format!("{addr}/v1/allocations?job={job}"))

@@ -59,7 +59,49 @@ pub fn router(cluster: Cluster) -> Router {
         .route("/v1/allocations/{id}/stats", get(alloc_stats))
         .route("/v1/status/leader", get(leader))
         .route("/health", get(health))
+        .fallback(no_route)
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(cluster)
+}
+
+/// Any path the API does not have.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        json!({ "error": format!("no such endpoint: {method} {}", uri.path()) }),
+    )
+}
+
+/// One error shape everywhere: an error answer the framework wrote in plain
+/// text (a body over the size limit, a bad query parameter, a wrong method)
+/// becomes `{"error": "…"}` like the API's own.
+async fn json_errors(r: Response) -> Response {
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let error = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let body = serde_json::to_vec(&json!({ "error": error })).unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// An API error: a status and a JSON body `{"error": …, "errors": [{field, problem}]}`.
@@ -75,7 +117,7 @@ impl IntoResponse for ApiError {
 impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
         let status = match &e {
-            ClusterError::Spec(_) | ClusterError::Config(_) => StatusCode::BAD_REQUEST,
+            ClusterError::Spec(_) | ClusterError::Config { .. } => StatusCode::BAD_REQUEST,
             ClusterError::JobNotFound(_) | ClusterError::NodeNotFound(_) => StatusCode::NOT_FOUND,
             ClusterError::Refused(_) => StatusCode::CONFLICT,
             ClusterError::Store(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
@@ -164,7 +206,10 @@ struct JobLine {
     #[serde(rename = "type")]
     kind: crate::spec::JobKind,
     version: u64,
+    /// What the user asked: running or stopped.
     status: JobStatus,
+    /// What is: running, degraded, pending or stopped.
+    health: crate::model::JobHealth,
     replicas: u32,
     running: usize,
 }
@@ -174,17 +219,21 @@ async fn list_jobs(State(c): State<Cluster>, Query(p): Query<ReadParams>) -> Api
     let lines: Vec<JobLine> = c
         .jobs()
         .into_iter()
-        .map(|j| JobLine {
-            running: c
+        .map(|j| {
+            let running = c
                 .allocations(Some(&j.spec.name))
                 .iter()
                 .filter(|a| a.state == crate::model::AllocState::Running && a.is_live())
-                .count(),
-            name: j.spec.name,
-            kind: j.spec.kind,
-            version: j.version,
-            status: j.status,
-            replicas: j.spec.replicas,
+                .count();
+            JobLine {
+                health: crate::model::JobHealth::of(&j, running),
+                running,
+                name: j.spec.name,
+                kind: j.spec.kind,
+                version: j.version,
+                status: j.status,
+                replicas: j.spec.replicas,
+            }
         })
         .collect();
     Ok((h, Json(lines)).into_response())

@@ -41,15 +41,14 @@ pub mod testing;
 
 pub use agent::AgentConfig;
 pub use cluster::{
-    Cluster, ClusterBuilder, ClusterConfig, ClusterError, JobView, NodeConfig, NodeView,
-    StoreContext, StoreFactory, Submitted,
+    Cluster, ClusterBuilder, ClusterConfig, ClusterError, JobView, NodeProfile, NodeView, Submitted,
 };
 pub use command::{AllocUpdate, Command, Placement, Plan, Response, SlotRef, StopAlloc, Unplaced};
 pub use control::ControlConfig;
 pub use membership::{Member, Membership, MembershipError, MembershipEvent, SoloMembership};
 pub use model::{
-    AllocId, AllocState, Allocation, DesiredState, Job, JobStatus, Node, NodeAddrs, NodeId,
-    NodeInfo, NodeRole, NodeStatus, PortBinding,
+    AllocId, AllocState, Allocation, DesiredState, Job, JobHealth, JobStatus, Node, NodeAddrs,
+    NodeId, NodeInfo, NodeRole, NodeStatus, PortBinding,
 };
 pub use replica::{ChangeBatch, Replica};
 pub use runtime::{ContainerInfo, ContainerState, Owner, Runtime, RuntimeError, TaskLaunch};

@@ -146,6 +146,46 @@ pub enum JobStatus {
     Stopped,
 }
 
+/// How a job is doing, derived from its allocations: `running` when every
+/// wanted replica runs, `degraded` when some do, `pending` when none does yet,
+/// `stopped` once a user stopped it. The one spelling `job list`, `job status`
+/// and the API use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobHealth {
+    /// Every wanted replica of the job runs.
+    Running,
+    /// Some run, fewer than wanted.
+    Degraded,
+    /// None runs (yet).
+    Pending,
+    /// Stopped by a user.
+    Stopped,
+}
+
+impl JobHealth {
+    /// The health of `job` with `running` of its allocations running.
+    pub fn of(job: &Job, running: usize) -> JobHealth {
+        match job.status {
+            JobStatus::Stopped => JobHealth::Stopped,
+            JobStatus::Running if running >= job.spec.replicas as usize => JobHealth::Running,
+            JobStatus::Running if running == 0 => JobHealth::Pending,
+            JobStatus::Running => JobHealth::Degraded,
+        }
+    }
+}
+
+impl fmt::Display for JobHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JobHealth::Running => "running",
+            JobHealth::Degraded => "degraded",
+            JobHealth::Pending => "pending",
+            JobHealth::Stopped => "stopped",
+        })
+    }
+}
+
 /// A job as stored: the spec as submitted and its version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -168,6 +208,15 @@ pub enum DesiredState {
     Run,
     /// Stop it and remove its container.
     Stop,
+}
+
+impl fmt::Display for DesiredState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DesiredState::Run => "run",
+            DesiredState::Stop => "stop",
+        })
+    }
 }
 
 /// What is observed of an allocation.

@@ -9,6 +9,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod parse;
+pub use parse::{parse_json_strict, parse_yaml_documents, parse_yaml_value};
+
 /// The kinds of job Orion runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -353,6 +356,12 @@ impl JobSpec {
         self
     }
 
+    /// Places each replica on a different node (or leaves it pending).
+    pub fn distinct_hosts(mut self, distinct: bool) -> Self {
+        self.distinct_hosts = distinct;
+        self
+    }
+
     /// Adds a named TCP port with a dynamic host port.
     pub fn port(mut self, name: impl Into<String>, container_port: u32) -> Self {
         self.task.ports.push(PortSpec {
@@ -406,9 +415,9 @@ impl JobSpec {
     /// Parses and validates a document in the given format.
     pub fn parse_as(text: &str, format: Format) -> Result<JobSpec, SpecError> {
         let value: serde_json::Value = match format {
-            Format::Json => serde_json::from_str(text)
+            Format::Json => parse_json_strict(text)
                 .map_err(|e| SpecError::one("", format!("malformed JSON: {e}")))?,
-            Format::Yaml => serde_saphyr::from_str(text)
+            Format::Yaml => parse_yaml_value(text)
                 .map_err(|e| SpecError::one("", format!("malformed YAML: {e}")))?,
         };
         if !value.is_object() {

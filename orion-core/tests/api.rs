@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orion_core::testing::{FakeRuntime, MemStore};
-use orion_core::{AgentConfig, Cluster, ClusterConfig, ControlConfig, NodeConfig, Resources};
+use orion_core::{Cluster, ClusterConfig, NodeProfile, Resources};
 use serde_json::Value;
 
 const WEB: &str = r#"
@@ -23,31 +23,22 @@ node_selectors: { disk: ssd }
 "#;
 
 fn fast() -> ClusterConfig {
-    ClusterConfig {
-        control: ControlConfig {
-            reconcile_interval: Duration::from_millis(50),
-            ..ControlConfig::default()
-        },
-        agent: AgentConfig {
-            tick: Duration::from_millis(50),
-            ..AgentConfig::default()
-        },
-        ..ClusterConfig::default()
-    }
+    orion_core::testing::fast_loops()
 }
 
 async fn node() -> (Cluster, String, Arc<FakeRuntime>) {
     let runtime = Arc::new(FakeRuntime::new());
     let cluster = Cluster::builder()
-        .node(NodeConfig {
-            id: Some("n1".into()),
-            capacity: Some(Resources {
+        .node({
+            let mut p = NodeProfile::default();
+            p.id = Some("n1".into());
+            p.capacity = Some(Resources {
                 cpu: 4.0,
                 memory_mb: 3900,
                 disk_mb: 1000,
-            }),
-            tags: [("disk".to_string(), "ssd".to_string())].into(),
-            ..NodeConfig::default()
+            });
+            p.tags = [("disk".to_string(), "ssd".to_string())].into();
+            p
         })
         .runtime_shared(runtime.clone())
         .store(MemStore::new("n1"))
@@ -233,6 +224,18 @@ async fn bad_input_is_refused_with_the_field_and_writes_nothing() {
             "task.ports[0].container_port",
             "out of range",
         ),
+        (
+            "application/json",
+            r#"{"name": "web", "name": "api", "task": {"image": "x"}}"#,
+            "",
+            "duplicate key \"name\"",
+        ),
+        (
+            "application/yaml",
+            "name: web\nname: api\ntask: { image: x }\n",
+            "",
+            "duplicate",
+        ),
     ];
     for (ctype, body, field, problem) in cases {
         let (status, err) = post(&base, ctype, body).await;
@@ -272,6 +275,61 @@ async fn bad_input_is_refused_with_the_field_and_writes_nothing() {
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"], want);
     }
+    // The framework's own refusals answer in the same JSON shape.
+    for (method, path, body, status, want) in [
+        (
+            "DELETE",
+            "/v1/jobs/ghost?purge=maybe",
+            String::new(),
+            400,
+            "purge",
+        ),
+        ("PUT", "/v1/jobs", String::new(), 405, "method not allowed"),
+        (
+            "GET",
+            "/v1/nowhere",
+            String::new(),
+            404,
+            "no such endpoint: GET /v1/nowhere",
+        ),
+        ("POST", "/v1/jobs", "x".repeat(3 << 20), 413, "length limit"),
+    ] {
+        let r = http
+            .request(method.parse().unwrap(), format!("{base}{path}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{method} {path}");
+        let ctype = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(
+            ctype.starts_with("application/json"),
+            "{method} {path}: {ctype}"
+        );
+        let body: Value = r.json().await.unwrap();
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(want), "{method} {path}: {body}");
+    }
+    assert_eq!(cluster.store().replica().read(|s| s.jobs.len()), 0);
+    cluster.shutdown().await;
+}
+
+/// YAML reads with the 1.2 core schema: `y`, `yes` and `on` stay strings (a
+/// constraint on values `[x, y]` is not "invalid type: boolean").
+#[tokio::test]
+async fn yaml_11_booleans_stay_strings() {
+    let (cluster, base, _) = node().await;
+    let spec = WEB.replace(
+        "node_selectors: { disk: ssd }",
+        "constraints: [{ key: zone, op: in, values: [x, y, on] }]",
+    );
+    let (status, body) = post(&base, "application/yaml", &spec).await;
+    assert_eq!(status, 201, "{body}");
+    let job = cluster.job("web").unwrap();
+    assert_eq!(
+        job.job.spec.constraints[0].values,
+        ["x", "y", "on"].map(String::from)
+    );
     cluster.shutdown().await;
 }
 

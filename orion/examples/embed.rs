@@ -1,8 +1,8 @@
-//! Embedding Orion: a whole single-node cluster inside this program.
+//! Embedding Orion: a whole node inside this program, on the local Docker engine.
 //!
-//! Starts a node on the local Docker engine with its store in a temporary
-//! directory, runs the demo web job (building its image from the local busybox
-//! when absent), prints where it answers, then stops it and shuts down.
+//! Starts a node (durable Raft store in a temporary directory, gossip and HTTP
+//! API on free loopback ports), runs the demo web job (building its image
+//! locally when absent), prints where it answers, then stops it and shuts down.
 //!
 //! ```text
 //! cargo run -p orion --example embed
@@ -10,8 +10,7 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
-use orion::{image, AllocState, Cluster, DockerRuntime, JobSpec};
+use orion::{image, DockerRuntime, JobSpec, Node};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -19,15 +18,15 @@ async fn main() -> anyhow::Result<()> {
     image::ensure_demo_image(&docker, image::DEMO_IMAGE).await?;
     let data = tempfile::tempdir()?;
 
-    let cluster = Cluster::builder()
+    let cluster = Node::builder()
         .node_id("embedded")
         .data_dir(data.path())
+        .loopback_ports()
         .runtime(docker)
         .start()
         .await?;
     cluster.ready(Duration::from_secs(10)).await?;
 
-    let mut changes = cluster.watch();
     let spec = JobSpec::service("hello", image::DEMO_IMAGE)
         .command(image::DEMO_COMMAND.iter().copied())
         .port("http", 80)
@@ -35,41 +34,24 @@ async fn main() -> anyhow::Result<()> {
         .resources(0.1, 32);
     let job = cluster.submit(spec).await?;
     println!("submitted {} version {}", job.name, job.version);
-
-    // Follow committed changes until both replicas run.
-    while let Some(batch) = changes.next().await {
-        let running: Vec<_> = cluster
-            .allocations(Some("hello"))
-            .into_iter()
-            .filter(|a| a.state == AllocState::Running)
-            .collect();
-        if running.len() == 2 {
-            for a in running {
-                println!(
-                    "{} runs on {}: {}",
-                    a.id,
-                    a.node.unwrap_or_default(),
-                    a.ports[0]
-                );
-            }
-            break;
-        }
-        tracing_like(batch.index);
+    for a in cluster
+        .wait_running("hello", 2, Duration::from_secs(60))
+        .await?
+    {
+        println!(
+            "{} runs on {}: {}",
+            a.id,
+            a.node.unwrap_or_default(),
+            a.ports[0]
+        );
     }
+
     // Stop the job and wait until its containers are gone before shutting down:
     // a node that shuts down leaves its containers running, to adopt them later.
     cluster.stop_job("hello", false).await?;
-    while !cluster
-        .allocations(Some("hello"))
-        .iter()
-        .all(|a| a.state.is_terminal())
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    cluster
+        .wait_stopped("hello", Duration::from_secs(60))
+        .await?;
     cluster.shutdown().await;
     Ok(())
-}
-
-fn tracing_like(index: u64) {
-    eprintln!("  … committed index {index}");
 }

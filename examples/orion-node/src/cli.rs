@@ -17,6 +17,9 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     pub addr: String,
+    /// On an error, print its backtrace too (when `RUST_BACKTRACE` is set).
+    #[arg(long, global = true)]
+    pub debug: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -38,6 +41,16 @@ pub enum Command {
     /// Reach an allocation's task: logs, exec, stats.
     #[command(subcommand)]
     Alloc(AllocCommand),
+    /// Serve the demo page (what the dev cluster's image runs).
+    #[command(hide = true)]
+    DemoWeb {
+        /// Port to listen on, on every address.
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        /// Directory to serve.
+        #[arg(long, default_value = "/www")]
+        dir: PathBuf,
+    },
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -75,19 +88,21 @@ pub struct AgentArgs {
     pub disk_mb: Option<u64>,
     /// Host IP that task ports are published on [default: 127.0.0.1].
     #[arg(long)]
-    pub host_ip: Option<String>,
+    pub host_ip: Option<std::net::IpAddr>,
     /// Dynamic host port range, `LOW-HIGH` [default: 32000-32767].
-    #[arg(long, value_parser = parse_range)]
+    #[arg(long, value_parser = orion::parse_port_range)]
     pub port_range: Option<(u16, u16)>,
-    /// HTTP address of any member, to join its cluster.
+    /// HTTP address of a member, to join its cluster; repeat for more (tried in
+    /// turn).
     #[arg(long)]
-    pub join: Option<String>,
-    /// How long to keep trying `--join` before giving up, in seconds [default: 120].
-    #[arg(long)]
-    pub join_timeout: Option<u64>,
+    pub join: Vec<String>,
+    /// How long to keep trying `--join`: seconds, or a duration like `90s`, `2m`
+    /// [default: 2m].
+    #[arg(long, value_parser = parse_duration)]
+    pub join_timeout: Option<std::time::Duration>,
     /// manager (votes; may lead) or worker (runs tasks only) [default: manager].
     #[arg(long)]
-    pub role: Option<orion_core::NodeRole>,
+    pub role: Option<orion::NodeRole>,
     /// Raft address to listen on and advertise [default: 127.0.0.1:7946].
     #[arg(long)]
     pub raft: Option<SocketAddr>,
@@ -104,7 +119,7 @@ pub struct AgentArgs {
     pub max_voters: Option<usize>,
     /// Storage engine of the Raft log: redb or sled [default: redb].
     #[arg(long)]
-    pub engine: Option<String>,
+    pub engine: Option<orion::Engine>,
 }
 
 /// `orion-node dev` flags.
@@ -119,6 +134,18 @@ pub struct DevArgs {
     /// HTTP port of the first node; the others take the next ones.
     #[arg(long, default_value_t = 8080)]
     pub http_port: u16,
+    /// Host ports the nodes' tasks are published on, `LOW-HIGH`, split evenly
+    /// between the nodes (they share one engine).
+    #[arg(long, value_parser = orion::parse_port_range, default_value = "32000-32767")]
+    pub port_range: (u16, u16),
+    /// Every port from here up instead: node i serves HTTP on BASE+i, Raft on
+    /// BASE+10+i and gossip on BASE+20+i, and publishes tasks from BASE+100
+    /// (100 ports per node). Two dev clusters with bases 100 apart never collide.
+    #[arg(long, conflicts_with_all = ["http_port", "port_range"])]
+    pub port_base: Option<u16>,
+    /// Log to the terminal instead of `<data dir>/dev.log`.
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Start the cluster and the job, print where it runs, and exit (leaving the
     /// containers stopped and removed) instead of running until Ctrl-C.
     #[arg(long)]
@@ -140,6 +167,9 @@ pub enum JobCommand {
         /// Print the API's JSON.
         #[arg(long)]
         json: bool,
+        /// Show every kept allocation, older versions' finished ones too.
+        #[arg(long)]
+        all: bool,
     },
     /// Stop a job.
     Stop {
@@ -150,7 +180,11 @@ pub enum JobCommand {
         purge: bool,
     },
     /// List jobs.
-    List,
+    List {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `orion-node alloc …`; asked of any node, answered by the one that runs it.
@@ -188,7 +222,11 @@ pub enum AllocCommand {
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// List nodes.
-    List,
+    List {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Move a node's allocations elsewhere and keep new ones off.
     Drain {
         /// The node's id.
@@ -213,19 +251,11 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Parses `LOW-HIGH` into a non-empty port range that does not start at 0.
-pub(crate) fn parse_range(s: &str) -> Result<(u16, u16), String> {
-    let (lo, hi) = s
-        .split_once('-')
-        .ok_or_else(|| format!("port range {s:?} is not LOW-HIGH"))?;
-    let p = |x: &str| {
-        x.trim()
-            .parse::<u16>()
-            .map_err(|e| format!("port {x:?}: {e}"))
-    };
-    let (lo, hi) = (p(lo)?, p(hi)?);
-    if lo == 0 || lo > hi {
-        return Err(format!("port range {s:?} is empty or starts at 0"));
+/// A duration: plain seconds (`30`) or with a unit (`500ms`, `90s`, `2m`).
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
     }
-    Ok((lo, hi))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write 30, 30s, 2m or 500ms"))
 }

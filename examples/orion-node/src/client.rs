@@ -8,6 +8,7 @@ use orion_core::{Allocation, JobView, NodeView};
 use serde_json::Value;
 
 use crate::cli::{AllocCommand, JobCommand, NodeCommand};
+use crate::out::{say, Table};
 
 /// `http://` added when the address has no scheme.
 pub fn base_url(addr: &str) -> String {
@@ -68,12 +69,12 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
             let v: Value = r.json().await?;
             let name = v["name"].as_str().unwrap_or("?");
             if v["changed"] == Value::Bool(true) {
-                println!("job {name} submitted: version {}", v["version"]);
+                say!("job {name} submitted: version {}", v["version"]);
             } else {
-                println!("job {name} unchanged: version {}", v["version"]);
+                say!("job {name} unchanged: version {}", v["version"]);
             }
         }
-        JobCommand::Status { name, json } => {
+        JobCommand::Status { name, json, all } => {
             let r = send(
                 http.get(format!("{base}/v1/jobs/{name}")),
                 "job status",
@@ -82,15 +83,15 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
             .await?;
             if json {
                 let v: Value = r.json().await?;
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                say!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print_job(&r.json::<JobView>().await?);
+                print_job(&r.json::<JobView>().await?, all);
             }
         }
         JobCommand::Stop { name, purge } => {
             let url = format!("{base}/v1/jobs/{name}?purge={purge}");
             send(http.delete(url), "job stop", &base).await?;
-            println!(
+            say!(
                 "job {name} {}",
                 if purge {
                     "stopped and purged"
@@ -99,24 +100,25 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
                 }
             );
         }
-        JobCommand::List => {
+        JobCommand::List { json } => {
             let r = send(http.get(format!("{base}/v1/jobs")), "job list", &base).await?;
             let jobs: Vec<Value> = r.json().await?;
-            println!(
-                "{:<24} {:<8} {:>7} {:<8} RUNNING",
-                "NAME", "TYPE", "VERSION", "STATUS"
-            );
-            for j in jobs {
-                println!(
-                    "{:<24} {:<8} {:>7} {:<8} {}/{}",
-                    j["name"].as_str().unwrap_or(""),
-                    j["type"].as_str().unwrap_or(""),
-                    j["version"],
-                    j["status"].as_str().unwrap_or(""),
-                    j["running"],
-                    j["replicas"]
-                );
+            if json {
+                say!("{}", serde_json::to_string_pretty(&jobs)?);
+                return Ok(());
             }
+            let mut t = Table::new(&["NAME", "TYPE", "VERSION", "STATUS", "RUNNING"]);
+            for j in jobs {
+                let text = |k: &str| j[k].as_str().unwrap_or("").to_string();
+                t.row(vec![
+                    text("name"),
+                    text("type"),
+                    j["version"].to_string(),
+                    text("health"),
+                    format!("{}/{}", j["running"], j["replicas"]),
+                ]);
+            }
+            t.print();
         }
     }
     Ok(())
@@ -147,32 +149,44 @@ pub fn ports(a: &Allocation) -> String {
         .join(", ")
 }
 
-fn print_job(v: &JobView) {
+/// A job's summary line and its allocations: those of the current version and
+/// any still live from an older one, or every kept one with `all`.
+fn print_job(v: &JobView, all: bool) {
     let spec = &v.job.spec;
-    let running = v
+    say!(
+        "job {}  type {}  version {}  status {}  running {}/{}",
+        spec.name,
+        spec.kind,
+        v.job.version,
+        v.health,
+        v.running,
+        spec.replicas
+    );
+    let mut t = Table::new(&[
+        "ALLOCATION",
+        "NODE",
+        "VERSION",
+        "DESIRED",
+        "STATE",
+        "PORTS",
+        "MESSAGE",
+    ]);
+    let shown = v
         .allocations
         .iter()
-        .filter(|a| a.is_live() && a.state == orion_core::AllocState::Running)
-        .count();
-    println!(
-        "job {}  type {}  version {}  status {:?}  running {}/{}",
-        spec.name, spec.kind, v.job.version, v.job.status, running, spec.replicas
-    );
-    println!(
-        "{:<18} {:<10} {:<9} {:<9} {:<40} MESSAGE",
-        "ALLOCATION", "NODE", "DESIRED", "STATE", "PORTS"
-    );
-    for a in &v.allocations {
-        println!(
-            "{:<18} {:<10} {:<9} {:<9} {:<40} {}",
-            a.id,
-            a.node.as_deref().unwrap_or("-"),
-            format!("{:?}", a.desired).to_lowercase(),
+        .filter(|a| all || a.job_version == v.job.version || a.is_live());
+    for a in shown {
+        t.row(vec![
+            a.id.clone(),
+            a.node.clone().unwrap_or_else(|| "-".into()),
+            a.job_version.to_string(),
+            a.desired.to_string(),
             a.state.to_string(),
             ports(a),
-            a.message.as_deref().unwrap_or("")
-        );
+            a.message.clone().unwrap_or_default(),
+        ]);
     }
+    t.print();
 }
 
 /// `orion-node node …`.
@@ -180,13 +194,24 @@ pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
     let base = base_url(addr);
     let http = reqwest::Client::new();
     match cmd {
-        NodeCommand::List => {
+        NodeCommand::List { json } => {
             let r = send(http.get(format!("{base}/v1/nodes")), "node list", &base).await?;
+            if json {
+                let v: Value = r.json().await?;
+                say!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
             let nodes: Vec<NodeView> = r.json().await?;
-            println!(
-                "{:<12} {:<8} {:<10} {:>11} {:>15} {:>6} {:<22} TAGS",
-                "ID", "ROLE", "STATUS", "CPU", "MEMORY MB", "ALLOCS", "HTTP"
-            );
+            let mut t = Table::new(&[
+                "ID",
+                "ROLE",
+                "STATUS",
+                "CPU",
+                "MEMORY MB",
+                "ALLOCS",
+                "HTTP",
+                "TAGS",
+            ]);
             for n in nodes {
                 let i = &n.node.info;
                 let mut status = n.node.status.to_string();
@@ -194,18 +219,18 @@ pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
                     status.push_str("+drain");
                 }
                 let tags: Vec<String> = i.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!(
-                    "{:<12} {:<8} {:<10} {:>11} {:>15} {:>6} {:<22} {}",
-                    i.id,
+                t.row(vec![
+                    i.id.clone(),
                     i.role.to_string(),
                     status,
                     format!("{:.1}/{:.1}", n.used.cpu, i.capacity.cpu),
                     format!("{}/{}", n.used.memory_mb, i.capacity.memory_mb),
-                    n.allocations,
-                    i.addrs.http,
-                    tags.join(",")
-                );
+                    n.allocations.to_string(),
+                    i.addrs.http.clone(),
+                    tags.join(","),
+                ]);
             }
+            t.print();
         }
         NodeCommand::Drain { id } => {
             send(
@@ -214,7 +239,7 @@ pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
                 &base,
             )
             .await?;
-            println!("node {id} draining");
+            say!("node {id} draining");
         }
         NodeCommand::Undrain { id } => {
             send(
@@ -223,7 +248,7 @@ pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
                 &base,
             )
             .await?;
-            println!("node {id} no longer draining");
+            say!("node {id} no longer draining");
         }
         NodeCommand::Remove { id } => {
             send(
@@ -232,7 +257,7 @@ pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
                 &base,
             )
             .await?;
-            println!("node {id} removed");
+            say!("node {id} removed");
         }
     }
     Ok(())
@@ -279,7 +304,7 @@ pub async fn alloc(addr: &str, cmd: AllocCommand) -> Result<()> {
             )
             .await?;
             let v: Value = r.json().await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            say!("{}", serde_json::to_string_pretty(&v)?);
         }
         AllocCommand::Logs { id, follow } => {
             let mut r = to_runner(&base, "alloc logs", |b| {
@@ -288,8 +313,10 @@ pub async fn alloc(addr: &str, cmd: AllocCommand) -> Result<()> {
             .await?;
             let mut out = std::io::stdout();
             while let Some(chunk) = r.chunk().await? {
-                out.write_all(&chunk)?;
-                out.flush()?;
+                if out.write_all(&chunk).and_then(|_| out.flush()).is_err() {
+                    // The reader went away (`| head`): it has what it wanted.
+                    return Ok(());
+                }
             }
         }
         AllocCommand::Exec { id, command } => {
@@ -300,7 +327,7 @@ pub async fn alloc(addr: &str, cmd: AllocCommand) -> Result<()> {
             })
             .await?;
             let v: Value = r.json().await?;
-            print!("{}", v["stdout"].as_str().unwrap_or(""));
+            crate::out::raw(format_args!("{}", v["stdout"].as_str().unwrap_or("")), true);
             eprint!("{}", v["stderr"].as_str().unwrap_or(""));
             let code = v["exit_code"].as_i64().unwrap_or(0);
             if code != 0 {
@@ -313,7 +340,7 @@ pub async fn alloc(addr: &str, cmd: AllocCommand) -> Result<()> {
             })
             .await?;
             let v: Value = r.json().await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            say!("{}", serde_json::to_string_pretty(&v)?);
         }
     }
     Ok(())

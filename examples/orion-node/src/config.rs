@@ -1,100 +1,80 @@
-//! The agent's config file: the flags' names as YAML or JSON keys; flags win.
+//! The agent's settings: the config file (YAML or JSON, read straight into
+//! [`orion::NodeConfig`], whose field names are the flags' with `_` for `-`),
+//! then the flags over it; flags win.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
-use serde::Deserialize;
+use orion::NodeConfig;
 
 use crate::cli::AgentArgs;
 
-/// What a config file may set.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    http: Option<SocketAddr>,
-    node_id: Option<String>,
-    #[serde(default)]
-    tags: BTreeMap<String, String>,
-    cpu: Option<f64>,
-    memory_mb: Option<u64>,
-    disk_mb: Option<u64>,
-    host_ip: Option<String>,
-    port_range: Option<String>,
-    join: Option<String>,
-    role: Option<String>,
-    raft: Option<SocketAddr>,
-    gossip: Option<SocketAddr>,
-    engine: Option<String>,
-    advertise_http: Option<String>,
-    max_voters: Option<usize>,
-    join_timeout: Option<u64>,
+/// The node config the agent's flags and config file describe.
+pub fn node_config(args: &AgentArgs) -> Result<NodeConfig> {
+    let (mut c, file_has_data_dir) = match &args.config {
+        Some(path) => read_file(path)?,
+        None => (NodeConfig::default(), false),
+    };
+    macro_rules! flag {
+        ($($f:ident),*) => { $( if let Some(v) = args.$f.clone() { c.$f = v; } )* };
+        (opt $($f:ident),*) => { $( if let Some(v) = args.$f.clone() { c.$f = Some(v); } )* };
+    }
+    flag!(data_dir, http, raft, gossip, host_ip, port_range, role, engine, max_voters);
+    flag!(opt node_id, cpu, memory_mb, disk_mb, advertise_http);
+    if let Some(t) = args.join_timeout {
+        c.join_timeout = t;
+    }
+    if !args.join.is_empty() {
+        c.join = args.join.clone();
+    }
+    for (k, v) in &args.tags {
+        c.tags.insert(k.clone(), v.clone());
+    }
+    if args.data_dir.is_none() && !file_has_data_dir {
+        anyhow::bail!("--data-dir is required (or data_dir in --config)");
+    }
+    c.validate().map_err(|e| {
+        anyhow!(
+            "--{} (or {} in --config): {}",
+            e.field.replace('_', "-"),
+            e.field,
+            e.problem
+        )
+    })?;
+    Ok(c)
 }
 
-/// Fills every flag not given on the command line from the config file, if any.
-pub fn merge(mut args: AgentArgs) -> Result<AgentArgs> {
-    let Some(path) = args.config.clone() else {
-        return Ok(args);
-    };
-    let text = std::fs::read_to_string(&path)
+/// A config file, YAML or JSON; unknown keys and bad values name the key. Says
+/// too whether it sets `data_dir`.
+fn read_file(path: &Path) -> Result<(NodeConfig, bool)> {
+    let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
     let value: serde_json::Value = if text.trim_start().starts_with('{') {
-        serde_json::from_str(&text)
+        orion::spec::parse_json_strict(&text)
             .map_err(|e| anyhow!("{}: malformed JSON: {e}", path.display()))?
     } else {
-        serde_saphyr::from_str(&text)
+        orion::spec::parse_yaml_value(&text)
             .map_err(|e| anyhow!("{}: malformed YAML: {e}", path.display()))?
     };
-    let file: FileConfig = serde_path_to_error::deserialize(value)
+    let has_data_dir = value.get("data_dir").is_some();
+    let config = serde_path_to_error::deserialize(value)
         .map_err(|e| anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))?;
-    macro_rules! fill {
-        ($($f:ident),*) => { $( if args.$f.is_none() { args.$f = file.$f; } )* };
-    }
-    fill!(
-        data_dir,
-        http,
-        node_id,
-        cpu,
-        memory_mb,
-        disk_mb,
-        host_ip,
-        join,
-        raft,
-        gossip,
-        engine,
-        advertise_http,
-        max_voters,
-        join_timeout
-    );
-    if args.role.is_none() {
-        args.role = file
-            .role
-            .map(|r| {
-                r.parse()
-                    .map_err(|e: String| anyhow!("{}: role: {e}", path.display()))
-            })
-            .transpose()?;
-    }
-    if args.port_range.is_none() {
-        if let Some(r) = file.port_range {
-            let range = crate::cli::parse_range(&r)
-                .map_err(|e| anyhow!("{}: port_range: {e}", path.display()))?;
-            args.port_range = Some(range);
-        }
-    }
-    for (k, v) in file.tags {
-        if !args.tags.iter().any(|(key, _)| *key == k) {
-            args.tags.push((k, v));
-        }
-    }
-    Ok(args)
+    Ok((config, has_data_dir))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
     use super::*;
+
+    fn args(config: &Path) -> AgentArgs {
+        AgentArgs {
+            config: Some(config.to_path_buf()),
+            ..AgentArgs::default()
+        }
+    }
 
     #[test]
     fn file_fills_what_flags_leave_out_and_rejects_unknown_keys() {
@@ -102,26 +82,22 @@ mod tests {
         let path = dir.path().join("node.yaml");
         std::fs::write(
             &path,
-            "node_id: n7\ncpu: 2\ntags: { disk: ssd }\nport_range: 33000-33100\n",
+            "data_dir: /tmp/o\nnode_id: n7\ncpu: 2\ntags: { disk: ssd }\nport_range: 33000-33100\n",
         )
         .unwrap();
-        let args = AgentArgs {
-            config: Some(path.clone()),
+        let c = node_config(&AgentArgs {
             cpu: Some(4.0),
-            ..AgentArgs::default()
-        };
-        let merged = merge(args).unwrap();
-        assert_eq!(merged.node_id.as_deref(), Some("n7"));
-        assert_eq!(merged.cpu, Some(4.0), "flags win");
-        assert_eq!(merged.tags, [("disk".to_string(), "ssd".to_string())]);
-        assert_eq!(merged.port_range, Some((33000, 33100)));
-        std::fs::write(&path, "nodeid: n7\n").unwrap();
-        let err = merge(AgentArgs {
-            config: Some(path),
-            ..AgentArgs::default()
+            tags: vec![("zone".into(), "a".into())],
+            ..args(&path)
         })
-        .unwrap_err();
-        assert!(err.to_string().contains("unknown field `nodeid`"), "{err}");
+        .unwrap();
+        assert_eq!(c.node_id.as_deref(), Some("n7"));
+        assert_eq!(c.cpu, Some(4.0), "flags win");
+        assert_eq!(c.tags.len(), 2, "flag tags add to the file's");
+        assert_eq!(c.port_range, (33000, 33100));
+        std::fs::write(&path, "nodeid: n7\n").unwrap();
+        let err = node_config(&args(&path)).unwrap_err().to_string();
+        assert!(err.contains("unknown field `nodeid`"), "{err}");
     }
 
     #[test]
@@ -138,38 +114,34 @@ mod tests {
             "disk_mb": 100000,
             "host_ip": "127.0.0.2",
             "port_range": "30000-30100",
-            "join": "http://127.0.0.1:8080",
+            "join": ["http://127.0.0.1:8080"],
             "role": "worker",
             "raft": "127.0.0.1:7000",
             "gossip": "127.0.0.1:7001",
             "engine": "sled",
             "advertise_http": "10.0.0.1:9000",
             "max_voters": 5,
-            "join_timeout": 30
+            "join_timeout": "30s"
         });
         std::fs::write(&path, full.to_string()).unwrap();
-        let m = merge(AgentArgs {
-            config: Some(path.clone()),
-            ..AgentArgs::default()
-        })
-        .unwrap();
-        assert_eq!(m.data_dir, Some(PathBuf::from("/var/lib/orion")));
-        assert_eq!(m.http, Some("127.0.0.1:9000".parse().unwrap()));
+        let m = node_config(&args(&path)).unwrap();
+        assert_eq!(m.data_dir, PathBuf::from("/var/lib/orion"));
+        assert_eq!(m.http, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(m.node_id.as_deref(), Some("n1"));
-        assert_eq!(m.tags, [("gpu".to_string(), "true".to_string())]);
+        assert_eq!(m.tags.get("gpu").map(String::as_str), Some("true"));
         assert_eq!(
             (m.cpu, m.memory_mb, m.disk_mb),
             (Some(8.0), Some(16384), Some(100000))
         );
-        assert_eq!(m.host_ip.as_deref(), Some("127.0.0.2"));
-        assert_eq!(m.port_range, Some((30000, 30100)));
-        assert_eq!(m.join.as_deref(), Some("http://127.0.0.1:8080"));
-        assert_eq!(m.role, Some("worker".parse().unwrap()));
-        assert_eq!(m.raft, Some("127.0.0.1:7000".parse().unwrap()));
-        assert_eq!(m.gossip, Some("127.0.0.1:7001".parse().unwrap()));
-        assert_eq!(m.engine.as_deref(), Some("sled"));
+        assert_eq!(m.host_ip.to_string(), "127.0.0.2");
+        assert_eq!(m.port_range, (30000, 30100));
+        assert_eq!(m.join, ["http://127.0.0.1:8080"]);
+        assert_eq!(m.role, orion::NodeRole::Worker);
+        assert_eq!(m.raft, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(m.gossip, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(m.engine, orion::Engine::Sled);
         assert_eq!(m.advertise_http.as_deref(), Some("10.0.0.1:9000"));
-        assert_eq!((m.max_voters, m.join_timeout), (Some(5), Some(30)));
+        assert_eq!((m.max_voters, m.join_timeout), (5, Duration::from_secs(30)));
 
         for (bad, names) in [
             (r#"{"port_range": "0-100"}"#, "port_range"),
@@ -177,18 +149,59 @@ mod tests {
             (r#"{"port_range": "30000"}"#, "port_range"),
             (r#"{"role": "boss"}"#, "role"),
             (r#"{"cpu": "lots"}"#, "cpu"),
+            (r#"{"data_dir": "/d", "cpu": -1}"#, "cpu"),
+            (r#"{"data_dir": "/d", "memory_mb": 0}"#, "memory_mb"),
             (r#"{"http": "nowhere"}"#, "http"),
+            (r#"{"cpu": 1, "cpu": 2}"#, "duplicate"),
             ("{ not json", "malformed JSON"),
         ] {
             std::fs::write(&path, bad).unwrap();
-            let err = merge(AgentArgs {
-                config: Some(path.clone()),
-                ..AgentArgs::default()
-            })
-            .unwrap_err()
-            .to_string();
+            let err = node_config(&args(&path)).unwrap_err().to_string();
             assert!(err.contains(names), "{bad}: {err}");
-            assert!(err.contains("node.json"), "names the file: {err}");
         }
+    }
+
+    #[test]
+    fn bad_flags_are_named_as_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = AgentArgs {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..AgentArgs::default()
+        };
+        for (a, flag) in [
+            (
+                AgentArgs {
+                    cpu: Some(-1.0),
+                    ..base.clone()
+                },
+                "--cpu",
+            ),
+            (
+                AgentArgs {
+                    cpu: Some(f64::NAN),
+                    ..base.clone()
+                },
+                "--cpu",
+            ),
+            (
+                AgentArgs {
+                    memory_mb: Some(0),
+                    ..base.clone()
+                },
+                "--memory-mb",
+            ),
+            (
+                AgentArgs {
+                    max_voters: Some(9),
+                    ..base.clone()
+                },
+                "--max-voters",
+            ),
+        ] {
+            let err = node_config(&a).unwrap_err().to_string();
+            assert!(err.starts_with(flag), "{err}");
+        }
+        let err = node_config(&AgentArgs::default()).unwrap_err().to_string();
+        assert!(err.contains("--data-dir is required"), "{err}");
     }
 }

@@ -15,12 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use orion_core::{AllocState, Cluster, JobSpec, NodeRole};
-use orion_runtime::{image, DockerRuntime};
-use orion_store::Engine;
+use orion::{Cluster, DockerRuntime, JobSpec, Node, NodeConfig};
 
 use crate::cli::DevArgs;
-use crate::node::{self, RunningNode, Settings};
+use crate::out::note;
+use crate::{demo, node};
 
 const EXAMPLE_JOB: &str = include_str!("../../jobs/web.yaml");
 const GPU_JOB: &str = include_str!("../../jobs/gpu.yaml");
@@ -53,49 +52,64 @@ const SHAPES: [Shape; 3] = [
     },
 ];
 
-/// A free loopback port (UDP and TCP both free at the time of asking).
-fn free_port() -> Result<u16> {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let port = udp.local_addr()?.port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
+/// The ports dev node `i` of `n` binds: HTTP, Raft and gossip (0: any free
+/// one), and its slice of the task port range.
+fn ports(i: usize, n: usize, args: &DevArgs) -> Result<(u16, u16, u16, (u16, u16))> {
+    let i16 = i as u16;
+    if let Some(base) = args.port_base {
+        if u32::from(base) + 100 + 100 * n as u32 > u32::from(u16::MAX) {
+            bail!(
+                "--port-base {base}: the nodes need the {} ports above it",
+                100 + 100 * n
+            );
         }
+        let lo = base + 100 + 100 * i16;
+        return Ok((base + i16, base + 10 + i16, base + 20 + i16, (lo, lo + 99)));
     }
+    let (lo, hi) = args.port_range;
+    let slice = (u32::from(hi) - u32::from(lo) + 1) / n as u32;
+    if slice == 0 {
+        bail!("--port-range {lo}-{hi}: fewer ports than nodes");
+    }
+    let start = u32::from(lo) + slice * i as u32;
+    let end = start + slice - 1;
+    let http = args
+        .http_port
+        .checked_add(i16)
+        .ok_or_else(|| anyhow::anyhow!("--http-port {}: too high for {n} nodes", args.http_port))?;
+    Ok((http, 0, 0, (start as u16, end as u16)))
 }
 
-fn settings(
+/// The node config of dev node `i` of `n`: its shape's capacity and tags, its
+/// ports, and a slice of the task port range of its own (the nodes share one
+/// engine).
+fn config(
     i: usize,
+    n: usize,
     shape: &Shape,
     dir: &std::path::Path,
     args: &DevArgs,
     join: Option<String>,
-) -> Result<Settings> {
-    let lo = 32000 + (i as u16) * 256;
-    Ok(Settings {
-        data_dir: dir.join(shape.name),
-        http: ([127, 0, 0, 1], args.http_port + i as u16).into(),
-        node_id: Some(shape.name.to_string()),
-        tags: shape
-            .tags
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        cpu: Some(shape.cpu),
-        memory_mb: Some(shape.memory_mb),
-        disk_mb: Some(10_000),
-        host_ip: "127.0.0.1".into(),
-        port_range: (lo, lo + 255),
-        join,
-        role: NodeRole::Manager,
-        raft: ([127, 0, 0, 1], free_port()?).into(),
-        gossip: ([127, 0, 0, 1], free_port()?).into(),
-        engine: Engine::default(),
-        advertise_http: None,
-        max_voters: 3,
-        join_timeout: Duration::from_secs(60),
-        config: orion_core::ClusterConfig::default(),
-    })
+) -> Result<NodeConfig> {
+    let (http, raft, gossip, range) = ports(i, n, args)?;
+    let mut c = NodeConfig::default();
+    c.data_dir = dir.join(shape.name);
+    c.http = ([127, 0, 0, 1], http).into();
+    c.raft = ([127, 0, 0, 1], raft).into();
+    c.gossip = ([127, 0, 0, 1], gossip).into();
+    c.node_id = Some(shape.name.to_string());
+    c.tags = shape
+        .tags
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    c.cpu = Some(shape.cpu);
+    c.memory_mb = Some(shape.memory_mb);
+    c.disk_mb = Some(10_000);
+    c.port_range = range;
+    c.join = join.into_iter().collect();
+    c.join_timeout = Duration::from_secs(60);
+    Ok(c)
 }
 
 async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
@@ -114,16 +128,6 @@ pub async fn run(args: DevArgs) -> Result<()> {
     if !(1..=3).contains(&args.nodes) {
         bail!("--nodes must be 1, 2 or 3 (large, small, gpu)");
     }
-    let docker = DockerRuntime::connect_local()?;
-    println!(
-        "building the example image {} from the local busybox (when absent)…",
-        image::DEMO_IMAGE
-    );
-    image::ensure_demo_image(&docker, image::DEMO_IMAGE)
-        .await
-        .context(
-        "preparing the example image (is the Docker engine running, and busybox-static installed?)",
-    )?;
     let tmp;
     let dir: PathBuf = match &args.data_dir {
         Some(d) => d.clone(),
@@ -132,17 +136,42 @@ pub async fn run(args: DevArgs) -> Result<()> {
             tmp.path().to_path_buf()
         }
     };
+    // The nodes shut down together; peers' complaints about each other going
+    // away are noise here.
+    let level = "info,openraft=off";
+    let log_file = dir.join("dev.log");
+    if args.verbose {
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        crate::init_logging(level, std::io::stderr, tty);
+    } else {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = std::fs::File::create(&log_file)
+            .with_context(|| format!("creating {}", log_file.display()))?;
+        crate::init_logging(level, std::sync::Mutex::new(file), false);
+    }
+    let docker = DockerRuntime::connect_local()?;
+    note!(
+        "building the example image {} from this binary (when absent or stale)…",
+        demo::IMAGE
+    );
+    demo::ensure_image(&docker)
+        .await
+        .context("preparing the example image (is the Docker engine running?)")?;
     let runtime: Arc<dyn orion_core::Runtime> = Arc::new(docker);
-    let mut nodes: Vec<RunningNode> = Vec::new();
+    let mut nodes: Vec<Cluster> = Vec::new();
     for (i, shape) in SHAPES.iter().take(args.nodes).enumerate() {
         let join = nodes
             .first()
-            .map(|n| n.cluster.http_addr().unwrap().to_string());
-        let node = node::start(settings(i, shape, &dir, &args, join)?, runtime.clone()).await?;
-        node.cluster.ready(Duration::from_secs(30)).await?;
+            .and_then(|n| n.http_addr())
+            .map(|a| a.to_string());
+        let node = Node::from_config(config(i, args.nodes, shape, &dir, &args, join)?)
+            .runtime_shared(runtime.clone())
+            .start()
+            .await?;
+        node.ready(Duration::from_secs(30)).await?;
         nodes.push(node);
     }
-    let first = nodes[0].cluster.clone();
+    let first = nodes[0].clone();
     wait_until("every node to register", Duration::from_secs(30), || {
         first.nodes().len() == args.nodes
     })
@@ -157,45 +186,39 @@ pub async fn run(args: DevArgs) -> Result<()> {
     for spec in &jobs {
         first.submit(spec.clone()).await?;
     }
-    let running = |name: &str| {
+    for j in &jobs {
         first
-            .allocations(Some(name))
-            .iter()
-            .filter(|a| a.is_live() && a.state == AllocState::Running)
-            .count()
-    };
-    wait_until("the example jobs to run", Duration::from_secs(60), || {
-        jobs.iter().all(|j| running(&j.name) == j.replicas as usize)
-    })
-    .await?;
+            .wait_running(&j.name, j.replicas as usize, Duration::from_secs(60))
+            .await?;
+    }
     let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
     print_summary(&first, &names);
+    if !args.verbose {
+        note!("      (the nodes log to {})", log_file.display());
+    }
 
     if !args.once {
-        println!("\nPress Ctrl-C to stop the cluster (its containers are removed).");
+        note!("\nPress Ctrl-C to stop the cluster (its containers are removed).");
         node::shutdown_signal().await;
     }
     for name in &names {
-        println!("stopping job {name}…");
+        note!("stopping job {name}…");
         first.stop_job(name, false).await?;
     }
-    let stopped = wait_until("the containers to stop", Duration::from_secs(60), || {
-        names.iter().all(|name| {
-            first
-                .allocations(Some(name))
-                .iter()
-                .all(|a| a.state.is_terminal())
-        })
-    })
-    .await;
+    let mut stopped = Ok(());
+    for name in &names {
+        if let Err(e) = first.wait_stopped(name, Duration::from_secs(60)).await {
+            stopped = Err(e.into());
+        }
+    }
     for n in nodes.iter().rev() {
-        n.cluster.shutdown().await;
+        n.shutdown().await;
     }
     stopped
 }
 
 fn print_summary(c: &Cluster, jobs: &[&str]) {
-    println!("\nOrion dev cluster is up:");
+    note!("\nOrion dev cluster is up:");
     let leader = c.leader().leader;
     for n in c.nodes() {
         let i = &n.node.info;
@@ -205,7 +228,7 @@ fn print_summary(c: &Cluster, jobs: &[&str]) {
         } else {
             i.role.to_string()
         };
-        println!(
+        note!(
             "  node {:<6} {:<17} {:>6} MB  {:<12} api http://{}",
             i.id,
             role,
@@ -215,24 +238,27 @@ fn print_summary(c: &Cluster, jobs: &[&str]) {
         );
     }
     for job in jobs {
-        println!("\njob {job}: replicas and where they landed:");
+        note!("\njob {job}: replicas and where they landed:");
         let mut allocs = c.allocations(Some(job));
         allocs.retain(|a| a.is_live());
         allocs.sort_by_key(|a| a.slot);
         for a in allocs {
             let node = a.node.as_deref().unwrap_or("-");
             for p in &a.ports {
-                println!(
+                note!(
                     "  {}[{}] on {node:<6} open http://{}:{}/",
-                    job, a.slot, p.host_ip, p.host_port
+                    job,
+                    a.slot,
+                    p.host_ip,
+                    p.host_port
                 );
             }
         }
     }
     let api = c.http_addr().map(|a| a.to_string()).unwrap_or_default();
-    println!(
+    note!(
         "\nTry:  orion-node --addr http://{api} job status {}",
         jobs[0]
     );
-    println!("      orion-node --addr http://{api} node list");
+    note!("      orion-node --addr http://{api} node list");
 }

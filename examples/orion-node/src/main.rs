@@ -11,34 +11,71 @@
 mod cli;
 mod client;
 mod config;
+mod demo;
 mod dev;
 mod node;
+mod out;
 
 use anyhow::Result;
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// Runs the command; an error prints as one line (`error: …` with its causes),
+/// and its backtrace only with `--debug` while `RUST_BACKTRACE` is set.
+fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    let default_level = match cli.command {
-        cli::Command::Agent(_) => "info,openraft=warn",
-        // The dev cluster shuts its nodes down together; peers' complaints about
-        // each other going away are noise there.
-        cli::Command::Dev(_) => "info,openraft=off",
-        _ => "warn",
+    let debug = cli.debug;
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
     };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if debug && std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+                eprintln!("error: {e:?}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to `writer` at `ORION_LOG`'s filter, else `default_level`; coloured only
+/// when `colour` (a person reads it: never into a file or a pipe).
+pub(crate) fn init_logging<W>(default_level: &str, writer: W, colour: bool)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORION_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .with_writer(writer)
         .init();
+}
+
+async fn run(cli: cli::Cli) -> Result<()> {
+    let stderr_is_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match cli.command {
+        cli::Command::Agent(_) => {
+            init_logging("info,openraft=warn", std::io::stderr, stderr_is_tty)
+        }
+        // The dev cluster sets up its own logging (to a file unless -v).
+        cli::Command::Dev(_) => {}
+        _ => init_logging("warn", std::io::stderr, stderr_is_tty),
+    }
     match cli.command {
         cli::Command::Agent(args) => node::run_agent(*args).await,
         cli::Command::Dev(args) => dev::run(args).await,
         cli::Command::Job(cmd) => client::job(&cli.addr, cmd).await,
         cli::Command::Node(cmd) => client::node(&cli.addr, cmd).await,
         cli::Command::Alloc(cmd) => client::alloc(&cli.addr, cmd).await,
+        cli::Command::DemoWeb { port, dir } => demo::serve(port, dir).await,
         cli::Command::Completions { shell } => {
             let mut cmd = <cli::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "orion-node", &mut std::io::stdout());

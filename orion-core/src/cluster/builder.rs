@@ -2,11 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -21,10 +19,11 @@ use crate::model::{NodeAddrs, NodeId, NodeInfo, NodeRole};
 use crate::runtime::Runtime;
 use crate::scheduler::{FilterScoreScheduler, Scheduler, SchedulerConfig};
 use crate::spec::Resources;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// Everything tunable about a node's loops.
 #[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct ClusterConfig {
     /// The leader's control loop.
     pub control: ControlConfig,
@@ -36,9 +35,50 @@ pub struct ClusterConfig {
     pub batch: BatchConfig,
 }
 
-/// What this node says about itself.
+impl ClusterConfig {
+    /// Checks every interval and bound can work; [`ClusterBuilder::start`] calls
+    /// it. The error names the field (`control.reconcile_interval`).
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        let c = &self.control;
+        let a = &self.agent;
+        for (field, d) in [
+            ("control.reconcile_interval", c.reconcile_interval),
+            ("control.quorum_check", c.quorum_check),
+            ("agent.tick", a.tick),
+            ("agent.max_backoff", a.max_backoff),
+        ] {
+            if d.is_zero() {
+                return Err(ClusterError::config(field, "is zero"));
+            }
+        }
+        for (field, n) in [
+            ("control.max_placements_per_pass", c.max_placements_per_pass),
+            ("scheduler.candidates", self.scheduler.candidates),
+            ("batch.max_batch", self.batch.max_batch),
+            ("batch.in_flight", self.batch.in_flight),
+        ] {
+            if n == 0 {
+                return Err(ClusterError::config(field, "is zero"));
+            }
+        }
+        if a.restart_delay > a.max_backoff {
+            return Err(ClusterError::config(
+                "agent.restart_delay",
+                format!(
+                    "{:?} is above agent.max_backoff {:?}",
+                    a.restart_delay, a.max_backoff
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What this node says about itself: identity, role, capacity, tags, ports and
+/// the addresses it is reached at.
 #[derive(Clone, Debug, PartialEq)]
-pub struct NodeConfig {
+#[non_exhaustive]
+pub struct NodeProfile {
     /// Node id; the host name when absent.
     pub id: Option<NodeId>,
     /// Manager (votes, may lead) or worker.
@@ -59,13 +99,12 @@ pub struct NodeConfig {
     pub gossip_addr: Option<String>,
 }
 
-impl Default for NodeConfig {
+impl Default for NodeProfile {
     /// Ports publish on 127.0.0.1 (nothing is exposed beyond the host unless the
-    /// operator says so); dynamic ports 32000–32767, as the design, clear of
-    /// Linux's ephemeral range (32768+) and of Kubernetes' NodePorts (30000–32767
-    /// overlaps only its top, and Orion does not run beside kube-proxy).
+    /// operator says so); dynamic ports 32000–32767, clear of Linux's ephemeral
+    /// range (32768+).
     fn default() -> Self {
-        NodeConfig {
+        NodeProfile {
             id: None,
             role: NodeRole::Manager,
             capacity: None,
@@ -79,54 +118,55 @@ impl Default for NodeConfig {
     }
 }
 
-/// What a [`StoreFactory`] is told about the node it opens a store for.
-#[derive(Clone, Debug)]
-pub struct StoreContext {
-    /// The node.
-    pub node: NodeInfo,
-    /// Where the node keeps its data.
-    pub data_dir: PathBuf,
+/// Where the HTTP API listens.
+enum HttpBind {
+    Addr(SocketAddr),
+    Listener(std::net::TcpListener),
 }
 
-/// Opens the store for a node, once its identity and addresses are known.
-#[async_trait]
-pub trait StoreFactory: Send + Sync {
-    /// Opens (or creates) the node's store.
-    async fn open(&self, ctx: &StoreContext) -> Result<Arc<dyn Store>, StoreError>;
-}
-
-/// Builds and starts a node. See [`Cluster`].
-#[derive(Default)]
+/// Builds and starts a node from seams the caller brings. See [`Cluster`].
+///
+/// Every seam has a plain setter (`runtime(R)`) and a shared one
+/// (`runtime_shared(Arc<dyn Runtime>)`); the runtime and the store are
+/// required. Setters that would contradict each other (`node_id` and a
+/// profile with another id, `http` and `http_listener`) make `start` fail
+/// naming both, instead of one silently winning. `orion::Node::builder()`
+/// opens the Raft store and gossip itself.
+#[must_use = "a builder does nothing until .start() is awaited"]
 pub struct ClusterBuilder {
-    node: NodeConfig,
-    data_dir: Option<PathBuf>,
+    node_id: Option<NodeId>,
+    profile: NodeProfile,
     runtime: Option<Arc<dyn Runtime>>,
     store: Option<Arc<dyn Store>>,
-    store_factory: Option<Arc<dyn StoreFactory>>,
     membership: Option<Arc<dyn Membership>>,
     scheduler: Option<Arc<dyn Scheduler>>,
     config: ClusterConfig,
-    http: Option<std::net::TcpListener>,
-    http_addr: Option<SocketAddr>,
+    http: Vec<HttpBind>,
 }
 
 impl ClusterBuilder {
-    /// Sets the node id.
+    pub(crate) fn new() -> Self {
+        ClusterBuilder {
+            node_id: None,
+            profile: NodeProfile::default(),
+            runtime: None,
+            store: None,
+            membership: None,
+            scheduler: None,
+            config: ClusterConfig::default(),
+            http: Vec::new(),
+        }
+    }
+
+    /// Sets the node id (it must agree with a profile's id, if one gives it).
     pub fn node_id(mut self, id: impl Into<NodeId>) -> Self {
-        self.node.id = Some(id.into());
+        self.node_id = Some(id.into());
         self
     }
 
     /// Sets everything the node says about itself at once.
-    pub fn node(mut self, node: NodeConfig) -> Self {
-        self.node = node;
-        self
-    }
-
-    /// Where the node keeps its data (the store's files); `./orion-data` when a
-    /// store factory needs one and none is given.
-    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.data_dir = Some(dir.into());
+    pub fn node(mut self, profile: NodeProfile) -> Self {
+        self.profile = profile;
         self
     }
 
@@ -152,20 +192,23 @@ impl ClusterBuilder {
         self
     }
 
-    /// A factory that opens the store once the node's identity is known (used when
-    /// no store is given).
-    pub fn store_factory(mut self, factory: Arc<dyn StoreFactory>) -> Self {
-        self.store_factory = Some(factory);
-        self
+    /// Membership; a single-node membership of this node alone when absent.
+    pub fn membership<M: Membership>(self, membership: M) -> Self {
+        self.membership_shared(Arc::new(membership))
     }
 
-    /// Membership; a single-node membership of this node alone when absent.
+    /// Membership, shared with the caller.
     pub fn membership_shared(mut self, membership: Arc<dyn Membership>) -> Self {
         self.membership = Some(membership);
         self
     }
 
     /// A scheduler other than the default filter-and-score one.
+    pub fn scheduler<S: Scheduler + 'static>(self, scheduler: S) -> Self {
+        self.scheduler_shared(Arc::new(scheduler))
+    }
+
+    /// A scheduler, shared with the caller.
     pub fn scheduler_shared(mut self, scheduler: Arc<dyn Scheduler>) -> Self {
         self.scheduler = Some(scheduler);
         self
@@ -179,58 +222,85 @@ impl ClusterBuilder {
 
     /// Serves the HTTP API on this address (port 0 picks a free port).
     pub fn http(mut self, addr: SocketAddr) -> Self {
-        self.http_addr = Some(addr);
+        self.http.push(HttpBind::Addr(addr));
         self
     }
 
     /// Serves the HTTP API on an already bound listener.
     pub fn http_listener(mut self, listener: std::net::TcpListener) -> Self {
-        self.http = Some(listener);
+        self.http.push(HttpBind::Listener(listener));
         self
     }
 
-    /// Starts the node: opens the store, registers the node, and spawns the agent,
-    /// the control loop and (when asked) the HTTP API.
-    pub async fn start(self) -> Result<Cluster, ClusterError> {
-        let runtime = self
-            .runtime
-            .ok_or_else(|| ClusterError::Config("no runtime: call .runtime(..)".into()))?;
-        let (lo, hi) = self.node.port_range;
-        if lo == 0 || lo > hi {
-            return Err(ClusterError::Config(format!(
-                "port range {lo}-{hi} is empty or starts at 0"
-            )));
-        }
-        if self.node.host_ip.parse::<std::net::IpAddr>().is_err() {
-            return Err(ClusterError::Config(format!(
-                "host ip {:?} is not an IP address",
-                self.node.host_ip
-            )));
-        }
-        let listener = match (self.http, self.http_addr) {
-            (Some(l), _) => Some(l),
-            (None, Some(addr)) => Some(std::net::TcpListener::bind(addr)?),
-            (None, None) => None,
-        };
-        let http_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
-        let info = node_info(&self.node, http_addr);
-        crate::spec::check_dns_label(&info.id)
-            .map_err(|p| ClusterError::Config(format!("node id: {p}")))?;
-        let store = match (self.store, self.store_factory) {
-            (Some(s), _) => s,
-            (None, Some(f)) => {
-                // Without a data dir, `./orion-data`: durable and easy to find, as
-                // a node started by hand expects.
-                let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("orion-data"));
-                std::fs::create_dir_all(&data_dir)?;
-                f.open(&StoreContext { node: info.clone(), data_dir }).await?
-            }
-            (None, None) => {
-                return Err(ClusterError::Config(
-                    "no store: call .store(..), or build with orion::Cluster::builder() for the default Raft store".into(),
+    /// Checks what was given fits together; returns the profile with the id set.
+    fn checked_profile(&self) -> Result<NodeProfile, ClusterError> {
+        let mut profile = self.profile.clone();
+        match (&self.node_id, &profile.id) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ClusterError::config(
+                    "node_id",
+                    format!(".node_id({a:?}) and .node(..) with id {b:?} disagree"),
                 ))
             }
+            (Some(a), _) => profile.id = Some(a.clone()),
+            _ => {}
+        }
+        if self.http.len() > 1 {
+            return Err(ClusterError::config(
+                "http",
+                "given twice (.http and .http_listener are one setting)",
+            ));
+        }
+        let (lo, hi) = profile.port_range;
+        if lo == 0 || lo > hi {
+            return Err(ClusterError::config(
+                "port_range",
+                format!("{lo}-{hi} is empty or starts at 0"),
+            ));
+        }
+        if profile.host_ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(ClusterError::config(
+                "host_ip",
+                format!("{:?} is not an IP address", profile.host_ip),
+            ));
+        }
+        if let Some(c) = profile.capacity {
+            if !(c.cpu.is_finite() && c.cpu > 0.0) {
+                return Err(ClusterError::config(
+                    "capacity.cpu",
+                    format!("{} is not a positive number of cores", c.cpu),
+                ));
+            }
+            if c.memory_mb == 0 {
+                return Err(ClusterError::config("capacity.memory_mb", "is zero"));
+            }
+        }
+        self.config.validate()?;
+        Ok(profile)
+    }
+
+    /// Starts the node: registers it, and spawns the agent, the control loop (on
+    /// a manager) and, when asked, the HTTP API.
+    pub async fn start(mut self) -> Result<Cluster, ClusterError> {
+        let profile = self.checked_profile()?;
+        let runtime = self
+            .runtime
+            .take()
+            .ok_or_else(|| ClusterError::config("runtime", "none given: call .runtime(..)"))?;
+        let store = self.store.take().ok_or_else(|| {
+            ClusterError::config(
+                "store",
+                "none given: call .store(..), or start a whole node with orion::Node::builder(), which opens the Raft store itself",
+            )
+        })?;
+        let listener = match self.http.pop() {
+            Some(HttpBind::Listener(l)) => Some(l),
+            Some(HttpBind::Addr(addr)) => Some(std::net::TcpListener::bind(addr)?),
+            None => None,
         };
+        let http_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let info = node_info(&profile, http_addr);
+        crate::spec::check_dns_label(&info.id).map_err(|p| ClusterError::config("node_id", p))?;
         // Every proposal from this node (API, agent, control loop) goes through one
         // group-commit queue.
         let store: Arc<dyn Store> = Arc::new(BatchingStore::new(store, self.config.batch.clone()));
@@ -280,12 +350,15 @@ impl ClusterBuilder {
             runtime_health,
             http_addr,
             registered,
+            closed: Default::default(),
         });
-        let cluster = Cluster::from_inner(inner.clone());
+        let cluster = Cluster::owning(inner.clone());
         if let Some(listener) = listener {
             listener.set_nonblocking(true)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            let app = crate::api::router(cluster.clone());
+            // The API holds a handle that does not keep the node alive: dropping
+            // the caller's last handle still stops everything.
+            let app = crate::api::router(Cluster::internal(inner.clone()));
             let stop = cluster.on_shutdown();
             inner.tasks.lock().push(tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app)
@@ -301,7 +374,7 @@ impl ClusterBuilder {
     }
 }
 
-fn node_info(cfg: &NodeConfig, http: Option<SocketAddr>) -> NodeInfo {
+fn node_info(cfg: &NodeProfile, http: Option<SocketAddr>) -> NodeInfo {
     let advertised = cfg
         .advertise_http
         .clone()

@@ -7,6 +7,7 @@
 pub(crate) mod builder;
 mod detect;
 mod tasks;
+mod wait;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,11 +22,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::BroadcastStream;
 
-pub use builder::{ClusterBuilder, ClusterConfig, NodeConfig, StoreContext, StoreFactory};
+pub use builder::{ClusterBuilder, ClusterConfig, NodeProfile};
 pub use detect::{host_capacity, host_name};
 
 use crate::command::{Command, Response};
-use crate::model::{Allocation, Job, Node, NodeId, NodeInfo};
+use crate::model::{Allocation, Job, JobHealth, Node, NodeId, NodeInfo};
 use crate::replica::ChangeBatch;
 use crate::runtime::Runtime;
 use crate::spec::{JobSpec, Resources, SpecError};
@@ -33,6 +34,7 @@ use crate::store::{Leadership, Peer, Store, StoreError};
 
 /// Why a cluster call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClusterError {
     /// The job spec is invalid; nothing was written.
     #[error(transparent)]
@@ -50,8 +52,13 @@ pub enum ClusterError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The builder was given an impossible configuration.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error("invalid configuration: {field}: {problem}")]
+    Config {
+        /// The setting, as the builder or config struct names it.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// Binding a socket or reading the data dir failed.
     #[error("i/o failed: {0}")]
     Io(#[from] std::io::Error),
@@ -94,6 +101,10 @@ pub struct JobView {
     /// The job.
     #[serde(flatten)]
     pub job: Job,
+    /// How many of its live allocations run.
+    pub running: usize,
+    /// How it is doing: running, degraded, pending or stopped.
+    pub health: JobHealth,
     /// Count of allocations per state, live ones and the kept terminal ones.
     pub summary: BTreeMap<String, usize>,
     /// Its allocations, newest first.
@@ -122,6 +133,56 @@ pub(crate) struct Inner {
     pub(crate) runtime_health: watch::Receiver<Option<String>>,
     pub(crate) http_addr: Option<SocketAddr>,
     pub(crate) registered: watch::Receiver<bool>,
+    /// Set by whoever first stops the node (`shutdown`, or the last owning
+    /// handle's drop), so the store and membership are shut down once.
+    pub(crate) closed: std::sync::atomic::AtomicBool,
+}
+
+/// Held by every handle the caller has (not by the node's own tasks): when the
+/// last one drops without [`Cluster::shutdown`], the node stops itself.
+struct Owner(Arc<Inner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let inner = self.0.clone();
+        if inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        inner.shutdown.send_replace(true);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move { inner.stop().await });
+            }
+            Err(_) => tracing::warn!(
+                "the last handle of node {} dropped outside a tokio runtime: its loops stop, the store is not shut down cleanly",
+                inner.node.id
+            ),
+        }
+    }
+}
+
+impl Inner {
+    /// Signals every task, waits for them, then shuts down membership and the
+    /// store; runs once.
+    async fn stop(&self) {
+        self.shutdown.send_replace(true);
+        if self.closed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock());
+        for t in tasks {
+            if tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a task did not stop within 10 s");
+            }
+        }
+        self.membership.shutdown().await;
+        if let Err(e) = self.store.shutdown().await {
+            tracing::warn!(error = %e, "store shutdown failed");
+        }
+    }
 }
 
 /// One node of an Orion cluster, running in this process.
@@ -135,9 +196,16 @@ pub(crate) struct Inner {
 /// println!("web is at version {}", job.version);
 /// # Ok(()) }
 /// ```
+///
+/// Dropping the last handle the caller holds without [`shutdown`](Self::shutdown)
+/// stops the node too (its loops, then membership and the store, on the current
+/// tokio runtime); `shutdown` is the way to wait for that.
 #[derive(Clone)]
 pub struct Cluster {
     inner: Arc<Inner>,
+    /// `None` in the handles the node's own tasks hold (the HTTP API's), which
+    /// must not keep it alive.
+    _owner: Option<Arc<Owner>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -149,9 +217,11 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Starts building a node.
+    /// Starts building a node from seams the caller brings (a runtime and a
+    /// store at least). `orion::Node::builder()` builds a whole node with the
+    /// Raft store and gossip.
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder::default()
+        ClusterBuilder::new()
     }
 
     /// This node's id.
@@ -250,7 +320,13 @@ impl Cluster {
             for a in &allocations {
                 *summary.entry(a.state.to_string()).or_default() += 1;
             }
+            let running = allocations
+                .iter()
+                .filter(|a| a.is_live() && a.state == crate::model::AllocState::Running)
+                .count();
             Some(JobView {
+                health: crate::model::JobHealth::of(&job, running),
+                running,
                 job,
                 summary,
                 allocations,
@@ -352,23 +428,10 @@ impl Cluster {
         }
     }
 
-    /// Stops every loop this node runs, then the store and membership. Containers
-    /// keep running: a restarted node adopts them.
+    /// Stops every loop this node runs, then membership and the store, and waits
+    /// for them. Containers keep running: a restarted node adopts them.
     pub async fn shutdown(&self) {
-        self.inner.shutdown.send_replace(true);
-        let tasks: Vec<_> = std::mem::take(&mut *self.inner.tasks.lock());
-        for t in tasks {
-            if tokio::time::timeout(Duration::from_secs(10), t)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a task did not stop within 10 s");
-            }
-        }
-        self.inner.membership.shutdown().await;
-        if let Err(e) = self.inner.store.shutdown().await {
-            tracing::warn!(error = %e, "store shutdown failed");
-        }
+        self.inner.stop().await;
     }
 
     /// A future that resolves when shutdown begins.
@@ -379,8 +442,31 @@ impl Cluster {
         }
     }
 
-    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
-        Cluster { inner }
+    /// The caller's first handle: it owns the node.
+    pub(crate) fn owning(inner: Arc<Inner>) -> Self {
+        let owner = Some(Arc::new(Owner(inner.clone())));
+        Cluster {
+            inner,
+            _owner: owner,
+        }
+    }
+
+    /// A handle for the node's own tasks, which does not keep it alive.
+    pub(crate) fn internal(inner: Arc<Inner>) -> Self {
+        Cluster {
+            inner,
+            _owner: None,
+        }
+    }
+}
+
+impl ClusterError {
+    /// A configuration problem with `field`.
+    pub fn config(field: &'static str, problem: impl Into<String>) -> Self {
+        ClusterError::Config {
+            field,
+            problem: problem.into(),
+        }
     }
 }
 

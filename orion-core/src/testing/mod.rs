@@ -15,3 +15,12 @@ pub mod store_suite;
 pub use membership::StaticMembership;
 pub use runtime::{FakeRuntime, RuntimeCall};
 pub use store::MemStore;
+
+/// Loop settings for tests: the control loop and the agent tick every 50 ms
+/// instead of every second, so a test sees a change within a few ticks.
+pub fn fast_loops() -> crate::ClusterConfig {
+    let mut c = crate::ClusterConfig::default();
+    c.control.reconcile_interval = std::time::Duration::from_millis(50);
+    c.agent.tick = std::time::Duration::from_millis(50);
+    c
+}

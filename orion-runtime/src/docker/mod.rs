@@ -160,6 +160,16 @@ impl DockerRuntime {
         Ok(docker.with_request_modifier(move |req| pin_version(req, &version)))
     }
 
+    /// The environment (`K=V`) an image's config sets, or `None` when the image
+    /// is absent.
+    pub async fn image_env(&self, image: &str) -> Result<Option<Vec<String>>, RuntimeError> {
+        match self.client().await?.inspect_image(image).await {
+            Ok(i) => Ok(Some(i.config.and_then(|c| c.env).unwrap_or_default())),
+            Err(e) if error::status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(error::general("inspect image", e)),
+        }
+    }
+
     /// Whether the image is present locally.
     pub async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
         match self.client().await?.inspect_image(image).await {

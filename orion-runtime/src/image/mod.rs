@@ -5,6 +5,7 @@
 //! (`fromSrc=-`, the tarball as the body), as `docker import` does; the image-load
 //! endpoint takes `docker save` archives instead.
 
+mod exe;
 mod rootfs;
 
 use bollard::query_parameters::CreateImageOptionsBuilder;

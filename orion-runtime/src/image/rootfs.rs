@@ -43,6 +43,14 @@ pub enum ImageError {
         #[source]
         source: io::Error,
     },
+    /// The shared libraries of an executable could not be listed.
+    #[error("cannot list the libraries of {exe}: {reason}")]
+    Ldd {
+        /// The executable.
+        exe: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The tarball could not be written.
     #[error("cannot write the rootfs tarball")]
     Tar(#[source] io::Error),

@@ -9,7 +9,8 @@ use crate::support::*;
 
 /// A job submitted through the CLI runs in Docker, its page answers on the
 /// reported host port (with the spec's environment), `job status` shows the port
-/// mapping, and `job stop` removes the containers.
+/// mapping (and into a closed pipe ends quietly), and `job stop` removes the
+/// containers.
 #[tokio::test]
 async fn job_runs_serves_its_page_and_stops() {
     if !engine().await {
@@ -49,6 +50,18 @@ async fn job_runs_serves_its_page_and_stops() {
         assert!(page.contains("Hello from Orion"), "{page}");
         let env = get_text(&format!("{url}/cgi-bin/env")).await.unwrap();
         assert!(env.contains("GREETING=hi"), "{env}");
+    }
+
+    // `job status web | head -1`: a closed stdout ends the command quietly.
+    for args in [
+        &["job", "status", "web"][..],
+        &["job", "list"],
+        &["node", "list"],
+    ] {
+        let out = cli_closed_stdout(&addr, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?} into a closed pipe: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 
     let status = cli(&addr, &["job", "status", "web"]);
@@ -241,6 +254,32 @@ async fn a_missing_image_is_reported_on_the_allocation() {
             && status.contains("1 node: insufficient memory (need 64000 MB, free "),
         "{status}"
     );
+    // An honest status: pending with nothing running, never "running 0/1".
+    assert!(
+        status.starts_with("job huge  type service  version 1  status pending  running 0/1"),
+        "{status}"
+    );
+    let list = String::from_utf8_lossy(&cli(&addr, &["job", "list"]).stdout).to_string();
+    let line = list
+        .lines()
+        .find(|l| l.starts_with("huge"))
+        .unwrap_or_default();
+    assert!(line.contains("pending") && line.ends_with("0/1"), "{list}");
+    let json: Value =
+        serde_json::from_slice(&cli(&addr, &["job", "list", "--json"]).stdout).unwrap();
+    let huge = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "huge")
+        .unwrap();
+    assert_eq!(
+        (&huge["status"], &huge["health"]),
+        (&"running".into(), &"pending".into())
+    );
+    let nodes: Value =
+        serde_json::from_slice(&cli(&addr, &["node", "list", "--json"]).stdout).unwrap();
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
 }
 
 /// The engine goes away: the node reports itself unhealthy (`/health` 503, node
@@ -314,7 +353,8 @@ async fn an_unreachable_engine_makes_the_node_unhealthy_until_it_returns() {
 }
 
 /// Joining through an address where no member answers fails with a message that
-/// names it, within the join timeout, and the node exits non-zero.
+/// names it, within the join timeout, and the node exits non-zero; the error is
+/// one line, with no backtrace although `RUST_BACKTRACE` is set.
 #[tokio::test]
 async fn joining_a_dead_peer_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
@@ -346,12 +386,22 @@ async fn joining_a_dead_peer_fails_clearly() {
             &format!("{lo}-{hi}"),
         ])
         .env("ORION_LOG", "warn")
+        .env("RUST_BACKTRACE", "1")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("could not join the cluster through {dead}")),
+        err.contains(&format!("could not join the cluster through {dead}"))
+            && err.contains("no member answers"),
+        "{err}"
+    );
+    // One clear line, whatever RUST_BACKTRACE says (it is set in this
+    // environment): no backtrace without --debug.
+    assert!(!err.contains("backtrace"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error: join: could not join")),
         "{err}"
     );
 }

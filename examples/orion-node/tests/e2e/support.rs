@@ -254,6 +254,21 @@ pub fn cli(addr: &str, args: &[&str]) -> Output {
         .expect("running the CLI")
 }
 
+/// Runs the CLI with its stdout already closed by the reader, as
+/// `orion-node … | head -0` does: every write it makes fails.
+pub fn cli_closed_stdout(addr: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(["--addr", addr])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_BACKTRACE", "1")
+        .spawn()
+        .expect("running the CLI");
+    drop(child.stdout.take());
+    child.wait_with_output().expect("waiting for the CLI")
+}
+
 /// Polls `f` until it returns `Some`, or panics after `limit` with `what`.
 pub async fn wait_for<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;

@@ -1,0 +1,375 @@
+//! [`NodeConfig`]: everything a whole node is started from, with every default in
+//! one place and a reason for each.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use orion_core::{ClusterConfig, NodeRole};
+use orion_store::Engine;
+use serde::{Deserialize, Serialize};
+
+/// How to start one node of an Orion cluster: who it is, where it keeps its
+/// data, where it listens, what it offers tasks, and which cluster it joins.
+///
+/// It derives serde with the same field names as `orion-node agent`'s flags, so
+/// a config file maps straight onto it; unknown keys are refused. Every field
+/// has a default (see [`Default`]); [`validate`](Self::validate) runs in
+/// [`NodeBuilder::start`](crate::NodeBuilder::start) and names the field of
+/// the first problem it finds.
+///
+/// ```
+/// let config: orion::NodeConfig =
+///     serde_json::from_str(r#"{"node_id": "n1", "join": ["10.0.0.1:8080"], "role": "worker"}"#).unwrap();
+/// assert_eq!(config.join, ["10.0.0.1:8080"]);
+/// config.validate().unwrap();
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// This node's id (a DNS label). `None`: the id this data dir was first
+    /// started with, else the host name — so a node started by hand is named for
+    /// its host and keeps its name across restarts.
+    pub node_id: Option<String>,
+    /// Where the node keeps its Raft state and its node-id file. Default
+    /// `./orion-data`: durable and easy to find, as a node started by hand
+    /// expects (the agent's packaging passes `/var/lib/orion`).
+    pub data_dir: PathBuf,
+    /// Manager (a Raft voter up to `max_voters`, may lead) or worker (runs tasks
+    /// and replicates the log as a learner). Default manager: the first node of
+    /// a cluster must be one, and a small cluster is all managers.
+    pub role: NodeRole,
+    /// The HTTP API's listen address. Default `127.0.0.1:8080`: Orion's API port,
+    /// on loopback so nothing is exposed beyond the host unless asked. Port 0
+    /// picks a free port (tests, several nodes in one process).
+    pub http: SocketAddr,
+    /// The Raft transport's listen address. Default `127.0.0.1:7946`, Orion's Raft
+    /// port. Port 0 picks a free port.
+    pub raft: SocketAddr,
+    /// The gossip (UDP) listen address. Default `127.0.0.1:7947`, Orion's gossip
+    /// port. Port 0 picks a port free at start (chitchat advertises the address
+    /// it is given, so the port is chosen before it binds).
+    pub gossip: SocketAddr,
+    /// The HTTP address other nodes and clients reach this node at, when it
+    /// differs from the bound one (`http: 0.0.0.0:8080`). Default `None`: the
+    /// bound address.
+    pub advertise_http: Option<String>,
+    /// HTTP addresses of members to join through, tried in turn until one takes
+    /// this node. Default empty: the node forms a new cluster of its own (or, on a
+    /// restart, rejoins the one its data dir belongs to).
+    pub join: Vec<String>,
+    /// How long to keep trying `join` before giving up. Default 2 min: long
+    /// enough for a cluster that starts all at once (the first node may still be
+    /// electing itself), short enough that a wrong address fails a deploy.
+    #[serde(with = "humantime_serde")]
+    pub join_timeout: Duration,
+    /// Tags for job selectors (`disk: ssd`). Default none.
+    pub tags: BTreeMap<String, String>,
+    /// CPU cores offered to tasks. Default `None`: what this process may use
+    /// (which honours a cgroup CPU quota and affinity).
+    pub cpu: Option<f64>,
+    /// Memory offered to tasks, MiB. Default `None`: the lower of the host's
+    /// memory and this process's cgroup limit.
+    pub memory_mb: Option<u64>,
+    /// Disk offered to tasks, MiB. Default `None`: the space free on the data
+    /// dir's file system when the node starts.
+    pub disk_mb: Option<u64>,
+    /// Host IP task ports are published on. Default `127.0.0.1`: nothing is
+    /// exposed beyond the host unless the operator says so.
+    pub host_ip: IpAddr,
+    /// Inclusive range of dynamic host ports. Default 32000–32767: clear of
+    /// Linux's ephemeral range (32768+). Nodes sharing one host and one engine
+    /// need ranges of their own.
+    #[serde(with = "port_range")]
+    pub port_range: (u16, u16),
+    /// Storage engine of the Raft log. Default redb, chosen by measurement (see
+    /// the README's storage-engine table).
+    pub engine: Engine,
+    /// Most Raft voters the cluster grows to; further managers stay learners.
+    /// Read by the first node. Default 3: tolerates one failure at the lowest
+    /// write latency (5 tolerates two).
+    pub max_voters: usize,
+    /// Name of the cluster in gossip; a node of another cluster id is ignored.
+    /// Default `orion`. Two clusters sharing a network need distinct ids.
+    pub cluster_name: String,
+    /// Tuning of the node's loops (control loop, agent, scheduler, group commit).
+    /// Default [`ClusterConfig::default`]. Not read from config files.
+    #[serde(skip)]
+    pub loops: ClusterConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: None,
+            data_dir: PathBuf::from("orion-data"),
+            role: NodeRole::Manager,
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            raft: SocketAddr::from(([127, 0, 0, 1], 7946)),
+            gossip: SocketAddr::from(([127, 0, 0, 1], 7947)),
+            advertise_http: None,
+            join: Vec::new(),
+            join_timeout: Duration::from_secs(120),
+            tags: BTreeMap::new(),
+            cpu: None,
+            memory_mb: None,
+            disk_mb: None,
+            host_ip: IpAddr::from([127, 0, 0, 1]),
+            port_range: (32000, 32767),
+            engine: Engine::default(),
+            max_voters: 3,
+            cluster_name: "orion".into(),
+            loops: ClusterConfig::default(),
+        }
+    }
+}
+
+/// A [`NodeConfig`] field that cannot work, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The field, as named in config files and (with `-` for `_`) flags.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// A problem with `field`.
+    pub fn new(field: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Checks every field can work; the first problem names its field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, problem: String| Err(ConfigError::new(field, problem));
+        if let Some(id) = &self.node_id {
+            orion_core::spec::check_dns_label(id).map_err(|p| ConfigError::new("node_id", p))?;
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "is empty".into());
+        }
+        if let Some(cpu) = self.cpu {
+            if !(cpu.is_finite() && cpu > 0.0) {
+                return bad("cpu", format!("{cpu} is not a positive number of cores"));
+            }
+        }
+        if self.memory_mb == Some(0) {
+            return bad("memory_mb", "0: a node must offer some memory".into());
+        }
+        let (lo, hi) = self.port_range;
+        if lo == 0 || lo > hi {
+            return bad(
+                "port_range",
+                format!("{lo}-{hi} is empty or starts at 0 (write LOW-HIGH, 1 ≤ LOW ≤ HIGH)"),
+            );
+        }
+        if !(1..=7).contains(&self.max_voters) {
+            return bad(
+                "max_voters",
+                format!("{}: use 1 to 7 (3 or 5 is usual)", self.max_voters),
+            );
+        }
+        if self.join_timeout.is_zero() {
+            return bad("join_timeout", "is zero".into());
+        }
+        if let Some(a) = &self.advertise_http {
+            if !is_host_port(a) {
+                return bad("advertise_http", format!("{a:?} is not host:port"));
+            }
+        }
+        if let Some(j) = self.join.iter().find(|j| !is_host_port(strip_scheme(j))) {
+            return bad(
+                "join",
+                format!("{j:?} is not a member's HTTP address (host:port)"),
+            );
+        }
+        if self.cluster_name.trim().is_empty() {
+            return bad("cluster_name", "is empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// `http://host:port/` → `host:port`.
+pub(crate) fn strip_scheme(addr: &str) -> &str {
+    let a = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    a.trim_end_matches('/')
+}
+
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+/// Parses `LOW-HIGH`.
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected LOW-HIGH, e.g. 32000-32767"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{s:?}: {p:?} is not a port"))
+    };
+    let (lo, hi) = (port(lo)?, port(hi)?);
+    if lo == 0 || lo > hi {
+        return Err(format!("{s:?}: empty or starts at 0"));
+    }
+    Ok((lo, hi))
+}
+
+/// `port_range` as the string `LOW-HIGH` in config files.
+mod port_range {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(r: &(u16, u16), s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}-{}", r.0, r.1))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(u16, u16), D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_port_range(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let c = NodeConfig::default();
+        c.validate().unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        let back: NodeConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+        assert!(json.contains(r#""port_range":"32000-32767""#), "{json}");
+        assert!(json.contains(r#""join_timeout":"2m""#), "{json}");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(&str, NodeConfig)> = vec![
+            (
+                "node_id",
+                NodeConfig {
+                    node_id: Some("Not_DNS".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "cpu",
+                NodeConfig {
+                    cpu: Some(-1.0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "cpu",
+                NodeConfig {
+                    cpu: Some(f64::NAN),
+                    ..Default::default()
+                },
+            ),
+            (
+                "memory_mb",
+                NodeConfig {
+                    memory_mb: Some(0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "port_range",
+                NodeConfig {
+                    port_range: (0, 10),
+                    ..Default::default()
+                },
+            ),
+            (
+                "port_range",
+                NodeConfig {
+                    port_range: (20, 10),
+                    ..Default::default()
+                },
+            ),
+            (
+                "max_voters",
+                NodeConfig {
+                    max_voters: 0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "join_timeout",
+                NodeConfig {
+                    join_timeout: Duration::ZERO,
+                    ..Default::default()
+                },
+            ),
+            (
+                "join",
+                NodeConfig {
+                    join: vec!["nowhere".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "advertise_http",
+                NodeConfig {
+                    advertise_http: Some("x".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "data_dir",
+                NodeConfig {
+                    data_dir: PathBuf::new(),
+                    ..Default::default()
+                },
+            ),
+            (
+                "cluster_name",
+                NodeConfig {
+                    cluster_name: " ".into(),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (field, c) in cases {
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.to_string().starts_with(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn config_files_use_flag_names_and_refuse_unknown_keys() {
+        let c: NodeConfig = serde_json::from_str(
+            r#"{"node_id":"n7","tags":{"disk":"ssd"},"port_range":"33000-33100",
+                "join_timeout":"30s","role":"worker","engine":"sled","join":["http://10.0.0.1:8080"]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.node_id.as_deref(), Some("n7"));
+        assert_eq!(c.port_range, (33000, 33100));
+        assert_eq!(c.join_timeout, Duration::from_secs(30));
+        assert_eq!(c.role, NodeRole::Worker);
+        assert_eq!(c.engine, Engine::Sled);
+        c.validate().unwrap();
+        let e = serde_json::from_str::<NodeConfig>(r#"{"nodeid":"n7"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `nodeid`"), "{e}");
+        let e = serde_json::from_str::<NodeConfig>(r#"{"port_range":"0-9"}"#).unwrap_err();
+        assert!(e.to_string().contains("starts at 0"), "{e}");
+    }
+}

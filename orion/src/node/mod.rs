@@ -1,0 +1,452 @@
+//! [`Node`]: one whole node of an Orion cluster — store (bootstrap or join),
+//! gossip, agent, control loop and HTTP API — started from one [`NodeConfig`].
+//!
+//! ```text
+//!  NodeConfig ──validate──▶ data dir + node-id file ──▶ bind HTTP, Raft, gossip
+//!        │                                                     │
+//!        ▼                                                     ▼
+//!  RaftStore::open ──serve Raft──▶ bootstrap (no join) | join (POST /v1/cluster/peers)
+//!        │                                                     │
+//!        ▼                                                     ▼
+//!  ChitchatMembership (seeded from the members) ──▶ orion_core::Cluster (agent,
+//!                                                    control loop, HTTP API)
+//! ```
+
+mod config;
+mod identity;
+mod join;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use orion_core::{
+    Cluster, ClusterConfig, ClusterError, Member, NodeAddrs, NodeProfile, NodeRole, Peer,
+    Resources, Runtime, Store, StoreError,
+};
+use orion_gossip::{ChitchatMembership, GossipConfig};
+use orion_store::{Engine, RaftStore, RaftStoreConfig};
+use tracing::info;
+
+pub use config::{parse_port_range, ConfigError, NodeConfig};
+
+/// Starts whole nodes: `Node::builder()` (every default), or
+/// [`Node::from_config`] (a config read from a file). The running node is a
+/// [`Cluster`] handle.
+///
+/// ```no_run
+/// use orion::{DockerRuntime, Node, NodeRole};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let cluster = Node::builder()
+///     .node_id("n2")
+///     .data_dir("/var/lib/orion")
+///     .join(["10.0.0.1:8080"])
+///     .role(NodeRole::Manager)
+///     .runtime(DockerRuntime::connect_local()?)
+///     .start()
+///     .await?;
+/// println!("{} is up; the leader is {:?}", cluster.node_id(), cluster.leader().leader);
+/// cluster.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Node;
+
+impl Node {
+    /// A builder with every default of [`NodeConfig`]: a manager forming (or, on
+    /// a restart, rejoining) its own cluster in `./orion-data`, listening on
+    /// Orion's ports on loopback.
+    pub fn builder() -> NodeBuilder {
+        Node::from_config(NodeConfig::default())
+    }
+
+    /// A builder starting from `config` (a config file's contents, say).
+    pub fn from_config(config: NodeConfig) -> NodeBuilder {
+        NodeBuilder {
+            config,
+            runtime: None,
+        }
+    }
+}
+
+/// Why a node did not start. Nothing it had opened is left running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// A config field cannot work.
+    #[error("invalid node config: {0}")]
+    Config(#[from] ConfigError),
+    /// No runtime was given.
+    #[error("no runtime: give one with .runtime(..) (DockerRuntime::connect_local()?, say)")]
+    NoRuntime,
+    /// The data dir was made for another node.
+    #[error("data dir {dir} belongs to node {stored:?}, not {given:?}: start it as {stored:?}, or give a fresh data dir")]
+    WrongNode {
+        /// The data dir.
+        dir: PathBuf,
+        /// The id it was first started with.
+        stored: String,
+        /// The id this start asked for.
+        given: String,
+    },
+    /// Reading or writing the data dir failed.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A listen address could not be bound.
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener (`http`, `raft`, `gossip`).
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store failed to open, serve or bootstrap.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// No member took this node within `join_timeout`, or one refused it.
+    #[error("join: {0}")]
+    Join(String),
+    /// Gossip could not start.
+    #[error("gossip on {addr}: {reason}")]
+    Gossip {
+        /// The gossip address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The node's loops could not start.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// Builds one node; see [`Node`]. Every setter writes one field of the
+/// [`NodeConfig`] it holds, so none overrides another.
+#[must_use = "a builder does nothing until .start() is awaited"]
+pub struct NodeBuilder {
+    config: NodeConfig,
+    runtime: Option<Arc<dyn Runtime>>,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("config", &self.config)
+            .field("runtime", &self.runtime.is_some())
+            .finish()
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty => |$c:ident, $v:ident| $set:expr;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(mut self, $v: $ty) -> Self {
+            let $c = &mut self.config;
+            $set;
+            self
+        }
+    )*};
+}
+
+impl NodeBuilder {
+    setters! {
+        /// This node's id ([`NodeConfig::node_id`]).
+        node_id: impl Into<String> => |c, v| c.node_id = Some(v.into());
+        /// Where it keeps its data ([`NodeConfig::data_dir`]).
+        data_dir: impl Into<PathBuf> => |c, v| c.data_dir = v.into();
+        /// Manager or worker ([`NodeConfig::role`]).
+        role: NodeRole => |c, v| c.role = v;
+        /// Members to join through ([`NodeConfig::join`]); empty forms a new cluster.
+        join: impl IntoIterator<Item = impl Into<String>> => |c, v| c.join = v.into_iter().map(Into::into).collect();
+        /// How long to keep trying to join ([`NodeConfig::join_timeout`]).
+        join_timeout: std::time::Duration => |c, v| c.join_timeout = v;
+        /// The HTTP API's listen address ([`NodeConfig::http`]).
+        http: SocketAddr => |c, v| c.http = v;
+        /// The Raft listen address ([`NodeConfig::raft`]).
+        raft: SocketAddr => |c, v| c.raft = v;
+        /// The gossip listen address ([`NodeConfig::gossip`]).
+        gossip: SocketAddr => |c, v| c.gossip = v;
+        /// The HTTP address others reach this node at ([`NodeConfig::advertise_http`]).
+        advertise_http: impl Into<String> => |c, v| c.advertise_http = Some(v.into());
+        /// Adds a tag for selectors ([`NodeConfig::tags`]).
+        tag: (&str, &str) => |c, v| { c.tags.insert(v.0.into(), v.1.into()); };
+        /// CPU cores offered to tasks ([`NodeConfig::cpu`]).
+        cpu: f64 => |c, v| c.cpu = Some(v);
+        /// Memory offered to tasks, MiB ([`NodeConfig::memory_mb`]).
+        memory_mb: u64 => |c, v| c.memory_mb = Some(v);
+        /// Disk offered to tasks, MiB ([`NodeConfig::disk_mb`]).
+        disk_mb: u64 => |c, v| c.disk_mb = Some(v);
+        /// Host IP task ports are published on ([`NodeConfig::host_ip`]).
+        host_ip: std::net::IpAddr => |c, v| c.host_ip = v;
+        /// Dynamic host port range ([`NodeConfig::port_range`]).
+        port_range: (u16, u16) => |c, v| c.port_range = v;
+        /// Raft log engine ([`NodeConfig::engine`]).
+        engine: Engine => |c, v| c.engine = v;
+        /// Most Raft voters ([`NodeConfig::max_voters`]).
+        max_voters: usize => |c, v| c.max_voters = v;
+        /// Gossip cluster name ([`NodeConfig::cluster_name`]).
+        cluster_name: impl Into<String> => |c, v| c.cluster_name = v.into();
+        /// Tuning of the node's loops ([`NodeConfig::loops`]).
+        loops: ClusterConfig => |c, v| c.loops = v;
+    }
+
+    /// Listens for HTTP, Raft and gossip on free loopback ports: for tests and
+    /// for several nodes in one process.
+    pub fn loopback_ports(self) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        self.http(any).raft(any).gossip(any)
+    }
+
+    /// The runtime this node drives.
+    pub fn runtime<R: Runtime>(self, runtime: R) -> Self {
+        self.runtime_shared(Arc::new(runtime))
+    }
+
+    /// The runtime, shared with the caller.
+    pub fn runtime_shared(mut self, runtime: Arc<dyn Runtime>) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// The config as set so far.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Starts the node: checks the config, opens the data dir (refusing one made
+    /// for another node), binds its listeners, opens and serves the store,
+    /// bootstraps a new cluster or joins through `join`, starts gossip seeded from
+    /// the members, then the agent, the control loop and the HTTP API.
+    ///
+    /// Returns once the loops run; [`Cluster::ready`] waits for the node to be
+    /// registered with the leader.
+    pub async fn start(self) -> Result<Cluster, NodeError> {
+        let c = self.config;
+        c.validate()?;
+        let runtime = self.runtime.ok_or(NodeError::NoRuntime)?;
+        let dir = &c.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let id = identity::node_id(dir, c.node_id.as_deref())?;
+
+        let http = bind("http", c.http, std::net::TcpListener::bind(c.http))?;
+        let http_bound = bind("http", c.http, http.local_addr())?;
+        let http_addr = c
+            .advertise_http
+            .clone()
+            .unwrap_or_else(|| http_bound.to_string());
+        let raft_listener = bind("raft", c.raft, tokio::net::TcpListener::bind(c.raft).await)?;
+        let raft_addr = bind("raft", c.raft, raft_listener.local_addr())?;
+        let gossip_addr = bind("gossip", c.gossip, gossip_port(c.gossip))?;
+
+        let mut store_config = RaftStoreConfig::new(id.clone(), dir.join("store"));
+        store_config.engine = c.engine;
+        store_config.raft_addr = raft_addr.to_string();
+        store_config.http_addr = http_addr.clone();
+        store_config.max_voters = c.max_voters;
+        let store = RaftStore::open(store_config).await?;
+        match bootstrap_or_join(&store, raft_listener, &c, &id, &http_addr, raft_addr).await {
+            Ok(seeds) => {
+                let membership = start_gossip(&c, &id, &http_addr, raft_addr, gossip_addr, seeds)
+                    .await
+                    .map_err(|e| (e, store.clone()));
+                let membership = match membership {
+                    Ok(m) => m,
+                    Err((e, store)) => {
+                        let _ = store.shutdown().await;
+                        return Err(e);
+                    }
+                };
+                let mut profile = NodeProfile::default();
+                profile.id = Some(id.clone());
+                profile.role = c.role;
+                profile.capacity = Some(capacity(&c));
+                profile.tags = c.tags.clone();
+                profile.host_ip = c.host_ip.to_string();
+                profile.port_range = c.port_range;
+                profile.advertise_http = Some(http_addr.clone());
+                profile.raft_addr = Some(raft_addr.to_string());
+                profile.gossip_addr = Some(gossip_addr.to_string());
+                let started = Cluster::builder()
+                    .node(profile)
+                    .runtime_shared(runtime)
+                    .store(store.clone())
+                    .membership(membership.clone())
+                    .config(c.loops.clone())
+                    .http_listener(http)
+                    .start()
+                    .await;
+                match started {
+                    Ok(cluster) => {
+                        info!(node_id = %id, http = %http_addr, raft = %raft_addr, gossip = %gossip_addr, "orion node running");
+                        Ok(cluster)
+                    }
+                    Err(e) => {
+                        orion_core::Membership::shutdown(&membership).await;
+                        let _ = store.shutdown().await;
+                        Err(e.into())
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = store.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Serves the store's Raft RPCs, then bootstraps a one-voter cluster (no `join`)
+/// or asks a member to add this node; returns the gossip seeds: the members'
+/// gossip addresses from the join, and on a restart those the replica knows.
+async fn bootstrap_or_join(
+    store: &RaftStore,
+    raft_listener: tokio::net::TcpListener,
+    c: &NodeConfig,
+    id: &str,
+    http_addr: &str,
+    raft_addr: SocketAddr,
+) -> Result<Vec<String>, NodeError> {
+    store.serve(raft_listener)?;
+    let mut seeds = if c.join.is_empty() {
+        store.initialize_single().await?;
+        Vec::new()
+    } else {
+        let me = Peer {
+            id: id.to_string(),
+            raft_addr: raft_addr.to_string(),
+            http_addr: http_addr.to_string(),
+            role: c.role,
+        };
+        join::join(&c.join, &me, c.join_timeout).await?
+    };
+    seeds.extend(store.replica().read(|s| {
+        s.nodes
+            .values()
+            .filter(|n| n.info.id != id)
+            .filter_map(|n| n.info.addrs.gossip.clone())
+            .collect::<Vec<_>>()
+    }));
+    seeds.sort();
+    seeds.dedup();
+    Ok(seeds)
+}
+
+async fn start_gossip(
+    c: &NodeConfig,
+    id: &str,
+    http_addr: &str,
+    raft_addr: SocketAddr,
+    gossip_addr: SocketAddr,
+    seeds: Vec<String>,
+) -> Result<ChitchatMembership, NodeError> {
+    let member = Member {
+        id: id.to_string(),
+        generation: 0,
+        addrs: NodeAddrs {
+            http: http_addr.to_string(),
+            raft: Some(raft_addr.to_string()),
+            gossip: Some(gossip_addr.to_string()),
+        },
+        role: c.role,
+        capacity: capacity(c),
+        used: Resources::ZERO,
+        tags: c.tags.clone(),
+    };
+    let mut gossip = GossipConfig::new(member);
+    gossip.listen_addr = gossip_addr;
+    gossip.seeds = seeds;
+    gossip.cluster_id = c.cluster_name.clone();
+    ChitchatMembership::start(gossip)
+        .await
+        .map_err(|e| NodeError::Gossip {
+            addr: gossip_addr,
+            reason: error_text(&e),
+        })
+}
+
+/// A listener's I/O result, as the error naming it.
+fn bind<T>(what: &'static str, addr: SocketAddr, r: std::io::Result<T>) -> Result<T, NodeError> {
+    r.map_err(|source| NodeError::Bind { what, addr, source })
+}
+
+/// An error and its causes on one line.
+pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// The gossip address: as given, or with a port free on its IP now when it is 0
+/// (chitchat advertises the address it binds, so it cannot pick one itself).
+fn gossip_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    std::net::UdpSocket::bind(addr)?.local_addr()
+}
+
+/// What the node offers: the config where given, else what the host has (CPU
+/// and memory as [`orion_core::cluster::host_capacity`] detects them, disk as
+/// the space free on the data dir's file system).
+pub(crate) fn capacity(c: &NodeConfig) -> Resources {
+    let detected = orion_core::cluster::host_capacity();
+    Resources {
+        cpu: c.cpu.unwrap_or(detected.cpu),
+        memory_mb: c.memory_mb.unwrap_or(detected.memory_mb),
+        disk_mb: c
+            .disk_mb
+            .unwrap_or_else(|| free_disk_mb(&c.data_dir).unwrap_or(detected.disk_mb)),
+    }
+}
+
+/// Space free to unprivileged users on the file system holding `dir`, in MB.
+fn free_disk_mb(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize) / (1024 * 1024))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_not_given_is_detected_and_given_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..NodeConfig::default()
+        };
+        let c = capacity(&config);
+        let host = orion_core::cluster::host_capacity();
+        assert_eq!((c.cpu, c.memory_mb), (host.cpu, host.memory_mb));
+        assert!(c.disk_mb > 0, "free space of the data dir's file system");
+        let given = NodeConfig {
+            cpu: Some(2.5),
+            memory_mb: Some(512),
+            disk_mb: Some(7),
+            ..config
+        };
+        let c = capacity(&given);
+        assert_eq!((c.cpu, c.memory_mb, c.disk_mb), (2.5, 512, 7));
+    }
+}

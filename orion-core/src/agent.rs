@@ -339,7 +339,7 @@ impl Agent {
                 }
                 let mut u = update(&self.node_id, a, AllocState::Running, None);
                 u.ports = Some(c.ports.clone());
-                Some(u).filter(|u| differs(a, u))
+                Some(u).filter(|u| a.changed_by(u))
             }
             ContainerState::Exited { code: 0 } if kind == JobKind::Batch => {
                 self.stop_and_remove(c).await;
@@ -357,7 +357,7 @@ impl Agent {
                         AllocState::Failed,
                         Some(format!("start failed: {e}")),
                     );
-                    return Some(u).filter(|u| differs(a, u));
+                    return Some(u).filter(|u| a.changed_by(u));
                 }
                 None
             }
@@ -385,7 +385,7 @@ impl Agent {
         );
         exited.exit_code = Some(code);
         if !self.caught_up || !self.may_attempt(&a.id) {
-            return Some(exited).filter(|u| differs(a, u));
+            return Some(exited).filter(|u| a.changed_by(u));
         }
         match self.runtime.start(&c.id).await {
             Ok(()) => {
@@ -399,7 +399,7 @@ impl Agent {
             Err(e) => {
                 self.back_off(&a.id);
                 exited.message = Some(format!("exited with code {code}; restart failed: {e}"));
-                Some(exited).filter(|u| differs(a, u))
+                Some(exited).filter(|u| a.changed_by(u))
             }
         }
     }
@@ -474,7 +474,7 @@ impl Agent {
             .iter()
             .filter(|(a, _)| a.is_live())
             .map(|(a, _)| update(&self.node_id, a, AllocState::Failed, Some(why.clone())))
-            .filter(|u| mine.iter().any(|(a, _)| a.id == u.id && differs(a, u)))
+            .filter(|u| mine.iter().any(|(a, _)| a.id == u.id && a.changed_by(u)))
             .collect();
         self.report(updates).await;
     }
@@ -502,14 +502,6 @@ fn update(
         message,
         ..AllocUpdate::new(a.id.clone(), node.clone(), state)
     }
-}
-
-/// Whether an update would change the committed allocation.
-fn differs(a: &Allocation, u: &AllocUpdate) -> bool {
-    a.state != u.state
-        || a.message != u.message
-        || u.exit_code.is_some_and(|c| a.exit_code != Some(c))
-        || u.ports.as_ref().is_some_and(|p| *p != a.ports)
 }
 
 #[cfg(test)]

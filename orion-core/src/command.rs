@@ -169,6 +169,22 @@ pub struct AllocUpdate {
     pub failed_attempt: bool,
 }
 
+impl crate::model::Allocation {
+    /// Whether committing `u` would change this allocation: the one rule the
+    /// agent (whether to report) and the state machine (whether to apply) share.
+    /// An update without an exit code or ports leaves those as they are (the
+    /// exit code of the last exit stays through a restart); a restart or a
+    /// failed attempt is always a change (it is counted).
+    pub fn changed_by(&self, u: &AllocUpdate) -> bool {
+        self.state != u.state
+            || self.message != u.message
+            || u.exit_code.is_some_and(|c| self.exit_code != Some(c))
+            || u.ports.as_ref().is_some_and(|p| *p != self.ports)
+            || u.restarted
+            || u.failed_attempt
+    }
+}
+
 impl AllocUpdate {
     /// A report that `node` observed allocation `id` in `state`, and nothing more
     /// (fill the other fields with struct-update syntax where they apply).

@@ -197,7 +197,11 @@ impl Control {
             }
         }
         let max = self.config.max_placements_per_pass;
-        let plan = replica.read(|s| reconcile::plan(s, &*self.scheduler, max, s.applied_index));
+        // Plan on a snapshot: a whole reconcile-and-schedule pass must not hold
+        // the replica's lock, which appliers and API reads wait on.
+        let state = replica.current();
+        let plan = reconcile::plan(&state, &*self.scheduler, max, state.applied_index);
+        drop(state);
         if plan.is_empty() {
             return;
         }

@@ -29,7 +29,9 @@ const CHANGE_BUFFER: usize = 4096;
 /// The state machine plus its notifications.
 #[derive(Debug)]
 pub struct Replica {
-    state: RwLock<ClusterState>,
+    /// Shared with [`current`](Replica::current) holders; an apply changes it in
+    /// place unless a snapshot is still held, and only then copies it.
+    state: RwLock<Arc<ClusterState>>,
     applied: watch::Sender<u64>,
     changes: broadcast::Sender<Arc<ChangeBatch>>,
 }
@@ -46,7 +48,7 @@ impl Replica {
         let (applied, _) = watch::channel(state.applied_index);
         let (changes, _) = broadcast::channel(CHANGE_BUFFER);
         Replica {
-            state: RwLock::new(state),
+            state: RwLock::new(Arc::new(state)),
             applied,
             changes,
         }
@@ -54,14 +56,14 @@ impl Replica {
 
     /// Applies a committed command at `index` and notifies watchers.
     pub fn apply(&self, index: u64, cmd: &Command) -> Response {
-        let (response, changes) = self.state.write().apply(index, cmd);
+        let (response, changes) = Arc::make_mut(&mut self.state.write()).apply(index, cmd);
         self.publish(index, changes);
         response
     }
 
     /// Advances the applied index without a command (Raft's blank and membership entries).
     pub fn advance(&self, index: u64) {
-        self.state.write().applied_index = index;
+        Arc::make_mut(&mut self.state.write()).applied_index = index;
         self.applied.send_replace(index);
     }
 
@@ -76,13 +78,20 @@ impl Replica {
     /// Replaces the whole state (snapshot install).
     pub fn restore(&self, state: ClusterState) {
         let index = state.applied_index;
-        *self.state.write() = state;
+        *self.state.write() = Arc::new(state);
         self.publish(index, Vec::new());
     }
 
     /// Reads the state under the lock; keep `f` short, it blocks appliers.
     pub fn read<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
         f(&self.state.read())
+    }
+
+    /// The state as of now, to plan on without holding the lock that appliers
+    /// and readers wait on (a control-loop pass takes this). Cheap to take; an
+    /// apply while it is held copies the state once.
+    pub fn current(&self) -> Arc<ClusterState> {
+        self.state.read().clone()
     }
 
     /// A serialized copy of the state, for a snapshot.

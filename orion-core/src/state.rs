@@ -16,8 +16,10 @@ use crate::model::{
 };
 use crate::spec::{JobSpec, Protocol, Resources};
 
+mod allocs;
 mod tally;
 
+pub use allocs::AllocTable;
 pub use tally::JobTally;
 
 /// Terminal allocations kept per job for inspection before the oldest are dropped.
@@ -79,21 +81,13 @@ pub struct ClusterState {
     pub jobs: BTreeMap<String, Job>,
     /// Nodes by id.
     pub nodes: BTreeMap<NodeId, Node>,
-    /// Allocations by id.
-    pub allocs: BTreeMap<AllocId, Allocation>,
+    /// Allocations by id, with the indexes derived from them; read-only from
+    /// outside: only commands change them.
+    pub allocs: AllocTable,
     /// Index of the last command applied.
     pub applied_index: u64,
     /// Source of allocation ids; bumped on each new allocation.
     next_alloc: u64,
-    #[serde(skip)]
-    by_job: HashMap<String, BTreeSet<AllocId>>,
-    #[serde(skip)]
-    by_node: HashMap<NodeId, BTreeSet<AllocId>>,
-    /// Ordered like `nodes`, so [`ClusterState::nodes_with_usage`] is a merge.
-    #[serde(skip)]
-    usage: BTreeMap<NodeId, NodeUsage>,
-    #[serde(skip)]
-    tally: HashMap<String, JobTally>,
 }
 
 impl ClusterState {
@@ -104,67 +98,38 @@ impl ClusterState {
 
     /// Rebuilds state, indexes included, from a snapshot.
     pub fn from_snapshot(bytes: &[u8]) -> Result<ClusterState, serde_json::Error> {
-        let mut s: ClusterState = serde_json::from_slice(bytes)?;
-        s.rebuild_indexes();
-        Ok(s)
-    }
-
-    fn rebuild_indexes(&mut self) {
-        self.by_job.clear();
-        self.by_node.clear();
-        self.usage.clear();
-        self.tally.clear();
-        let ids: Vec<AllocId> = self.allocs.keys().cloned().collect();
-        for id in ids {
-            self.index_alloc(&id);
-        }
+        serde_json::from_slice(bytes)
     }
 
     /// Allocations of one job, oldest id first.
     pub fn allocs_of_job<'a>(&'a self, job: &str) -> impl Iterator<Item = &'a Allocation> + 'a {
-        self.by_job
-            .get(job)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.allocs.get(id))
+        self.allocs.of_job(job)
     }
 
     /// Allocations placed on one node.
     pub fn allocs_on_node<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Allocation> + 'a {
-        self.by_node
-            .get(node)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.allocs.get(id))
+        self.allocs.on_node(node)
     }
 
     /// What is in use on a node.
     pub fn usage(&self, node: &str) -> NodeUsage {
-        self.usage.get(node).cloned().unwrap_or_default()
+        self.allocs.usage(node).cloned().unwrap_or_default()
     }
 
     /// What a job's allocations add up to; none when it has none.
     pub fn job_tally(&self, job: &str) -> Option<&JobTally> {
-        self.tally.get(job)
+        self.allocs.tally(job)
     }
 
     /// Every node with what is in use on it, in id order, without a lookup per
     /// node (the scheduler reads them all on every pass).
     pub fn nodes_with_usage(&self) -> impl Iterator<Item = (&Node, Option<&NodeUsage>)> + '_ {
-        let mut usage = self.usage.iter().peekable();
-        self.nodes.values().map(move |n| {
-            while usage
-                .next_if(|(id, _)| id.as_str() < n.id().as_str())
-                .is_some()
-            {}
-            let u = usage.next_if(|(id, _)| *id == n.id()).map(|(_, u)| u);
-            (n, u)
-        })
+        self.allocs.with_usage(self.nodes.values())
     }
 
     /// What is in use on a node, by reference.
     pub fn usage_ref(&self, node: &str) -> Option<&NodeUsage> {
-        self.usage.get(node)
+        self.allocs.usage(node)
     }
 
     /// Applies one committed command at `index`, returning the answer and what changed.
@@ -210,12 +175,10 @@ impl ClusterState {
         (response, changes)
     }
 
+    /// Writes a job. The spec was validated where it was submitted, not here:
+    /// replaying an old log must give the same state whatever this binary's
+    /// validation rules have become.
     fn upsert_job(&mut self, index: u64, spec: &JobSpec, changes: &mut Vec<Change>) -> Response {
-        if let Err(e) = spec.validate() {
-            return Response::Refused {
-                reason: e.to_string(),
-            };
-        }
         let (version, changed) = match self.jobs.get_mut(&spec.name) {
             Some(job) if job.spec == *spec && job.status == JobStatus::Running => {
                 (job.version, false)
@@ -271,13 +234,7 @@ impl ClusterState {
             job.modify_index = index;
         }
         let version = if purge { version } else { job.version };
-        let ids: Vec<AllocId> = self
-            .by_job
-            .get(name)
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
+        let ids = self.allocs.ids_of_job(name);
         for id in &ids {
             self.modify_alloc(index, id, changes, |a| {
                 a.desired = DesiredState::Stop;
@@ -293,7 +250,6 @@ impl ClusterState {
             // Allocations still running are left for their nodes to stop: an agent
             // stops any container whose allocation is gone from state.
             for id in ids {
-                self.unindex_alloc(&id);
                 self.allocs.remove(&id);
             }
             self.jobs.remove(name);
@@ -372,14 +328,7 @@ impl ClusterState {
     }
 
     fn lose_allocs_on(&mut self, index: u64, node: &str, why: &str, changes: &mut Vec<Change>) {
-        let ids: Vec<AllocId> = self
-            .by_node
-            .get(node)
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
-        for id in ids {
+        for id in self.allocs.ids_on_node(node) {
             self.modify_alloc(index, &id, changes, |a| {
                 if !a.state.is_terminal() {
                     a.state = AllocState::Lost;
@@ -449,8 +398,8 @@ impl ClusterState {
             }
             None => {
                 let taken = self
-                    .tally
-                    .get(&slot.job)
+                    .allocs
+                    .tally(&slot.job)
                     .is_some_and(|t| t.slot_live(slot.slot));
                 if taken {
                     return Err("slot is already filled".into());
@@ -467,7 +416,7 @@ impl ClusterState {
             return Err(format!("node {} is not schedulable", p.node));
         }
         let need = self.jobs[&p.slot.job].spec.task.resources;
-        let usage = self.usage.get(&p.node);
+        let usage = self.allocs.usage(&p.node);
         let used = usage.map(|u| u.used).unwrap_or(Resources::ZERO);
         if !node.info.capacity.saturating_sub(&used).fits(&need) {
             return Err(format!("node {} has not enough free resources", p.node));
@@ -482,31 +431,24 @@ impl ClusterState {
 
     fn place(&mut self, index: u64, p: &Placement, changes: &mut Vec<Change>) {
         let resources = self.jobs[&p.slot.job].spec.task.resources;
-        let id = match &p.slot.existing {
-            Some(id) => {
-                self.unindex_alloc(id);
-                let a = self.allocs.get_mut(id).expect("checked");
-                a.node = Some(p.node.clone());
-                a.ports = p.ports.clone();
-                a.state = AllocState::Starting;
-                a.message = None;
-                a.modify_index = index;
-                id.clone()
-            }
-            // Made placed at once: indexed once, not as pending and again as placed.
-            None => self.insert_alloc(index, &p.slot, resources, |a| {
-                a.node = Some(p.node.clone());
-                a.ports = p.ports.clone();
-                a.state = AllocState::Starting;
-            }),
+        let placed = |a: &mut Allocation| {
+            a.node = Some(p.node.clone());
+            a.ports = p.ports.clone();
+            a.state = AllocState::Starting;
+            a.message = None;
         };
-        let a = &self.allocs[&id];
-        changes.push(Change::Alloc {
-            id: id.clone(),
-            job: a.job.clone(),
-            node: a.node.clone(),
-        });
-        self.index_alloc(&id);
+        match &p.slot.existing {
+            Some(id) => self.modify_alloc(index, id, changes, placed),
+            // Made placed at once: indexed once, not as pending and again as placed.
+            None => {
+                let a = self.new_alloc(index, &p.slot, resources, placed);
+                changes.push(Change::Alloc {
+                    id: a.id.clone(),
+                    job: a.job.clone(),
+                    node: a.node.clone(),
+                });
+            }
+        }
     }
 
     fn leave_pending(&mut self, index: u64, u: &Unplaced, changes: &mut Vec<Change>) {
@@ -525,26 +467,26 @@ impl ClusterState {
             }
             None => {
                 let resources = self.jobs[&u.slot.job].spec.task.resources;
-                let id = self.new_alloc(index, &u.slot, resources);
-                self.modify_alloc(index, &id, changes, |a| a.message = Some(u.reason.clone()));
+                let a = self.new_alloc(index, &u.slot, resources, |a| {
+                    a.message = Some(u.reason.clone())
+                });
+                changes.push(Change::Alloc {
+                    id: a.id.clone(),
+                    job: a.job.clone(),
+                    node: None,
+                });
             }
         }
     }
 
-    fn new_alloc(&mut self, index: u64, slot: &SlotRef, resources: Resources) -> AllocId {
-        let id = self.insert_alloc(index, slot, resources, |_| {});
-        self.index_alloc(&id);
-        id
-    }
-
-    /// Inserts a new pending allocation, changed by `f`, without indexing it.
-    fn insert_alloc(
+    /// Adds a new allocation for `slot`, pending until `f` says otherwise.
+    fn new_alloc(
         &mut self,
         index: u64,
         slot: &SlotRef,
         resources: Resources,
         f: impl FnOnce(&mut Allocation),
-    ) -> AllocId {
+    ) -> &Allocation {
         self.next_alloc += 1;
         let id = format!("{}-{}-{:x}", slot.job, slot.slot, self.next_alloc);
         let mut a = Allocation {
@@ -565,8 +507,8 @@ impl ClusterState {
             modify_index: index,
         };
         f(&mut a);
-        self.allocs.insert(id.clone(), a);
-        id
+        self.allocs.insert(a);
+        self.allocs.get(&id).expect("just inserted")
     }
 
     fn update_allocs(
@@ -588,20 +530,16 @@ impl ClusterState {
                 // Only the confirmation that it stopped matters now.
                 continue;
             }
-            let same = a.state == u.state
-                && a.message == u.message
-                && a.exit_code == u.exit_code
-                && u.ports.as_ref().is_none_or(|p| *p == a.ports)
-                && !u.restarted
-                && !u.failed_attempt;
-            if same {
+            if !a.changed_by(u) {
                 continue;
             }
             touched_jobs.insert(a.job.clone());
             self.modify_alloc(index, &u.id, changes, |a| {
                 a.state = u.state;
                 a.message = u.message.clone();
-                a.exit_code = u.exit_code;
+                if let Some(code) = u.exit_code {
+                    a.exit_code = Some(code);
+                }
                 if let Some(p) = &u.ports {
                     a.ports = p.clone();
                 }
@@ -625,8 +563,8 @@ impl ClusterState {
     /// Drops the oldest terminal allocations of a job beyond [`KEPT_TERMINAL_PER_JOB`].
     fn collect_garbage(&mut self, job: &str, changes: &mut Vec<Change>) {
         if self
-            .tally
-            .get(job)
+            .allocs
+            .tally(job)
             .is_none_or(|t| t.terminal() as usize <= KEPT_TERMINAL_PER_JOB)
         {
             return;
@@ -641,7 +579,6 @@ impl ClusterState {
             .collect();
         let excess = terminal.len().saturating_sub(KEPT_TERMINAL_PER_JOB);
         for id in terminal.into_iter().take(excess) {
-            self.unindex_alloc(&id);
             if let Some(a) = self.allocs.remove(&id) {
                 changes.push(Change::Alloc {
                     id,
@@ -652,7 +589,8 @@ impl ClusterState {
         }
     }
 
-    /// Changes one allocation, keeping the indexes and usage in step.
+    /// Changes one allocation (the table keeps its indexes in step) and records
+    /// the change.
     fn modify_alloc(
         &mut self,
         index: u64,
@@ -660,96 +598,16 @@ impl ClusterState {
         changes: &mut Vec<Change>,
         f: impl FnOnce(&mut Allocation),
     ) {
-        if !self.allocs.contains_key(id) {
-            return;
-        }
-        self.unindex_alloc(id);
-        let a = self.allocs.get_mut(id).expect("present");
-        f(a);
-        a.modify_index = index;
-        changes.push(Change::Alloc {
-            id: a.id.clone(),
-            job: a.job.clone(),
-            node: a.node.clone(),
+        let changed = self.allocs.modify(id, |a| {
+            f(a);
+            a.modify_index = index;
         });
-        self.index_alloc(id);
-    }
-
-    fn index_alloc(&mut self, id: &str) {
-        let a = &self.allocs[id];
-        // Look up before inserting: most keys exist, and `entry` would clone them.
-        match self.by_job.get_mut(&a.job) {
-            Some(set) => set.insert(a.id.clone()),
-            None => self
-                .by_job
-                .entry(a.job.clone())
-                .or_default()
-                .insert(a.id.clone()),
-        };
-        match self.tally.get_mut(&a.job) {
-            Some(t) => t.count(a, true),
-            None => self.tally.entry(a.job.clone()).or_default().count(a, true),
-        }
-        if let Some(node) = &a.node {
-            match self.by_node.get_mut(node) {
-                Some(set) => set.insert(a.id.clone()),
-                None => self
-                    .by_node
-                    .entry(node.clone())
-                    .or_default()
-                    .insert(a.id.clone()),
-            };
-            if a.holds_resources() {
-                if !self.usage.contains_key(node) {
-                    self.usage.insert(node.clone(), NodeUsage::default());
-                }
-                let u = self.usage.get_mut(node).expect("just inserted");
-                u.used = u.used.add(&a.resources);
-                for p in &a.ports {
-                    u.ports.insert((p.host_port, p.protocol));
-                }
-                match u.per_job.get_mut(&a.job) {
-                    Some(n) => *n += 1,
-                    None => {
-                        u.per_job.insert(a.job.clone(), 1);
-                    }
-                }
-            }
-        }
-    }
-
-    fn unindex_alloc(&mut self, id: &str) {
-        let Some(a) = self.allocs.get(id) else { return };
-        if let Some(t) = self.tally.get_mut(&a.job) {
-            t.count(a, false);
-            if t.is_empty() {
-                self.tally.remove(&a.job);
-            }
-        }
-        if let Some(set) = self.by_job.get_mut(&a.job) {
-            set.remove(id);
-            if set.is_empty() {
-                self.by_job.remove(&a.job);
-            }
-        }
-        if let Some(node) = &a.node {
-            if let Some(set) = self.by_node.get_mut(node) {
-                set.remove(id);
-            }
-            if a.holds_resources() {
-                if let Some(u) = self.usage.get_mut(node) {
-                    u.used = u.used.saturating_sub(&a.resources);
-                    for p in &a.ports {
-                        u.ports.remove(&(p.host_port, p.protocol));
-                    }
-                    if let Some(n) = u.per_job.get_mut(&a.job) {
-                        *n -= 1;
-                        if *n == 0 {
-                            u.per_job.remove(&a.job);
-                        }
-                    }
-                }
-            }
+        if let Some(a) = changed {
+            changes.push(Change::Alloc {
+                id: a.id.clone(),
+                job: a.job.clone(),
+                node: a.node.clone(),
+            });
         }
     }
 }

@@ -1,8 +1,9 @@
-//! Why a task fits nowhere: each node's first rejection, counted per reason.
+//! Why a task fits nowhere: every filter's rejection of every node, counted per
+//! reason (a node both too small and without the tag counts under both).
 //!
 //! `0/5,000 nodes: 4,100 insufficient memory, 880 selector gpu=true, 20 port 80 taken`,
-//! or, for a single node, the reason with its figures:
-//! `1 node: insufficient memory (need 64000 MB, free 3900)`.
+//! or, for a single node, the reasons with their figures:
+//! `1 node: insufficient memory (need 64000 MB, free 3900), selector gpu=true`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -110,24 +111,33 @@ pub struct Explanation {
     pub rejections: Vec<(String, usize, Option<String>)>,
 }
 
-impl Explanation {
-    /// Collects per-node outcomes (`None`: feasible).
-    pub fn collect<'r>(
-        ask: &Ask<'_>,
-        outcomes: impl Iterator<Item = Option<&'r Reason>>,
-    ) -> Explanation {
-        let mut total = 0;
-        let mut feasible = 0;
-        let mut groups: BTreeMap<(u8, u32), (usize, &Reason)> = BTreeMap::new();
-        for outcome in outcomes {
-            total += 1;
-            match outcome {
-                None => feasible += 1,
-                Some(r) => groups.entry(r.group()).or_insert((0, r)).0 += 1,
-            }
+/// Counts rejections node by node, then makes an [`Explanation`].
+#[derive(Debug, Default)]
+pub struct Tally {
+    total: usize,
+    feasible: usize,
+    groups: BTreeMap<(u8, u32), (usize, Reason)>,
+}
+
+impl Tally {
+    /// One node, with every reason any filter gave for rejecting it (none:
+    /// it fits).
+    pub fn node(&mut self, reasons: impl Iterator<Item = Reason>) {
+        self.total += 1;
+        let mut rejected = false;
+        for r in reasons {
+            rejected = true;
+            self.groups.entry(r.group()).or_insert((0, r)).0 += 1;
         }
+        if !rejected {
+            self.feasible += 1;
+        }
+    }
+
+    /// The counts, labelled and most common first.
+    pub fn finish(self, ask: &Ask<'_>) -> Explanation {
         let mut counts: BTreeMap<String, (usize, Option<String>)> = BTreeMap::new();
-        for (n, r) in groups.into_values() {
+        for (n, r) in self.groups.into_values() {
             counts
                 .entry(r.label(ask))
                 .or_insert_with(|| (0, r.detail()))
@@ -136,10 +146,24 @@ impl Explanation {
         let mut rejections: Vec<_> = counts.into_iter().map(|(l, (n, d))| (l, n, d)).collect();
         rejections.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Explanation {
-            total,
-            feasible,
+            total: self.total,
+            feasible: self.feasible,
             rejections,
         }
+    }
+}
+
+impl Explanation {
+    /// Collects per-node outcomes of one reason each (`None`: feasible).
+    pub fn collect<'r>(
+        ask: &Ask<'_>,
+        outcomes: impl Iterator<Item = Option<&'r Reason>>,
+    ) -> Explanation {
+        let mut tally = Tally::default();
+        for outcome in outcomes {
+            tally.node(outcome.into_iter().copied());
+        }
+        tally.finish(ask)
     }
 
     /// How many nodes a filter label rejected.
@@ -157,13 +181,20 @@ impl fmt::Display for Explanation {
             0 => return f.write_str("no nodes in the cluster"),
             1 => {
                 f.write_str("1 node: ")?;
-                return match self.rejections.first() {
-                    Some((label, _, Some(detail))) => write!(f, "{label} ({detail})"),
-                    Some((label, _, None)) => f.write_str(label),
-                    None => f.write_str(
+                if self.rejections.is_empty() {
+                    return f.write_str(
                         "fits, but its resources were taken by other tasks in the same plan",
-                    ),
-                };
+                    );
+                }
+                let parts: Vec<String> = self
+                    .rejections
+                    .iter()
+                    .map(|(label, _, detail)| match detail {
+                        Some(d) => format!("{label} ({d})"),
+                        None => label.clone(),
+                    })
+                    .collect();
+                return f.write_str(&parts.join(", "));
             }
             n => write!(f, "{}/{} nodes: ", self.feasible, thousands(n))?,
         }

@@ -248,11 +248,15 @@ impl FilterScoreScheduler {
         self.scorers.iter().map(|(s, w)| w * s.score(c, ask)).sum()
     }
 
-    /// Explains why an ask fits on no node of the view: every node's first
-    /// rejection, counted per reason.
+    /// Explains why an ask fits on no node of the view: every filter's
+    /// rejection of every node, counted per reason (so `0/4 nodes: 4
+    /// insufficient memory, 2 selector disk=ssd` says all that stands in the way).
     pub fn explain(&self, view: &PlanView<'_>, ask: &Ask<'_>) -> Explanation {
-        let reasons: Vec<Option<Reason>> = view.nodes.iter().map(|c| self.reject(c, ask)).collect();
-        Explanation::collect(ask, reasons.iter().map(Option::as_ref))
+        let mut tally = explain::Tally::default();
+        for c in view.nodes.iter() {
+            tally.node(self.filters.iter().filter_map(|f| f.check(c, ask).err()));
+        }
+        tally.finish(ask)
     }
 
     /// What the pipeline thinks of one job on one node of committed state: the

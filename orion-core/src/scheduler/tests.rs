@@ -46,8 +46,10 @@ fn single_node_explanation_gives_figures() {
     );
 }
 
+/// Every filter that rejects a node counts: the small untagged nodes are both
+/// too small and without the tag, so all eight lack the tag and five memory.
 #[test]
-fn explanation_counts_first_rejection_per_node() {
+fn explanation_counts_every_filter_per_node() {
     let mut b = StateBuilder::new();
     for i in 0..5 {
         b = b.node(node(&format!("small{i}"), 1.0, 256));
@@ -63,7 +65,16 @@ fn explanation_counts_first_rejection_per_node() {
     let out = run(&s, &slots("ml", 1, 1));
     assert_eq!(
         out.unplaced[0].reason,
-        "0/8 nodes: 5 insufficient memory, 3 selector gpu=true"
+        "0/8 nodes: 8 selector gpu=true, 5 insufficient memory"
+    );
+    // One node, two reasons: both, with figures where they have them.
+    let s = StateBuilder::new()
+        .node(node("small", 1.0, 256))
+        .job(job("ml", 1, 0.5, 1024).selector("gpu", "true"))
+        .build();
+    assert_eq!(
+        run(&s, &slots("ml", 1, 1)).unplaced[0].reason,
+        "1 node: insufficient memory (need 1024 MB, free 256), selector gpu=true"
     );
 }
 
@@ -71,8 +82,13 @@ fn explanation_counts_first_rejection_per_node() {
 #[test]
 fn explanation_at_five_thousand_nodes_counts_each_filter() {
     let mut b = StateBuilder::new();
+    // The small nodes have the tag (they fail on memory alone), the cpu nodes
+    // the memory (they fail on the tag alone): each counts under one filter.
     for i in 0..4_100 {
-        b = b.node(node(&format!("small{i:04}"), 4.0, 1024));
+        b = b.node(tagged(
+            node(&format!("small{i:04}"), 4.0, 1024),
+            &[("gpu", "true")],
+        ));
     }
     for i in 0..880 {
         b = b.node(tagged(
@@ -83,11 +99,13 @@ fn explanation_at_five_thousand_nodes_counts_each_filter() {
     for i in 0..20 {
         b = b.node(tagged(
             node(&format!("gpu{i:02}"), 8.0, 32_768),
-            &[("gpu", "true")],
+            &[("gpu", "true"), ("kind", "gpu")],
         ));
     }
     // A load balancer holds host port 80 on every GPU node.
-    let mut lb = job("lb", 20, 0.1, 64).selector("gpu", "true");
+    let mut lb = job("lb", 20, 0.1, 64)
+        .selector("gpu", "true")
+        .selector("kind", "gpu");
     lb.task.ports.push(PortSpec {
         name: "http".into(),
         container_port: 80,

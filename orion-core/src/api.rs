@@ -9,6 +9,7 @@
 //! | `GET /v1/nodes` | list nodes with use |
 //! | `POST /v1/nodes/{id}/drain`, `/undrain` | start or end a drain |
 //! | `DELETE /v1/nodes/{id}` | remove a node |
+//! | `DELETE /v1/nodes/{id}[?force=true]` | remove a node; one still alive is refused (409) unless forced |
 //! | `POST /v1/cluster/peers` | add a node to the replication group (join) |
 //! | `GET /v1/allocations[?job=NAME]` | allocations |
 //! | `GET /v1/allocations/{id}` | one allocation |
@@ -119,7 +120,7 @@ impl From<ClusterError> for ApiError {
         let status = match &e {
             ClusterError::Spec(_) | ClusterError::Config { .. } => StatusCode::BAD_REQUEST,
             ClusterError::JobNotFound(_) | ClusterError::NodeNotFound(_) => StatusCode::NOT_FOUND,
-            ClusterError::Refused(_) => StatusCode::CONFLICT,
+            ClusterError::Refused(_) | ClusterError::NodeAlive(_) => StatusCode::CONFLICT,
             ClusterError::Store(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::Store(StoreError::Membership(_)) => StatusCode::CONFLICT,
             ClusterError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -180,6 +181,8 @@ struct ReadParams {
     job: Option<String>,
     #[serde(default)]
     purge: bool,
+    #[serde(default)]
+    force: bool,
 }
 
 /// Runs the read barrier when asked and says which consistency the read gives.
@@ -273,8 +276,12 @@ async fn undrain(State(c): State<Cluster>, Path(id): Path<String>) -> ApiResult<
     Ok(Json(json!({ "node": id, "draining": false })).into_response())
 }
 
-async fn remove_node(State(c): State<Cluster>, Path(id): Path<String>) -> ApiResult<Response> {
-    c.remove_node(&id).await?;
+async fn remove_node(
+    State(c): State<Cluster>,
+    Path(id): Path<String>,
+    Query(p): Query<ReadParams>,
+) -> ApiResult<Response> {
+    c.remove_node(&id, p.force).await?;
     Ok(Json(json!({ "node": id, "removed": true })).into_response())
 }
 

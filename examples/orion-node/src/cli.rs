@@ -51,11 +51,27 @@ pub enum Command {
         #[arg(long, default_value = "/www")]
         dir: PathBuf,
     },
-    /// Print shell completions.
+    /// Print the shell code that registers completions
+    /// (`source <(orion-node completions bash)`).
     Completions {
         /// The shell.
-        shell: clap_complete::Shell,
+        shell: CompletionShell,
     },
+}
+
+/// Shells that completions are made for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
+    /// Elvish.
+    Elvish,
+    /// PowerShell.
+    Powershell,
 }
 
 /// `orion-node agent` flags; a config file (`--config`, YAML or JSON) may set any of
@@ -231,6 +247,12 @@ pub enum NodeCommand {
     Drain {
         /// The node's id.
         id: String,
+        /// Return at once instead of waiting until nothing runs there.
+        #[arg(long)]
+        detach: bool,
+        /// Give up waiting after this long (`90s`, `10m`, `1h`) [default: 1h].
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        deadline: std::time::Duration,
     },
     /// End a drain.
     Undrain {
@@ -241,6 +263,10 @@ pub enum NodeCommand {
     Remove {
         /// The node's id.
         id: String,
+        /// Remove it even though it is still alive (it may rejoin; its tasks
+        /// keep running beside their replacements until it stops).
+        #[arg(long)]
+        force: bool,
     },
 }
 

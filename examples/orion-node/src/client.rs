@@ -232,7 +232,11 @@ pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
             }
             t.print();
         }
-        NodeCommand::Drain { id } => {
+        NodeCommand::Drain {
+            id,
+            detach,
+            deadline,
+        } => {
             send(
                 http.post(format!("{base}/v1/nodes/{id}/drain")),
                 "node drain",
@@ -240,6 +244,10 @@ pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
             )
             .await?;
             say!("node {id} draining");
+            if !detach {
+                wait_drained(&http, &base, &id, deadline).await?;
+                say!("node {id} drained: nothing runs there");
+            }
         }
         NodeCommand::Undrain { id } => {
             send(
@@ -250,9 +258,9 @@ pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
             .await?;
             say!("node {id} no longer draining");
         }
-        NodeCommand::Remove { id } => {
+        NodeCommand::Remove { id, force } => {
             send(
-                http.delete(format!("{base}/v1/nodes/{id}")),
+                http.delete(format!("{base}/v1/nodes/{id}?force={force}")),
                 "node remove",
                 &base,
             )
@@ -261,6 +269,40 @@ pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Polls the node list until `id` has no live allocation, printing how many are
+/// left as that changes; an error after `deadline`.
+async fn wait_drained(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    deadline: std::time::Duration,
+) -> Result<()> {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut last = None;
+    loop {
+        let r = send(http.get(format!("{base}/v1/nodes")), "node drain", base).await?;
+        let nodes: Vec<NodeView> = r.json().await?;
+        let left = nodes
+            .iter()
+            .find(|n| n.node.info.id == id)
+            .map(|n| n.allocations)
+            .ok_or_else(|| anyhow::anyhow!("node drain: node {id:?} is gone"))?;
+        if left == 0 {
+            return Ok(());
+        }
+        if last != Some(left) {
+            say!("  {left} allocations left on {id}");
+            last = Some(left);
+        }
+        if tokio::time::Instant::now() >= until {
+            anyhow::bail!(
+                "node drain: {left} allocations still on {id} after {deadline:?} (it stays draining; run again to keep waiting)"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// Sends a request built for a base URL; when the node answers that another node

@@ -22,6 +22,10 @@ use clap::Parser;
 /// Runs the command; an error prints as one line (`error: …` with its causes),
 /// and its backtrace only with `--debug` while `RUST_BACKTRACE` is set.
 fn main() -> std::process::ExitCode {
+    // `COMPLETE=bash orion-node …`: the shell asking for completions (see
+    // `orion-node completions`); answers and exits.
+    clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command)
+        .complete();
     let cli = cli::Cli::parse();
     let debug = cli.debug;
     let rt = match tokio::runtime::Runtime::new() {
@@ -76,10 +80,32 @@ async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Node(cmd) => client::node(&cli.addr, cmd).await,
         cli::Command::Alloc(cmd) => client::alloc(&cli.addr, cmd).await,
         cli::Command::DemoWeb { port, dir } => demo::serve(port, dir).await,
-        cli::Command::Completions { shell } => {
-            let mut cmd = <cli::Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "orion-node", &mut std::io::stdout());
-            Ok(())
-        }
+        cli::Command::Completions { shell } => completions(shell),
     }
+}
+
+/// Prints the shell code that registers this binary's completions. They are
+/// dynamic (the shell asks the binary, `COMPLETE=<shell> orion-node …`), so they
+/// work past the first word and for the hyphenated name, where clap_complete's
+/// static scripts do not (clap-rs/clap#6421).
+fn completions(shell: cli::CompletionShell) -> Result<()> {
+    use clap_complete::env::{Bash, Elvish, EnvCompleter, Fish, Powershell, Zsh};
+    let completer: &dyn EnvCompleter = match shell {
+        cli::CompletionShell::Bash => &Bash,
+        cli::CompletionShell::Zsh => &Zsh,
+        cli::CompletionShell::Fish => &Fish,
+        cli::CompletionShell::Elvish => &Elvish,
+        cli::CompletionShell::Powershell => &Powershell,
+    };
+    let exe = std::env::current_exe()?;
+    let mut script = Vec::new();
+    completer.write_registration(
+        "COMPLETE",
+        "orion-node",
+        "orion-node",
+        &exe.to_string_lossy(),
+        &mut script,
+    )?;
+    out::raw(format_args!("{}", String::from_utf8_lossy(&script)), true);
+    Ok(())
 }

@@ -45,6 +45,9 @@ pub enum ClusterError {
     /// No such node.
     #[error("no node with id {0:?}")]
     NodeNotFound(String),
+    /// The node to remove is still alive.
+    #[error("node {0:?} is still alive: drain it (node drain {0}), stop its agent, then remove it (or remove it with force)")]
+    NodeAlive(String),
     /// The state machine refused the command; nothing changed.
     #[error("refused: {0}")]
     Refused(String),
@@ -401,7 +404,12 @@ impl Cluster {
 
     /// Removes a node: from the voter set first, then from cluster state (its live
     /// allocations become lost and are replaced elsewhere).
-    pub async fn remove_node(&self, node: &str) -> Result<(), ClusterError> {
+    ///
+    /// A node that gossip still sees alive is refused with
+    /// [`ClusterError::NodeAlive`] (it would rejoin, and its tasks would run on
+    /// beside their replacements) unless `force`: drain it, stop its agent, then
+    /// remove it.
+    pub async fn remove_node(&self, node: &str, force: bool) -> Result<(), ClusterError> {
         if !self
             .inner
             .store
@@ -409,6 +417,9 @@ impl Cluster {
             .read(|s| s.nodes.contains_key(node))
         {
             return Err(ClusterError::NodeNotFound(node.into()));
+        }
+        if !force && self.inner.membership.live().iter().any(|m| m.id == node) {
+            return Err(ClusterError::NodeAlive(node.into()));
         }
         match self.inner.store.remove_peer(&node.to_string()).await {
             Ok(()) | Err(StoreError::Unsupported(_)) => {}

@@ -96,6 +96,33 @@ impl Cluster {
         }
     }
 
+    /// Waits until no live allocation is left on `node` (after
+    /// [`drain`](Self::drain): its work has moved elsewhere or stopped).
+    pub async fn wait_drained(&self, node: &str, timeout: Duration) -> Result<(), ClusterError> {
+        let replica = self.inner.store.replica();
+        let mut applied = replica.subscribe_applied();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = replica.read(|s| {
+                s.nodes
+                    .contains_key(node)
+                    .then(|| s.allocs_on_node(node).filter(|a| a.is_live()).count())
+            });
+            match left {
+                None => return Err(ClusterError::NodeNotFound(node.into())),
+                Some(0) => return Ok(()),
+                Some(n) => match tokio::time::timeout_at(deadline, applied.changed()).await {
+                    Ok(Ok(())) => {}
+                    _ => {
+                        return Err(ClusterError::Timeout(format!(
+                            "node {node}: {n} allocations still on it after {timeout:?}"
+                        )))
+                    }
+                },
+            }
+        }
+    }
+
     /// The running allocations of `job`'s current version, and why others are
     /// not running (for a timeout's message).
     fn running_now(&self, job: &str) -> Result<(Vec<Allocation>, String), ClusterError> {

@@ -307,12 +307,23 @@ async fn drain_undrain_and_remove() {
         },
     )
     .await;
-    let out = cli(&addr, &["node", "drain", &worker]);
+    // `node drain` waits until nothing runs there, as Nomad's does.
+    let out = cli(&addr, &["node", "drain", &worker, "--deadline", "60s"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains(&format!("node {worker} drained")), "{said}");
+    let nodes = get_json(&format!("{addr}/v1/nodes")).await.unwrap();
+    let w = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == worker.as_str())
+        .unwrap();
+    assert_eq!(w["allocations"], 0, "drain returned with work left: {w}");
     wait_for(
         "nothing left on the drained worker",
         Duration::from_secs(60),
@@ -357,12 +368,26 @@ async fn drain_undrain_and_remove() {
     let gone = (0..3).find(|i| *i != leader).unwrap();
     let gone_id = c.nodes[gone].spec.id.clone();
     let via = c.nodes[leader].spec.addr();
+    // Alive, it is refused with the way to do it; stopped, it goes.
     let out = cli(&via, &["node", "remove", &gone_id]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "an alive node was removed");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains("is still alive: drain it") && err.contains("stop its agent"),
+        "{err}"
     );
+    c.nodes[gone].kill9();
+    wait_for(
+        "the stopped node's removal",
+        Duration::from_secs(20),
+        async || {
+            cli(&via, &["node", "remove", &gone_id])
+                .status
+                .success()
+                .then_some(())
+        },
+    )
+    .await;
     let status = get_json(&format!("{via}/v1/status/leader")).await.unwrap();
     let voters: Vec<&str> = status["voters"]
         .as_array()
@@ -372,7 +397,6 @@ async fn drain_undrain_and_remove() {
         .collect();
     assert_eq!(voters.len(), 2, "{status}");
     assert!(!voters.contains(&gone_id.as_str()));
-    c.nodes[gone].kill9();
     assert_eq!(
         submit(&via, &web_json("after-remove", 0)).await,
         Ok(1),

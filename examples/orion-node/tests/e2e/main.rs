@@ -7,6 +7,7 @@
 mod support;
 
 mod boxed;
+mod cli;
 mod cluster;
 mod dev;
 mod partition;

@@ -2,7 +2,7 @@
 //!
 //! | method & path | what |
 //! |---|---|
-//! | `POST /v1/jobs` | submit a job (JSON or YAML body); same name again = new version |
+//! | `POST /v1/jobs` (a JSON array or a YAML stream: many at once, all or none) | submit a job (JSON or YAML body); same name again = new version |
 //! | `GET /v1/jobs` | list jobs |
 //! | `GET /v1/jobs/{name}` | one job with its allocations |
 //! | `DELETE /v1/jobs/{name}[?purge=true]` | stop a job (and forget it) |
@@ -40,7 +40,7 @@ use serde_json::json;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::model::JobStatus;
-use crate::spec::{Format, JobSpec, SpecError};
+use crate::spec::{Format, SpecError};
 use crate::store::{Peer, StoreError};
 
 /// The API's routes over a cluster handle.
@@ -157,15 +157,26 @@ async fn submit(State(c): State<Cluster>, headers: HeaderMap, body: Bytes) -> Ap
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let parsed = if ctype.contains("yaml") {
-        JobSpec::parse_as(text, Format::Yaml)
-    } else if ctype.contains("json") {
-        JobSpec::parse_as(text, Format::Json)
+    let format = if ctype.contains("yaml") {
+        Format::Yaml
+    } else if ctype.contains("json") || text.trim_start().starts_with(['{', '[']) {
+        Format::Json
     } else {
-        JobSpec::parse(text)
+        Format::Yaml
     };
-    let spec = parsed.map_err(|e| ApiError(StatusCode::BAD_REQUEST, spec_body(&e)))?;
-    let done = c.submit(spec).await?;
+    let (mut specs, list) = crate::spec::parse_specs(text, format)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, spec_body(&e)))?;
+    if list {
+        // Many specs: one commit, all or none.
+        let done = c.submit_all(specs).await?;
+        let status = if done.iter().any(|d| d.changed) {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        return Ok((status, Json(done)).into_response());
+    }
+    let done = c.submit(specs.remove(0)).await?;
     let status = if done.changed {
         StatusCode::CREATED
     } else {

@@ -9,8 +9,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod compose;
 mod parse;
-pub use parse::{parse_json_strict, parse_yaml_documents, parse_yaml_value};
+pub use parse::{parse_json_strict, parse_specs, parse_yaml_documents, parse_yaml_value};
 
 /// The kinds of job Orion runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -303,7 +304,21 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    fn one(field: impl Into<String>, problem: impl Into<String>) -> Self {
+    /// The same problems with every field under `prefix` (`[2]`, `web.yaml`).
+    pub fn within(mut self, prefix: &str) -> SpecError {
+        for e in &mut self.errors {
+            e.field = if e.field.is_empty() {
+                prefix.to_string()
+            } else if e.field.starts_with('[') {
+                format!("{prefix}{}", e.field)
+            } else {
+                format!("{prefix}.{}", e.field)
+            };
+        }
+        self
+    }
+
+    pub(crate) fn one(field: impl Into<String>, problem: impl Into<String>) -> Self {
         SpecError {
             errors: vec![FieldError {
                 field: field.into(),
@@ -420,6 +435,11 @@ impl JobSpec {
             Format::Yaml => parse_yaml_value(text)
                 .map_err(|e| SpecError::one("", format!("malformed YAML: {e}")))?,
         };
+        Self::from_value(value)
+    }
+
+    /// Parses a spec from a JSON value (a document already read) and validates it.
+    pub fn from_value(value: serde_json::Value) -> Result<JobSpec, SpecError> {
         if !value.is_object() {
             return Err(SpecError::one("", "a job spec must be a mapping of fields"));
         }

@@ -373,3 +373,48 @@ async fn health_follows_the_runtime() {
     wait_for("healthy", || cluster.runtime_health().is_none()).await;
     cluster.shutdown().await;
 }
+
+/// Many specs in one body (a JSON array, a YAML stream) are written together in
+/// one commit, or, when any is invalid, none is.
+#[tokio::test]
+async fn many_specs_in_one_body_are_all_or_nothing() {
+    let (cluster, base, _) = node().await;
+    let good = |n: &str| {
+        format!(
+            r#"{{"name": "{n}", "task": {{"image": "x", "resources": {{"cpu": 0.1, "memory_mb": 16}}}}}}"#
+        )
+    };
+    let bad = format!(
+        r#"[{}, {{"name": "b", "task": {{"image": ""}}}}]"#,
+        good("a")
+    );
+    let (status, err) = post(&base, "application/json", &bad).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["errors"][0]["field"], "[1].task.image", "{err}");
+    assert_eq!(cluster.store().replica().read(|s| s.jobs.len()), 0);
+    let twice = format!("[{}, {}]", good("a"), good("a"));
+    let (status, err) = post(&base, "application/json", &twice).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("given twice"),
+        "{err}"
+    );
+
+    let index = cluster.store().replica().applied_index();
+    let (status, done) = post(
+        &base,
+        "application/json",
+        &format!("[{}, {}]", good("a"), good("b")),
+    )
+    .await;
+    assert_eq!(status, 201, "{done}");
+    assert_eq!(done[0]["name"], "a");
+    assert_eq!(done[1]["version"], 1);
+    let stream = "name: c\ntask: { image: x }\n---\nname: d\ntask: { image: y }\n";
+    let (status, done) = post(&base, "application/yaml", stream).await;
+    assert_eq!(status, 201, "{done}");
+    assert_eq!(done.as_array().map(Vec::len), Some(2));
+    assert_eq!(cluster.store().replica().read(|s| s.jobs.len()), 4);
+    assert!(cluster.store().replica().applied_index() > index);
+    cluster.shutdown().await;
+}

@@ -32,6 +32,14 @@ pub enum Command {
     Agent(Box<AgentArgs>),
     /// Run a local development cluster with the example job.
     Dev(DevArgs),
+    /// Apply many job specs at once: YAML streams, JSON arrays, directories of
+    /// them, Compose files; all are checked first, then written in one commit.
+    Apply {
+        /// A spec file, a directory of them, or `-` for standard input; repeat
+        /// for more.
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Submit, inspect and stop jobs.
     #[command(subcommand)]
     Job(JobCommand),

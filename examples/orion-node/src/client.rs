@@ -40,7 +40,11 @@ async fn api_error(what: &str, r: reqwest::Response) -> anyhow::Error {
     anyhow::anyhow!(msg)
 }
 
-async fn send(req: reqwest::RequestBuilder, what: &str, addr: &str) -> Result<reqwest::Response> {
+pub(crate) async fn send(
+    req: reqwest::RequestBuilder,
+    what: &str,
+    addr: &str,
+) -> Result<reqwest::Response> {
     let r = req
         .send()
         .await

@@ -8,6 +8,7 @@
 //! Everything of substance is in the library crates; this is clap, tracing setup,
 //! and signal → shutdown.
 
+mod apply;
 mod cli;
 mod client;
 mod config;
@@ -76,6 +77,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
     match cli.command {
         cli::Command::Agent(args) => node::run_agent(*args).await,
         cli::Command::Dev(args) => dev::run(args).await,
+        cli::Command::Apply { files } => apply::apply(&cli.addr, &files).await,
         cli::Command::Job(cmd) => client::job(&cli.addr, cmd).await,
         cli::Command::Node(cmd) => client::node(&cli.addr, cmd).await,
         cli::Command::Alloc(cmd) => client::alloc(&cli.addr, cmd).await,

@@ -285,6 +285,52 @@ impl Cluster {
         }
     }
 
+    /// Validates and submits several jobs as one commit: all are written or,
+    /// when any spec is invalid (or a name is given twice), none. Each answer is
+    /// as [`submit`](Self::submit)'s, in order.
+    pub async fn submit_all(&self, specs: Vec<JobSpec>) -> Result<Vec<Submitted>, ClusterError> {
+        let mut errors = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if let Err(e) = spec.validate() {
+                errors.extend(e.within(&format!("[{i}]")).errors);
+            }
+            if !names.insert(spec.name.as_str()) {
+                errors.push(crate::spec::FieldError {
+                    field: format!("[{i}].name"),
+                    problem: format!("job {:?} is given twice", spec.name),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(SpecError { errors }.into());
+        }
+        let commands = specs
+            .into_iter()
+            .map(|spec| Command::UpsertJob { spec })
+            .collect();
+        let responses = match self.propose(Command::Batch { commands }).await? {
+            Response::Batch { responses } => responses,
+            other => return Err(unexpected(other)),
+        };
+        responses
+            .into_iter()
+            .map(|r| match r {
+                Response::Job {
+                    name,
+                    version,
+                    changed,
+                } => Ok(Submitted {
+                    name,
+                    version,
+                    changed,
+                }),
+                Response::Refused { reason } => Err(ClusterError::Refused(reason)),
+                other => Err(unexpected(other)),
+            })
+            .collect()
+    }
+
     /// Stops a job's allocations; `purge` also forgets the job.
     pub async fn stop_job(&self, name: &str, purge: bool) -> Result<Submitted, ClusterError> {
         let cmd = Command::StopJob {

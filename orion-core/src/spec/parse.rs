@@ -47,6 +47,64 @@ fn yaml_options() -> serde_saphyr::Options {
     }
 }
 
+/// Parses one or many job specs: a JSON object or array of objects, or a YAML
+/// stream of documents (`---` between them; empty documents are skipped). Says
+/// too whether the text held a list (an array, or several documents). Every
+/// problem of every spec is reported, under `[i]` for the i-th when there are
+/// several; nothing is returned unless all are valid.
+///
+/// ```
+/// use orion_core::spec::{parse_specs, Format};
+/// let (specs, list) = parse_specs("name: a\ntask: {image: x}\n---\nname: b\ntask: {image: y}\n", Format::Yaml).unwrap();
+/// assert_eq!((specs.len(), list), (2, true));
+/// ```
+pub fn parse_specs(
+    text: &str,
+    format: super::Format,
+) -> Result<(Vec<super::JobSpec>, bool), super::SpecError> {
+    use super::{Format, JobSpec, SpecError};
+    let (values, list) = match format {
+        Format::Json => match parse_json_strict(text) {
+            Ok(Value::Array(items)) => (items, true),
+            Ok(v) => (vec![v], false),
+            Err(e) => return Err(SpecError::one("", format!("malformed JSON: {e}"))),
+        },
+        Format::Yaml => {
+            let docs = parse_yaml_documents(text)
+                .map_err(|e| SpecError::one("", format!("malformed YAML: {e}")))?;
+            let docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
+            let list = docs.len() > 1;
+            (docs, list)
+        }
+    };
+    if values.is_empty() {
+        return Err(SpecError::one("", "no job spec in the document"));
+    }
+    let mut specs = Vec::with_capacity(values.len());
+    let mut errors = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, v) in values.into_iter().enumerate() {
+        match JobSpec::from_value(v) {
+            Ok(spec) if !seen.insert(spec.name.clone()) => errors.push(super::FieldError {
+                field: if list {
+                    format!("[{i}].name")
+                } else {
+                    "name".into()
+                },
+                problem: format!("job {:?} is given twice", spec.name),
+            }),
+            Ok(spec) => specs.push(spec),
+            Err(e) if list => errors.extend(e.within(&format!("[{i}]")).errors),
+            Err(e) => errors.extend(e.errors),
+        }
+    }
+    if errors.is_empty() {
+        Ok((specs, list))
+    } else {
+        Err(SpecError { errors })
+    }
+}
+
 /// A JSON value whose objects may not repeat a key.
 struct Strict;
 
@@ -123,6 +181,25 @@ mod tests {
         let e = parse_json_strict(r#"{"b": {"c": 1, "c": 2}}"#).unwrap_err();
         assert!(e.to_string().contains(r#"duplicate key "c""#), "{e}");
         assert!(parse_json_strict(r#"{"a": 1} trailing"#).is_err());
+    }
+
+    #[test]
+    fn many_specs_parse_together_or_not_at_all() {
+        use crate::spec::Format;
+        let two =
+            r#"[{"name": "a", "task": {"image": "x"}}, {"name": "b", "task": {"image": "y"}}]"#;
+        let (specs, list) = parse_specs(two, Format::Json).unwrap();
+        assert_eq!((specs.len(), list), (2, true));
+        let (one, list) =
+            parse_specs(r#"{"name": "a", "task": {"image": "x"}}"#, Format::Json).unwrap();
+        assert_eq!((one.len(), list), (1, false));
+        let bad = "name: a\ntask: {image: x}\n---\nname: B_ad\ntask: {image: y, nope: 1}\n---\nname: a\ntask: {image: z}\n";
+        let e = parse_specs(bad, Format::Yaml).unwrap_err();
+        let fields: Vec<&str> = e.errors.iter().map(|f| f.field.as_str()).collect();
+        assert!(fields.contains(&"[1].task.nope"), "{e}");
+        assert!(fields.contains(&"[2].name"), "the duplicate: {e}");
+        assert!(parse_specs("", Format::Yaml).is_err());
+        assert!(parse_specs("[]", Format::Json).is_err());
     }
 
     #[test]

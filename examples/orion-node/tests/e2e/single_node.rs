@@ -405,3 +405,118 @@ async fn joining_a_dead_peer_fails_clearly() {
         "{err}"
     );
 }
+
+/// `apply -f`: a directory of specs (a YAML stream, a JSON array) with one bad
+/// file applies nothing and names the file and field; without it all are
+/// written in one go and run. A Compose file with five services converts (what
+/// Orion does not carry out is listed as warnings) and runs; a Compose version
+/// Orion does not read is refused, writing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_takes_many_specs_and_compose_files() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NodeSpec::new(&node_id("e2e-apply"), dir.path());
+    let _cleanup = Containers(vec![spec.id.clone()]);
+    let _node = Node::start_ready(&spec).await;
+    let addr = spec.addr();
+    let specs = dir.path().join("specs");
+    std::fs::create_dir(&specs).unwrap();
+    let web = |name: &str| {
+        let mut v = web_json(name, 1);
+        v["task"]["resources"]["memory_mb"] = 16.into();
+        v
+    };
+    let yaml = |v: &Value| serde_saphyr::to_string(v).unwrap();
+    std::fs::write(
+        specs.join("a.yaml"),
+        format!("{}---\n{}", yaml(&web("a1")), yaml(&web("a2"))),
+    )
+    .unwrap();
+    std::fs::write(
+        specs.join("b.json"),
+        serde_json::to_string(&[web("b1")]).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(specs.join("notes.txt"), "not a spec").unwrap();
+    let mut bad = web("c1");
+    bad["task"]["nope"] = 1.into();
+    std::fs::write(specs.join("c.yaml"), yaml(&bad)).unwrap();
+
+    let out = cli(&addr, &["apply", "-f", specs.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(err.contains("c.yaml: task.nope: unknown field"), "{err}");
+    assert!(err.contains("nothing applied: 1 problem"), "{err}");
+    let jobs = get_json(&format!("{addr}/v1/jobs?consistent=true"))
+        .await
+        .unwrap();
+    assert_eq!(jobs, Value::Array(vec![]), "nothing was written");
+
+    std::fs::remove_file(specs.join("c.yaml")).unwrap();
+    let out = cli(&addr, &["apply", "-f", specs.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["a1", "a2", "b1"] {
+        assert!(
+            said.contains(&format!("job {name} submitted: version 1")),
+            "{said}"
+        );
+    }
+
+    let stack = dir.path().join("docker-compose.yaml");
+    let mut services = String::new();
+    for name in ["front", "api", "auth", "cache", "jobs"] {
+        services.push_str(&format!(
+            "  {name}:\n    image: {}\n    command: httpd -f -p 80 -h /www\n    environment: [ROLE={name}]\n    ports: [\"80\"]\n    networks: [backend]\n    deploy:\n      replicas: 1\n      resources: {{ limits: {{ cpus: '0.1', memory: 16M }} }}\n      update_config: {{ parallelism: 1 }}\n",
+            orion_runtime::image::DEMO_IMAGE
+        ));
+    }
+    std::fs::write(
+        &stack,
+        format!("version: '3.8'\nservices:\n{services}networks:\n  backend: {{}}\n"),
+    )
+    .unwrap();
+    let out = cli(&addr, &["apply", "-f", stack.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: ") && err.contains("services.front.networks: not supported"),
+        "{err}"
+    );
+    assert!(err.contains("services.jobs.deploy.update_config"), "{err}");
+    for name in ["a1", "a2", "b1", "front", "api", "auth", "cache", "jobs"] {
+        wait_for(
+            &format!("{name} running"),
+            Duration::from_secs(60),
+            async || (running(&addr, name).await.len() == 1).then_some(()),
+        )
+        .await;
+    }
+    let env = running(&addr, "cache").await[0]["ports"][0]["host_port"].clone();
+    let page = get_text(&format!("http://127.0.0.1:{env}/cgi-bin/env"))
+        .await
+        .unwrap_or_default();
+    assert!(page.contains("ROLE=cache"), "{page}");
+
+    std::fs::write(&stack, "version: '2.1'\nservices: { late: { image: x } }\n").unwrap();
+    let out = cli(&addr, &["apply", "-f", stack.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        err.contains("Compose file format \"2.1\" is not supported"),
+        "{err}"
+    );
+    assert!(
+        get_json(&format!("{addr}/v1/jobs/late")).await.is_none(),
+        "nothing written"
+    );
+    for name in ["a1", "a2", "b1", "front", "api", "auth", "cache", "jobs"] {
+        assert!(cli(&addr, &["job", "stop", name]).status.success());
+    }
+}

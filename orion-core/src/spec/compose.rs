@@ -1,0 +1,413 @@
+//! Docker Compose files as Orion jobs: the subset `docker stack deploy` honours.
+//!
+//! Each service becomes a service job of its name. What maps:
+//!
+//! | Compose | Orion |
+//! |---|---|
+//! | `image` | `task.image` (required: Orion builds nothing) |
+//! | `entrypoint` + `command` (string or list) | `task.command` |
+//! | `environment` (map or `K=V` list) | `task.env` |
+//! | `ports` (`"8080:80"`, `"80"`, `"127.0.0.1:8080:80/udp"`, long form) | `task.ports` (named `<proto>-<target>`; a published port is fixed, else dynamic) |
+//! | `deploy.replicas` | `replicas` |
+//! | `deploy.resources.limits` (else `reservations`) `cpus`, `memory` | `task.resources` |
+//! | `deploy.placement.constraints` (`node.labels.K == V`, `!=`) | `constraints` on tags |
+//!
+//! Keys Orion does not carry out (yet) are listed in [`Compose::ignored`] with
+//! what they were, never dropped silently: `build`, `links`, `privileged`,
+//! `networks`, `depends_on`, …, and for now `deploy.update_config` (deployments),
+//! `healthcheck` (health checks), `volumes` and `secrets`, which later issues
+//! bring. A bad value names its place (`services.web.ports[1]`).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{Constraint, ConstraintOp, FieldError, JobSpec, PortSpec, Protocol, SpecError};
+
+/// A converted Compose file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Compose {
+    /// One service job per Compose service, in the order of the file.
+    pub specs: Vec<JobSpec>,
+    /// What was not carried over, each as `services.web.build: …`.
+    pub ignored: Vec<String>,
+}
+
+/// Whether a parsed YAML or JSON document is a Compose file (it has
+/// `services`, and is not itself a job spec).
+pub fn is_compose(doc: &Value) -> bool {
+    doc.get("services").is_some_and(Value::is_object) && doc.get("task").is_none()
+}
+
+/// Keys of a service that map, and those read but not carried out yet.
+const SERVICE_KEYS: &[&str] = &[
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "ports",
+    "deploy",
+];
+const LATER: &[(&str, &str)] = &[
+    (
+        "healthcheck",
+        "health checks come with the service lifecycle",
+    ),
+    ("volumes", "volumes are not supported yet"),
+    ("secrets", "secrets come with the security work"),
+];
+
+/// Converts a Compose document (already parsed) into jobs.
+pub fn from_compose(doc: &Value) -> Result<Compose, SpecError> {
+    let mut errors = Vec::new();
+    let mut ignored = Vec::new();
+    if let Some(v) = doc.get("version") {
+        let text = v
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string());
+        if !text.starts_with('3') {
+            return Err(SpecError::one(
+                "version",
+                format!("Compose file format {text:?} is not supported: use version 3 (or none), as docker stack deploy does"),
+            ));
+        }
+    }
+    for key in doc.as_object().into_iter().flat_map(|m| m.keys()) {
+        if !matches!(key.as_str(), "version" | "services" | "name") {
+            ignored.push(format!("{key}: top-level {key} are not supported"));
+        }
+    }
+    let services = doc["services"].as_object().cloned().unwrap_or_default();
+    let mut specs = Vec::new();
+    for (name, svc) in &services {
+        let at = format!("services.{name}");
+        match service(name, svc, &at, &mut ignored) {
+            Ok(spec) => match spec.validate() {
+                Ok(()) => specs.push(spec),
+                Err(e) => errors.extend(e.within(&at).errors),
+            },
+            Err(e) => errors.push(e),
+        }
+    }
+    if services.is_empty() {
+        errors.push(FieldError {
+            field: "services".into(),
+            problem: "no services".into(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(Compose { specs, ignored })
+    } else {
+        Err(SpecError { errors })
+    }
+}
+
+fn bad(field: String, problem: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        problem: problem.into(),
+    }
+}
+
+fn service(
+    name: &str,
+    svc: &Value,
+    at: &str,
+    ignored: &mut Vec<String>,
+) -> Result<JobSpec, FieldError> {
+    let map = svc
+        .as_object()
+        .ok_or_else(|| bad(at.into(), "a service must be a mapping"))?;
+    let image = match map.get("image").and_then(Value::as_str) {
+        Some(i) => i,
+        None if map.contains_key("build") => return Err(bad(
+            format!("{at}.image"),
+            "missing: Orion builds no images (build it, load it on the nodes, and name it here)",
+        )),
+        None => return Err(bad(format!("{at}.image"), "missing")),
+    };
+    let mut spec = JobSpec::service(name, image);
+    let mut command = words(map.get("entrypoint"), &format!("{at}.entrypoint"))?;
+    if !command.is_empty() {
+        ignored.push(format!(
+            "{at}.entrypoint: folded into the command (Orion sets the command only)"
+        ));
+    }
+    command.extend(words(map.get("command"), &format!("{at}.command"))?);
+    spec.task.command = command;
+    spec.task.env = environment(map.get("environment"), &format!("{at}.environment"))?;
+    if let Some(ports) = map.get("ports") {
+        let list = ports
+            .as_array()
+            .ok_or_else(|| bad(format!("{at}.ports"), "must be a list"))?;
+        for (i, p) in list.iter().enumerate() {
+            let port = port(p, &format!("{at}.ports[{i}]"))?;
+            if !spec.task.ports.iter().any(|q| q.name == port.name) {
+                spec.task.ports.push(port);
+            }
+        }
+    }
+    if let Some(deploy) = map.get("deploy") {
+        self::deploy(&mut spec, deploy, &format!("{at}.deploy"), ignored)?;
+    }
+    for (key, value) in map {
+        if SERVICE_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        let why = LATER
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("not supported", |(_, why)| why);
+        ignored.push(format!("{at}.{key}: {why} ({})", short(value)));
+    }
+    Ok(spec)
+}
+
+/// A value in a few characters, for a warning.
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// A command as a list of words: a list, or a string split on whitespace (as
+/// Compose does, without a shell).
+fn words(v: Option<&Value>, at: &str) -> Result<Vec<String>, FieldError> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(s.split_whitespace().map(String::from).collect()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| scalar(i).ok_or_else(|| bad(at.into(), "must be a list of strings")))
+            .collect(),
+        Some(_) => Err(bad(at.into(), "must be a string or a list")),
+    }
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn environment(v: Option<&Value>, at: &str) -> Result<BTreeMap<String, String>, FieldError> {
+    let mut env = BTreeMap::new();
+    match v {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                env.insert(k.clone(), scalar(v).unwrap_or_default());
+            }
+        }
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let s = item
+                    .as_str()
+                    .ok_or_else(|| bad(format!("{at}[{i}]"), "must be KEY=VALUE"))?;
+                let (k, v) = s.split_once('=').unwrap_or((s, ""));
+                env.insert(k.to_string(), v.to_string());
+            }
+        }
+        Some(_) => return Err(bad(at.into(), "must be a mapping or a list of KEY=VALUE")),
+    }
+    Ok(env)
+}
+
+/// `"80"`, `"8080:80"`, `"127.0.0.1:8080:80/udp"`, or `{target, published, protocol}`.
+fn port(v: &Value, at: &str) -> Result<PortSpec, FieldError> {
+    let (target, published, protocol) = match v {
+        Value::Object(m) => {
+            let target = m
+                .get("target")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| bad(format!("{at}.target"), "missing or not a port number"))?;
+            let published = match m.get("published") {
+                None | Some(Value::Null) => None,
+                Some(p) => Some(
+                    scalar(p)
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or_else(|| bad(format!("{at}.published"), "not a port number"))?,
+                ),
+            };
+            let protocol = m.get("protocol").and_then(Value::as_str).unwrap_or("tcp");
+            (target, published, protocol.to_string())
+        }
+        other => {
+            let text =
+                scalar(other).ok_or_else(|| bad(at.into(), "must be a string or a mapping"))?;
+            let (spec, protocol) = text.split_once('/').unwrap_or((&text, "tcp"));
+            let parts: Vec<&str> = spec.split(':').collect();
+            let num = |s: &str| {
+                s.parse::<u64>().map_err(|_| {
+                    bad(
+                        at.into(),
+                        format!("{text:?}: {s:?} is not a port (ranges are not supported)"),
+                    )
+                })
+            };
+            match parts.as_slice() {
+                [target] => (num(target)?, None, protocol.to_string()),
+                [published, target] | [_, published, target] => {
+                    let published = if published.is_empty() {
+                        None
+                    } else {
+                        Some(num(published)?)
+                    };
+                    (num(target)?, published, protocol.to_string())
+                }
+                _ => {
+                    return Err(bad(
+                        at.into(),
+                        format!("{text:?} is not [[ip:]published:]target"),
+                    ))
+                }
+            }
+        }
+    };
+    let protocol = match protocol.as_str() {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        other => return Err(bad(at.into(), format!("protocol {other:?}: tcp or udp"))),
+    };
+    let proto = if protocol == Protocol::Udp {
+        "udp"
+    } else {
+        "tcp"
+    };
+    Ok(PortSpec {
+        name: format!("{proto}-{target}"),
+        container_port: target as u32,
+        host_port: published.map(|p| p as u32),
+        protocol,
+    })
+}
+
+fn deploy(
+    spec: &mut JobSpec,
+    d: &Value,
+    at: &str,
+    ignored: &mut Vec<String>,
+) -> Result<(), FieldError> {
+    let map = d
+        .as_object()
+        .ok_or_else(|| bad(at.into(), "must be a mapping"))?;
+    for (key, v) in map {
+        match key.as_str() {
+            "replicas" => {
+                spec.replicas = v
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad(format!("{at}.replicas"), "not a count"))?;
+            }
+            "mode" => match v.as_str() {
+                Some("replicated") | None => {}
+                Some("global") => {
+                    return Err(bad(
+                        format!("{at}.mode"),
+                        "global (one per node) is not supported yet: use replicas",
+                    ))
+                }
+                Some(other) => {
+                    return Err(bad(format!("{at}.mode"), format!("unknown mode {other:?}")))
+                }
+            },
+            "resources" => resources(spec, v, &format!("{at}.resources"))?,
+            "placement" => {
+                for (pk, pv) in pv_map(v) {
+                    if pk == "constraints" {
+                        for (i, c) in pv.as_array().into_iter().flatten().enumerate() {
+                            let text = c.as_str().unwrap_or_default();
+                            match constraint(text) {
+                                Some(c) => spec.constraints.push(c),
+                                None => ignored.push(format!(
+                                    "{at}.placement.constraints[{i}]: {text:?} is not node.labels.KEY ==|!= VALUE"
+                                )),
+                            }
+                        }
+                    } else {
+                        ignored.push(format!(
+                            "{at}.placement.{pk}: not supported ({})",
+                            short(pv)
+                        ));
+                    }
+                }
+            }
+            "update_config" | "rollback_config" => ignored.push(format!(
+                "{at}.{key}: update strategies come with deployments ({})",
+                short(v)
+            )),
+            other => ignored.push(format!("{at}.{other}: not supported ({})", short(v))),
+        }
+    }
+    Ok(())
+}
+
+fn pv_map(v: &Value) -> Vec<(&String, &Value)> {
+    v.as_object()
+        .map(|m| m.iter().collect())
+        .unwrap_or_default()
+}
+
+fn resources(spec: &mut JobSpec, v: &Value, at: &str) -> Result<(), FieldError> {
+    let pick = |which: &str| v.get(which).filter(|x| x.is_object());
+    let Some(r) = pick("limits").or_else(|| pick("reservations")) else {
+        return Ok(());
+    };
+    if let Some(cpus) = r.get("cpus") {
+        spec.task.resources.cpu = scalar(cpus)
+            .and_then(|s| s.parse::<f64>().ok())
+            .ok_or_else(|| bad(format!("{at}.cpus"), "not a number of cores"))?;
+    }
+    if let Some(mem) = r.get("memory") {
+        let text = scalar(mem).unwrap_or_default();
+        spec.task.resources.memory_mb = memory_mb(&text).ok_or_else(|| {
+            bad(
+                format!("{at}.memory"),
+                format!("{text:?} is not a size (512M, 1G, 1048576)"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// `512M`, `1g`, `1.5G`, `100k`, `1048576` (bytes) → MiB.
+fn memory_mb(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
+    let n: f64 = num.trim().parse().ok()?;
+    let bytes = match unit {
+        "" => n,
+        "k" => n * 1024.0,
+        "m" => n * 1024.0 * 1024.0,
+        "g" => n * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((bytes / (1024.0 * 1024.0)).ceil() as u64)
+}
+
+/// `node.labels.disk == ssd` → tag `disk` equals `ssd`; `!=` → not equal.
+fn constraint(text: &str) -> Option<Constraint> {
+    let (key, op, value) = if let Some((k, v)) = text.split_once("==") {
+        (k, ConstraintOp::Eq, v)
+    } else {
+        let (k, v) = text.split_once("!=")?;
+        (k, ConstraintOp::Ne, v)
+    };
+    let key = key.trim().strip_prefix("node.labels.")?;
+    Some(Constraint {
+        key: key.to_string(),
+        op,
+        values: vec![value.trim().to_string()],
+    })
+}
+
+#[cfg(test)]
+mod tests;

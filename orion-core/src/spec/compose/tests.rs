@@ -1,0 +1,176 @@
+use super::*;
+use crate::spec::parse_yaml_value;
+
+/// A stack file as people write them (the voting-app shape: a cache, a
+/// database, two web front ends, a worker), with the keys Orion does not carry
+/// out yet.
+const STACK: &str = r#"
+version: "3.9"
+services:
+  redis:
+    image: redis:alpine
+    ports: ["6379"]
+    networks: [frontend]
+    deploy:
+      replicas: 1
+      update_config: { parallelism: 2, delay: 10s }
+      restart_policy: { condition: on-failure }
+  db:
+    image: postgres:15
+    environment:
+      POSTGRES_USER: postgres
+      POSTGRES_PASSWORD: postgres
+    volumes: ["db-data:/var/lib/postgresql/data"]
+    networks: [backend]
+    deploy:
+      placement:
+        constraints: [node.labels.disk == ssd]
+  vote:
+    image: example/vote:before
+    ports: ["5000:80", { target: 9000, published: 9100, protocol: udp }]
+    networks: [frontend]
+    depends_on: [redis]
+    deploy:
+      replicas: 2
+      resources: { limits: { cpus: "0.5", memory: 128M }, reservations: { cpus: "0.1" } }
+  result:
+    image: example/result:before
+    entrypoint: /app/start
+    command: --port 80
+    ports: ["127.0.0.1:5001:80"]
+    depends_on: [db]
+  worker:
+    image: example/worker
+    command: ["dotnet", "Worker.dll"]
+    environment: ["REDIS_HOST=redis", "DB_HOST=db"]
+    privileged: true
+    healthcheck: { test: ["CMD", "true"], interval: 10s }
+    deploy:
+      mode: replicated
+      replicas: 1
+      placement: { constraints: ["node.role == manager", "node.labels.zone != b"] }
+networks:
+  frontend:
+  backend:
+volumes:
+  db-data:
+"#;
+
+fn convert(text: &str) -> Result<Compose, SpecError> {
+    let doc = parse_yaml_value(text).unwrap();
+    assert!(is_compose(&doc));
+    from_compose(&doc)
+}
+
+#[test]
+fn a_real_world_stack_converts_and_lists_what_it_ignores() {
+    let c = convert(STACK).unwrap();
+    let mut names: Vec<&str> = c.specs.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["db", "redis", "result", "vote", "worker"]);
+    let by = |n: &str| c.specs.iter().find(|s| s.name == n).unwrap();
+
+    let redis = by("redis");
+    assert_eq!(redis.task.image, "redis:alpine");
+    assert_eq!(redis.task.ports[0].name, "tcp-6379");
+    assert_eq!(redis.task.ports[0].host_port, None, "unpublished: dynamic");
+
+    let db = by("db");
+    assert_eq!(db.task.env["POSTGRES_USER"], "postgres");
+    assert_eq!(db.constraints[0].key, "disk");
+    assert_eq!(db.constraints[0].op, ConstraintOp::Eq);
+    assert_eq!(db.constraints[0].values, ["ssd"]);
+
+    let vote = by("vote");
+    assert_eq!(vote.replicas, 2);
+    assert_eq!(vote.task.resources.cpu, 0.5, "limits win over reservations");
+    assert_eq!(vote.task.resources.memory_mb, 128);
+    assert_eq!(
+        (
+            vote.task.ports[0].container_port,
+            vote.task.ports[0].host_port
+        ),
+        (80, Some(5000))
+    );
+    assert_eq!(vote.task.ports[1].name, "udp-9000");
+    assert_eq!(vote.task.ports[1].protocol, Protocol::Udp);
+
+    let result = by("result");
+    assert_eq!(result.task.command, ["/app/start", "--port", "80"]);
+    assert_eq!(result.task.ports[0].host_port, Some(5001));
+
+    let worker = by("worker");
+    assert_eq!(worker.task.command, ["dotnet", "Worker.dll"]);
+    assert_eq!(worker.task.env["DB_HOST"], "db");
+    assert_eq!(
+        worker.constraints.len(),
+        1,
+        "node.role has no tag to map to"
+    );
+    assert_eq!(worker.constraints[0].op, ConstraintOp::Ne);
+
+    for expected in [
+        "networks: top-level networks are not supported",
+        "volumes: top-level volumes are not supported",
+        "services.redis.networks: not supported",
+        "services.redis.deploy.update_config: update strategies come with deployments",
+        "services.redis.deploy.restart_policy: not supported",
+        "services.db.volumes: volumes are not supported yet",
+        "services.vote.depends_on: not supported",
+        "services.result.entrypoint: folded into the command",
+        "services.worker.privileged: not supported",
+        "services.worker.healthcheck: health checks come with the service lifecycle",
+        "services.worker.deploy.placement.constraints[0]: \"node.role == manager\"",
+    ] {
+        assert!(
+            c.ignored.iter().any(|i| i.starts_with(expected)),
+            "{expected:?} not in {:#?}",
+            c.ignored
+        );
+    }
+}
+
+#[test]
+fn bad_compose_files_name_the_problem() {
+    let e = convert("version: '2.4'\nservices: { a: { image: x } }").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("version: Compose file format \"2.4\" is not supported"),
+        "{e}"
+    );
+    let e = convert("services: { web: { build: . } }").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("services.web.image: missing: Orion builds no images"),
+        "{e}"
+    );
+    let e = convert("services: { web: { image: x, ports: ['80-90:80'] } }").unwrap_err();
+    assert!(e.to_string().contains("services.web.ports[0]"), "{e}");
+    let e = convert(
+        "services: { web: { image: x, deploy: { resources: { limits: { memory: lots } } } } }",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("services.web.deploy.resources.memory"),
+        "{e}"
+    );
+    let e = convert("services: { Web_1: { image: x } }").unwrap_err();
+    assert!(e.to_string().contains("services.Web_1.name"), "{e}");
+    let e = convert("services: { web: { image: x, deploy: { mode: global } } }").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("global (one per node) is not supported yet"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sizes_read_as_compose_writes_them() {
+    assert_eq!(memory_mb("512M"), Some(512));
+    assert_eq!(memory_mb("1g"), Some(1024));
+    assert_eq!(memory_mb("1.5G"), Some(1536));
+    assert_eq!(memory_mb("1048576"), Some(1));
+    assert_eq!(memory_mb("64mb"), Some(64));
+    assert_eq!(memory_mb("lots"), None);
+}

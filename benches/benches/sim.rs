@@ -38,6 +38,7 @@ fn node(i: usize) -> NodeInfo {
         tags: Default::default(),
         host_ip: format!("10.1.{}.{}", i / 250, i % 250),
         port_range: (20000, 32767),
+        host_volumes: Vec::new(),
     }
 }
 

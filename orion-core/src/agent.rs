@@ -33,7 +33,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::command::{AllocUpdate, Command};
-use crate::model::{AllocId, AllocState, Allocation, DesiredState, NodeId, NodeStatus};
+use crate::model::{
+    AllocId, AllocState, Allocation, DesiredState, NodeId, NodeStatus, VolumeState,
+};
 use crate::runtime::{ContainerInfo, ContainerState, Owner, Runtime, RuntimeError, TaskLaunch};
 use crate::spec::{JobKind, TaskSpec};
 use crate::state::Change;
@@ -144,6 +146,8 @@ impl Agent {
             Change::Alloc { node, .. } => node.as_ref() == Some(&self.node_id),
             Change::Node { id } => *id == self.node_id,
             Change::Job { .. } => false,
+            // Rare, and which node a removed volume was on is no longer known.
+            Change::Volume { .. } => true,
         }
     }
 
@@ -257,6 +261,31 @@ impl Agent {
         }
         self.backoff.retain(|id, _| seen.contains(id));
         self.report(updates).await;
+        self.remove_deleted_volumes().await;
+    }
+
+    /// Removes the data of this node's volumes marked deleting, then tells the
+    /// store to forget them.
+    async fn remove_deleted_volumes(&self) {
+        let deleting: Vec<String> = self.store.replica().read(|s| {
+            s.volumes
+                .values()
+                .filter(|v| v.node == self.node_id && v.state == VolumeState::Deleting)
+                .map(|v| v.name.clone())
+                .collect()
+        });
+        for name in deleting {
+            let docker_name = crate::runtime::volume_name(&self.node_id, &name);
+            match self.runtime.remove_volume(&docker_name).await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => {
+                    info!(node_id = %self.node_id, volume = %name, "volume removed");
+                    self.propose(Command::ForgetVolume { name }).await;
+                }
+                Err(e) => {
+                    warn!(node_id = %self.node_id, volume = %name, error = %e, "could not remove volume")
+                }
+            }
+        }
     }
 
     /// Creates and starts the container of an allocation that has none.

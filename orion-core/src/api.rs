@@ -10,6 +10,7 @@
 //! | `POST /v1/nodes/{id}/drain`, `/undrain` | start or end a drain |
 //! | `DELETE /v1/nodes/{id}` | remove a node |
 //! | `DELETE /v1/nodes/{id}[?force=true]` | remove a node; one still alive is refused (409) unless forced |
+//! | `GET /v1/volumes`, `POST /v1/volumes` `{name, node}`, `DELETE /v1/volumes/{name}` | named volumes (a task mounting one runs on its node) |
 //! | `POST /v1/cluster/peers` | add a node to the replication group (join) |
 //! | `GET /v1/allocations[?job=NAME]` | allocations |
 //! | `GET /v1/allocations/{id}` | one allocation |
@@ -53,6 +54,8 @@ pub fn router(cluster: Cluster) -> Router {
         .route("/v1/nodes/{id}/drain", post(drain))
         .route("/v1/nodes/{id}/undrain", post(undrain))
         .route("/v1/cluster/peers", post(add_peer))
+        .route("/v1/volumes", get(list_volumes).post(create_volume))
+        .route("/v1/volumes/{name}", axum::routing::delete(delete_volume))
         .route("/v1/allocations", get(list_allocations))
         .route("/v1/allocations/{id}", get(get_allocation))
         .route("/v1/allocations/{id}/logs", get(alloc_logs))
@@ -119,7 +122,9 @@ impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
         let status = match &e {
             ClusterError::Spec(_) | ClusterError::Config { .. } => StatusCode::BAD_REQUEST,
-            ClusterError::JobNotFound(_) | ClusterError::NodeNotFound(_) => StatusCode::NOT_FOUND,
+            ClusterError::JobNotFound(_)
+            | ClusterError::NodeNotFound(_)
+            | ClusterError::VolumeNotFound(_) => StatusCode::NOT_FOUND,
             ClusterError::Refused(_) | ClusterError::NodeAlive(_) => StatusCode::CONFLICT,
             ClusterError::Store(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::Store(StoreError::Membership(_)) => StatusCode::CONFLICT,
@@ -294,6 +299,42 @@ async fn remove_node(
 ) -> ApiResult<Response> {
     c.remove_node(&id, p.force).await?;
     Ok(Json(json!({ "node": id, "removed": true })).into_response())
+}
+
+/// `POST /v1/volumes` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewVolume {
+    name: String,
+    #[serde(default)]
+    node: Option<String>,
+}
+
+async fn list_volumes(
+    State(c): State<Cluster>,
+    Query(p): Query<ReadParams>,
+) -> ApiResult<Response> {
+    let h = consistency(&c, &p).await?;
+    Ok((h, Json(c.volumes())).into_response())
+}
+
+async fn create_volume(State(c): State<Cluster>, body: Bytes) -> ApiResult<Response> {
+    let text = std::str::from_utf8(&body).unwrap_or_default();
+    let v: NewVolume = crate::spec::parse_json_strict(text)
+        .and_then(serde_json::from_value)
+        .map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": format!("volume: {e}") }),
+            )
+        })?;
+    let volume = c.create_volume(&v.name, v.node.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(volume)).into_response())
+}
+
+async fn delete_volume(State(c): State<Cluster>, Path(name): Path<String>) -> ApiResult<Response> {
+    c.delete_volume(&name).await?;
+    Ok(Json(json!({ "volume": name, "state": "deleting" })).into_response())
 }
 
 async fn add_peer(State(c): State<Cluster>, Json(peer): Json<Peer>) -> ApiResult<Response> {

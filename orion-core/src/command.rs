@@ -65,6 +65,24 @@ pub enum Command {
         /// One entry per allocation that changed.
         updates: Vec<AllocUpdate>,
     },
+    /// Creates a named volume on a node (the same again is a no-op).
+    CreateVolume {
+        /// Its name.
+        name: String,
+        /// The node its data lives on.
+        node: NodeId,
+    },
+    /// Deletes a named volume no live allocation mounts: it is marked deleting
+    /// until its node has removed the data.
+    DeleteVolume {
+        /// Its name.
+        name: String,
+    },
+    /// The volume's node removed its data: forget the volume.
+    ForgetVolume {
+        /// Its name.
+        name: String,
+    },
     /// Several commands committed as one log entry and applied in order (group
     /// commit: see [`crate::batching::BatchingStore`]).
     Batch {

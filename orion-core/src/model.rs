@@ -105,6 +105,54 @@ pub struct NodeInfo {
     pub host_ip: String,
     /// Inclusive range dynamic host ports come from.
     pub port_range: (u16, u16),
+    /// Host paths (and everything under them) that tasks may mount; none by
+    /// default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_volumes: Vec<String>,
+}
+
+impl NodeInfo {
+    /// Whether tasks here may mount host path `path`: it is one of the allowed
+    /// paths or under one.
+    pub fn allows_host_path(&self, path: &str) -> bool {
+        self.host_volumes.iter().any(|allowed| {
+            let allowed = allowed.trim_end_matches('/');
+            path == allowed || path.starts_with(&format!("{allowed}/")) || allowed.is_empty()
+        })
+    }
+}
+
+/// A named volume: data that lives on one node and outlives the tasks that
+/// mount it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Its name (DNS-safe).
+    pub name: String,
+    /// The node its data is on; tasks that mount it run there.
+    pub node: NodeId,
+    /// `ready`, or `deleting` until its node has removed the data.
+    pub state: VolumeState,
+    /// Store index that created it.
+    pub create_index: u64,
+}
+
+/// Whether a volume may be mounted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeState {
+    /// It can be mounted.
+    Ready,
+    /// Deleted; its node removes the data, then forgets it.
+    Deleting,
+}
+
+impl fmt::Display for VolumeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VolumeState::Ready => "ready",
+            VolumeState::Deleting => "deleting",
+        })
+    }
 }
 
 /// A node as the cluster knows it.

@@ -167,6 +167,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a runtime call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RuntimeError {
     /// The engine does not answer; retry later, and report the node unhealthy.
     #[error("runtime unavailable: {0}")]
@@ -182,6 +183,9 @@ pub enum RuntimeError {
     /// No such container.
     #[error("no container {0}")]
     NotFound(String),
+    /// This runtime cannot do that.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// The engine refused or failed an operation.
     #[error("{op} failed: {source}")]
     Engine {
@@ -251,4 +255,20 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Runs a command inside the running container and collects its output.
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, RuntimeError>;
+
+    /// Removes a named volume's data on this host (see [`volume_name`]); one
+    /// already gone is done. Runtimes without volumes answer
+    /// [`RuntimeError::Unsupported`].
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(format!(
+            "the {} runtime has no volumes (removing {name})",
+            self.name()
+        )))
+    }
+}
+
+/// The runtime's name for a cluster volume on a node: `orion-<node>-<volume>`,
+/// so nodes (or clusters) sharing one engine never share a volume by accident.
+pub fn volume_name(node: &str, volume: &str) -> String {
+    format!("orion-{node}-{volume}")
 }

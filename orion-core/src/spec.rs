@@ -166,6 +166,28 @@ pub struct TaskSpec {
     /// Named container ports; each gets a host port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortSpec>,
+    /// What is mounted into the task: named volumes (which pin the job to the
+    /// volume's node) and host paths the node allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// One mount of a task: a named volume (`name`) or a host path (`host_path`,
+/// only under the paths the node's config allows), at `target`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// A named volume of the cluster (`orion-node volume create`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// An absolute path on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
+    /// Where it appears in the container (absolute).
+    pub target: String,
+    /// Mounted read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// CPU, memory and disk: what a task asks for, or what a node has.
@@ -357,6 +379,7 @@ impl JobSpec {
                 env: BTreeMap::new(),
                 resources: Resources::default(),
                 ports: Vec::new(),
+                volumes: Vec::new(),
             },
             node_selectors: BTreeMap::new(),
             constraints: Vec::new(),
@@ -368,6 +391,17 @@ impl JobSpec {
     /// Sets the replica count.
     pub fn replicas(mut self, n: u32) -> Self {
         self.replicas = n;
+        self
+    }
+
+    /// Mounts named volume `name` at `target`.
+    pub fn volume(mut self, name: impl Into<String>, target: impl Into<String>) -> Self {
+        self.task.volumes.push(VolumeMount {
+            name: Some(name.into()),
+            host_path: None,
+            target: target.into(),
+            read_only: false,
+        });
         self
     }
 
@@ -537,6 +571,37 @@ impl JobSpec {
                         format!("host port {h} is used twice"),
                     );
                 }
+            }
+        }
+        let mut targets = BTreeSet::new();
+        for (i, v) in t.volumes.iter().enumerate() {
+            let at = format!("task.volumes[{i}]");
+            match (&v.name, &v.host_path) {
+                (Some(name), None) => {
+                    if let Err(p) = check_dns_label(name) {
+                        err(format!("{at}.name"), p);
+                    }
+                }
+                (None, Some(path)) => {
+                    if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+                        err(
+                            format!("{at}.host_path"),
+                            format!("{path:?} must be an absolute path without `..`"),
+                        );
+                    }
+                }
+                _ => err(at.clone(), "give exactly one of name and host_path".into()),
+            }
+            if !v.target.starts_with('/') || v.target == "/" {
+                err(
+                    format!("{at}.target"),
+                    format!("{:?} must be an absolute path other than /", v.target),
+                );
+            } else if !targets.insert(v.target.as_str()) {
+                err(
+                    format!("{at}.target"),
+                    format!("{:?} is mounted twice", v.target),
+                );
             }
         }
         for (k, _) in self.node_selectors.iter().filter(|(k, _)| k.is_empty()) {

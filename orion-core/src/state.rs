@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{AllocUpdate, Command, Placement, Plan, Response, SlotRef, Unplaced};
 use crate::model::{
     AllocId, AllocState, Allocation, DesiredState, Job, JobStatus, Node, NodeId, NodeInfo,
-    NodeStatus,
+    NodeStatus, Volume, VolumeState,
 };
 use crate::spec::{JobSpec, Protocol, Resources};
 
@@ -61,6 +61,11 @@ pub enum Change {
         /// Its id.
         id: NodeId,
     },
+    /// A volume was written or removed.
+    Volume {
+        /// Its name.
+        name: String,
+    },
     /// An allocation was written or removed.
     Alloc {
         /// Its id.
@@ -81,6 +86,9 @@ pub struct ClusterState {
     pub jobs: BTreeMap<String, Job>,
     /// Nodes by id.
     pub nodes: BTreeMap<NodeId, Node>,
+    /// Named volumes by name.
+    #[serde(default)]
+    pub volumes: BTreeMap<String, Volume>,
     /// Allocations by id, with the indexes derived from them; read-only from
     /// outside: only commands change them.
     pub allocs: AllocTable,
@@ -162,6 +170,16 @@ impl ClusterState {
             Command::RemoveNode { id } => self.remove_node(index, id, &mut changes),
             Command::ApplyPlan { plan } => self.apply_plan(index, plan, &mut changes),
             Command::UpdateAllocs { updates } => self.update_allocs(index, updates, &mut changes),
+            Command::CreateVolume { name, node } => {
+                self.create_volume(index, name, node, &mut changes)
+            }
+            Command::DeleteVolume { name } => self.delete_volume(name, &mut changes),
+            Command::ForgetVolume { name } => {
+                if self.volumes.remove(name).is_some() {
+                    changes.push(Change::Volume { name: name.clone() });
+                }
+                Response::Done
+            }
             Command::Batch { commands } => {
                 let mut responses = Vec::with_capacity(commands.len());
                 for c in commands {
@@ -260,6 +278,77 @@ impl ClusterState {
             version,
             changed: true,
         }
+    }
+
+    fn create_volume(
+        &mut self,
+        index: u64,
+        name: &str,
+        node: &str,
+        changes: &mut Vec<Change>,
+    ) -> Response {
+        if let Some(v) = self.volumes.get(name) {
+            return match (v.node == node, v.state) {
+                (true, VolumeState::Ready) => Response::Done,
+                (true, VolumeState::Deleting) => Response::Refused {
+                    reason: format!(
+                        "volume {name:?} is being deleted; create it again once it is gone"
+                    ),
+                },
+                (false, _) => Response::Refused {
+                    reason: format!("volume {name:?} already exists on node {}", v.node),
+                },
+            };
+        }
+        if !self.nodes.contains_key(node) {
+            return unknown_node(node);
+        }
+        self.volumes.insert(
+            name.to_string(),
+            Volume {
+                name: name.to_string(),
+                node: node.to_string(),
+                state: VolumeState::Ready,
+                create_index: index,
+            },
+        );
+        changes.push(Change::Volume { name: name.into() });
+        Response::Done
+    }
+
+    fn delete_volume(&mut self, name: &str, changes: &mut Vec<Change>) -> Response {
+        if !self.volumes.contains_key(name) {
+            return Response::Refused {
+                reason: format!("no volume named {name:?}"),
+            };
+        }
+        let users: Vec<&str> = self
+            .jobs
+            .values()
+            .filter(|j| j.status == JobStatus::Running)
+            .filter(|j| {
+                j.spec
+                    .task
+                    .volumes
+                    .iter()
+                    .any(|m| m.name.as_deref() == Some(name))
+            })
+            .map(|j| j.spec.name.as_str())
+            .collect();
+        if !users.is_empty() {
+            return Response::Refused {
+                reason: format!(
+                    "volume {name:?} is mounted by job {}: stop it first",
+                    users.join(", ")
+                ),
+            };
+        }
+        let v = self.volumes.get_mut(name).expect("checked");
+        if v.state != VolumeState::Deleting {
+            v.state = VolumeState::Deleting;
+            changes.push(Change::Volume { name: name.into() });
+        }
+        Response::Done
     }
 
     fn register_node(

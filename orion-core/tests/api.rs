@@ -225,6 +225,33 @@ async fn bad_input_is_refused_with_the_field_and_writes_nothing() {
             "out of range",
         ),
         (
+            "application/yaml",
+            &WEB.replace(
+                "env:",
+                "volumes: [{ name: Bad_Name, target: /data }]\n  env:",
+            ),
+            "task.volumes[0].name",
+            "not DNS-safe",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace(
+                "env:",
+                "volumes: [{ name: a, host_path: /srv, target: /data }]\n  env:",
+            ),
+            "task.volumes[0]",
+            "exactly one of name and host_path",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace(
+                "env:",
+                "volumes: [{ host_path: ../etc, target: data }]\n  env:",
+            ),
+            "task.volumes[0].host_path",
+            "absolute path",
+        ),
+        (
             "application/json",
             r#"{"name": "web", "name": "api", "task": {"image": "x"}}"#,
             "",

@@ -217,7 +217,7 @@ async fn waiting_and_watching_are_in_the_library() {
         match change {
             Change::Job { name } => assert_eq!(name, "web"),
             Change::Alloc { job, .. } => assert_eq!(job, "web"),
-            Change::Node { .. } => panic!("a node change in a job's stream: {batch:?}"),
+            other => panic!("a change of another kind in a job's stream: {other:?}"),
         }
     }
 
@@ -287,4 +287,52 @@ async fn dropping_the_last_handle_stops_the_node() {
 
 fn tracing_like(e: &NodeError) {
     eprintln!("not yet: {e}");
+}
+
+/// Two nodes in one process (real store and gossip): a job using a named volume
+/// is placed on the volume's node only, whichever node it is submitted through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_a_volume_runs_on_the_volumes_node_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &str, join: Option<String>| {
+        Node::builder()
+            .node_id(name)
+            .data_dir(dir.path().join(name))
+            .loopback_ports()
+            .loops(orion_core::testing::fast_loops())
+            .join(join)
+            .runtime(FakeRuntime::new())
+            .start()
+    };
+    let n1 = start("n1", None).await.unwrap();
+    n1.ready(Duration::from_secs(10)).await.unwrap();
+    let n2 = start("n2", n1.http_addr().map(|a| a.to_string()))
+        .await
+        .unwrap();
+    n2.ready(Duration::from_secs(30)).await.unwrap();
+    let v = n1.create_volume("data", Some("n2")).await.unwrap();
+    assert_eq!(v.node, "n2");
+    let err = n1.create_volume("data", Some("n1")).await.unwrap_err();
+    assert!(
+        err.to_string().contains("already exists on node n2"),
+        "{err}"
+    );
+    n1.submit(
+        JobSpec::service("db", "img")
+            .replicas(3)
+            .resources(0.1, 16)
+            .volume("data", "/data"),
+    )
+    .await
+    .unwrap();
+    let running = n1
+        .wait_running("db", 3, Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert!(
+        running.iter().all(|a| a.node.as_deref() == Some("n2")),
+        "{running:?}"
+    );
+    n2.shutdown().await;
+    n1.shutdown().await;
 }

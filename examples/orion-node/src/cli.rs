@@ -46,6 +46,9 @@ pub enum Command {
     /// Inspect and manage nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Named volumes: data on one node that outlives its tasks.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Reach an allocation's task: logs, exec, stats.
     #[command(subcommand)]
     Alloc(AllocCommand),
@@ -141,6 +144,10 @@ pub struct AgentArgs {
     /// non-voting. Read by the first node [default: 3].
     #[arg(long)]
     pub max_voters: Option<usize>,
+    /// A host path tasks may mount (and everything under it); repeat for more
+    /// [default: none].
+    #[arg(long = "host-volume")]
+    pub host_volumes: Vec<PathBuf>,
     /// Storage engine of the Raft log: redb or sled [default: redb].
     #[arg(long)]
     pub engine: Option<orion::Engine>,
@@ -239,6 +246,30 @@ pub enum AllocCommand {
     Stats {
         /// The allocation's id.
         id: String,
+    },
+}
+
+/// `orion-node volume …`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a named volume on a node (tasks that mount it run there).
+    Create {
+        /// Its name (DNS-safe).
+        name: String,
+        /// The node its data lives on [default: the node asked].
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// List volumes.
+    List {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a volume no running job mounts; its node removes the data.
+    Delete {
+        /// Its name.
+        name: String,
     },
 }
 

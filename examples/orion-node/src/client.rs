@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use orion_core::{Allocation, JobView, NodeView};
 use serde_json::Value;
 
-use crate::cli::{AllocCommand, JobCommand, NodeCommand};
+use crate::cli::{AllocCommand, JobCommand, NodeCommand, VolumeCommand};
 use crate::out::{say, Table};
 
 /// `http://` added when the address has no scheme.
@@ -191,6 +191,52 @@ fn print_job(v: &JobView, all: bool) {
         ]);
     }
     t.print();
+}
+
+/// `orion-node volume …`.
+pub async fn volume(addr: &str, cmd: VolumeCommand) -> Result<()> {
+    let base = base_url(addr);
+    let http = reqwest::Client::new();
+    match cmd {
+        VolumeCommand::Create { name, node } => {
+            let body = serde_json::json!({ "name": name, "node": node });
+            let r = send(
+                http.post(format!("{base}/v1/volumes")).json(&body),
+                "volume create",
+                &base,
+            )
+            .await?;
+            let v: Value = r.json().await?;
+            say!(
+                "volume {name} on node {}",
+                v["node"].as_str().unwrap_or("?")
+            );
+        }
+        VolumeCommand::List { json } => {
+            let r = send(http.get(format!("{base}/v1/volumes")), "volume list", &base).await?;
+            let volumes: Vec<Value> = r.json().await?;
+            if json {
+                say!("{}", serde_json::to_string_pretty(&volumes)?);
+                return Ok(());
+            }
+            let mut t = Table::new(&["NAME", "NODE", "STATE"]);
+            for v in volumes {
+                let text = |k: &str| v[k].as_str().unwrap_or("").to_string();
+                t.row(vec![text("name"), text("node"), text("state")]);
+            }
+            t.print();
+        }
+        VolumeCommand::Delete { name } => {
+            send(
+                http.delete(format!("{base}/v1/volumes/{name}")),
+                "volume delete",
+                &base,
+            )
+            .await?;
+            say!("volume {name} deleting: its node removes the data");
+        }
+    }
+    Ok(())
 }
 
 /// `orion-node node …`.

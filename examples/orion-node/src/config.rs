@@ -27,6 +27,9 @@ pub fn node_config(args: &AgentArgs) -> Result<NodeConfig> {
     if !args.join.is_empty() {
         c.join = args.join.clone();
     }
+    if !args.host_volumes.is_empty() {
+        c.host_volumes = args.host_volumes.clone();
+    }
     for (k, v) in &args.tags {
         c.tags.insert(k.clone(), v.clone());
     }

@@ -97,6 +97,8 @@ pub struct NodeProfile {
     pub raft_addr: Option<String>,
     /// Gossip address.
     pub gossip_addr: Option<String>,
+    /// Host paths tasks may mount (and everything under them); none by default.
+    pub host_volumes: Vec<String>,
 }
 
 impl Default for NodeProfile {
@@ -114,6 +116,7 @@ impl Default for NodeProfile {
             advertise_http: None,
             raft_addr: None,
             gossip_addr: None,
+            host_volumes: Vec::new(),
         }
     }
 }
@@ -392,6 +395,7 @@ fn node_info(cfg: &NodeProfile, http: Option<SocketAddr>) -> NodeInfo {
         tags: cfg.tags.clone(),
         host_ip: cfg.host_ip.clone(),
         port_range: cfg.port_range,
+        host_volumes: cfg.host_volumes.clone(),
     }
 }
 

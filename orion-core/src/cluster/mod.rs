@@ -26,7 +26,7 @@ pub use builder::{ClusterBuilder, ClusterConfig, NodeProfile};
 pub use detect::{host_capacity, host_name};
 
 use crate::command::{Command, Response};
-use crate::model::{Allocation, Job, JobHealth, Node, NodeId, NodeInfo};
+use crate::model::{Allocation, Job, JobHealth, Node, NodeId, NodeInfo, Volume};
 use crate::replica::ChangeBatch;
 use crate::runtime::Runtime;
 use crate::spec::{JobSpec, Resources, SpecError};
@@ -45,6 +45,9 @@ pub enum ClusterError {
     /// No such node.
     #[error("no node with id {0:?}")]
     NodeNotFound(String),
+    /// No such volume.
+    #[error("no volume named {0:?}")]
+    VolumeNotFound(String),
     /// The node to remove is still alive.
     #[error("node {0:?} is still alive: drain it (node drain {0}), stop its agent, then remove it (or remove it with force)")]
     NodeAlive(String),
@@ -430,6 +433,52 @@ impl Cluster {
         BroadcastStream::new(self.inner.store.replica().subscribe_changes())
             .filter_map(|r| async move { r.ok().map(|b| (*b).clone()) })
             .boxed()
+    }
+
+    /// Creates named volume `name` on `node` (this node when `None`). Tasks
+    /// that mount it run on that node. Creating the same volume again is a no-op;
+    /// the name on another node is refused.
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        node: Option<&str>,
+    ) -> Result<Volume, ClusterError> {
+        crate::spec::check_dns_label(name)
+            .map_err(|p| SpecError::one("name", format!("volume name {name:?}: {p}")))?;
+        let node = node.unwrap_or(&self.inner.node.id).to_string();
+        self.propose(Command::CreateVolume {
+            name: name.into(),
+            node: node.clone(),
+        })
+        .await
+        .map_err(|e| node_error(e, &node))?;
+        self.inner
+            .store
+            .replica()
+            .read(|s| s.volumes.get(name).cloned())
+            .ok_or_else(|| ClusterError::Refused(format!("volume {name:?} vanished")))
+    }
+
+    /// Deletes named volume `name`: refused while a running job mounts it; its
+    /// node then removes the data.
+    pub async fn delete_volume(&self, name: &str) -> Result<(), ClusterError> {
+        match self
+            .propose(Command::DeleteVolume { name: name.into() })
+            .await
+        {
+            Err(ClusterError::Refused(r)) if r.starts_with("no volume") => {
+                Err(ClusterError::VolumeNotFound(name.into()))
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Every named volume, from this node's replica.
+    pub fn volumes(&self) -> Vec<Volume> {
+        self.inner
+            .store
+            .replica()
+            .read(|s| s.volumes.values().cloned().collect())
     }
 
     /// Starts or ends draining a node.

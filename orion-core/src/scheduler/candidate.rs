@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{Node, NodeStatus};
+use crate::model::{Node, NodeStatus, Volume, VolumeState};
 use crate::scheduler::explain::Reason;
 use crate::scheduler::index::Slot;
 use crate::scheduler::ports::PortMap;
@@ -275,6 +275,12 @@ pub struct Ask<'a> {
     /// Whether a node without tags can meet the constraints (none of them needs a
     /// tag present).
     pub untagged_fits: bool,
+    /// The node its named volumes are on; an error naming why no node will do
+    /// (a volume missing or being deleted, volumes on two nodes); none when it
+    /// mounts no named volume. Set by [`Ask::pin_volumes`].
+    pub volume_node: Option<Result<String, String>>,
+    /// Host paths it mounts.
+    pub host_paths: Vec<&'a str>,
 }
 
 impl<'a> Ask<'a> {
@@ -297,7 +303,42 @@ impl<'a> Ask<'a> {
             strategy: spec.strategy.unwrap_or(default_strategy),
             untagged_fits: constraints.iter().all(|k| k.matches(&BTreeMap::new())),
             constraints,
+            volume_node: None,
+            host_paths: spec
+                .task
+                .volumes
+                .iter()
+                .filter_map(|v| v.host_path.as_deref())
+                .collect(),
         }
+    }
+
+    /// Pins the ask to the node of its named volumes, as `volumes` has them.
+    pub fn pin_volumes(mut self, volumes: &BTreeMap<String, Volume>) -> Self {
+        let mut pin: Option<Result<String, String>> = None;
+        for name in self
+            .spec
+            .task
+            .volumes
+            .iter()
+            .filter_map(|v| v.name.as_deref())
+        {
+            let here = match volumes.get(name) {
+                None => Err(format!("volume {name} does not exist")),
+                Some(v) if v.state == VolumeState::Deleting => {
+                    Err(format!("volume {name} is being deleted"))
+                }
+                Some(v) => Ok(v.node.clone()),
+            };
+            pin = Some(match (pin, here) {
+                (None, here) => here,
+                (Some(Err(e)), _) | (Some(Ok(_)), Err(e)) => Err(e),
+                (Some(Ok(a)), Ok(b)) if a == b => Ok(a),
+                (Some(Ok(a)), Ok(b)) => Err(format!("volumes on two nodes ({a}, {b})")),
+            });
+        }
+        self.volume_node = pin;
+        self
     }
 
     /// What decides which nodes the ask fits on, as a key: two asks with the same
@@ -311,13 +352,15 @@ impl<'a> Ask<'a> {
             ""
         };
         format!(
-            "{:x}/{}/{}/{:?}/{:?}/{:?}/{job}",
+            "{:x}/{}/{}/{:?}/{:?}/{:?}/{:?}/{:?}/{job}",
             n.cpu.to_bits(),
             n.memory_mb,
             n.disk_mb,
             self.constraints,
             self.static_ports,
-            self.dynamic_ports
+            self.dynamic_ports,
+            self.volume_node,
+            self.host_paths,
         )
     }
 

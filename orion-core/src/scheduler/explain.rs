@@ -46,6 +46,10 @@ pub enum Reason {
     NoDynamicPort,
     /// A replica of the job is already there and the job asked for distinct hosts.
     DistinctHosts,
+    /// The job's named volumes are on another node (or on none).
+    VolumeNode,
+    /// The node does not allow the ask's host path at this position.
+    HostPath(u8),
 }
 
 impl Reason {
@@ -66,6 +70,15 @@ impl Reason {
             Reason::PortTaken(p) => format!("port {p} taken"),
             Reason::NoDynamicPort => "no free port in range".into(),
             Reason::DistinctHosts => "job already on node (distinct hosts)".into(),
+            Reason::VolumeNode => match &ask.volume_node {
+                Some(Ok(node)) => format!("volume on node {node}"),
+                Some(Err(why)) => why.clone(),
+                None => "volume".into(),
+            },
+            Reason::HostPath(i) => match ask.host_paths.get(*i as usize) {
+                Some(p) => format!("host path {p} not allowed"),
+                None => "host path not allowed".into(),
+            },
         }
     }
 
@@ -92,6 +105,8 @@ impl Reason {
             Reason::PortTaken(p) => (4, *p as u32),
             Reason::NoDynamicPort => (5, 0),
             Reason::DistinctHosts => (6, 0),
+            Reason::VolumeNode => (7, 0),
+            Reason::HostPath(i) => (8, *i as u32),
         }
     }
 }

@@ -284,7 +284,7 @@ impl FilterScoreScheduler {
         let spec = &state.jobs.get(job)?.spec;
         let view = PlanView::new(state, &[]);
         let c = &view.nodes[view.position(node)?];
-        let ask = Ask::new(spec, self.config.default_strategy);
+        let ask = Ask::new(spec, self.config.default_strategy).pin_volumes(&state.volumes);
         let rejection = self.reject(c, &ask).map(|r| match r.detail() {
             Some(d) => format!("{} ({d})", r.label(&ask)),
             None => r.label(&ask),
@@ -397,7 +397,8 @@ impl Scheduler for FilterScoreScheduler {
                     };
                     let name = job.spec.name.as_str();
                     let k = *by_name.entry(name).or_insert_with(|| {
-                        let ask = Ask::new(&job.spec, self.config.default_strategy);
+                        let ask = Ask::new(&job.spec, self.config.default_strategy)
+                            .pin_volumes(&state.volumes);
                         let shape = ask.feasibility_key();
                         let known = nowhere.get(&shape).cloned();
                         asks.push(JobAsk {

@@ -562,3 +562,54 @@ fn a_crowd_of_alike_unplaceable_jobs_is_explained_alike() {
         "1 node: insufficient memory (need 1048576 MB, free 4096)"
     );
 }
+
+/// A job mounting a named volume goes only to the volume's node; a missing
+/// volume or a host path no node allows leaves it pending, saying so.
+#[test]
+fn volumes_pin_jobs_to_their_node_and_host_paths_need_leave() {
+    let mut big = node("big", 16.0, 65_536);
+    big.host_volumes = vec!["/srv".into()];
+    let mut b = StateBuilder::new()
+        .node(big)
+        .node(node("small", 2.0, 2048))
+        .node(node("other", 2.0, 2048));
+    b.apply(Command::CreateVolume {
+        name: "data".into(),
+        node: "small".into(),
+    });
+    let s = b
+        .job(job("db", 2, 0.5, 256).volume("data", "/data"))
+        .build();
+    let out = run(&s, &slots("db", 1, 2));
+    assert_eq!(out.placements.len(), 2, "{:?}", out.unplaced);
+    assert!(
+        out.placements.iter().all(|p| p.node == "small"),
+        "binpack would choose big"
+    );
+
+    let s = StateBuilder::new()
+        .node(node("n1", 2.0, 2048))
+        .node(node("n2", 2.0, 2048))
+        .job(job("db", 1, 0.5, 256).volume("nope", "/data"))
+        .build();
+    let out = run(&s, &slots("db", 1, 1));
+    assert_eq!(
+        out.unplaced[0].reason,
+        "0/2 nodes: 2 volume nope does not exist"
+    );
+
+    let mut bind = job("logs", 1, 0.5, 256);
+    for (path, target) in [("/srv/logs", "/logs"), ("/etc", "/host-etc")] {
+        bind.task.volumes.push(crate::spec::VolumeMount {
+            name: None,
+            host_path: Some(path.into()),
+            target: target.into(),
+            read_only: true,
+        });
+    }
+    let mut big = node("big", 16.0, 65_536);
+    big.host_volumes = vec!["/srv".into(), "/etc/orion".into()];
+    let s = StateBuilder::new().node(big).job(bind).build();
+    let out = run(&s, &slots("logs", 1, 1));
+    assert_eq!(out.unplaced[0].reason, "1 node: host path /etc not allowed");
+}

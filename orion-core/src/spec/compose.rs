@@ -11,12 +11,12 @@
 //! | `deploy.replicas` | `replicas` |
 //! | `deploy.resources.limits` (else `reservations`) `cpus`, `memory` | `task.resources` |
 //! | `deploy.placement.constraints` (`node.labels.K == V`, `!=`) | `constraints` on tags |
+//! | `volumes` (`name:/target[:ro]`, `/host/path:/target`, long form) | `task.volumes` (a named volume must exist: `orion-node volume create`) |
 //!
 //! Keys Orion does not carry out (yet) are listed in [`Compose::ignored`] with
 //! what they were, never dropped silently: `build`, `links`, `privileged`,
 //! `networks`, `depends_on`, …, and for now `deploy.update_config` (deployments),
-//! `healthcheck` (health checks), `volumes` and `secrets`, which later issues
-//! bring. A bad value names its place (`services.web.ports[1]`).
+//! `healthcheck` (health checks) and `secrets`, which later issues bring. A bad value names its place (`services.web.ports[1]`).
 
 use std::collections::BTreeMap;
 
@@ -47,13 +47,13 @@ const SERVICE_KEYS: &[&str] = &[
     "environment",
     "ports",
     "deploy",
+    "volumes",
 ];
 const LATER: &[(&str, &str)] = &[
     (
         "healthcheck",
         "health checks come with the service lifecycle",
     ),
-    ("volumes", "volumes are not supported yet"),
     ("secrets", "secrets come with the security work"),
 ];
 
@@ -74,8 +74,12 @@ pub fn from_compose(doc: &Value) -> Result<Compose, SpecError> {
         }
     }
     for key in doc.as_object().into_iter().flat_map(|m| m.keys()) {
-        if !matches!(key.as_str(), "version" | "services" | "name") {
-            ignored.push(format!("{key}: top-level {key} are not supported"));
+        match key.as_str() {
+            "version" | "services" | "name" => {}
+            "volumes" => ignored.push(
+                "volumes: Orion does not create volumes: create each on its node with `orion-node volume create NAME --node NODE`".into(),
+            ),
+            _ => ignored.push(format!("{key}: top-level {key} are not supported")),
         }
     }
     let services = doc["services"].as_object().cloned().unwrap_or_default();
@@ -146,6 +150,16 @@ fn service(
             if !spec.task.ports.iter().any(|q| q.name == port.name) {
                 spec.task.ports.push(port);
             }
+        }
+    }
+    if let Some(volumes) = map.get("volumes") {
+        let list = volumes
+            .as_array()
+            .ok_or_else(|| bad(format!("{at}.volumes"), "must be a list"))?;
+        for (i, v) in list.iter().enumerate() {
+            spec.task
+                .volumes
+                .push(mount(v, &format!("{at}.volumes[{i}]"))?);
         }
     }
     if let Some(deploy) = map.get("deploy") {
@@ -286,6 +300,68 @@ fn port(v: &Value, at: &str) -> Result<PortSpec, FieldError> {
         container_port: target as u32,
         host_port: published.map(|p| p as u32),
         protocol,
+    })
+}
+
+/// `name:/target[:ro]`, `/host:/target[:ro]`, or `{type, source, target, read_only}`.
+fn mount(v: &Value, at: &str) -> Result<super::VolumeMount, FieldError> {
+    let (kind, source, target, read_only) = match v {
+        Value::String(text) => {
+            let parts: Vec<&str> = text.split(':').collect();
+            let (source, target, mode) = match parts.as_slice() {
+                [source, target] => (*source, *target, ""),
+                [source, target, mode] => (*source, *target, *mode),
+                _ => {
+                    return Err(bad(
+                        at.into(),
+                        format!("{text:?} is not SOURCE:TARGET[:ro] (an anonymous volume has no name to keep it by)"),
+                    ))
+                }
+            };
+            let kind = if source.starts_with(['/', '.', '~']) {
+                "bind"
+            } else {
+                "volume"
+            };
+            (
+                kind.to_string(),
+                source.to_string(),
+                target.to_string(),
+                mode.split(',').any(|m| m == "ro"),
+            )
+        }
+        Value::Object(m) => {
+            let text = |k: &str| {
+                m.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (
+                text("type"),
+                text("source"),
+                text("target"),
+                m.get("read_only").and_then(Value::as_bool).unwrap_or(false),
+            )
+        }
+        _ => return Err(bad(at.into(), "must be a string or a mapping")),
+    };
+    let (name, host_path) = match kind.as_str() {
+        "volume" => (Some(source), None),
+        "bind" if source.starts_with('/') => (None, Some(source)),
+        "bind" => {
+            return Err(bad(
+                at.into(),
+                format!("{source:?}: a host path must be absolute (Orion runs it on another host than this file)"),
+            ))
+        }
+        other => return Err(bad(at.into(), format!("type {other:?}: volume or bind"))),
+    };
+    Ok(super::VolumeMount {
+        name,
+        host_path,
+        target,
+        read_only,
     })
 }
 

@@ -217,3 +217,71 @@ fn purging_a_job_forgets_it_and_its_allocations() {
     });
     assert!(matches!(r, Response::Refused { .. }));
 }
+
+/// A volume lives on one node: created once (again is a no-op, elsewhere is
+/// refused), deleted only when no running job mounts it, then marked deleting
+/// until its node forgets it; snapshots keep volumes.
+#[test]
+fn volumes_are_created_refused_in_use_and_forgotten_by_their_node() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 2.0, 1024))
+        .node(node("n2", 2.0, 1024));
+    let create = |node: &str| Command::CreateVolume {
+        name: "data".into(),
+        node: node.into(),
+    };
+    assert_eq!(b.apply(create("n1")), Response::Done);
+    assert_eq!(b.apply(create("n1")), Response::Done, "the same again");
+    let r = b.apply(create("n2"));
+    assert!(
+        matches!(&r, Response::Refused { reason } if reason.contains("already exists on node n1")),
+        "{r:?}"
+    );
+    let r = b.apply(Command::CreateVolume {
+        name: "x".into(),
+        node: "ghost".into(),
+    });
+    assert!(matches!(r, Response::Refused { .. }));
+
+    b = b.job(job("db", 1, 0.5, 128).volume("data", "/var/lib/db"));
+    let r = b.apply(Command::DeleteVolume {
+        name: "data".into(),
+    });
+    assert!(
+        matches!(&r, Response::Refused { reason } if reason.contains("mounted by job db")),
+        "{r:?}"
+    );
+    b.apply(Command::StopJob {
+        name: "db".into(),
+        purge: false,
+    });
+    assert_eq!(
+        b.apply(Command::DeleteVolume {
+            name: "data".into()
+        }),
+        Response::Done
+    );
+    assert_eq!(
+        b.state().volumes["data"].state,
+        crate::model::VolumeState::Deleting
+    );
+    let r = b.apply(create("n1"));
+    assert!(
+        matches!(&r, Response::Refused { reason } if reason.contains("being deleted")),
+        "{r:?}"
+    );
+
+    let snap = ClusterState::from_snapshot(&b.state().to_snapshot()).unwrap();
+    assert_eq!(snap.volumes, b.state().volumes);
+    b.apply(Command::ForgetVolume {
+        name: "data".into(),
+    });
+    assert!(b.state().volumes.is_empty());
+    let r = b.apply(Command::DeleteVolume {
+        name: "data".into(),
+    });
+    assert!(
+        matches!(&r, Response::Refused { reason } if reason.starts_with("no volume")),
+        "{r:?}"
+    );
+}

@@ -26,6 +26,8 @@ pub enum RuntimeCall {
     Kill(String),
     /// `remove(container)`.
     Remove(String),
+    /// `remove_volume(name)`.
+    RemoveVolume(String),
 }
 
 #[derive(Debug, Default)]
@@ -245,5 +247,17 @@ impl Runtime for FakeRuntime {
             stdout: cmd.join(" "),
             stderr: String::new(),
         })
+    }
+
+    /// Records the call; volumes hold nothing here, so every removal succeeds.
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let mut inner = self.inner.lock();
+        if let Some(why) = &inner.unavailable {
+            return Err(RuntimeError::Unavailable(why.clone()));
+        }
+        inner
+            .calls
+            .push(RuntimeCall::RemoveVolume(name.to_string()));
+        Ok(())
     }
 }

@@ -283,6 +283,7 @@ mod tests {
             env: Default::default(),
             resources: Resources::default(),
             ports: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
-    ContainerStatsResponse, HostConfig, PortBinding as EnginePortBinding, PortMap, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerStatsResponse, HostConfig, Mount, MountType, MountVolumeOptions,
+    PortBinding as EnginePortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
 };
 use orion_core::runtime::{labels, ContainerInfo, ContainerState, Stats, TaskLaunch};
 use orion_core::{PortBinding, Protocol};
@@ -84,6 +84,41 @@ fn port_map(ports: &[PortBinding]) -> PortMap {
     map
 }
 
+/// The task's mounts: a cluster volume as the engine volume
+/// [`orion_core::runtime::volume_name`] (the engine creates it on first use,
+/// labelled as Orion's), a host path as a bind.
+fn mounts(launch: &TaskLaunch) -> Option<Vec<Mount>> {
+    let mounts: Vec<Mount> = launch
+        .task
+        .volumes
+        .iter()
+        .map(|v| match (&v.name, &v.host_path) {
+            (Some(name), _) => Mount {
+                typ: Some(MountType::VOLUME),
+                source: Some(orion_core::runtime::volume_name(&launch.node_id, name)),
+                target: Some(v.target.clone()),
+                read_only: Some(v.read_only),
+                volume_options: Some(MountVolumeOptions {
+                    labels: Some(HashMap::from([
+                        (labels::CLUSTER.to_string(), launch.cluster_id.clone()),
+                        (labels::NODE.to_string(), launch.node_id.clone()),
+                    ])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            (None, path) => Mount {
+                typ: Some(MountType::BIND),
+                source: path.clone(),
+                target: Some(v.target.clone()),
+                read_only: Some(v.read_only),
+                ..Default::default()
+            },
+        })
+        .collect();
+    (!mounts.is_empty()).then_some(mounts)
+}
+
 /// The container to create for an allocation.
 pub fn create_body(launch: &TaskLaunch, config: &DockerConfig) -> ContainerCreateBody {
     let task = &launch.task;
@@ -118,6 +153,7 @@ pub fn create_body(launch: &TaskLaunch, config: &DockerConfig) -> ContainerCreat
             // reaps zombies, so a task that is PID-1-unaware (busybox httpd, most
             // shells) stops on `stop` instead of waiting out the whole grace.
             init: Some(true),
+            mounts: mounts(launch),
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()
@@ -265,6 +301,7 @@ mod tests {
                     disk_mb: 0,
                 },
                 ports: Vec::new(),
+                volumes: Vec::new(),
             },
             ports: vec![
                 binding("http", 80, 8080, Protocol::Tcp, "127.0.0.1"),

@@ -147,4 +147,15 @@ impl Runtime for DockerRuntime {
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, RuntimeError> {
         self.run_exec(id, cmd).await
     }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let docker = self.client().await?;
+        match docker
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+        {
+            Err(e) if error::status(&e) == Some(404) => Err(RuntimeError::NotFound(name.into())),
+            other => other.map_err(|e| error::general("remove volume", e)),
+        }
+    }
 }

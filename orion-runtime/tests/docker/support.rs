@@ -119,6 +119,7 @@ pub fn task(argv: &[&str]) -> TaskSpec {
             disk_mb: 0,
         },
         ports: Vec::new(),
+        volumes: Vec::new(),
     }
 }
 

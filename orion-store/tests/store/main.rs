@@ -115,6 +115,7 @@ fn node_info(id: &str) -> NodeInfo {
         tags: Default::default(),
         host_ip: "127.0.0.1".into(),
         port_range: (20_000, 30_000),
+        host_volumes: Vec::new(),
     }
 }
 

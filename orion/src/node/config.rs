@@ -84,6 +84,9 @@ pub struct NodeConfig {
     /// need ranges of their own.
     #[serde(with = "port_range")]
     pub port_range: (u16, u16),
+    /// Host paths tasks may mount as volumes (and everything under them).
+    /// Default none: a task reaches no host file unless the operator says so.
+    pub host_volumes: Vec<PathBuf>,
     /// Storage engine of the Raft log. Default redb, chosen by measurement (see
     /// the README's storage-engine table).
     pub engine: Engine,
@@ -118,6 +121,7 @@ impl Default for NodeConfig {
             disk_mb: None,
             host_ip: IpAddr::from([127, 0, 0, 1]),
             port_range: (32000, 32767),
+            host_volumes: Vec::new(),
             engine: Engine::default(),
             max_voters: 3,
             cluster_name: "orion".into(),
@@ -190,6 +194,16 @@ impl NodeConfig {
             return bad(
                 "join",
                 format!("{j:?} is not a member's HTTP address (host:port)"),
+            );
+        }
+        if let Some(p) = self
+            .host_volumes
+            .iter()
+            .find(|p| !p.is_absolute() || p.components().any(|c| c.as_os_str() == ".."))
+        {
+            return bad(
+                "host_volumes",
+                format!("{} must be an absolute path without ..", p.display()),
             );
         }
         if self.cluster_name.trim().is_empty() {

@@ -195,6 +195,8 @@ impl NodeBuilder {
         max_voters: usize => |c, v| c.max_voters = v;
         /// Gossip cluster name ([`NodeConfig::cluster_name`]).
         cluster_name: impl Into<String> => |c, v| c.cluster_name = v.into();
+        /// Allows tasks to mount a host path and what is under it ([`NodeConfig::host_volumes`]).
+        host_volume: impl Into<PathBuf> => |c, v| c.host_volumes.push(v.into());
         /// Tuning of the node's loops ([`NodeConfig::loops`]).
         loops: ClusterConfig => |c, v| c.loops = v;
     }
@@ -278,6 +280,11 @@ impl NodeBuilder {
                 profile.advertise_http = Some(http_addr.clone());
                 profile.raft_addr = Some(raft_addr.to_string());
                 profile.gossip_addr = Some(gossip_addr.to_string());
+                profile.host_volumes = c
+                    .host_volumes
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect();
                 let started = Cluster::builder()
                     .node(profile)
                     .runtime_shared(runtime)

@@ -520,3 +520,142 @@ async fn apply_takes_many_specs_and_compose_files() {
         assert!(cli(&addr, &["job", "stop", name]).status.success());
     }
 }
+
+/// Named volumes on Docker: a task writes to one, is replaced by the job's next
+/// version, and the new task reads the file on the same node. A volume in use
+/// cannot be deleted; once deleted its engine volume is removed. A host path is
+/// mounted only under the node's `--host-volume`; another is explained as
+/// pending. A volume name that is not DNS-safe is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_volumes_keep_data_across_versions_and_host_paths_are_fenced() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("hello.txt"), "from the host\n").unwrap();
+    let mut spec = NodeSpec::new(&node_id("e2e-vol"), dir.path());
+    spec.extra = vec!["--host-volume".into(), shared.display().to_string()];
+    let _cleanup = Containers(vec![spec.id.clone()]);
+    let _node = Node::start_ready(&spec).await;
+    let addr = spec.addr();
+    let engine_volume = format!("orion-{}-data", spec.id);
+    let _volume_cleanup = RemoveVolume(engine_volume.clone());
+
+    let out = cli(&addr, &["volume", "create", "Bad_Name"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not DNS-safe"));
+    let out = cli(&addr, &["volume", "create", "data"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = String::from_utf8_lossy(&cli(&addr, &["volume", "list"]).stdout).to_string();
+    assert!(
+        list.contains("data") && list.contains(&spec.id) && list.contains("ready"),
+        "{list}"
+    );
+
+    let job = |version: &str, script: &str| {
+        let mut v = web_json("store", 1);
+        v["task"]["command"] = serde_json::json!(["sh", "-c", script]);
+        v["task"]["env"] = serde_json::json!({ "V": version });
+        v["task"]["volumes"] = serde_json::json!([
+            { "name": "data", "target": "/data" },
+            { "host_path": shared.display().to_string(), "target": "/shared", "read_only": true }
+        ]);
+        v
+    };
+    let serve = "exec httpd -f -p 80 -h /www";
+    submit(
+        &addr,
+        &job("1", &format!("echo v1-was-here > /data/note; {serve}")),
+    )
+    .await
+    .unwrap();
+    let first = wait_for("v1 running", Duration::from_secs(60), async || {
+        running(&addr, "store").await.pop()
+    })
+    .await;
+    submit(&addr, &job("2", serve)).await.unwrap();
+    let second = wait_for("v2 running", Duration::from_secs(60), async || {
+        running(&addr, "store")
+            .await
+            .into_iter()
+            .find(|a| a["job_version"] == 2)
+    })
+    .await;
+    assert_ne!(first["id"], second["id"], "the task was replaced");
+    let id = second["id"].as_str().unwrap();
+    let out = cli(&addr, &["alloc", "exec", id, "cat", "/data/note"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "v1-was-here\n",
+        "{out:?}"
+    );
+    let out = cli(&addr, &["alloc", "exec", id, "cat", "/shared/hello.txt"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from the host\n");
+    let out = cli(
+        &addr,
+        &["alloc", "exec", id, "sh", "-c", "echo x > /shared/new"],
+    );
+    assert!(!out.status.success(), "the host path is read-only");
+
+    let out = cli(&addr, &["volume", "delete", "data"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mounted by job store"));
+
+    // A host path the node does not allow: pending, and why.
+    let mut fenced = web_json("fenced", 1);
+    fenced["task"]["volumes"] = serde_json::json!([{ "host_path": "/etc", "target": "/host-etc" }]);
+    submit(&addr, &fenced).await.unwrap();
+    let why = wait_for("a pending reason", Duration::from_secs(30), async || {
+        let j = get_json(&format!("{addr}/v1/jobs/fenced")).await?;
+        j["allocations"][0]["message"].as_str().map(str::to_string)
+    })
+    .await;
+    assert_eq!(why, "1 node: host path /etc not allowed");
+
+    assert!(cli(&addr, &["job", "stop", "store"]).status.success());
+    assert!(cli(&addr, &["job", "stop", "fenced"]).status.success());
+    wait_for("the volume deleted", Duration::from_secs(60), async || {
+        cli(&addr, &["volume", "delete", "data"])
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    wait_for("the volume gone", Duration::from_secs(30), async || {
+        let v = get_json(&format!("{addr}/v1/volumes")).await?;
+        v.as_array()?.is_empty().then_some(())
+    })
+    .await;
+    let ls = std::process::Command::new("docker")
+        .args([
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={engine_volume}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout).trim(),
+        "",
+        "the engine volume is removed"
+    );
+}
+
+/// Removes an engine volume this test made, when dropped (also on failure).
+struct RemoveVolume(String);
+
+impl Drop for RemoveVolume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["volume", "rm", "-f", &self.0])
+            .output();
+    }
+}

@@ -1,19 +1,21 @@
 //! Feasibility filters: each decides whether a task may go on a node at all.
 //!
-//! Filters run in [`default_filters`] order, cheapest and most selective first, and
-//! the first that rejects a node names the reason the explanation counts it under.
+//! Filters run in [`default_filters`] order, cheapest and most selective first; a
+//! placement stops at the first that rejects a node, an explanation asks them all.
 
 mod distinct;
 mod ports;
 mod ready;
 mod resources;
 mod selector;
+mod volumes;
 
 pub use distinct::DistinctHostsFilter;
 pub use ports::{DynamicPortFilter, StaticPortFilter};
 pub use ready::ReadyFilter;
 pub use resources::ResourcesFilter;
 pub use selector::ConstraintFilter;
+pub use volumes::VolumeFilter;
 
 use super::candidate::{Ask, Candidate};
 use super::explain::Reason;
@@ -35,6 +37,8 @@ pub trait Filter: Send + Sync + std::fmt::Debug {
 /// - constraints: string compares on tags, only for jobs that have them;
 /// - static ports: set lookups, only for jobs with fixed host ports;
 /// - distinct hosts: a map lookup, only for jobs that ask;
+/// - volumes: one comparison, only for jobs that mount named volumes or host
+///   paths;
 /// - dynamic ports last: a scan of the node's range, rarely exhausted.
 pub fn default_filters() -> Vec<Box<dyn Filter>> {
     vec![
@@ -43,6 +47,7 @@ pub fn default_filters() -> Vec<Box<dyn Filter>> {
         Box::new(ConstraintFilter),
         Box::new(StaticPortFilter),
         Box::new(DistinctHostsFilter),
+        Box::new(VolumeFilter),
         Box::new(DynamicPortFilter),
     ]
 }

@@ -20,7 +20,7 @@ services:
     environment:
       POSTGRES_USER: postgres
       POSTGRES_PASSWORD: postgres
-    volumes: ["db-data:/var/lib/postgresql/data"]
+    volumes: ["db-data:/var/lib/postgresql/data", { type: bind, source: /etc/pg, target: /etc/postgresql, read_only: true }]
     networks: [backend]
     deploy:
       placement:
@@ -77,6 +77,10 @@ fn a_real_world_stack_converts_and_lists_what_it_ignores() {
 
     let db = by("db");
     assert_eq!(db.task.env["POSTGRES_USER"], "postgres");
+    assert_eq!(db.task.volumes[0].name.as_deref(), Some("db-data"));
+    assert_eq!(db.task.volumes[0].target, "/var/lib/postgresql/data");
+    assert_eq!(db.task.volumes[1].host_path.as_deref(), Some("/etc/pg"));
+    assert!(db.task.volumes[1].read_only);
     assert_eq!(db.constraints[0].key, "disk");
     assert_eq!(db.constraints[0].op, ConstraintOp::Eq);
     assert_eq!(db.constraints[0].values, ["ssd"]);
@@ -111,11 +115,10 @@ fn a_real_world_stack_converts_and_lists_what_it_ignores() {
 
     for expected in [
         "networks: top-level networks are not supported",
-        "volumes: top-level volumes are not supported",
+        "volumes: Orion does not create volumes",
         "services.redis.networks: not supported",
         "services.redis.deploy.update_config: update strategies come with deployments",
         "services.redis.deploy.restart_policy: not supported",
-        "services.db.volumes: volumes are not supported yet",
         "services.vote.depends_on: not supported",
         "services.result.entrypoint: folded into the command",
         "services.worker.privileged: not supported",
@@ -157,6 +160,13 @@ fn bad_compose_files_name_the_problem() {
     );
     let e = convert("services: { Web_1: { image: x } }").unwrap_err();
     assert!(e.to_string().contains("services.Web_1.name"), "{e}");
+    let e = convert("services: { web: { image: x, volumes: ['./conf:/conf'] } }").unwrap_err();
+    assert!(
+        e.to_string().contains("a host path must be absolute"),
+        "{e}"
+    );
+    let e = convert("services: { web: { image: x, volumes: ['/anon'] } }").unwrap_err();
+    assert!(e.to_string().contains("services.web.volumes[0]"), "{e}");
     let e = convert("services: { web: { image: x, deploy: { mode: global } } }").unwrap_err();
     assert!(
         e.to_string()

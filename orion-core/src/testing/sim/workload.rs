@@ -62,6 +62,7 @@ pub fn mixed_node(i: usize) -> NodeInfo {
         tags,
         host_ip: format!("10.0.{}.{}", i / 250, i % 250),
         port_range: (20000, 32767),
+        host_volumes: Vec::new(),
     }
 }
 

@@ -140,6 +140,33 @@ pub struct ExecOutput {
     pub stderr: String,
 }
 
+/// A command running in a container with its input and output attached
+/// (`alloc exec -i -t`).
+pub struct ExecSession {
+    /// The runtime's id of the exec, for [`Runtime::exec_resize`] and
+    /// [`Runtime::exec_exit_code`].
+    pub id: String,
+    /// The command's stdin; shutting it down (or dropping it) closes it.
+    pub stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    /// Its output as it is produced; ends when the command does.
+    pub output: BoxStream<'static, Result<ExecChunk, RuntimeError>>,
+}
+
+impl std::fmt::Debug for ExecSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecSession").field("id", &self.id).finish()
+    }
+}
+
+/// A piece of an attached command's output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecChunk {
+    /// From stdout (or the TTY, which merges both).
+    Stdout(Vec<u8>),
+    /// From stderr.
+    Stderr(Vec<u8>),
+}
+
 /// Which stream a log line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -255,6 +282,35 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Runs a command inside the running container and collects its output.
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, RuntimeError>;
+
+    /// Starts `cmd` in the running container with stdin, stdout and stderr
+    /// attached, on a TTY when `tty` (stdout and stderr then come merged).
+    /// Runtimes without it answer [`RuntimeError::Unsupported`].
+    async fn exec_attach(
+        &self,
+        id: &str,
+        cmd: &[String],
+        tty: bool,
+    ) -> Result<ExecSession, RuntimeError> {
+        let _ = (cmd, tty);
+        Err(RuntimeError::Unsupported(format!(
+            "the {} runtime cannot attach to {id}",
+            self.name()
+        )))
+    }
+
+    /// Resizes an attached exec's TTY.
+    async fn exec_resize(&self, exec: &str, rows: u16, cols: u16) -> Result<(), RuntimeError> {
+        let _ = (rows, cols);
+        Err(RuntimeError::Unsupported(format!("resizing exec {exec}")))
+    }
+
+    /// An attached exec's exit code, once it has ended (`None` while it runs).
+    async fn exec_exit_code(&self, exec: &str) -> Result<Option<i64>, RuntimeError> {
+        Err(RuntimeError::Unsupported(format!(
+            "exit code of exec {exec}"
+        )))
+    }
 
     /// Removes a named volume's data on this host (see [`volume_name`]); one
     /// already gone is done. Runtimes without volumes answer

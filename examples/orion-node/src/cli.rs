@@ -236,6 +236,13 @@ pub enum AllocCommand {
     },
     /// Run a command in the task and print its output.
     Exec {
+        /// Pass stdin through and stream output as it comes (over a WebSocket).
+        #[arg(short, long)]
+        interactive: bool,
+        /// Allocate a TTY (with -i: a shell, full-screen programs); its size
+        /// follows the terminal's.
+        #[arg(short, long)]
+        tty: bool,
         /// The allocation's id.
         id: String,
         /// The command and its arguments.

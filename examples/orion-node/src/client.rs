@@ -411,7 +411,18 @@ pub async fn alloc(addr: &str, cmd: AllocCommand) -> Result<()> {
                 }
             }
         }
-        AllocCommand::Exec { id, command } => {
+        AllocCommand::Exec {
+            id,
+            command,
+            interactive,
+            tty,
+        } if interactive || tty => {
+            let code = crate::attach::exec(&base, &id, &command, tty).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
+        AllocCommand::Exec { id, command, .. } => {
             let body = serde_json::json!({ "command": command });
             let r = to_runner(&base, "alloc exec", |b| {
                 http.post(format!("{b}/v1/allocations/{id}/exec"))

@@ -9,6 +9,7 @@
 //! and signal → shutdown.
 
 mod apply;
+mod attach;
 mod cli;
 mod client;
 mod config;

@@ -2,7 +2,7 @@
 //! Only the node that runs an allocation can; others say which node does.
 
 use crate::model::Allocation;
-use crate::runtime::{ContainerInfo, ExecOutput, Logs, Owner, Stats};
+use crate::runtime::{ContainerInfo, ExecOutput, ExecSession, Logs, Owner, Stats};
 
 use super::{Cluster, ClusterError};
 
@@ -51,6 +51,28 @@ impl Cluster {
     pub async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, ClusterError> {
         let c = self.container_of(id).await?;
         Ok(self.inner.runtime.exec(&c.id, cmd).await?)
+    }
+
+    /// Starts a command in an allocation's running task with its input and
+    /// output attached (on a TTY when `tty`).
+    pub async fn exec_attach(
+        &self,
+        id: &str,
+        cmd: &[String],
+        tty: bool,
+    ) -> Result<ExecSession, ClusterError> {
+        let c = self.container_of(id).await?;
+        Ok(self.inner.runtime.exec_attach(&c.id, cmd, tty).await?)
+    }
+
+    /// Resizes an attached exec's TTY.
+    pub async fn exec_resize(&self, exec: &str, rows: u16, cols: u16) -> Result<(), ClusterError> {
+        Ok(self.inner.runtime.exec_resize(exec, rows, cols).await?)
+    }
+
+    /// An attached exec's exit code once it has ended.
+    pub async fn exec_exit_code(&self, exec: &str) -> Result<Option<i64>, ClusterError> {
+        Ok(self.inner.runtime.exec_exit_code(exec).await?)
     }
 
     /// A sample of an allocation's resource use.

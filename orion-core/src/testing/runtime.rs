@@ -249,6 +249,35 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    /// A `cat`: what is written to stdin comes back as stdout, and the command
+    /// ends (exit code 0) when stdin is closed. The container must exist.
+    async fn exec_attach(
+        &self,
+        id: &str,
+        _cmd: &[String],
+        _tty: bool,
+    ) -> Result<crate::runtime::ExecSession, RuntimeError> {
+        use futures::StreamExt;
+        self.with(None, id, |_| ())?;
+        let (input, output) = tokio::io::duplex(64 * 1024);
+        let output = tokio_util_like::chunks(output)
+            .map(|r| r.map(crate::runtime::ExecChunk::Stdout))
+            .boxed();
+        Ok(crate::runtime::ExecSession {
+            id: format!("exec-{id}"),
+            stdin: Box::pin(input),
+            output,
+        })
+    }
+
+    async fn exec_resize(&self, _exec: &str, _rows: u16, _cols: u16) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn exec_exit_code(&self, _exec: &str) -> Result<Option<i64>, RuntimeError> {
+        Ok(Some(0))
+    }
+
     /// Records the call; volumes hold nothing here, so every removal succeeds.
     async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
         let mut inner = self.inner.lock();
@@ -259,5 +288,35 @@ impl Runtime for FakeRuntime {
             .calls
             .push(RuntimeCall::RemoveVolume(name.to_string()));
         Ok(())
+    }
+}
+
+/// Reading an async reader as a stream of chunks.
+mod tokio_util_like {
+    use futures::Stream;
+    use tokio::io::{AsyncRead, AsyncReadExt};
+
+    use crate::runtime::RuntimeError;
+
+    pub fn chunks<R: AsyncRead + Unpin + Send + 'static>(
+        reader: R,
+    ) -> impl Stream<Item = Result<Vec<u8>, RuntimeError>> + Send {
+        futures::stream::unfold(reader, |mut r| async move {
+            let mut buf = vec![0u8; 4096];
+            match r.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(buf), r))
+                }
+                Err(e) => Some((
+                    Err(RuntimeError::Engine {
+                        op: "exec",
+                        source: e.into(),
+                    }),
+                    r,
+                )),
+            }
+        })
     }
 }

@@ -190,6 +190,92 @@ impl DockerRuntime {
     }
 }
 
+impl DockerRuntime {
+    /// Starts an exec with stdin attached (and a TTY when asked).
+    pub(crate) async fn attach_exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        tty: bool,
+    ) -> Result<orion_core::runtime::ExecSession, RuntimeError> {
+        let docker = self.client().await?;
+        let config = ExecConfig {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(tty),
+            cmd: Some(cmd.to_vec()),
+            ..ExecConfig::default()
+        };
+        let exec = docker
+            .create_exec(id, config)
+            .await
+            .map_err(|e| error::on_container("exec", id, e))?;
+        match docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| error::on_container("exec", id, e))?
+        {
+            StartExecResults::Attached { output, input } => {
+                let output = output
+                    .map_ok(|chunk| match chunk {
+                        LogOutput::StdErr { message } => {
+                            orion_core::runtime::ExecChunk::Stderr(message.to_vec())
+                        }
+                        LogOutput::StdOut { message }
+                        | LogOutput::Console { message }
+                        | LogOutput::StdIn { message } => {
+                            orion_core::runtime::ExecChunk::Stdout(message.to_vec())
+                        }
+                    })
+                    .map_err(|e| error::general("exec output", e))
+                    .boxed();
+                Ok(orion_core::runtime::ExecSession {
+                    id: exec.id,
+                    stdin: input,
+                    output,
+                })
+            }
+            StartExecResults::Detached => Err(RuntimeError::Engine {
+                op: "exec",
+                source: "the engine started the exec detached".into(),
+            }),
+        }
+    }
+
+    /// Resizes an exec's TTY.
+    pub(crate) async fn resize_exec_tty(
+        &self,
+        exec: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(), RuntimeError> {
+        let docker = self.client().await?;
+        let options = bollard::exec::ResizeExecOptions {
+            height: rows,
+            width: cols,
+        };
+        docker
+            .resize_exec(exec, options)
+            .await
+            .map_err(|e| error::general("resize exec", e))
+    }
+
+    /// An exec's exit code, once it ended.
+    pub(crate) async fn exec_code(&self, exec: &str) -> Result<Option<i64>, RuntimeError> {
+        let docker = self.client().await?;
+        let info = docker
+            .inspect_exec(exec)
+            .await
+            .map_err(|e| error::general("inspect exec", e))?;
+        Ok(if info.running == Some(true) {
+            None
+        } else {
+            info.exit_code
+        })
+    }
+}
+
 /// Starts an exec attached, gathers its output, then waits for its exit code.
 async fn collect_exec(
     docker: &Docker,

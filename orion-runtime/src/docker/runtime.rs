@@ -148,6 +148,23 @@ impl Runtime for DockerRuntime {
         self.run_exec(id, cmd).await
     }
 
+    async fn exec_attach(
+        &self,
+        id: &str,
+        cmd: &[String],
+        tty: bool,
+    ) -> Result<orion_core::runtime::ExecSession, RuntimeError> {
+        self.attach_exec(id, cmd, tty).await
+    }
+
+    async fn exec_resize(&self, exec: &str, rows: u16, cols: u16) -> Result<(), RuntimeError> {
+        self.resize_exec_tty(exec, rows, cols).await
+    }
+
+    async fn exec_exit_code(&self, exec: &str) -> Result<Option<i64>, RuntimeError> {
+        self.exec_code(exec).await
+    }
+
     async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
         let docker = self.client().await?;
         match docker

@@ -659,3 +659,139 @@ impl Drop for RemoveVolume {
             .output();
     }
 }
+
+/// `alloc exec -i` passes stdin through and returns the command's exit code;
+/// `alloc exec -i -t`, driven through tmux as a person at a terminal, runs an
+/// interactive shell on a TTY the size of the terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_exec_runs_a_shell() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NodeSpec::new(&node_id("e2e-exec"), dir.path());
+    let _cleanup = Containers(vec![spec.id.clone()]);
+    let _node = Node::start_ready(&spec).await;
+    let addr = spec.addr();
+    submit(&addr, &web_json("shell", 1)).await.unwrap();
+    let alloc = wait_for("a running task", Duration::from_secs(60), async || {
+        running(&addr, "shell").await.pop()
+    })
+    .await;
+    let id = alloc["id"].as_str().unwrap().to_string();
+
+    // Piped stdin, no TTY: output and exit code come back.
+    let mut child = std::process::Command::new(BIN)
+        .args(["--addr", &addr, "alloc", "exec", "-i", &id, "sh"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"echo hi-$((1+2))\necho oops >&2\nexit 3\n")
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi-3\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    assert_eq!(out.status.code(), Some(3));
+
+    // A person at a terminal: tmux types, the pane shows what they would see.
+    if !tmux_available() {
+        assert!(std::env::var_os("CI").is_none(), "tmux is missing in CI");
+        eprintln!("SKIP: tmux not installed");
+        return;
+    }
+    let session = Tmux::new(&format!("{}-tty", spec.id));
+    session.start(&format!(
+        "{BIN} --addr {addr} alloc exec -i -t {id} sh; echo EXIT=$?; sleep 60"
+    ));
+    session.wait_for("a prompt", |screen| {
+        screen.contains('#') || screen.contains('$')
+    });
+    session.keys(&["echo hi-$((2+3))", "Enter"]);
+    session.wait_for("the echo", |screen| screen.contains("hi-5"));
+    session.keys(&["stty size", "Enter"]);
+    session.wait_for("the TTY's size", |screen| screen.contains("30 100"));
+    session.keys(&["exit 4", "Enter"]);
+    session.wait_for("the exit code", |screen| screen.contains("EXIT=4"));
+}
+
+fn tmux_available() -> bool {
+    std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A detached tmux session 100×30, killed when dropped.
+struct Tmux(String);
+
+impl Tmux {
+    fn new(name: &str) -> Tmux {
+        Tmux(name.replace('.', "-"))
+    }
+
+    fn start(&self, command: &str) {
+        let ok = std::process::Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &self.0,
+                "-x",
+                "100",
+                "-y",
+                "30",
+                command,
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tmux new-session");
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.0];
+        args.extend(keys);
+        std::process::Command::new("tmux")
+            .args(&args)
+            .status()
+            .unwrap();
+    }
+
+    fn screen(&self) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.0])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = self.screen();
+            if f(&screen) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tmux: no {what} within 20 s; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .output();
+    }
+}

@@ -17,6 +17,7 @@
 //! | `GET /v1/allocations/{id}/logs[?follow=true]` | its output (text, streamed) |
 //! | `POST /v1/allocations/{id}/exec` | run `{"command": [...]}` in it |
 //! | `GET /v1/allocations/{id}/stats` | its resource use |
+//! | `GET /v1/allocations/{id}/exec/ws?command=[..]&tty=true` | an interactive command over a WebSocket (see [`exec_ws`]) |
 //!
 //! Logs, exec and stats are served by the node that runs the allocation; another
 //! node answers 421 with `{"error", "node", "node_http"}` naming the right one.
@@ -29,6 +30,8 @@
 //! `x-orion-consistency` header (`local` or `linearizable`) along with
 //! `x-orion-index`, the replica's applied index. Writes on a follower are forwarded
 //! to the leader by the store.
+
+pub mod exec_ws;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -60,6 +63,7 @@ pub fn router(cluster: Cluster) -> Router {
         .route("/v1/allocations/{id}", get(get_allocation))
         .route("/v1/allocations/{id}/logs", get(alloc_logs))
         .route("/v1/allocations/{id}/exec", post(alloc_exec))
+        .route("/v1/allocations/{id}/exec/ws", get(exec_ws::alloc_exec_ws))
         .route("/v1/allocations/{id}/stats", get(alloc_stats))
         .route("/v1/status/leader", get(leader))
         .route("/health", get(health))

@@ -183,6 +183,18 @@ pub struct DevArgs {
     pub once: bool,
 }
 
+/// How a list or status is printed: a table by default.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Output {
+    /// Print the API's JSON.
+    #[arg(long, conflicts_with = "template")]
+    pub json: bool,
+    /// Print through a Go template over the API's JSON, e.g.
+    /// `-t '{{range .}}{{.name}} {{.health}}{{"\n"}}{{end}}'`.
+    #[arg(short = 't', long = "template")]
+    pub template: Option<String>,
+}
+
 /// `orion-node job …`.
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
@@ -195,9 +207,9 @@ pub enum JobCommand {
     Status {
         /// The job's name.
         name: String,
-        /// Print the API's JSON.
-        #[arg(long)]
-        json: bool,
+        /// Output: the API's JSON, or a Go template over it.
+        #[command(flatten)]
+        out: Output,
         /// Show every kept allocation, older versions' finished ones too.
         #[arg(long)]
         all: bool,
@@ -212,9 +224,9 @@ pub enum JobCommand {
     },
     /// List jobs.
     List {
-        /// Print the API's JSON.
-        #[arg(long)]
-        json: bool,
+        /// Output: the API's JSON, or a Go template over it.
+        #[command(flatten)]
+        out: Output,
     },
 }
 
@@ -225,6 +237,9 @@ pub enum AllocCommand {
     Status {
         /// The allocation's id.
         id: String,
+        /// Output: a Go template over the JSON.
+        #[command(flatten)]
+        out: Output,
     },
     /// Print the task's output.
     Logs {
@@ -253,6 +268,9 @@ pub enum AllocCommand {
     Stats {
         /// The allocation's id.
         id: String,
+        /// Output: a Go template over the JSON.
+        #[command(flatten)]
+        out: Output,
     },
 }
 
@@ -269,9 +287,9 @@ pub enum VolumeCommand {
     },
     /// List volumes.
     List {
-        /// Print the API's JSON.
-        #[arg(long)]
-        json: bool,
+        /// Output: the API's JSON, or a Go template over it.
+        #[command(flatten)]
+        out: Output,
     },
     /// Delete a volume no running job mounts; its node removes the data.
     Delete {
@@ -285,9 +303,9 @@ pub enum VolumeCommand {
 pub enum NodeCommand {
     /// List nodes.
     List {
-        /// Print the API's JSON.
-        #[arg(long)]
-        json: bool,
+        /// Output: the API's JSON, or a Go template over it.
+        #[command(flatten)]
+        out: Output,
     },
     /// Move a node's allocations elsewhere and keep new ones off.
     Drain {

@@ -7,8 +7,9 @@ use anyhow::{Context, Result};
 use orion_core::{Allocation, JobView, NodeView};
 use serde_json::Value;
 
-use crate::cli::{AllocCommand, JobCommand, NodeCommand, VolumeCommand};
+use crate::cli::{AllocCommand, JobCommand, NodeCommand, Output, VolumeCommand};
 use crate::out::{say, Table};
+use crate::template::Template;
 
 /// `http://` added when the address has no scheme.
 pub fn base_url(addr: &str) -> String {
@@ -78,18 +79,17 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
                 say!("job {name} unchanged: version {}", v["version"]);
             }
         }
-        JobCommand::Status { name, json, all } => {
+        JobCommand::Status { name, out, all } => {
+            let template = template(&out)?;
             let r = send(
                 http.get(format!("{base}/v1/jobs/{name}")),
                 "job status",
                 &base,
             )
             .await?;
-            if json {
-                let v: Value = r.json().await?;
-                say!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                print_job(&r.json::<JobView>().await?, all);
+            let v: Value = r.json().await?;
+            if !print_raw(&out, template.as_ref(), &v)? {
+                print_job(&serde_json::from_value::<JobView>(v)?, all);
             }
         }
         JobCommand::Stop { name, purge } => {
@@ -104,13 +104,14 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
                 }
             );
         }
-        JobCommand::List { json } => {
+        JobCommand::List { out } => {
+            let template = template(&out)?;
             let r = send(http.get(format!("{base}/v1/jobs")), "job list", &base).await?;
-            let jobs: Vec<Value> = r.json().await?;
-            if json {
-                say!("{}", serde_json::to_string_pretty(&jobs)?);
+            let v: Value = r.json().await?;
+            if print_raw(&out, template.as_ref(), &v)? {
                 return Ok(());
             }
+            let jobs: Vec<Value> = serde_json::from_value(v)?;
             let mut t = Table::new(&["NAME", "TYPE", "VERSION", "STATUS", "RUNNING"]);
             for j in jobs {
                 let text = |k: &str| j[k].as_str().unwrap_or("").to_string();
@@ -193,6 +194,25 @@ fn print_job(v: &JobView, all: bool) {
     t.print();
 }
 
+/// The `-t` template of a command, parsed before anything is asked of the node.
+fn template(out: &Output) -> Result<Option<Template>> {
+    out.template.as_deref().map(Template::parse).transpose()
+}
+
+/// Prints `v` as JSON or through the template when asked; false when the
+/// command should print its table.
+fn print_raw(out: &Output, template: Option<&Template>, v: &Value) -> Result<bool> {
+    if let Some(t) = template {
+        crate::out::raw(format_args!("{}", t.render(v)?), true);
+        return Ok(true);
+    }
+    if out.json {
+        say!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// `orion-node volume …`.
 pub async fn volume(addr: &str, cmd: VolumeCommand) -> Result<()> {
     let base = base_url(addr);
@@ -212,13 +232,14 @@ pub async fn volume(addr: &str, cmd: VolumeCommand) -> Result<()> {
                 v["node"].as_str().unwrap_or("?")
             );
         }
-        VolumeCommand::List { json } => {
+        VolumeCommand::List { out } => {
+            let template = template(&out)?;
             let r = send(http.get(format!("{base}/v1/volumes")), "volume list", &base).await?;
-            let volumes: Vec<Value> = r.json().await?;
-            if json {
-                say!("{}", serde_json::to_string_pretty(&volumes)?);
+            let v: Value = r.json().await?;
+            if print_raw(&out, template.as_ref(), &v)? {
                 return Ok(());
             }
+            let volumes: Vec<Value> = serde_json::from_value(v)?;
             let mut t = Table::new(&["NAME", "NODE", "STATE"]);
             for v in volumes {
                 let text = |k: &str| v[k].as_str().unwrap_or("").to_string();
@@ -244,14 +265,14 @@ pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
     let base = base_url(addr);
     let http = reqwest::Client::new();
     match cmd {
-        NodeCommand::List { json } => {
+        NodeCommand::List { out } => {
+            let template = template(&out)?;
             let r = send(http.get(format!("{base}/v1/nodes")), "node list", &base).await?;
-            if json {
-                let v: Value = r.json().await?;
-                say!("{}", serde_json::to_string_pretty(&v)?);
+            let v: Value = r.json().await?;
+            if print_raw(&out, template.as_ref(), &v)? {
                 return Ok(());
             }
-            let nodes: Vec<NodeView> = r.json().await?;
+            let nodes: Vec<NodeView> = serde_json::from_value(v)?;
             let mut t = Table::new(&[
                 "ID",
                 "ROLE",
@@ -388,7 +409,8 @@ pub async fn alloc(addr: &str, cmd: AllocCommand) -> Result<()> {
     let base = base_url(addr);
     let http = reqwest::Client::new();
     match cmd {
-        AllocCommand::Status { id } => {
+        AllocCommand::Status { id, out } => {
+            let template = template(&out)?;
             let r = send(
                 http.get(format!("{base}/v1/allocations/{id}")),
                 "alloc status",
@@ -396,7 +418,9 @@ pub async fn alloc(addr: &str, cmd: AllocCommand) -> Result<()> {
             )
             .await?;
             let v: Value = r.json().await?;
-            say!("{}", serde_json::to_string_pretty(&v)?);
+            if !print_raw(&out, template.as_ref(), &v)? {
+                say!("{}", serde_json::to_string_pretty(&v)?);
+            }
         }
         AllocCommand::Logs { id, follow } => {
             let mut r = to_runner(&base, "alloc logs", |b| {
@@ -437,13 +461,16 @@ pub async fn alloc(addr: &str, cmd: AllocCommand) -> Result<()> {
                 std::process::exit(code.clamp(1, 255) as i32);
             }
         }
-        AllocCommand::Stats { id } => {
+        AllocCommand::Stats { id, out } => {
+            let template = template(&out)?;
             let r = to_runner(&base, "alloc stats", |b| {
                 http.get(format!("{b}/v1/allocations/{id}/stats"))
             })
             .await?;
             let v: Value = r.json().await?;
-            say!("{}", serde_json::to_string_pretty(&v)?);
+            if !print_raw(&out, template.as_ref(), &v)? {
+                say!("{}", serde_json::to_string_pretty(&v)?);
+            }
         }
     }
     Ok(())

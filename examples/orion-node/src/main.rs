@@ -17,6 +17,7 @@ mod demo;
 mod dev;
 mod node;
 mod out;
+mod template;
 
 use anyhow::Result;
 use clap::Parser;

@@ -280,6 +280,38 @@ async fn a_missing_image_is_reported_on_the_allocation() {
     let nodes: Value =
         serde_json::from_slice(&cli(&addr, &["node", "list", "--json"]).stdout).unwrap();
     assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
+    // Go templates over the same JSON; one that does not parse is refused
+    // before the node is asked anything.
+    let out = cli(
+        &addr,
+        &[
+            "job",
+            "list",
+            "-t",
+            "{{range .}}{{.name}}={{.health}};{{end}}",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("huge=pending;"),
+        "{out:?}"
+    );
+    let out = cli(
+        &addr,
+        &[
+            "job",
+            "status",
+            "huge",
+            "-t",
+            "{{.spec.name}} {{.health}} {{.running}}/{{.spec.replicas}}",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "huge pending 0/1");
+    let out = cli("http://127.0.0.1:1", &["node", "list", "-t", "{{range .}"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && err.contains("the template does not parse"),
+        "{err}"
+    );
 }
 
 /// The engine goes away: the node reports itself unhealthy (`/health` 503, node

@@ -19,7 +19,9 @@ pub type NodeId = String;
 pub type AllocId = String;
 
 /// A node's part in the cluster.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeRole {
     /// A Raft voter that also runs tasks; the leader among them reconciles.
@@ -52,7 +54,9 @@ impl std::str::FromStr for NodeRole {
 }
 
 /// Whether a node can take work, as committed through the store.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeStatus {
     /// Alive and its runtime answers.
@@ -75,7 +79,7 @@ impl fmt::Display for NodeStatus {
 }
 
 /// Where a node can be reached.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeAddrs {
     /// HTTP API (`127.0.0.1:8080`).
     pub http: String,
@@ -88,7 +92,7 @@ pub struct NodeAddrs {
 }
 
 /// What a node says about itself when it registers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeInfo {
     /// Its id.
     pub id: NodeId,
@@ -124,7 +128,7 @@ impl NodeInfo {
 
 /// A named volume: data that lives on one node and outlives the tasks that
 /// mount it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Volume {
     /// Its name (DNS-safe).
     pub name: String,
@@ -137,7 +141,7 @@ pub struct Volume {
 }
 
 /// Whether a volume may be mounted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeState {
     /// It can be mounted.
@@ -156,7 +160,7 @@ impl fmt::Display for VolumeState {
 }
 
 /// A node as the cluster knows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Node {
     /// What the node registered.
     #[serde(flatten)]
@@ -184,7 +188,9 @@ impl Node {
 }
 
 /// Whether a job should be running.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Its allocations are kept running.
@@ -198,7 +204,7 @@ pub enum JobStatus {
 /// wanted replica runs, `degraded` when some do, `pending` when none does yet,
 /// `stopped` once a user stopped it. The one spelling `job list`, `job status`
 /// and the API use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobHealth {
     /// Every wanted replica of the job runs.
@@ -235,7 +241,7 @@ impl fmt::Display for JobHealth {
 }
 
 /// A job as stored: the spec as submitted and its version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     /// The spec, exactly as submitted (after validation).
     pub spec: JobSpec,
@@ -248,7 +254,9 @@ pub struct Job {
 }
 
 /// What Orion wants of an allocation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DesiredState {
     /// Keep it running (or run it to completion, for batch).
@@ -268,7 +276,9 @@ impl fmt::Display for DesiredState {
 }
 
 /// What is observed of an allocation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AllocState {
     /// Not placed on a node yet; [`Allocation::message`] says why.
@@ -308,7 +318,7 @@ impl fmt::Display for AllocState {
 }
 
 /// A container port bound to a host port.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PortBinding {
     /// The port's name in the spec.
     pub name: String,
@@ -333,7 +343,7 @@ impl fmt::Display for PortBinding {
 }
 
 /// One copy of a job's task, bound (or waiting to be bound) to a node.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Allocation {
     /// Its id.
     pub id: AllocId,

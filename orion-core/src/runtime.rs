@@ -117,7 +117,7 @@ pub struct ContainerInfo {
 }
 
 /// Resource use of one container at one moment.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stats {
     /// Memory in use, in bytes.
     pub memory_bytes: u64,
@@ -130,7 +130,7 @@ pub struct Stats {
 }
 
 /// The result of running a command in a container.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecOutput {
     /// Its exit code.
     pub exit_code: i64,

@@ -14,7 +14,9 @@ mod parse;
 pub use parse::{parse_json_strict, parse_specs, parse_yaml_documents, parse_yaml_value};
 
 /// The kinds of job Orion runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
     /// Long-running; `replicas` copies are kept running.
@@ -37,7 +39,9 @@ impl fmt::Display for JobKind {
 }
 
 /// How the scheduler ranks the nodes a task fits on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// Prefer fuller nodes, so whole nodes stay free for large tasks.
@@ -48,7 +52,7 @@ pub enum Strategy {
 }
 
 /// A job: one task template run as one or more allocations.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// Unique, DNS-safe name (RFC 1123 label).
@@ -84,7 +88,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// A placement rule on one node tag.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Constraint {
     /// The tag's key.
@@ -98,7 +102,7 @@ pub struct Constraint {
 }
 
 /// The comparisons a [`Constraint`] can make.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConstraintOp {
     /// The tag equals the value.
@@ -146,7 +150,7 @@ impl fmt::Display for Constraint {
 }
 
 /// What one allocation runs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// Container image reference (`orion-test/web:1`).
@@ -174,7 +178,7 @@ pub struct TaskSpec {
 
 /// One mount of a task: a named volume (`name`) or a host path (`host_path`,
 /// only under the paths the node's config allows), at `target`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeMount {
     /// A named volume of the cluster (`orion-node volume create`).
@@ -191,7 +195,7 @@ pub struct VolumeMount {
 }
 
 /// CPU, memory and disk: what a task asks for, or what a node has.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// CPU cores (fractions allowed).
@@ -261,7 +265,7 @@ impl Resources {
 }
 
 /// A named container port.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortSpec {
     /// Name the port is known by (`http`).
@@ -278,7 +282,18 @@ pub struct PortSpec {
 
 /// Transport protocol of a port.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -299,7 +314,7 @@ impl fmt::Display for Protocol {
 }
 
 /// One problem with one field of a spec.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Path of the field (`task.resources.memory_mb`); empty for the document itself.
     pub field: String,
@@ -318,7 +333,9 @@ impl fmt::Display for FieldError {
 }
 
 /// Why a spec was refused: every problem found, each naming its field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[error("invalid job spec: {}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct SpecError {
     /// The problems, in field order.

@@ -23,7 +23,7 @@ pub struct Applied {
 }
 
 /// Who leads, as this node sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Leadership {
     /// The leader's node id, when one is known.
     pub leader: Option<NodeId>,
@@ -41,7 +41,7 @@ pub struct Leadership {
 }
 
 /// A peer as the store knows it: a Raft voter or learner.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Peer {
     /// Its node id.
     pub id: NodeId,

@@ -445,3 +445,66 @@ async fn many_specs_in_one_body_are_all_or_nothing() {
     assert!(cluster.store().replica().applied_index() > index);
     cluster.shutdown().await;
 }
+
+/// `GET /v1/openapi.json` is the OpenAPI document generated from the handlers:
+/// every path and method it lists is served (none answers "no such endpoint"
+/// or 405), and it lists every route of the API.
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let (cluster, base, _) = node().await;
+    let (status, doc) = get(&base, "/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with('3'), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut listed: Vec<&str> = paths.keys().map(String::as_str).collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "/health",
+            "/v1/allocations",
+            "/v1/allocations/{id}",
+            "/v1/allocations/{id}/exec",
+            "/v1/allocations/{id}/exec/ws",
+            "/v1/allocations/{id}/logs",
+            "/v1/allocations/{id}/stats",
+            "/v1/cluster/peers",
+            "/v1/jobs",
+            "/v1/jobs/{name}",
+            "/v1/nodes",
+            "/v1/nodes/{id}",
+            "/v1/nodes/{id}/drain",
+            "/v1/nodes/{id}/undrain",
+            "/v1/status/leader",
+            "/v1/volumes",
+            "/v1/volumes/{name}",
+        ]
+    );
+    assert!(
+        doc["components"]["schemas"]["JobSpec"].is_object(),
+        "schemas are included"
+    );
+    let http = reqwest::Client::new();
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            let url = format!(
+                "{base}{}",
+                path.replace("{id}", "ghost").replace("{name}", "ghost")
+            );
+            let r = http
+                .request(method.to_uppercase().parse().unwrap(), &url)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap_or_default();
+            assert_ne!(status, 405, "{method} {path} is documented but not served");
+            assert!(
+                !body.contains("no such endpoint"),
+                "{method} {path}: {body}"
+            );
+        }
+    }
+    assert_eq!(orion_core::api::openapi().paths.paths.len(), listed.len());
+    cluster.shutdown().await;
+}

@@ -60,6 +60,12 @@ struct Resize {
     cols: u16,
 }
 
+#[utoipa::path(get, path = "/v1/allocations/{id}/exec/ws", tag = "allocations",
+    params(("id" = String, Path),
+           ("command" = String, Query, description = "the command: a JSON array of strings"),
+           ("tty" = Option<bool>, Query, description = "allocate a TTY")),
+    responses((status = 101, description = "a WebSocket: frames as the module docs say"),
+              (status = 421, description = "another node runs it", body = super::ErrorBody)))]
 pub(super) async fn alloc_exec_ws(
     State(c): State<Cluster>,
     Path(id): Path<String>,

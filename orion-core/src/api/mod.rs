@@ -37,39 +37,81 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::cluster::{Cluster, ClusterError};
+use crate::cluster::{Cluster, ClusterError, JobView, NodeView, Submitted};
 use crate::model::JobStatus;
+use crate::spec::JobSpec;
 use crate::spec::{Format, SpecError};
 use crate::store::{Peer, StoreError};
 
-/// The API's routes over a cluster handle.
+/// The API's routes over a cluster handle, and `GET /v1/openapi.json`: the
+/// OpenAPI document generated from the same handlers (utoipa), so the two
+/// cannot drift apart.
 pub fn router(cluster: Cluster) -> Router {
-    Router::new()
-        .route("/v1/jobs", post(submit).get(list_jobs))
-        .route("/v1/jobs/{name}", get(get_job).delete(stop_job))
-        .route("/v1/nodes", get(list_nodes))
-        .route("/v1/nodes/{id}", axum::routing::delete(remove_node))
-        .route("/v1/nodes/{id}/drain", post(drain))
-        .route("/v1/nodes/{id}/undrain", post(undrain))
-        .route("/v1/cluster/peers", post(add_peer))
-        .route("/v1/volumes", get(list_volumes).post(create_volume))
-        .route("/v1/volumes/{name}", axum::routing::delete(delete_volume))
-        .route("/v1/allocations", get(list_allocations))
-        .route("/v1/allocations/{id}", get(get_allocation))
-        .route("/v1/allocations/{id}/logs", get(alloc_logs))
-        .route("/v1/allocations/{id}/exec", post(alloc_exec))
-        .route("/v1/allocations/{id}/exec/ws", get(exec_ws::alloc_exec_ws))
-        .route("/v1/allocations/{id}/stats", get(alloc_stats))
-        .route("/v1/status/leader", get(leader))
-        .route("/health", get(health))
+    let (router, doc) = routes().split_for_parts();
+    let doc = std::sync::Arc::new(doc);
+    router
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json((*doc).clone()) }
+            }),
+        )
         .fallback(no_route)
         .layer(axum::middleware::map_response(json_errors))
         .with_state(cluster)
+}
+
+/// The OpenAPI document of [`router`]'s routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(info(
+    title = "Orion",
+    description = "The HTTP API every Orion node serves. Reads come from the node's replica (`x-orion-consistency: local`) unless `?consistent=true`; writes on a follower are forwarded to the leader; errors are `{\"error\": …}`."
+))]
+struct ApiDoc;
+
+/// Every route with its documentation, from the handlers' `#[utoipa::path]`.
+fn routes() -> OpenApiRouter<Cluster> {
+    use utoipa::OpenApi as _;
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(submit, list_jobs))
+        .routes(routes!(get_job, stop_job))
+        .routes(routes!(list_nodes))
+        .routes(routes!(remove_node))
+        .routes(routes!(drain))
+        .routes(routes!(undrain))
+        .routes(routes!(add_peer))
+        .routes(routes!(list_volumes, create_volume))
+        .routes(routes!(delete_volume))
+        .routes(routes!(list_allocations))
+        .routes(routes!(get_allocation))
+        .routes(routes!(alloc_logs))
+        .routes(routes!(alloc_exec))
+        .routes(routes!(exec_ws::alloc_exec_ws))
+        .routes(routes!(alloc_stats))
+        .routes(routes!(leader))
+        .routes(routes!(health))
+}
+
+/// The shape of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, in one line.
+    pub error: String,
+    /// For a refused spec: each field and its problem.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<crate::spec::FieldError>,
 }
 
 /// Any path the API does not have.
@@ -155,6 +197,10 @@ fn spec_body(e: &SpecError) -> serde_json::Value {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
+    request_body(content = JobSpec, description = "a job spec (JSON or YAML), or a JSON array / YAML stream of them: all are written in one commit, or none"),
+    responses((status = 201, description = "written (a list: an array of these)", body = Submitted),
+              (status = 200, description = "the same spec was there already", body = Submitted), (status = 400, description = "bad input", body = ErrorBody)))]
 async fn submit(State(c): State<Cluster>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let text = std::str::from_utf8(&body).map_err(|_| {
         ApiError(
@@ -223,7 +269,7 @@ async fn consistency(c: &Cluster, p: &ReadParams) -> ApiResult<HeaderMap> {
 }
 
 /// One line of `GET /v1/jobs`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct JobLine {
     name: String,
     #[serde(rename = "type")]
@@ -237,6 +283,9 @@ struct JobLine {
     running: usize,
 }
 
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+    params(("consistent" = Option<bool>, Query, description = "a linearizable read")),
+    responses((status = 200, body = Vec<JobLine>)))]
 async fn list_jobs(State(c): State<Cluster>, Query(p): Query<ReadParams>) -> ApiResult<Response> {
     let h = consistency(&c, &p).await?;
     let lines: Vec<JobLine> = c
@@ -262,6 +311,9 @@ async fn list_jobs(State(c): State<Cluster>, Query(p): Query<ReadParams>) -> Api
     Ok((h, Json(lines)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{name}", tag = "jobs",
+    params(("name" = String, Path), ("consistent" = Option<bool>, Query)),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
 async fn get_job(
     State(c): State<Cluster>,
     Path(name): Path<String>,
@@ -272,6 +324,9 @@ async fn get_job(
     Ok((h, Json(job)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/jobs/{name}", tag = "jobs",
+    params(("name" = String, Path), ("purge" = Option<bool>, Query, description = "also forget the job")),
+    responses((status = 200, body = Submitted), (status = 404, body = ErrorBody)))]
 async fn stop_job(
     State(c): State<Cluster>,
     Path(name): Path<String>,
@@ -281,21 +336,31 @@ async fn stop_job(
     Ok(Json(done).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes",
+    params(("consistent" = Option<bool>, Query)), responses((status = 200, body = Vec<NodeView>)))]
 async fn list_nodes(State(c): State<Cluster>, Query(p): Query<ReadParams>) -> ApiResult<Response> {
     let h = consistency(&c, &p).await?;
     Ok((h, Json(c.nodes())).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/nodes/{id}/drain", tag = "nodes", params(("id" = String, Path)),
+    responses((status = 200, description = "draining"), (status = 404, body = ErrorBody)))]
 async fn drain(State(c): State<Cluster>, Path(id): Path<String>) -> ApiResult<Response> {
     c.drain(&id, true).await?;
     Ok(Json(json!({ "node": id, "draining": true })).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/nodes/{id}/undrain", tag = "nodes", params(("id" = String, Path)),
+    responses((status = 200, description = "no longer draining"), (status = 404, body = ErrorBody)))]
 async fn undrain(State(c): State<Cluster>, Path(id): Path<String>) -> ApiResult<Response> {
     c.drain(&id, false).await?;
     Ok(Json(json!({ "node": id, "draining": false })).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/nodes/{id}", tag = "nodes",
+    params(("id" = String, Path), ("force" = Option<bool>, Query, description = "remove it although gossip sees it alive")),
+    responses((status = 200, description = "removed"), (status = 404, body = ErrorBody),
+              (status = 409, description = "still alive", body = ErrorBody)))]
 async fn remove_node(
     State(c): State<Cluster>,
     Path(id): Path<String>,
@@ -306,7 +371,7 @@ async fn remove_node(
 }
 
 /// `POST /v1/volumes` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewVolume {
     name: String,
@@ -314,6 +379,8 @@ struct NewVolume {
     node: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/volumes", tag = "volumes",
+    params(("consistent" = Option<bool>, Query)), responses((status = 200, body = Vec<crate::model::Volume>)))]
 async fn list_volumes(
     State(c): State<Cluster>,
     Query(p): Query<ReadParams>,
@@ -322,6 +389,8 @@ async fn list_volumes(
     Ok((h, Json(c.volumes())).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/volumes", tag = "volumes", request_body = NewVolume,
+    responses((status = 201, body = crate::model::Volume), (status = 400, description = "bad input", body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_volume(State(c): State<Cluster>, body: Bytes) -> ApiResult<Response> {
     let text = std::str::from_utf8(&body).unwrap_or_default();
     let v: NewVolume = crate::spec::parse_json_strict(text)
@@ -336,16 +405,24 @@ async fn create_volume(State(c): State<Cluster>, body: Bytes) -> ApiResult<Respo
     Ok((StatusCode::CREATED, Json(volume)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/volumes/{name}", tag = "volumes", params(("name" = String, Path)),
+    responses((status = 200, description = "deleting: its node removes the data"), (status = 404, body = ErrorBody),
+              (status = 409, description = "mounted by a running job", body = ErrorBody)))]
 async fn delete_volume(State(c): State<Cluster>, Path(name): Path<String>) -> ApiResult<Response> {
     c.delete_volume(&name).await?;
     Ok(Json(json!({ "volume": name, "state": "deleting" })).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/cluster/peers", tag = "cluster", request_body = Peer,
+    responses((status = 200, description = "added to the replication group"), (status = 400, description = "bad input", body = ErrorBody)))]
 async fn add_peer(State(c): State<Cluster>, Json(peer): Json<Peer>) -> ApiResult<Response> {
     c.add_peer(peer.clone()).await?;
     Ok(Json(json!({ "peer": peer.id, "role": peer.role })).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/allocations", tag = "allocations",
+    params(("job" = Option<String>, Query), ("consistent" = Option<bool>, Query)),
+    responses((status = 200, body = Vec<crate::model::Allocation>), (status = 404, body = ErrorBody)))]
 async fn list_allocations(
     State(c): State<Cluster>,
     Query(p): Query<ReadParams>,
@@ -360,13 +437,16 @@ async fn list_allocations(
 }
 
 /// Who leads, as this node sees it, and the current Raft voters.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct LeaderStatus {
     #[serde(flatten)]
     leadership: crate::store::Leadership,
     voters: Vec<String>,
 }
 
+#[utoipa::path(get, path = "/v1/allocations/{id}", tag = "allocations",
+    params(("id" = String, Path), ("consistent" = Option<bool>, Query)),
+    responses((status = 200, body = crate::model::Allocation), (status = 404, body = ErrorBody)))]
 async fn get_allocation(
     State(c): State<Cluster>,
     Path(id): Path<String>,
@@ -383,6 +463,10 @@ struct LogParams {
     follow: bool,
 }
 
+#[utoipa::path(get, path = "/v1/allocations/{id}/logs", tag = "allocations",
+    params(("id" = String, Path), ("follow" = Option<bool>, Query, description = "stream until the task exits")),
+    responses((status = 200, description = "the task's output", content_type = "text/plain"),
+              (status = 421, description = "another node runs it: ask node_http", body = ErrorBody)))]
 async fn alloc_logs(
     State(c): State<Cluster>,
     Path(id): Path<String>,
@@ -398,11 +482,14 @@ async fn alloc_logs(
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ExecBody {
     command: Vec<String>,
 }
 
+#[utoipa::path(post, path = "/v1/allocations/{id}/exec", tag = "allocations",
+    params(("id" = String, Path)), request_body = ExecBody,
+    responses((status = 200, body = crate::runtime::ExecOutput), (status = 421, body = ErrorBody)))]
 async fn alloc_exec(
     State(c): State<Cluster>,
     Path(id): Path<String>,
@@ -417,12 +504,16 @@ async fn alloc_exec(
     Ok(Json(c.exec(&id, &body.command).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/allocations/{id}/stats", tag = "allocations",
+    params(("id" = String, Path)), responses((status = 200, body = crate::runtime::Stats), (status = 421, body = ErrorBody)))]
 async fn alloc_stats(State(c): State<Cluster>, Path(id): Path<String>) -> ApiResult<Response> {
     Ok(Json(c.stats(&id).await?).into_response())
 }
 
 /// This node's view of leadership: `local` unless `?consistent=true`, which first
 /// confirms the leader with a quorum (and fails without one).
+#[utoipa::path(get, path = "/v1/status/leader", tag = "cluster",
+    params(("consistent" = Option<bool>, Query)), responses((status = 200, body = LeaderStatus)))]
 async fn leader(State(c): State<Cluster>, Query(p): Query<ReadParams>) -> ApiResult<Response> {
     let h = consistency(&c, &p).await?;
     let voters = c.store().voters().into_iter().map(|p| p.id).collect();
@@ -433,6 +524,9 @@ async fn leader(State(c): State<Cluster>, Query(p): Query<ReadParams>) -> ApiRes
     Ok((h, Json(status)).into_response())
 }
 
+#[utoipa::path(get, path = "/health", tag = "cluster",
+    responses((status = 200, description = "this node and its runtime answer"),
+              (status = 503, description = "the runtime does not answer, and why")))]
 async fn health(State(c): State<Cluster>) -> Response {
     let leader = c.leader();
     match c.runtime_health() {

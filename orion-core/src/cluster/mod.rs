@@ -91,7 +91,7 @@ pub enum ClusterError {
 }
 
 /// What a submission answers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Submitted {
     /// The job's name.
     pub name: String,
@@ -102,7 +102,7 @@ pub struct Submitted {
 }
 
 /// A job with its allocations, as `GET /v1/jobs/{name}` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobView {
     /// The job.
     #[serde(flatten)]
@@ -118,7 +118,7 @@ pub struct JobView {
 }
 
 /// A node with what is in use on it, as `GET /v1/nodes` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeView {
     /// The node.
     #[serde(flatten)]

@@ -43,6 +43,7 @@ use crate::store::Store;
 
 /// How the agent paces itself.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct AgentConfig {
     /// How often it checks its containers without being woken.
     pub tick: Duration,

@@ -29,6 +29,7 @@ type Reply = oneshot::Sender<Result<Applied, StoreError>>;
 
 /// How proposals are gathered.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BatchConfig {
     /// Most commands in one entry.
     pub max_batch: usize,

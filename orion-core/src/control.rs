@@ -35,6 +35,7 @@ use crate::store::Store;
 
 /// How the leader paces reconciliation and judges liveness.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct ControlConfig {
     /// Reconcile at least this often, even when nothing changed.
     pub reconcile_interval: Duration,

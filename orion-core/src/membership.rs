@@ -54,6 +54,7 @@ pub enum MembershipEvent {
 
 /// Why a membership call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MembershipError {
     /// Binding or using the gossip socket failed.
     #[error("gossip transport failed: {0}")]

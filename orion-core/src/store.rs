@@ -55,6 +55,7 @@ pub struct Peer {
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// No leader is known right now (election under way, or cut off from the majority);
     /// retry later.

@@ -44,6 +44,7 @@ const CHITCHAT_PRIOR_WEIGHT: f64 = 5.0;
 /// How a node takes part in gossip: its identity and metadata, its addresses,
 /// its peers, and the failure-detector tuning.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct GossipConfig {
     /// The local node as published to peers: id, addresses, role, capacity,
     /// used resources, tags.
@@ -169,6 +170,7 @@ impl Default for GossipConfig {
 
 /// Why a [`GossipConfig`] is unusable.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// `member.id` is empty.
     #[error("member id is empty")]

@@ -11,6 +11,7 @@ use crate::config::ConfigError;
 /// Why [`ChitchatMembership::start`](crate::ChitchatMembership::start) failed.
 /// None of these is retryable as is: fix the config or free the address.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GossipError {
     /// The config does not validate.
     #[error("invalid gossip config")]

@@ -65,10 +65,12 @@ impl std::str::FromStr for Engine {
 /// A configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid store config: {0}")]
+#[non_exhaustive]
 pub struct ConfigError(pub String);
 
 /// How to open a [`crate::RaftStore`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RaftStoreConfig {
     /// This node's id, unique in the cluster. Default `n1`: a one-node cluster needs
     /// no thought; every multi-node cluster sets it.

@@ -161,6 +161,7 @@ pub trait Scheduler: Send + Sync + std::fmt::Debug {
 
 /// How the filter-and-score scheduler searches.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct SchedulerConfig {
     /// Strategy for jobs that do not choose one.
     pub default_strategy: Strategy,

@@ -7,6 +7,7 @@ pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 
 /// How a [`DockerRuntime`](super::DockerRuntime) reaches and drives the engine.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct DockerConfig {
     /// The engine's address: `unix:///path/docker.sock` (or a bare path), or
     /// `tcp://host:port` / `http://host:port`.

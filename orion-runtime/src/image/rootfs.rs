@@ -22,6 +22,7 @@ const MTIME: u64 = 1_700_000_000;
 
 /// Why a rootfs could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ImageError {
     /// No busybox binary was found.
     #[error(

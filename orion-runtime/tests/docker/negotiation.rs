@@ -40,9 +40,10 @@ async fn requests_speak_the_engines_older_api_version() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("old-engine.sock");
     let (seen, engine) = scripted_engine(&path, "1.40").await;
-    let rt = DockerRuntime::connect(DockerConfig {
-        host: Some(format!("unix://{}", path.display())),
-        ..DockerConfig::default()
+    let rt = DockerRuntime::connect({
+        let mut c = DockerConfig::default();
+        c.host = Some(format!("unix://{}", path.display()));
+        c
     })
     .expect("connect");
     assert!(seen.lock().unwrap().is_empty(), "connect does no I/O");

@@ -8,10 +8,11 @@ use orion_runtime::{DockerConfig, DockerRuntime};
 
 /// A runtime for the socket at `path`, with a short connect timeout.
 fn runtime_at(path: &std::path::Path) -> DockerRuntime {
-    DockerRuntime::connect(DockerConfig {
-        host: Some(format!("unix://{}", path.display())),
-        connect_timeout: Duration::from_millis(500),
-        ..DockerConfig::default()
+    DockerRuntime::connect({
+        let mut c = DockerConfig::default();
+        c.host = Some(format!("unix://{}", path.display()));
+        c.connect_timeout = Duration::from_millis(500);
+        c
     })
     .expect("connect is lazy and succeeds")
 }
@@ -69,9 +70,10 @@ async fn a_silent_engine_is_unavailable_after_the_connect_timeout() {
 /// A configuration that cannot work is refused by the constructor.
 #[test]
 fn an_invalid_config_is_refused_at_connect() {
-    let err = DockerRuntime::connect(DockerConfig {
-        host: Some("ssh://somewhere".into()),
-        ..DockerConfig::default()
+    let err = DockerRuntime::connect({
+        let mut c = DockerConfig::default();
+        c.host = Some("ssh://somewhere".into());
+        c
     })
     .unwrap_err();
     assert!(err.to_string().contains("unsupported docker host"), "{err}");

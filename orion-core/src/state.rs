@@ -202,11 +202,31 @@ impl ClusterState {
                 (job.version, false)
             }
             Some(job) => {
+                // Only a change to what runs (the task, the kind) needs new
+                // containers; anything else (the replica count, placement rules)
+                // is made in place: live allocations move to the new version and
+                // keep their ids, containers and host ports.
+                let in_place = job.status == JobStatus::Running
+                    && job.spec.task == spec.task
+                    && job.spec.kind == spec.kind;
+                let old = job.version;
                 job.spec = spec.clone();
                 job.version += 1;
                 job.status = JobStatus::Running;
                 job.modify_index = index;
-                (job.version, true)
+                let version = job.version;
+                if in_place {
+                    let ids: Vec<AllocId> = self
+                        .allocs
+                        .of_job(&spec.name)
+                        .filter(|a| a.is_live() && a.job_version == old)
+                        .map(|a| a.id.clone())
+                        .collect();
+                    for id in ids {
+                        self.modify_alloc(index, &id, changes, |a| a.job_version = version);
+                    }
+                }
+                (version, true)
             }
             None => {
                 self.jobs.insert(

@@ -285,3 +285,56 @@ fn volumes_are_created_refused_in_use_and_forgotten_by_their_node() {
         "{r:?}"
     );
 }
+
+/// A change that needs no new container is made in place: scaling moves the
+/// live allocations to the new version (same ids, nodes, ports); a change to
+/// the task does not.
+#[test]
+fn a_replica_count_change_keeps_the_running_allocations() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .job(job("web", 2, 0.5, 256));
+    b.apply(plan(vec![
+        place("web", 1, 0, "n1"),
+        place("web", 1, 1, "n1"),
+    ]));
+    let before: Vec<(String, Option<String>)> = b
+        .state()
+        .allocs_of_job("web")
+        .map(|a| (a.id.clone(), a.node.clone()))
+        .collect();
+    let r = b.apply(Command::UpsertJob {
+        spec: job("web", 4, 0.5, 256),
+    });
+    assert!(
+        matches!(
+            r,
+            Response::Job {
+                version: 2,
+                changed: true,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    let after: Vec<(String, Option<String>, u64)> = b
+        .state()
+        .allocs_of_job("web")
+        .map(|a| (a.id.clone(), a.node.clone(), a.job_version))
+        .collect();
+    assert_eq!(
+        after.len(),
+        2,
+        "nothing new until the reconciler places slots 2 and 3"
+    );
+    for ((id, node), (id2, node2, v)) in before.iter().zip(&after) {
+        assert_eq!((id, node, *v), (id2, node2, 2), "in place");
+    }
+    let mut changed = job("web", 4, 0.5, 256);
+    changed.task.env.insert("V".into(), "2".into());
+    b.apply(Command::UpsertJob { spec: changed });
+    assert!(
+        b.state().allocs_of_job("web").all(|a| a.job_version == 2),
+        "a task change leaves them on the old version, to be replaced"
+    );
+}

@@ -827,3 +827,88 @@ impl Drop for Tmux {
             .output();
     }
 }
+
+/// Scaling 2 → 4 → 1 on Docker is made in place: the first allocation keeps its
+/// id, container and host port throughout and answers every request made to it
+/// meanwhile; only the difference is started or stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_starts_and_stops_only_the_difference() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NodeSpec::new(&node_id("e2e-scale"), dir.path());
+    let _cleanup = Containers(vec![spec.id.clone()]);
+    let _node = Node::start_ready(&spec).await;
+    let addr = spec.addr();
+    let web = |n: u32| {
+        let mut v = web_json("scaled", n);
+        v["task"]["resources"]["memory_mb"] = 16.into();
+        v
+    };
+    submit(&addr, &web(2)).await.unwrap();
+    let first = wait_for("2 running", Duration::from_secs(60), async || {
+        let r = running(&addr, "scaled").await;
+        (r.len() == 2).then(|| r.into_iter().find(|a| a["slot"] == 0))?
+    })
+    .await;
+    let id = first["id"].as_str().unwrap().to_string();
+    let port = first["ports"][0]["host_port"].as_u64().unwrap();
+    let container = Containers::running_of_alloc(&id);
+    assert_eq!(container.len(), 1);
+    let url = format!("http://127.0.0.1:{port}/");
+    wait_for("the page", Duration::from_secs(20), async || {
+        get_text(&url).await
+    })
+    .await;
+
+    // Ask the first replica every 50 ms while the job scales.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (stop, url) = (stop.clone(), url.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match get_text(&url).await {
+                    Some(page) if page.contains("Hello from Orion") => ok += 1,
+                    _ => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (ok, failed)
+        })
+    };
+    submit(&addr, &web(4)).await.unwrap();
+    wait_for("4 running", Duration::from_secs(60), async || {
+        (running(&addr, "scaled").await.len() == 4).then_some(())
+    })
+    .await;
+    submit(&addr, &web(1)).await.unwrap();
+    let last = wait_for("1 left", Duration::from_secs(60), async || {
+        let j = get_json(&format!("{addr}/v1/jobs/scaled")).await?;
+        let live: Vec<Value> = j["allocations"]
+            .as_array()?
+            .iter()
+            .filter(|a| a["desired"] == "run" && a["state"] == "running")
+            .cloned()
+            .collect();
+        let others_gone = Containers::of(&spec.id).len() == 1;
+        (live.len() == 1 && others_gone).then(|| live[0].clone())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = poller.await.unwrap();
+    assert_eq!(
+        last["id"],
+        id.as_str(),
+        "the first allocation is the one left"
+    );
+    assert_eq!(last["job_version"], 3, "moved to each new version in place");
+    assert_eq!(last["ports"][0]["host_port"].as_u64(), Some(port));
+    assert_eq!(
+        Containers::running_of_alloc(&id),
+        container,
+        "the same container"
+    );
+    assert!(ok > 0 && failed == 0, "{ok} answered, {failed} failed");
+}

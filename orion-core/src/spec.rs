@@ -313,6 +313,15 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// The smallest CPU reservation a task may ask for: below 0.01 cores the
+/// engine's CFS quota floor refuses every start (and a tiny value like 1e-300
+/// rounds to no limit at all).
+pub const MIN_CPU: f64 = 0.01;
+
+/// The smallest memory reservation a task may ask for, MiB: the engine refuses
+/// a memory limit under 6 MiB, so such a task could never start.
+pub const MIN_MEMORY_MB: u64 = 6;
+
 /// One problem with one field of a spec.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
@@ -556,6 +565,20 @@ impl JobSpec {
             err(
                 "task.resources.memory_mb".into(),
                 "must be more than zero".into(),
+            );
+        } else if r.memory_mb < MIN_MEMORY_MB {
+            err(
+                "task.resources.memory_mb".into(),
+                format!(
+                    "{} is below {MIN_MEMORY_MB}: the engine refuses a smaller memory limit",
+                    r.memory_mb
+                ),
+            );
+        }
+        if r.cpu.is_finite() && r.cpu > 0.0 && r.cpu < MIN_CPU {
+            err(
+                "task.resources.cpu".into(),
+                format!("{} is below {MIN_CPU} cores: the engine refuses a smaller CPU quota (and near zero runs the task with no limit at all)", r.cpu),
             );
         }
         let mut names = BTreeSet::new();

@@ -205,6 +205,24 @@ async fn bad_input_is_refused_with_the_field_and_writes_nothing() {
         ),
         (
             "application/yaml",
+            &WEB.replace("memory_mb: 32", "memory_mb: 5"),
+            "task.resources.memory_mb",
+            "below 6: the engine refuses",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace("cpu: 0.1", "cpu: 0.005"),
+            "task.resources.cpu",
+            "below 0.01 cores",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace("cpu: 0.1", "cpu: 1e-300"),
+            "task.resources.cpu",
+            "below 0.01 cores",
+        ),
+        (
+            "application/yaml",
             &WEB.replace("memory_mb: 32", "memory_mb: -1"),
             "task.resources.memory_mb",
             "invalid value",

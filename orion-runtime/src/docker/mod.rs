@@ -101,11 +101,10 @@ impl DockerRuntime {
     /// use std::time::Duration;
     /// use orion_runtime::{DockerConfig, DockerRuntime};
     ///
-    /// let docker = DockerRuntime::connect(DockerConfig {
-    ///     host: Some("unix:///run/user/1000/docker.sock".into()),
-    ///     pull_timeout: Duration::from_secs(60),
-    ///     ..DockerConfig::default()
-    /// })?;
+    /// let mut config = DockerConfig::default();
+    /// config.host = Some("unix:///run/user/1000/docker.sock".into());
+    /// config.pull_timeout = Duration::from_secs(60);
+    /// let docker = DockerRuntime::connect(config)?;
     /// # Ok::<(), orion_core::RuntimeError>(())
     /// ```
     pub fn connect(config: DockerConfig) -> Result<DockerRuntime, RuntimeError> {

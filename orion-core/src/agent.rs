@@ -331,8 +331,9 @@ impl Agent {
                     AllocState::Failed,
                     Some(format!("start failed: {e}")),
                 );
-                // Always reported: each failed attempt counts towards rescheduling.
-                u.failed_attempt = true;
+                // Each failed attempt counts towards rescheduling (absolute, so a
+                // report committed twice counts once).
+                u.failures = Some(a.failures + 1);
                 Some(u)
             }
         }
@@ -422,7 +423,7 @@ impl Agent {
                 let mut u = update(&self.node_id, a, AllocState::Running, None);
                 u.ports = self.runtime.inspect(&c.id).await.ok().map(|i| i.ports);
                 u.exit_code = Some(code);
-                u.restarted = true;
+                u.restarts = Some(a.restarts + 1);
                 self.back_off(&a.id);
                 Some(u)
             }

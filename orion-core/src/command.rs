@@ -179,11 +179,22 @@ pub struct AllocUpdate {
     /// Host ports as the runtime bound them, for running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<PortBinding>>,
-    /// The node restarted it in place.
-    #[serde(default)]
+    /// Its restart count with this report, when the node restarted it in place.
+    /// Absolute, not a delta, so a report committed twice (a retried proposal)
+    /// counts once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u32>,
+    /// Its failed start attempts with this report, when one failed (absolute,
+    /// as `restarts`; see `Allocation::failures`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
+    /// Logs written before the counters were absolute said "one more restart"
+    /// with this flag; read (applied as +1 when `restarts` is absent) so old
+    /// logs replay as they did, never written.
+    #[serde(default, skip_serializing)]
     pub restarted: bool,
-    /// The node tried to start it and failed (counted in `Allocation::failures`).
-    #[serde(default)]
+    /// As `restarted`, for failed attempts.
+    #[serde(default, skip_serializing)]
     pub failed_attempt: bool,
 }
 
@@ -191,13 +202,16 @@ impl crate::model::Allocation {
     /// Whether committing `u` would change this allocation: the one rule the
     /// agent (whether to report) and the state machine (whether to apply) share.
     /// An update without an exit code or ports leaves those as they are (the
-    /// exit code of the last exit stays through a restart); a restart or a
-    /// failed attempt is always a change (it is counted).
+    /// exit code of the last exit stays through a restart), and so do the
+    /// counters; a counter it carries changes only when it differs, so the same
+    /// report twice changes nothing the second time.
     pub fn changed_by(&self, u: &AllocUpdate) -> bool {
         self.state != u.state
             || self.message != u.message
             || u.exit_code.is_some_and(|c| self.exit_code != Some(c))
             || u.ports.as_ref().is_some_and(|p| *p != self.ports)
+            || u.restarts.is_some_and(|r| r != self.restarts)
+            || u.failures.is_some_and(|f| f != self.failures)
             || u.restarted
             || u.failed_attempt
     }
@@ -214,6 +228,8 @@ impl AllocUpdate {
             message: None,
             exit_code: None,
             ports: None,
+            restarts: None,
+            failures: None,
             restarted: false,
             failed_attempt: false,
         }

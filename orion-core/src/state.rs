@@ -652,13 +652,16 @@ impl ClusterState {
                 if let Some(p) = &u.ports {
                     a.ports = p.clone();
                 }
-                if u.restarted {
-                    a.restarts += 1;
+                match (u.restarts, u.restarted) {
+                    (Some(r), _) => a.restarts = r,
+                    (None, true) => a.restarts += 1,
+                    (None, false) => {}
                 }
-                if u.failed_attempt {
-                    a.failures += 1;
-                } else if u.state == AllocState::Running {
-                    a.failures = 0;
+                match (u.failures, u.failed_attempt) {
+                    (Some(f), _) => a.failures = f,
+                    (None, true) => a.failures += 1,
+                    (None, false) if u.state == AllocState::Running => a.failures = 0,
+                    (None, false) => {}
                 }
             });
             applied += 1;

@@ -102,6 +102,11 @@ impl StoreError {
 ///   every node, including after a restart (log replay or snapshot install).
 /// - [`replica`](Store::replica) reads are local and may lag the leader;
 ///   [`read_barrier`](Store::read_barrier) first makes them linearizable.
+/// - `propose` is at-least-once: a proposal retried after a timeout or a leader
+///   change may be committed twice. Every [`Command`] is therefore idempotent —
+///   applied a second time it leaves the state as the first left it (allocation
+///   counters are absolute, not deltas); `state::tests::
+///   every_command_applied_twice_is_applied_once` checks each kind.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Commits `cmd` and waits until this node has applied it.

@@ -140,6 +140,8 @@ fn completed_batch_slots_are_not_run_again() {
             message: None,
             exit_code: Some(0),
             ports: None,
+            restarts: None,
+            failures: None,
             restarted: false,
             failed_attempt: false,
         }],
@@ -242,7 +244,7 @@ fn a_task_that_keeps_failing_to_start_is_replaced_with_other_ports() {
         b.apply(Command::UpdateAllocs {
             updates: vec![AllocUpdate {
                 message: Some("start failed: port is already allocated".into()),
-                failed_attempt: true,
+                failures: Some(n + 1),
                 ..AllocUpdate::new(first.id.clone(), "n1", AllocState::Failed)
             }],
         });

@@ -338,3 +338,109 @@ fn a_replica_count_change_keeps_the_running_allocations() {
         "a task change leaves them on the old version, to be replaced"
     );
 }
+
+/// The snapshot as JSON without the indexes a second commit moves (the applied
+/// index, each allocation's modify index): what "the same state" means for a
+/// command delivered twice.
+fn normalized(s: &ClusterState) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("modify_index");
+                m.remove("applied_index");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&s.to_snapshot()).unwrap();
+    strip(&mut v);
+    v
+}
+
+/// `Store::propose` may commit a command twice (a retry after a timeout or a
+/// leader change): every command kind applied a second time leaves the state
+/// as the first application left it.
+#[test]
+fn every_command_applied_twice_is_applied_once() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .node(node("n2", 4.0, 4096))
+        .job(job("web", 2, 0.5, 256));
+    b.apply(plan(vec![place("web", 1, 0, "n1")]));
+    let a0 = b.state().allocs_of_job("web").next().unwrap().clone();
+    let report = |u: AllocUpdate| Command::UpdateAllocs { updates: vec![u] };
+    let commands = vec![
+        Command::InitCluster {
+            cluster_id: "c1".into(),
+        },
+        Command::UpsertJob {
+            spec: job("api", 1, 0.5, 128),
+        },
+        Command::UpsertJob {
+            spec: job("web", 3, 0.5, 256),
+        },
+        Command::RegisterNode {
+            info: node("n3", 2.0, 2048),
+        },
+        Command::SetNodeStatus {
+            id: "n3".into(),
+            status: NodeStatus::Unhealthy,
+            reason: Some("engine gone".into()),
+        },
+        Command::SetDrain {
+            id: "n2".into(),
+            draining: true,
+        },
+        plan(vec![place("web", 2, 1, "n1"), place("api", 1, 0, "n1")]),
+        report(AllocUpdate {
+            ports: Some(Vec::new()),
+            ..AllocUpdate::new(a0.id.clone(), "n1", AllocState::Running)
+        }),
+        report(AllocUpdate {
+            restarts: Some(a0.restarts + 1),
+            exit_code: Some(1),
+            ..AllocUpdate::new(a0.id.clone(), "n1", AllocState::Running)
+        }),
+        report(AllocUpdate {
+            failures: Some(1),
+            message: Some("start failed".into()),
+            ..AllocUpdate::new(a0.id.clone(), "n1", AllocState::Failed)
+        }),
+        Command::CreateVolume {
+            name: "data".into(),
+            node: "n1".into(),
+        },
+        Command::DeleteVolume { name: "data".into() },
+        Command::ForgetVolume { name: "data".into() },
+        Command::StopJob {
+            name: "api".into(),
+            purge: false,
+        },
+        Command::StopJob {
+            name: "api".into(),
+            purge: true,
+        },
+        Command::RemoveNode { id: "n3".into() },
+        Command::Batch {
+            commands: vec![
+                Command::UpsertJob {
+                    spec: job("batch-a", 1, 0.5, 64),
+                },
+                Command::SetDrain {
+                    id: "n2".into(),
+                    draining: false,
+                },
+            ],
+        },
+    ];
+    for cmd in commands {
+        b.apply(cmd.clone());
+        let once = normalized(b.state());
+        b.apply(cmd.clone());
+        assert_eq!(normalized(b.state()), once, "applied twice: {cmd:?}");
+    }
+    let a = &b.state().allocs[a0.id.as_str()];
+    assert_eq!((a.restarts, a.failures), (1, 1), "counted once each");
+}

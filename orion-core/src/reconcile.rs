@@ -7,7 +7,8 @@
 //!                             ▼
 //!               per job, per slot: keep one live copy
 //!    missing slot / lost / old version / draining node ──► request placement
-//!    extra slot / duplicate / old version / job stopped ──► stop
+//!    extra slot / duplicate / job stopped ──► stop
+//!    old version still running ──► stop only if its replacement is placed
 //!                             │
 //!                             ▼
 //!            scheduler (requests, minus what the stops free) ──► Plan
@@ -34,7 +35,14 @@ pub struct Intent {
     /// Stopped allocations whose resources the scheduler must still count as
     /// taken in this pass (replacements of tasks that failed to start).
     pub keep_reserved: Vec<AllocId>,
+    /// Stops of running copies that a new version replaces, each made only if
+    /// its slot's replacement is placed in the same plan: an update that cannot
+    /// be placed never stops the version that runs.
+    pub conditional: Vec<(SlotKey, StopAlloc)>,
 }
+
+/// A job's slot: what a conditional stop waits on.
+pub type SlotKey = (String, u32);
 
 /// Compares jobs with their allocations; returns what to stop and what to place.
 ///
@@ -91,11 +99,19 @@ fn job_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut In
     for slot in 0..spec.replicas {
         let live = by_slot.remove(&slot).unwrap_or_default();
         let keep = pick_keeper(&live, job.version);
+        let key = || (spec.name.clone(), slot);
         for a in live
             .iter()
             .filter(|a| Some(a.id.as_str()) != keep.map(|k| k.id.as_str()))
         {
-            out.stops.push(stop(a, "duplicate of its slot"));
+            match keep {
+                // The new copy is not placed yet: the old one runs on until it is.
+                Some(k) if k.node.is_none() && a.node.is_some() => out.conditional.push((
+                    key(),
+                    stop(a, &format!("replaced by version {}", job.version)),
+                )),
+                _ => out.stops.push(stop(a, "duplicate of its slot")),
+            }
         }
         let room = out.requests.len() < max_requests;
         let request = |existing| SlotRef {
@@ -108,6 +124,15 @@ fn job_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut In
             None if spec.kind == JobKind::Batch && done_slots.contains(&slot) => {}
             None if room => out.requests.push(request(None)),
             None => {}
+            Some(a) if a.job_version != job.version && a.node.is_some() => {
+                if room {
+                    out.conditional.push((
+                        key(),
+                        stop(a, &format!("replaced by version {}", job.version)),
+                    ));
+                    out.requests.push(request(None));
+                }
+            }
             Some(a) if a.job_version != job.version => {
                 out.stops
                     .push(stop(a, &format!("replaced by version {}", job.version)));
@@ -181,14 +206,27 @@ pub fn plan(
     max_requests: usize,
     seed: u64,
 ) -> Plan {
-    let intent = intent(state, max_requests);
+    let mut intent = intent(state, max_requests);
+    // The scheduler may count what conditional stops free: a stop is kept
+    // below only when its slot's replacement was placed.
     let stopping: Vec<_> = intent
         .stops
         .iter()
+        .chain(intent.conditional.iter().map(|(_, s)| s))
         .filter(|s| !intent.keep_reserved.contains(&s.id))
         .map(|s| s.id.clone())
         .collect();
     let schedule = scheduler.schedule(state, &intent.requests, &stopping, seed);
+    let placed: std::collections::HashSet<(&str, u32)> = schedule
+        .placements
+        .iter()
+        .map(|p| (p.slot.job.as_str(), p.slot.slot))
+        .collect();
+    for ((job, slot), stop) in std::mem::take(&mut intent.conditional) {
+        if placed.contains(&(job.as_str(), slot)) {
+            intent.stops.push(stop);
+        }
+    }
     let unplaced = schedule
         .unplaced
         .into_iter()

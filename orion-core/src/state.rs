@@ -506,10 +506,12 @@ impl ClusterState {
                 }
             }
             None => {
+                // A copy of an older version may still hold the slot: it runs
+                // until this one is placed (the reconciler then stops it).
                 let taken = self
                     .allocs
                     .tally(&slot.job)
-                    .is_some_and(|t| t.slot_live(slot.slot));
+                    .is_some_and(|t| t.slot_live_at(slot.slot, slot.version));
                 if taken {
                     return Err("slot is already filled".into());
                 }

@@ -267,3 +267,81 @@ fn a_task_that_keeps_failing_to_start_is_replaced_with_other_ports() {
         "{old:?}"
     );
 }
+
+/// Marks every placed, live allocation of `job` running, as its node would.
+fn run_all(b: &mut StateBuilder, job: &str) {
+    let updates = live(b, job)
+        .into_iter()
+        .filter(|a| a.node.is_some())
+        .map(|a| AllocUpdate::new(a.id, a.node.unwrap(), AllocState::Running))
+        .collect();
+    b.apply(Command::UpdateAllocs { updates });
+}
+
+/// An update that cannot be placed (a selector no node has) never stops the
+/// version that runs: the old copies keep running, the new ones wait with the
+/// scheduler's reason, pass after pass.
+#[test]
+fn an_update_that_cannot_be_placed_leaves_the_old_version_running() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .job(job("web", 2, 0.5, 256));
+    converge(&mut b);
+    run_all(&mut b, "web");
+    let old: Vec<String> = live(&b, "web").into_iter().map(|a| a.id).collect();
+    b.apply(Command::UpsertJob {
+        spec: job("web", 2, 0.5, 256)
+            .selector("gpu", "true")
+            .env("V", "2"),
+    });
+    converge(&mut b);
+    let now = live(&b, "web");
+    let running: Vec<&str> = now
+        .iter()
+        .filter(|a| a.state == AllocState::Running)
+        .map(|a| a.id.as_str())
+        .collect();
+    assert_eq!(running, old, "the old version still runs");
+    let pending: Vec<&Allocation> = now.iter().filter(|a| a.job_version == 2).collect();
+    assert_eq!(pending.len(), 2);
+    assert!(pending
+        .iter()
+        .all(|a| a.node.is_none() && a.message.as_deref() == Some("1 node: selector gpu=true")));
+    assert!(
+        plan(b.state(), &FilterScoreScheduler::default(), 100, 7).is_empty(),
+        "and nothing more to do until a node matches"
+    );
+
+    // A node that matches appears: the new version is placed, then the old stops.
+    b.apply(Command::RegisterNode {
+        info: crate::testing::fixtures::tagged(node("gpu1", 4.0, 4096), &[("gpu", "true")]),
+    });
+    converge(&mut b);
+    let now = live(&b, "web");
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(now
+        .iter()
+        .all(|a| a.job_version == 2 && a.node.as_deref() == Some("gpu1")));
+}
+
+/// Where the new version only fits once the old one is gone (one small node),
+/// the update still goes through in one plan: the stop that frees the room is
+/// kept because the replacement it makes room for is placed.
+#[test]
+fn an_update_that_needs_the_old_copys_room_still_goes_through() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 1.0, 512))
+        .job(job("web", 1, 0.5, 400));
+    converge(&mut b);
+    run_all(&mut b, "web");
+    b.apply(Command::UpsertJob {
+        spec: job("web", 1, 0.5, 400).env("V", "2"),
+    });
+    converge(&mut b);
+    let now = live(&b, "web");
+    assert_eq!(now.len(), 1);
+    assert_eq!(
+        (now[0].job_version, now[0].node.as_deref()),
+        (2, Some("n1"))
+    );
+}

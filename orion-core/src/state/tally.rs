@@ -15,6 +15,9 @@ pub struct JobTally {
     live: u32,
     /// Live allocations per job version.
     live_versions: BTreeMap<u64, u32>,
+    /// Live allocations per slot and version: a new version's copy may join a
+    /// slot the old one still holds (it runs until its replacement is placed).
+    live_slot_versions: BTreeMap<(u32, u64), u32>,
     /// Live allocations not placed on a node.
     unplaced: u32,
     /// Live allocations that failed to start often enough to be replaced.
@@ -44,6 +47,7 @@ impl JobTally {
             step(&mut self.live);
             bump(&mut self.live_slots, a.slot, up);
             bump(&mut self.live_versions, a.job_version, up);
+            bump(&mut self.live_slot_versions, (a.slot, a.job_version), up);
             if a.node.is_none() {
                 step(&mut self.unplaced);
             }
@@ -73,6 +77,11 @@ impl JobTally {
     /// Whether a slot has a live allocation.
     pub fn slot_live(&self, slot: u32) -> bool {
         self.live_slots.contains_key(&slot)
+    }
+
+    /// Whether a slot has a live allocation of `version`.
+    pub fn slot_live_at(&self, slot: u32, version: u64) -> bool {
+        self.live_slot_versions.contains_key(&(slot, version))
     }
 
     /// Whether the job needs nothing from the reconciler, draining nodes aside:

@@ -412,8 +412,12 @@ fn every_command_applied_twice_is_applied_once() {
             name: "data".into(),
             node: "n1".into(),
         },
-        Command::DeleteVolume { name: "data".into() },
-        Command::ForgetVolume { name: "data".into() },
+        Command::DeleteVolume {
+            name: "data".into(),
+        },
+        Command::ForgetVolume {
+            name: "data".into(),
+        },
         Command::StopJob {
             name: "api".into(),
             purge: false,

@@ -912,3 +912,60 @@ async fn scaling_starts_and_stops_only_the_difference() {
     );
     assert!(ok > 0 && failed == 0, "{ok} answered, {failed} failed");
 }
+
+/// An update that cannot be placed (a selector no node has) leaves the running
+/// version running — its page still answers — and the new version's
+/// allocations say why they wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_that_cannot_be_placed_leaves_v1_running() {
+    if !engine().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NodeSpec::new(&node_id("e2e-noplace"), dir.path());
+    let _cleanup = Containers(vec![spec.id.clone()]);
+    let _node = Node::start_ready(&spec).await;
+    let addr = spec.addr();
+    let mut v1 = web_json("steady", 2);
+    v1["task"]["resources"]["memory_mb"] = 16.into();
+    submit(&addr, &v1).await.unwrap();
+    let before = wait_for("v1 running", Duration::from_secs(60), async || {
+        let r = running(&addr, "steady").await;
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    let mut v2 = v1.clone();
+    v2["node_selectors"] = serde_json::json!({ "gpu": "true" });
+    v2["task"]["env"] = serde_json::json!({ "V": "2" });
+    assert_eq!(submit(&addr, &v2).await, Ok(2));
+    let why = wait_for("v2's reason", Duration::from_secs(30), async || {
+        let j = get_json(&format!("{addr}/v1/jobs/steady")).await?;
+        let waiting: Vec<String> = j["allocations"]
+            .as_array()?
+            .iter()
+            .filter(|a| a["job_version"] == 2)
+            .filter_map(|a| a["message"].as_str().map(str::to_string))
+            .collect();
+        (waiting.len() == 2).then(|| waiting[0].clone())
+    })
+    .await;
+    assert_eq!(why, "1 node: selector gpu=true");
+    tokio::time::sleep(Duration::from_secs(2)).await; // a few reconcile passes
+    let after = running(&addr, "steady").await;
+    let ids = |v: &[Value]| {
+        let mut ids: Vec<String> = v
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&after), ids(&before), "v1 still runs");
+    for a in &after {
+        let url = format!("http://127.0.0.1:{}/", a["ports"][0]["host_port"]);
+        assert!(get_text(&url)
+            .await
+            .unwrap_or_default()
+            .contains("Hello from Orion"));
+    }
+}

@@ -124,15 +124,15 @@ fn job_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut In
             None if spec.kind == JobKind::Batch && done_slots.contains(&slot) => {}
             None if room => out.requests.push(request(None)),
             None => {}
-            Some(a) if a.job_version != job.version && a.node.is_some() => {
-                if room {
-                    out.conditional.push((
-                        key(),
-                        stop(a, &format!("replaced by version {}", job.version)),
-                    ));
-                    out.requests.push(request(None));
-                }
+            Some(a) if a.job_version != job.version && a.node.is_some() && room => {
+                out.conditional.push((
+                    key(),
+                    stop(a, &format!("replaced by version {}", job.version)),
+                ));
+                out.requests.push(request(None));
             }
+            // No room for its replacement in this pass: it runs on.
+            Some(a) if a.job_version != job.version && a.node.is_some() => {}
             Some(a) if a.job_version != job.version => {
                 out.stops
                     .push(stop(a, &format!("replaced by version {}", job.version)));

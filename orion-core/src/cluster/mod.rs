@@ -274,18 +274,7 @@ impl Cluster {
     /// same version (so a client may retry); a different spec is a new version.
     pub async fn submit(&self, spec: JobSpec) -> Result<Submitted, ClusterError> {
         spec.validate()?;
-        match self.propose(Command::UpsertJob { spec }).await? {
-            Response::Job {
-                name,
-                version,
-                changed,
-            } => Ok(Submitted {
-                name,
-                version,
-                changed,
-            }),
-            other => Err(unexpected(other)),
-        }
+        submitted(self.propose(Command::UpsertJob { spec }).await?)
     }
 
     /// Validates and submits several jobs as one commit: all are written or,
@@ -319,17 +308,8 @@ impl Cluster {
         responses
             .into_iter()
             .map(|r| match r {
-                Response::Job {
-                    name,
-                    version,
-                    changed,
-                } => Ok(Submitted {
-                    name,
-                    version,
-                    changed,
-                }),
                 Response::Refused { reason } => Err(ClusterError::Refused(reason)),
-                other => Err(unexpected(other)),
+                r => submitted(r),
             })
             .collect()
     }
@@ -341,20 +321,10 @@ impl Cluster {
             purge,
         };
         match self.propose(cmd).await {
-            Ok(Response::Job {
-                name,
-                version,
-                changed,
-            }) => Ok(Submitted {
-                name,
-                version,
-                changed,
-            }),
             Err(ClusterError::Refused(r)) if r.starts_with("no job") => {
                 Err(ClusterError::JobNotFound(name.into()))
             }
-            Err(e) => Err(e),
-            Ok(other) => Err(unexpected(other)),
+            other => submitted(other?),
         }
     }
 
@@ -582,6 +552,22 @@ fn node_error(e: ClusterError, node: &str) -> ClusterError {
             ClusterError::NodeNotFound(node.into())
         }
         e => e,
+    }
+}
+
+/// A job write's answer as the caller sees it.
+fn submitted(r: Response) -> Result<Submitted, ClusterError> {
+    match r {
+        Response::Job {
+            name,
+            version,
+            changed,
+        } => Ok(Submitted {
+            name,
+            version,
+            changed,
+        }),
+        other => Err(unexpected(other)),
     }
 }
 

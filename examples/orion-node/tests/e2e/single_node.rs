@@ -448,12 +448,10 @@ async fn apply_takes_many_specs_and_compose_files() {
     if !engine().await {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let spec = NodeSpec::new(&node_id("e2e-apply"), dir.path());
-    let _cleanup = Containers(vec![spec.id.clone()]);
-    let _node = Node::start_ready(&spec).await;
-    let addr = spec.addr();
-    let specs = dir.path().join("specs");
+    let solo = Solo::start("e2e-apply").await;
+    let addr = solo.addr.clone();
+    let dir = solo.dir.path();
+    let specs = dir.join("specs");
     std::fs::create_dir(&specs).unwrap();
     let web = |name: &str| {
         let mut v = web_json(name, 1);
@@ -501,7 +499,7 @@ async fn apply_takes_many_specs_and_compose_files() {
         );
     }
 
-    let stack = dir.path().join("docker-compose.yaml");
+    let stack = dir.join("docker-compose.yaml");
     let mut services = String::new();
     for name in ["front", "api", "auth", "cache", "jobs"] {
         services.push_str(&format!(
@@ -700,11 +698,9 @@ async fn interactive_exec_runs_a_shell() {
     if !engine().await {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let spec = NodeSpec::new(&node_id("e2e-exec"), dir.path());
-    let _cleanup = Containers(vec![spec.id.clone()]);
-    let _node = Node::start_ready(&spec).await;
-    let addr = spec.addr();
+    let solo = Solo::start("e2e-exec").await;
+    let addr = solo.addr.clone();
+    let spec = &solo.spec;
     submit(&addr, &web_json("shell", 1)).await.unwrap();
     let alloc = wait_for("a running task", Duration::from_secs(60), async || {
         running(&addr, "shell").await.pop()
@@ -836,11 +832,9 @@ async fn scaling_starts_and_stops_only_the_difference() {
     if !engine().await {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let spec = NodeSpec::new(&node_id("e2e-scale"), dir.path());
-    let _cleanup = Containers(vec![spec.id.clone()]);
-    let _node = Node::start_ready(&spec).await;
-    let addr = spec.addr();
+    let solo = Solo::start("e2e-scale").await;
+    let addr = solo.addr.clone();
+    let spec = &solo.spec;
     let web = |n: u32| {
         let mut v = web_json("scaled", n);
         v["task"]["resources"]["memory_mb"] = 16.into();
@@ -921,11 +915,8 @@ async fn an_update_that_cannot_be_placed_leaves_v1_running() {
     if !engine().await {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let spec = NodeSpec::new(&node_id("e2e-noplace"), dir.path());
-    let _cleanup = Containers(vec![spec.id.clone()]);
-    let _node = Node::start_ready(&spec).await;
-    let addr = spec.addr();
+    let solo = Solo::start("e2e-noplace").await;
+    let addr = solo.addr.clone();
     let mut v1 = web_json("steady", 2);
     v1["task"]["resources"]["memory_mb"] = 16.into();
     submit(&addr, &v1).await.unwrap();

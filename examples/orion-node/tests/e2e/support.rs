@@ -245,6 +245,43 @@ impl Drop for Containers {
     }
 }
 
+/// A test's own node on its own data dir: killed, and its containers removed,
+/// when dropped (fields drop in this order).
+pub struct Solo {
+    /// How it was started.
+    pub spec: NodeSpec,
+    /// Its API, `http://…`.
+    pub addr: String,
+    _node: Node,
+    _cleanup: Containers,
+    /// Its data dir and whatever the test puts beside it.
+    pub dir: tempfile::TempDir,
+}
+
+impl Solo {
+    /// Starts node `test-<pid>` and waits until its API answers.
+    pub async fn start(test: &str) -> Solo {
+        Solo::start_with(test, |_, _| {}).await
+    }
+
+    /// As [`Solo::start`], letting `f` adjust the spec (flags, environment)
+    /// with the temporary dir at hand.
+    pub async fn start_with(test: &str, f: impl FnOnce(&mut NodeSpec, &Path)) -> Solo {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = NodeSpec::new(&node_id(test), dir.path());
+        f(&mut spec, dir.path());
+        let cleanup = Containers(vec![spec.id.clone()]);
+        let node = Node::start_ready(&spec).await;
+        Solo {
+            addr: spec.addr(),
+            spec,
+            _node: node,
+            _cleanup: cleanup,
+            dir,
+        }
+    }
+}
+
 /// Runs the CLI against a node.
 pub fn cli(addr: &str, args: &[&str]) -> Output {
     Command::new(BIN)

@@ -34,7 +34,8 @@ use tracing::{debug, info, warn};
 
 use crate::command::{AllocUpdate, Command};
 use crate::model::{
-    AllocId, AllocState, Allocation, DesiredState, NodeId, NodeStatus, VolumeState,
+    AllocId, AllocState, Allocation, DesiredState, Health, HealthStatus, NodeId, NodeStatus,
+    VolumeState,
 };
 use crate::runtime::{ContainerInfo, ContainerState, Owner, Runtime, RuntimeError, TaskLaunch};
 use crate::spec::{JobKind, TaskSpec};
@@ -93,6 +94,8 @@ pub struct Agent {
     runtime: Arc<dyn Runtime>,
     config: AgentConfig,
     backoff: HashMap<AllocId, Backoff>,
+    /// The health of each running allocation that has checks.
+    trackers: HashMap<AllocId, health::Tracker>,
     /// Set while the runtime does not answer, with why.
     runtime_down: Option<String>,
     /// Whether this node's replica has caught up with the leader since start.
@@ -115,6 +118,7 @@ impl Agent {
             runtime,
             config,
             backoff: HashMap::new(),
+            trackers: HashMap::new(),
             runtime_down: None,
             caught_up: false,
             health,
@@ -261,8 +265,81 @@ impl Agent {
             updates.extend(self.launched(a, result));
         }
         self.backoff.retain(|id, _| seen.contains(id));
+        let checked: Vec<(&Allocation, &TaskSpec, &ContainerInfo)> = live
+            .values()
+            .filter_map(|(a, job)| {
+                let (task, _) = job.as_ref()?;
+                let c = by_alloc.get(a.id.as_str())?;
+                (!task.health_checks.is_empty() && c.state == ContainerState::Running)
+                    .then_some((a, task, *c))
+            })
+            .collect();
+        self.check_health(&checked, &mut updates).await;
         self.report(updates).await;
         self.remove_deleted_volumes().await;
+    }
+
+    /// Runs the health probes that are due on the running allocations that have
+    /// checks, concurrently, and reports transitions only; an allocation that
+    /// turns unhealthy is restarted in place (and starts its grace again).
+    async fn check_health(
+        &mut self,
+        running: &[(&Allocation, &TaskSpec, &ContainerInfo)],
+        updates: &mut Vec<AllocUpdate>,
+    ) {
+        let now = Instant::now().into_std();
+        let ids: HashSet<&str> = running.iter().map(|(a, _, _)| a.id.as_str()).collect();
+        self.trackers.retain(|id, _| ids.contains(id.as_str()));
+        let mut due = Vec::new();
+        for (k, (a, task, _)) in running.iter().enumerate() {
+            let t = self
+                .trackers
+                .entry(a.id.clone())
+                .or_insert_with(|| health::Tracker::new(&task.health_checks, now));
+            if t.status() == HealthStatus::Starting
+                && a.health.as_ref().map(|h| h.status) != Some(HealthStatus::Starting)
+            {
+                updates.push(AllocUpdate {
+                    health: Some(Health {
+                        status: HealthStatus::Starting,
+                        output: None,
+                    }),
+                    ..update(&self.node_id, a, AllocState::Running, a.message.clone())
+                });
+            }
+            due.extend(t.due(now).into_iter().map(|i| (k, i)));
+        }
+        let runtime = &*self.runtime;
+        let results = futures::future::join_all(due.iter().map(|&(k, i)| {
+            let (_, task, c) = running[k];
+            health::probe(&task.health_checks[i], &c.ports, runtime, &c.id)
+        }))
+        .await;
+        let now = Instant::now().into_std();
+        for ((k, i), result) in due.into_iter().zip(results) {
+            let (a, task, c) = running[k];
+            let Some(t) = self.trackers.get_mut(&a.id) else {
+                continue;
+            };
+            let Some(h) = t.record(&task.health_checks[i], i, result, now) else {
+                continue;
+            };
+            info!(node_id = %self.node_id, alloc = %a.id, health = %h.status, output = ?h.output, "health changed");
+            let mut u = update(&self.node_id, a, AllocState::Running, a.message.clone());
+            if h.status == HealthStatus::Unhealthy {
+                let why = h.output.clone().unwrap_or_default();
+                warn!(node_id = %self.node_id, alloc = %a.id, reason = %why, "unhealthy; restarting in place");
+                let _ = self.runtime.stop(&c.id, self.config.stop_grace).await;
+                if let Err(e) = self.runtime.start(&c.id).await {
+                    warn!(node_id = %self.node_id, alloc = %a.id, error = %e, "restart after failed checks failed");
+                }
+                u.message = Some(format!("restarted: unhealthy: {why}"));
+                u.restarts = Some(a.restarts + 1);
+                self.trackers.remove(&a.id);
+            }
+            u.health = Some(h);
+            updates.push(u);
+        }
     }
 
     /// Removes the data of this node's volumes marked deleting, then tells the
@@ -534,6 +611,8 @@ fn update(
         ..AllocUpdate::new(a.id.clone(), node.clone(), state)
     }
 }
+
+pub mod health;
 
 #[cfg(test)]
 mod tests;

@@ -179,6 +179,9 @@ pub struct AllocUpdate {
     /// Host ports as the runtime bound them, for running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<PortBinding>>,
+    /// Its health, when it changed (a transition of its checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::model::Health>,
     /// Its restart count with this report, when the node restarted it in place.
     /// Absolute, not a delta, so a report committed twice (a retried proposal)
     /// counts once.
@@ -210,6 +213,9 @@ impl crate::model::Allocation {
             || self.message != u.message
             || u.exit_code.is_some_and(|c| self.exit_code != Some(c))
             || u.ports.as_ref().is_some_and(|p| *p != self.ports)
+            || u.health
+                .as_ref()
+                .is_some_and(|h| self.health.as_ref() != Some(h))
             || u.restarts.is_some_and(|r| r != self.restarts)
             || u.failures.is_some_and(|f| f != self.failures)
             || u.restarted
@@ -228,6 +234,7 @@ impl AllocUpdate {
             message: None,
             exit_code: None,
             ports: None,
+            health: None,
             restarts: None,
             failures: None,
             restarted: false,

@@ -47,8 +47,8 @@ pub use command::{AllocUpdate, Command, Placement, Plan, Response, SlotRef, Stop
 pub use control::ControlConfig;
 pub use membership::{Member, Membership, MembershipError, MembershipEvent, SoloMembership};
 pub use model::{
-    AllocId, AllocState, Allocation, DesiredState, Job, JobHealth, JobStatus, Node, NodeAddrs,
-    NodeId, NodeInfo, NodeRole, NodeStatus, PortBinding,
+    AllocId, AllocState, Allocation, DesiredState, Health, HealthStatus, Job, JobHealth, JobStatus,
+    Node, NodeAddrs, NodeId, NodeInfo, NodeRole, NodeStatus, PortBinding,
 };
 pub use replica::{ChangeBatch, Replica};
 pub use runtime::{ContainerInfo, ContainerState, Owner, Runtime, RuntimeError, TaskLaunch};

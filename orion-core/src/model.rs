@@ -342,6 +342,39 @@ impl fmt::Display for PortBinding {
     }
 }
 
+/// What the health checks of a running task last concluded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Started, not yet passed its checks (or still in its grace).
+    Starting,
+    /// Its checks pass.
+    Healthy,
+    /// Its checks failed `failures` times in a row.
+    Unhealthy,
+}
+
+impl fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HealthStatus::Starting => "starting",
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Unhealthy => "unhealthy",
+        })
+    }
+}
+
+/// An allocation's health: the status, and the output of the last failing
+/// probe. Written only on transitions, never per probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Starting, healthy or unhealthy.
+    pub status: HealthStatus,
+    /// What the last failing probe said (`GET / answered 500`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
 /// One copy of a job's task, bound (or waiting to be bound) to a node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Allocation {
@@ -371,6 +404,9 @@ pub struct Allocation {
     /// Exit code of its last exit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
+    /// Its health, for a task with health checks once it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
     /// How often its node restarted it in place.
     #[serde(default)]
     pub restarts: u32,

@@ -10,6 +10,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub mod compose;
+mod health;
+pub use health::{CheckKind, HealthCheck};
 mod parse;
 pub use parse::{parse_json_strict, parse_specs, parse_yaml_documents, parse_yaml_value};
 
@@ -174,6 +176,9 @@ pub struct TaskSpec {
     /// volume's node) and host paths the node allows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeMount>,
+    /// Probes run by the task's node; the task is healthy while they pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<HealthCheck>,
 }
 
 /// One mount of a task: a named volume (`name`) or a host path (`host_path`,
@@ -406,6 +411,7 @@ impl JobSpec {
                 resources: Resources::default(),
                 ports: Vec::new(),
                 volumes: Vec::new(),
+                health_checks: Vec::new(),
             },
             node_selectors: BTreeMap::new(),
             constraints: Vec::new(),
@@ -417,6 +423,12 @@ impl JobSpec {
     /// Sets the replica count.
     pub fn replicas(mut self, n: u32) -> Self {
         self.replicas = n;
+        self
+    }
+
+    /// Adds a health check.
+    pub fn health_check(mut self, check: HealthCheck) -> Self {
+        self.task.health_checks.push(check);
         self
     }
 
@@ -611,6 +623,12 @@ impl JobSpec {
                         format!("host port {h} is used twice"),
                     );
                 }
+            }
+        }
+        let port_names: Vec<&str> = t.ports.iter().map(|p| p.name.as_str()).collect();
+        for (i, c) in t.health_checks.iter().enumerate() {
+            for (field, problem) in c.problems(&format!("task.health_checks[{i}]"), &port_names) {
+                err(field, problem);
             }
         }
         let mut targets = BTreeSet::new();

@@ -612,6 +612,7 @@ impl ClusterState {
             state: AllocState::Pending,
             message: None,
             exit_code: None,
+            health: None,
             restarts: 0,
             failures: 0,
             create_index: index,
@@ -653,6 +654,9 @@ impl ClusterState {
                 }
                 if let Some(p) = &u.ports {
                     a.ports = p.clone();
+                }
+                if let Some(h) = &u.health {
+                    a.health = Some(h.clone());
                 }
                 match (u.restarts, u.restarted) {
                     (Some(r), _) => a.restarts = r,

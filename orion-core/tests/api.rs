@@ -270,6 +270,51 @@ async fn bad_input_is_refused_with_the_field_and_writes_nothing() {
             "absolute path",
         ),
         (
+            "application/yaml",
+            &WEB.replace(
+                "env:",
+                "health_checks: [{ type: grpc, port: http }]\n  env:",
+            ),
+            "task.health_checks[0].type",
+            "unknown variant `grpc`",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace(
+                "env:",
+                "health_checks: [{ type: http, port: admin }]\n  env:",
+            ),
+            "task.health_checks[0].port",
+            "no port named \"admin\"",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace(
+                "env:",
+                "health_checks: [{ type: tcp, port: http, interval: soon }]\n  env:",
+            ),
+            "task.health_checks[0].interval",
+            "",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace(
+                "env:",
+                "health_checks: [{ type: tcp, port: http, interval: 1s, timeout: 2s }]\n  env:",
+            ),
+            "task.health_checks[0].timeout",
+            "must be below the interval",
+        ),
+        (
+            "application/yaml",
+            &WEB.replace(
+                "env:",
+                "health_checks: [{ type: command, interval: 0s }]\n  env:",
+            ),
+            "task.health_checks[0].command",
+            "needs a command",
+        ),
+        (
             "application/json",
             r#"{"name": "web", "name": "api", "task": {"image": "x"}}"#,
             "",

@@ -173,6 +173,7 @@ fn print_job(v: &JobView, all: bool) {
         "VERSION",
         "DESIRED",
         "STATE",
+        "HEALTH",
         "PORTS",
         "MESSAGE",
     ]);
@@ -187,8 +188,17 @@ fn print_job(v: &JobView, all: bool) {
             a.job_version.to_string(),
             a.desired.to_string(),
             a.state.to_string(),
+            a.health
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |h| h.status.to_string()),
             ports(a),
-            a.message.clone().unwrap_or_default(),
+            match a.health.as_ref().and_then(|h| h.output.as_ref()) {
+                Some(probe) => format!(
+                    "{} (last probe: {probe})",
+                    a.message.as_deref().unwrap_or("")
+                ),
+                None => a.message.clone().unwrap_or_default(),
+            },
         ]);
     }
     t.print();

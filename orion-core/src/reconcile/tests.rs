@@ -140,6 +140,7 @@ fn completed_batch_slots_are_not_run_again() {
             message: None,
             exit_code: Some(0),
             ports: None,
+            health: None,
             restarts: None,
             failures: None,
             restarted: false,

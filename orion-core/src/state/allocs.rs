@@ -287,6 +287,7 @@ mod tests {
             state: AllocState::Running,
             message: None,
             exit_code: None,
+            health: None,
             restarts: 0,
             failures: 0,
             create_index: 1,

@@ -284,6 +284,7 @@ mod tests {
             resources: Resources::default(),
             ports: Vec::new(),
             volumes: Vec::new(),
+            health_checks: Vec::new(),
         }
     }
 

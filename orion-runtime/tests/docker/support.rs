@@ -120,6 +120,7 @@ pub fn task(argv: &[&str]) -> TaskSpec {
         },
         ports: Vec::new(),
         volumes: Vec::new(),
+        health_checks: Vec::new(),
     }
 }
 

@@ -960,3 +960,118 @@ async fn an_update_that_cannot_be_placed_leaves_v1_running() {
             .contains("Hello from Orion"));
     }
 }
+
+/// Health checks against real containers: http, tcp and command checks pass
+/// and the allocation turns healthy; an http probe to a port that accepts but
+/// never answers times out and the task turns unhealthy and is restarted in
+/// place; a task whose command check starts failing after a while is restarted
+/// in place too, and is healthy again. `job status` shows the HEALTH column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_pass_time_out_and_restart_in_place() {
+    if !engine().await {
+        return;
+    }
+    let solo = Solo::start("e2e-health").await;
+    let addr = solo.addr.clone();
+    let fast = |c: Value| {
+        let mut c = c;
+        c["interval"] = "300ms".into();
+        c["timeout"] = "200ms".into();
+        c["grace"] = "0s".into();
+        c["failures"] = 2.into();
+        c
+    };
+    let mut good = web_json("checked", 1);
+    good["task"]["health_checks"] = serde_json::json!([
+        fast(
+            serde_json::json!({ "type": "http", "port": "http", "path": "/", "body_contains": "Hello" })
+        ),
+        fast(serde_json::json!({ "type": "tcp", "port": "http" })),
+        fast(serde_json::json!({ "type": "command", "command": ["true"] })),
+    ]);
+    let mut hangs = web_json("hangs", 1);
+    hangs["task"]["command"] = serde_json::json!([
+        "sh",
+        "-c",
+        // A listener that accepts every connection and never answers.
+        "nc -ll -p 81 -e sleep 100 & exec httpd -f -p 80 -h /www"
+    ]);
+    hangs["task"]["ports"] = serde_json::json!([
+        { "name": "http", "container_port": 80 },
+        { "name": "slow", "container_port": 81 }
+    ]);
+    let mut hang_check = fast(serde_json::json!({ "type": "http", "port": "slow" }));
+    hang_check["grace"] = "1s".into(); // until the listener is up
+    hangs["task"]["health_checks"] = serde_json::json!([hang_check]);
+    let mut flaky = web_json("flaky", 1);
+    flaky["task"]["command"] = serde_json::json!([
+        "sh",
+        "-c",
+        "touch /tmp/ok; (sleep 2; rm /tmp/ok) & exec httpd -f -p 80 -h /www"
+    ]);
+    flaky["task"]["health_checks"] = serde_json::json!([fast(
+        serde_json::json!({ "type": "command", "command": ["test", "-f", "/tmp/ok"] })
+    )]);
+    for job in [&good, &hangs, &flaky] {
+        submit(&addr, job).await.unwrap();
+    }
+    let alloc_of = |job: &'static str| {
+        let addr = addr.clone();
+        async move {
+            let j = get_json(&format!("{addr}/v1/jobs/{job}")).await?;
+            j["allocations"]
+                .as_array()?
+                .iter()
+                .find(|a| a["desired"] == "run")
+                .cloned()
+        }
+    };
+    wait_for("checked healthy", Duration::from_secs(30), async || {
+        let a = alloc_of("checked").await?;
+        (a["health"]["status"] == "healthy").then_some(())
+    })
+    .await;
+    let status =
+        String::from_utf8_lossy(&cli(&addr, &["job", "status", "checked"]).stdout).to_string();
+    assert!(
+        status.contains("HEALTH") && status.contains("healthy"),
+        "{status}"
+    );
+
+    // Unhealthy with the failing probe's output (until its restart's grace
+    // begins again), then restarted in place.
+    let unhealthy = |job: &'static str, output: &'static str| {
+        let alloc_of = alloc_of.clone();
+        async move {
+            wait_for(
+                &format!("{job} unhealthy"),
+                Duration::from_secs(30),
+                async || {
+                    let a = alloc_of(job).await?;
+                    let h = &a["health"];
+                    (h["status"] == "unhealthy" && h["output"].as_str()?.contains(output))
+                        .then_some(())
+                },
+            )
+            .await
+        }
+    };
+    unhealthy("hangs", "no answer within 200ms").await;
+    wait_for("hangs restarted", Duration::from_secs(30), async || {
+        (alloc_of("hangs").await?["restarts"].as_u64()? >= 1).then_some(())
+    })
+    .await;
+    unhealthy("flaky", "test -f /tmp/ok exited 1").await;
+    wait_for(
+        "flaky restarted and healthy",
+        Duration::from_secs(40),
+        async || {
+            let a = alloc_of("flaky").await?;
+            (a["restarts"].as_u64()? >= 1 && a["health"]["status"] == "healthy").then_some(())
+        },
+    )
+    .await;
+    for job in ["checked", "hangs", "flaky"] {
+        cli(&addr, &["job", "stop", job]);
+    }
+}

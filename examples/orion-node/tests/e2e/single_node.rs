@@ -1041,7 +1041,6 @@ async fn health_checks_pass_time_out_and_restart_in_place() {
     // Unhealthy with the failing probe's output (until its restart's grace
     // begins again), then restarted in place.
     let unhealthy = |job: &'static str, output: &'static str| {
-        let alloc_of = alloc_of.clone();
         async move {
             wait_for(
                 &format!("{job} unhealthy"),

@@ -1040,20 +1040,17 @@ async fn health_checks_pass_time_out_and_restart_in_place() {
 
     // Unhealthy with the failing probe's output (until its restart's grace
     // begins again), then restarted in place.
-    let unhealthy = |job: &'static str, output: &'static str| {
-        async move {
-            wait_for(
-                &format!("{job} unhealthy"),
-                Duration::from_secs(30),
-                async || {
-                    let a = alloc_of(job).await?;
-                    let h = &a["health"];
-                    (h["status"] == "unhealthy" && h["output"].as_str()?.contains(output))
-                        .then_some(())
-                },
-            )
-            .await
-        }
+    let unhealthy = |job: &'static str, output: &'static str| async move {
+        wait_for(
+            &format!("{job} unhealthy"),
+            Duration::from_secs(30),
+            async || {
+                let a = alloc_of(job).await?;
+                let h = &a["health"];
+                (h["status"] == "unhealthy" && h["output"].as_str()?.contains(output)).then_some(())
+            },
+        )
+        .await
     };
     unhealthy("hangs", "no answer within 200ms").await;
     wait_for("hangs restarted", Duration::from_secs(30), async || {

@@ -12,11 +12,13 @@
 //! | `deploy.resources.limits` (else `reservations`) `cpus`, `memory` | `task.resources` |
 //! | `deploy.placement.constraints` (`node.labels.K == V`, `!=`) | `constraints` on tags |
 //! | `volumes` (`name:/target[:ro]`, `/host/path:/target`, long form) | `task.volumes` (a named volume must exist: `orion-node volume create`) |
+//! | `healthcheck` (`test` as `CMD`, `CMD-SHELL` or a string; `interval`, `timeout`, `retries`, `start_period`; `disable`) | a `command` health check |
 //!
 //! Keys Orion does not carry out (yet) are listed in [`Compose::ignored`] with
 //! what they were, never dropped silently: `build`, `links`, `privileged`,
-//! `networks`, `depends_on`, …, and for now `deploy.update_config` (deployments),
-//! `healthcheck` (health checks) and `secrets`, which later issues bring. A bad value names its place (`services.web.ports[1]`).
+//! `networks`, `depends_on`, …, and for now `deploy.update_config` (deployments)
+//! and `secrets`, which later issues bring. A bad value names its place
+//! (`services.web.ports[1]`).
 
 use std::collections::BTreeMap;
 
@@ -48,14 +50,9 @@ const SERVICE_KEYS: &[&str] = &[
     "ports",
     "deploy",
     "volumes",
+    "healthcheck",
 ];
-const LATER: &[(&str, &str)] = &[
-    (
-        "healthcheck",
-        "health checks come with the service lifecycle",
-    ),
-    ("secrets", "secrets come with the security work"),
-];
+const LATER: &[(&str, &str)] = &[("secrets", "secrets come with the security work")];
 
 /// Converts a Compose document (already parsed) into jobs.
 pub fn from_compose(doc: &Value) -> Result<Compose, SpecError> {
@@ -161,6 +158,11 @@ fn service(
                 .volumes
                 .push(mount(v, &format!("{at}.volumes[{i}]"))?);
         }
+    }
+    if let Some(h) = map.get("healthcheck") {
+        spec.task
+            .health_checks
+            .extend(healthcheck(h, &format!("{at}.healthcheck"))?);
     }
     if let Some(deploy) = map.get("deploy") {
         self::deploy(&mut spec, deploy, &format!("{at}.deploy"), ignored)?;
@@ -301,6 +303,56 @@ fn port(v: &Value, at: &str) -> Result<PortSpec, FieldError> {
         host_port: published.map(|p| p as u32),
         protocol,
     })
+}
+
+/// A Compose `healthcheck` as a command check (none for `NONE` or `disable`).
+fn healthcheck(h: &Value, at: &str) -> Result<Option<super::HealthCheck>, FieldError> {
+    if h.get("disable").and_then(Value::as_bool) == Some(true) {
+        return Ok(None);
+    }
+    let command = match h.get("test") {
+        Some(Value::String(s)) => vec!["/bin/sh".to_string(), "-c".into(), s.clone()],
+        Some(Value::Array(items)) => {
+            let words: Vec<String> = items.iter().filter_map(scalar).collect();
+            match words.split_first() {
+                Some((kind, _)) if kind == "NONE" => return Ok(None),
+                Some((kind, rest)) if kind == "CMD" && !rest.is_empty() => rest.to_vec(),
+                Some((kind, [cmd])) if kind == "CMD-SHELL" => {
+                    vec!["/bin/sh".into(), "-c".into(), cmd.clone()]
+                }
+                _ => {
+                    return Err(bad(
+                        format!("{at}.test"),
+                        "use [\"CMD\", …], [\"CMD-SHELL\", \"…\"], a string, or [\"NONE\"]",
+                    ))
+                }
+            }
+        }
+        _ => return Err(bad(format!("{at}.test"), "missing")),
+    };
+    let mut check = super::HealthCheck::new(super::CheckKind::Command);
+    check.command = command;
+    let duration = |key: &str| -> Result<Option<std::time::Duration>, FieldError> {
+        match h.get(key).and_then(Value::as_str) {
+            None => Ok(None),
+            Some(text) => humantime::parse_duration(text)
+                .map(Some)
+                .map_err(|e| bad(format!("{at}.{key}"), format!("{text:?}: {e}"))),
+        }
+    };
+    if let Some(d) = duration("interval")? {
+        check.interval = d;
+    }
+    if let Some(d) = duration("timeout")? {
+        check.timeout = d;
+    }
+    if let Some(d) = duration("start_period")? {
+        check.grace = d;
+    }
+    if let Some(n) = h.get("retries").and_then(Value::as_u64) {
+        check.failures = n as u32;
+    }
+    Ok(Some(check))
 }
 
 /// `name:/target[:ro]`, `/host:/target[:ro]`, or `{type, source, target, read_only}`.

@@ -44,7 +44,7 @@ services:
     command: ["dotnet", "Worker.dll"]
     environment: ["REDIS_HOST=redis", "DB_HOST=db"]
     privileged: true
-    healthcheck: { test: ["CMD", "true"], interval: 10s }
+    healthcheck: { test: ["CMD-SHELL", "pgrep dotnet"], interval: 30s, timeout: 5s, retries: 4, start_period: 1m }
     deploy:
       mode: replicated
       replicas: 1
@@ -105,6 +105,17 @@ fn a_real_world_stack_converts_and_lists_what_it_ignores() {
 
     let worker = by("worker");
     assert_eq!(worker.task.command, ["dotnet", "Worker.dll"]);
+    let check = &worker.task.health_checks[0];
+    assert_eq!(check.command, ["/bin/sh", "-c", "pgrep dotnet"]);
+    assert_eq!(
+        (
+            check.interval.as_secs(),
+            check.timeout.as_secs(),
+            check.failures,
+            check.grace.as_secs()
+        ),
+        (30, 5, 4, 60)
+    );
     assert_eq!(worker.task.env["DB_HOST"], "db");
     assert_eq!(
         worker.constraints.len(),
@@ -122,7 +133,6 @@ fn a_real_world_stack_converts_and_lists_what_it_ignores() {
         "services.vote.depends_on: not supported",
         "services.result.entrypoint: folded into the command",
         "services.worker.privileged: not supported",
-        "services.worker.healthcheck: health checks come with the service lifecycle",
         "services.worker.deploy.placement.constraints[0]: \"node.role == manager\"",
     ] {
         assert!(

@@ -222,6 +222,14 @@ pub enum JobCommand {
         #[arg(long)]
         purge: bool,
     },
+    /// Change a service job's replica count: made in place, so the running
+    /// replicas keep their allocations and only the difference starts or stops.
+    Scale {
+        /// The job's name.
+        name: String,
+        /// The replica count wanted.
+        replicas: u32,
+    },
     /// List jobs.
     List {
         /// Output: the API's JSON, or a Go template over it.

@@ -104,6 +104,29 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
                 }
             );
         }
+        JobCommand::Scale { name, replicas } => {
+            let r = send(
+                http.get(format!("{base}/v1/jobs/{name}?consistent=true")),
+                "job scale",
+                &base,
+            )
+            .await?;
+            let view: JobView = r.json().await?;
+            let mut spec = view.job.spec;
+            let from = spec.replicas;
+            spec.replicas = replicas;
+            let r = send(
+                http.post(format!("{base}/v1/jobs")).json(&spec),
+                "job scale",
+                &base,
+            )
+            .await?;
+            let v: Value = r.json().await?;
+            say!(
+                "job {name} scaled {from} -> {replicas}: version {}",
+                v["version"]
+            );
+        }
         JobCommand::List { out } => {
             let template = template(&out)?;
             let r = send(http.get(format!("{base}/v1/jobs")), "job list", &base).await?;

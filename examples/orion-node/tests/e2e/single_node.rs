@@ -877,7 +877,12 @@ async fn scaling_starts_and_stops_only_the_difference() {
         (running(&addr, "scaled").await.len() == 4).then_some(())
     })
     .await;
-    submit(&addr, &web(1)).await.unwrap();
+    let out = cli(&addr, &["job", "scale", "scaled", "1"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("job scaled scaled 4 -> 1: version 3"),
+        "{said}{out:?}"
+    );
     let last = wait_for("1 left", Duration::from_secs(60), async || {
         let j = get_json(&format!("{addr}/v1/jobs/scaled")).await?;
         let live: Vec<Value> = j["allocations"]

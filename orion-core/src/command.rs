@@ -22,6 +22,14 @@ pub enum Command {
         /// The validated spec.
         spec: JobSpec,
     },
+    /// As `UpsertJob`, only if the job's `modify_index` is still `index` (0: it
+    /// does not exist); refused otherwise.
+    UpsertJobIfUnchanged {
+        /// The validated spec.
+        spec: JobSpec,
+        /// The job's modify index the writer saw.
+        index: u64,
+    },
     /// Stops a job's allocations; with `purge`, forgets the job too.
     StopJob {
         /// The job's name.

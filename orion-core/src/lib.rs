@@ -41,7 +41,8 @@ pub mod testing;
 
 pub use agent::AgentConfig;
 pub use cluster::{
-    Cluster, ClusterBuilder, ClusterConfig, ClusterError, JobView, NodeProfile, NodeView, Submitted,
+    Cluster, ClusterBuilder, ClusterConfig, ClusterError, JobPlan, JobView, NodeProfile, NodeView,
+    Submitted,
 };
 pub use command::{AllocUpdate, Command, Placement, Plan, Response, SlotRef, StopAlloc, Unplaced};
 pub use control::ControlConfig;

@@ -154,6 +154,22 @@ impl ClusterState {
                 Response::Done
             }
             Command::UpsertJob { spec } => self.upsert_job(index, spec, &mut changes),
+            Command::UpsertJobIfUnchanged { spec, index: seen } => {
+                let now = self.jobs.get(&spec.name).map_or(0, |j| j.modify_index);
+                match self.jobs.get(&spec.name) {
+                    // Applied twice: the first application made it so.
+                    Some(j) if j.spec == *spec && j.status == JobStatus::Running => {
+                        self.upsert_job(index, spec, &mut changes)
+                    }
+                    _ if now != *seen => Response::Refused {
+                        reason: format!(
+                            "job {:?} changed since index {seen} (it is at {now}): plan again",
+                            spec.name
+                        ),
+                    },
+                    _ => self.upsert_job(index, spec, &mut changes),
+                }
+            }
             Command::StopJob { name, purge } => self.stop_job(index, name, *purge, &mut changes),
             Command::RegisterNode { info } => self.register_node(index, info, &mut changes),
             Command::SetNodeStatus { id, status, reason } => {

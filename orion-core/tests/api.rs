@@ -533,6 +533,7 @@ async fn the_openapi_document_matches_the_routes() {
             "/v1/allocations/{id}/stats",
             "/v1/cluster/peers",
             "/v1/jobs",
+            "/v1/jobs/plan",
             "/v1/jobs/{name}",
             "/v1/nodes",
             "/v1/nodes/{id}",
@@ -569,5 +570,149 @@ async fn the_openapi_document_matches_the_routes() {
         }
     }
     assert_eq!(orion_core::api::openapi().paths.paths.len(), listed.len());
+    cluster.shutdown().await;
+}
+
+/// `POST /v1/jobs/plan` is a dry run with the real reconciler and scheduler:
+/// what a submission would create, stop or change in place, and why it would
+/// not fit, with the spec diff; it writes nothing. `check_index` writes only
+/// if the job has not changed since the index the plan printed.
+#[tokio::test]
+async fn plans_write_nothing_and_check_index_refuses_a_stale_write() {
+    let (cluster, base, _) = node().await;
+    let http = reqwest::Client::new();
+    let plan = |spec: serde_json::Value| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let r = http
+                .post(format!("{base}/v1/jobs/plan"))
+                .json(&spec)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let web = |replicas: u32, env: &str| {
+        serde_json::json!({
+            "name": "web", "replicas": replicas,
+            "task": { "image": "x", "resources": { "cpu": 0.1, "memory_mb": 16 }, "env": { "V": env } }
+        })
+    };
+    let p = plan(web(2, "1")).await;
+    assert_eq!(
+        (p["create"].as_u64(), p["modify_index"].as_u64()),
+        (Some(2), Some(0)),
+        "{p}"
+    );
+    assert_eq!(p["changed"], true);
+    assert_eq!(
+        cluster.store().replica().read(|s| s.jobs.len()),
+        0,
+        "a plan writes nothing"
+    );
+
+    let stale = http
+        .post(format!("{base}/v1/jobs?check_index=5"))
+        .json(&web(2, "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 409, "a new job with a non-zero index");
+    let (status, _) = post(&base, "application/json", &web(2, "1").to_string()).await;
+    assert_eq!(status, 201);
+    wait_for("2 placed", || {
+        cluster
+            .allocations(Some("web"))
+            .iter()
+            .filter(|a| a.node.is_some())
+            .count()
+            == 2
+    })
+    .await;
+
+    let p = plan(web(2, "1")).await;
+    assert_eq!(
+        (
+            p["changed"].as_bool(),
+            p["create"].as_u64(),
+            p["stop"].as_u64()
+        ),
+        (Some(false), Some(0), Some(0)),
+        "{p}"
+    );
+    let index = p["modify_index"].as_u64().unwrap();
+    assert!(index > 0);
+    let p = plan(web(4, "1")).await;
+    assert_eq!(
+        (
+            p["in_place"].as_u64(),
+            p["create"].as_u64(),
+            p["stop"].as_u64()
+        ),
+        (Some(2), Some(2), Some(0)),
+        "{p}"
+    );
+    assert!(
+        p["diff"]
+            .as_str()
+            .unwrap()
+            .contains("-  \"replicas\": 2,\n+  \"replicas\": 4,"),
+        "{p}"
+    );
+    let p = plan(web(2, "2")).await;
+    assert_eq!(
+        (
+            p["in_place"].as_u64(),
+            p["create"].as_u64(),
+            p["stop"].as_u64()
+        ),
+        (Some(0), Some(2), Some(2)),
+        "{p}"
+    );
+    let mut nowhere = web(2, "2");
+    nowhere["node_selectors"] = serde_json::json!({ "gpu": "true" });
+    let p = plan(nowhere).await;
+    assert_eq!(p["unplaced"][0], "1 node: selector gpu=true", "{p}");
+    assert_eq!(p["stop"], 0, "the running version would keep running");
+    assert_eq!(
+        cluster.job("web").unwrap().job.version,
+        1,
+        "plans wrote nothing"
+    );
+
+    // Someone else changes the job: the index the plan printed is stale.
+    let (status, _) = post(&base, "application/json", &web(3, "1").to_string()).await;
+    assert_eq!(status, 201);
+    let r = http
+        .post(format!("{base}/v1/jobs?check_index={index}"))
+        .json(&web(5, "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("changed since index"),
+        "{body}"
+    );
+    assert_eq!(
+        cluster.job("web").unwrap().job.spec.replicas,
+        3,
+        "nothing written"
+    );
+    let fresh = cluster.job("web").unwrap().job.modify_index;
+    let r = http
+        .post(format!("{base}/v1/jobs?check_index={fresh}"))
+        .json(&web(5, "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     cluster.shutdown().await;
 }

@@ -202,6 +202,16 @@ pub enum JobCommand {
     Run {
         /// The spec file (`-` for standard input).
         file: PathBuf,
+        /// Write only if the job's modify index is still this (`job plan`
+        /// prints it; 0: only if the job is new).
+        #[arg(long)]
+        check_index: Option<u64>,
+    },
+    /// A dry run: the spec's diff from the running one, and the allocations it
+    /// would create, stop or change in place; writes nothing.
+    Plan {
+        /// The spec file (`-` for standard input).
+        file: PathBuf,
     },
     /// Show a job and where its allocations run.
     Status {

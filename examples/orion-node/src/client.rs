@@ -61,10 +61,47 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
     let base = base_url(addr);
     let http = reqwest::Client::new();
     match cmd {
-        JobCommand::Run { file } => {
+        JobCommand::Plan { file } => {
             let (text, ctype) = read_spec(&file)?;
             let r = send(
-                http.post(format!("{base}/v1/jobs"))
+                http.post(format!("{base}/v1/jobs/plan"))
+                    .header("content-type", ctype)
+                    .body(text),
+                "job plan",
+                &base,
+            )
+            .await?;
+            let p: orion_core::JobPlan = r.json().await?;
+            match p.version {
+                Some(v) if p.changed => say!("job {}: changes to version {v}:", p.name),
+                Some(v) => say!("job {}: the same as version {v}", p.name),
+                None => say!("job {}: new", p.name),
+            }
+            if p.changed {
+                crate::out::raw(format_args!("{}", p.diff), true);
+            }
+            say!(
+                "+ {} to create, - {} to stop, ~ {} changed in place",
+                p.create,
+                p.stop,
+                p.in_place
+            );
+            for why in &p.unplaced {
+                say!("! cannot place: {why}");
+            }
+            say!(
+                "job modify index {}: `orion-node job run --check-index {} FILE` writes only if nothing changed since",
+                p.modify_index,
+                p.modify_index
+            );
+        }
+        JobCommand::Run { file, check_index } => {
+            let (text, ctype) = read_spec(&file)?;
+            let query = check_index
+                .map(|i| format!("?check_index={i}"))
+                .unwrap_or_default();
+            let r = send(
+                http.post(format!("{base}/v1/jobs{query}"))
                     .header("content-type", ctype)
                     .body(text),
                 "job run",

@@ -86,6 +86,7 @@ fn routes() -> OpenApiRouter<Cluster> {
     use utoipa::OpenApi as _;
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(submit, list_jobs))
+        .routes(routes!(plan_job))
         .routes(routes!(get_job, stop_job))
         .routes(routes!(list_nodes))
         .routes(routes!(remove_node))
@@ -197,12 +198,10 @@ fn spec_body(e: &SpecError) -> serde_json::Value {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
-    request_body(content = JobSpec, description = "a job spec (JSON or YAML), or a JSON array / YAML stream of them: all are written in one commit, or none"),
-    responses((status = 201, description = "written (a list: an array of these)", body = Submitted),
-              (status = 200, description = "the same spec was there already", body = Submitted), (status = 400, description = "bad input", body = ErrorBody)))]
-async fn submit(State(c): State<Cluster>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
-    let text = std::str::from_utf8(&body).map_err(|_| {
+/// The specs of a submission's body, JSON or YAML by its content type (or its
+/// first character), and whether it held a list.
+fn body_specs(headers: &HeaderMap, body: &Bytes) -> ApiResult<(Vec<JobSpec>, bool)> {
+    let text = std::str::from_utf8(body).map_err(|_| {
         ApiError(
             StatusCode::BAD_REQUEST,
             json!({"error": "body is not UTF-8"}),
@@ -219,8 +218,45 @@ async fn submit(State(c): State<Cluster>, headers: HeaderMap, body: Bytes) -> Ap
     } else {
         Format::Yaml
     };
-    let (mut specs, list) = crate::spec::parse_specs(text, format)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, spec_body(&e)))?;
+    crate::spec::parse_specs(text, format)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, spec_body(&e)))
+}
+
+#[utoipa::path(post, path = "/v1/jobs/plan", tag = "jobs",
+    request_body(content = JobSpec, description = "a job spec (JSON or YAML)"),
+    responses((status = 200, body = crate::cluster::JobPlan), (status = 400, body = ErrorBody)))]
+async fn plan_job(
+    State(c): State<Cluster>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let (specs, list) = body_specs(&headers, &body)?;
+    if list {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "plan one job at a time" }),
+        ));
+    }
+    Ok(Json(c.plan_job(&specs[0])?).into_response())
+}
+
+#[derive(Deserialize)]
+struct SubmitParams {
+    check_index: Option<u64>,
+}
+
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
+    params(("check_index" = Option<u64>, Query, description = "write only if the job's modify index is still this (0: only if new); 409 otherwise")),
+    request_body(content = JobSpec, description = "a job spec (JSON or YAML), or a JSON array / YAML stream of them: all are written in one commit, or none"),
+    responses((status = 201, description = "written (a list: an array of these)", body = Submitted),
+              (status = 200, description = "the same spec was there already", body = Submitted), (status = 400, description = "bad input", body = ErrorBody)))]
+async fn submit(
+    State(c): State<Cluster>,
+    Query(q): Query<SubmitParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let (mut specs, list) = body_specs(&headers, &body)?;
     if list {
         // Many specs: one commit, all or none.
         let done = c.submit_all(specs).await?;
@@ -231,7 +267,11 @@ async fn submit(State(c): State<Cluster>, headers: HeaderMap, body: Bytes) -> Ap
         };
         return Ok((status, Json(done)).into_response());
     }
-    let done = c.submit(specs.remove(0)).await?;
+    let spec = specs.remove(0);
+    let done = match q.check_index {
+        Some(index) => c.submit_checked(spec, index).await?,
+        None => c.submit(spec).await?,
+    };
     let status = if done.changed {
         StatusCode::CREATED
     } else {

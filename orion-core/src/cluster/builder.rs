@@ -338,7 +338,7 @@ impl ClusterBuilder {
                 node_id: info.id.clone(),
                 store: store.clone(),
                 membership: membership.clone(),
-                scheduler,
+                scheduler: scheduler.clone(),
                 config: self.config.control,
             };
             tasks.push(tokio::spawn(control.run(shutdown_rx.clone())));
@@ -353,6 +353,7 @@ impl ClusterBuilder {
             runtime_health,
             http_addr,
             registered,
+            scheduler,
             closed: Default::default(),
         });
         let cluster = Cluster::owning(inner.clone());

@@ -6,6 +6,7 @@
 
 pub(crate) mod builder;
 mod detect;
+mod plan;
 mod tasks;
 mod wait;
 
@@ -24,6 +25,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 pub use builder::{ClusterBuilder, ClusterConfig, NodeProfile};
 pub use detect::{host_capacity, host_name};
+pub use plan::JobPlan;
 
 use crate::command::{Command, Response};
 use crate::model::{Allocation, Job, JobHealth, Node, NodeId, NodeInfo, Volume};
@@ -139,6 +141,8 @@ pub(crate) struct Inner {
     pub(crate) runtime_health: watch::Receiver<Option<String>>,
     pub(crate) http_addr: Option<SocketAddr>,
     pub(crate) registered: watch::Receiver<bool>,
+    /// The scheduler the control loop uses, for dry runs (`plan_job`).
+    pub(crate) scheduler: Arc<dyn crate::scheduler::Scheduler>,
     /// Set by whoever first stops the node (`shutdown`, or the last owning
     /// handle's drop), so the store and membership are shut down once.
     pub(crate) closed: std::sync::atomic::AtomicBool,
@@ -275,6 +279,22 @@ impl Cluster {
     pub async fn submit(&self, spec: JobSpec) -> Result<Submitted, ClusterError> {
         spec.validate()?;
         submitted(self.propose(Command::UpsertJob { spec }).await?)
+    }
+
+    /// As [`submit`](Self::submit), only if the job has not changed since
+    /// `index` (its `modify_index`, as [`plan_job`](Self::plan_job) reports it;
+    /// 0: only if it does not exist yet). Otherwise refused with
+    /// [`ClusterError::Refused`], writing nothing (Nomad's `-check-index`).
+    pub async fn submit_checked(
+        &self,
+        spec: JobSpec,
+        index: u64,
+    ) -> Result<Submitted, ClusterError> {
+        spec.validate()?;
+        submitted(
+            self.propose(Command::UpsertJobIfUnchanged { spec, index })
+                .await?,
+        )
     }
 
     /// Validates and submits several jobs as one commit: all are written or,

@@ -381,6 +381,10 @@ fn every_command_applied_twice_is_applied_once() {
         Command::UpsertJob {
             spec: job("web", 3, 0.5, 256),
         },
+        Command::UpsertJobIfUnchanged {
+            spec: job("web", 3, 0.5, 128),
+            index: 3,
+        },
         Command::RegisterNode {
             info: node("n3", 2.0, 2048),
         },

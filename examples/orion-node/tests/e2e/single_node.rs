@@ -546,6 +546,61 @@ async fn apply_takes_many_specs_and_compose_files() {
         get_json(&format!("{addr}/v1/jobs/late")).await.is_none(),
         "nothing written"
     );
+
+    // `job plan` writes nothing and prints the index `--check-index` wants.
+    let planned = dir.join("planned.json");
+    std::fs::write(&planned, serde_json::to_string(&web("planned")).unwrap()).unwrap();
+    let out = cli(&addr, &["job", "plan", planned.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("job planned: new") && said.contains("+ 1 to create"),
+        "{said}"
+    );
+    assert!(said.contains("job modify index 0"), "{said}");
+    assert!(
+        get_json(&format!("{addr}/v1/jobs/planned")).await.is_none(),
+        "a plan writes nothing"
+    );
+    let out = cli(
+        &addr,
+        &[
+            "job",
+            "run",
+            planned.to_str().unwrap(),
+            "--check-index",
+            "7",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("changed since index 7"),
+        "{out:?}"
+    );
+    assert!(
+        get_json(&format!("{addr}/v1/jobs/planned")).await.is_none(),
+        "refused: nothing written"
+    );
+    let out = cli(
+        &addr,
+        &[
+            "job",
+            "run",
+            planned.to_str().unwrap(),
+            "--check-index",
+            "0",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cli(&addr, &["job", "stop", "planned"]).status.success());
     for name in ["a1", "a2", "b1", "front", "api", "auth", "cache", "jobs"] {
         assert!(cli(&addr, &["job", "stop", name]).status.success());
     }

@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //!
-//! - [`spec`]: the job spec, parsing (JSON and YAML) and validation.
+//! - [`spec`]: the job spec (health checks and volumes included), parsing (JSON,
+//!   YAML, many documents at once, Compose files) and validation.
 //! - [`model`]: nodes, jobs as stored, allocations.
 //! - [`command`]: the commands the store replicates, and plans.
 //! - [`state`]: the deterministic state machine that applies them.
@@ -14,9 +15,10 @@
 //! - Seams: [`runtime`] (`Runtime`), [`store`] (`Store`), [`membership`]
 //!   (`Membership`), [`scheduler`] (`Scheduler`).
 //! - [`reconcile`]: the pure reconciler (desired vs observed → plan).
-//! - Loops: [`agent`] (every node: drive the runtime), [`control`] (the leader:
-//!   liveness and reconciliation).
-//! - [`cluster`]: the [`Cluster`] handle and its builder; [`api`]: the HTTP API.
+//! - Loops: [`agent`] (every node: drive the runtime, probe health, remove
+//!   deleted volumes), [`control`] (the leader: liveness and reconciliation).
+//! - [`cluster`]: the [`Cluster`] handle and its builder, waiting and dry runs
+//!   (`plan_job`); [`api`]: the HTTP API and its OpenAPI document.
 //! - [`testing`] (feature `testing`): fakes of the seams.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -169,18 +169,9 @@ impl DockerRuntime {
         cmd: &[String],
     ) -> Result<ExecOutput, RuntimeError> {
         let docker = self.client().await?;
-        let config = ExecConfig {
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            cmd: Some(cmd.to_vec()),
-            ..ExecConfig::default()
-        };
-        let exec = docker
-            .create_exec(id, config)
-            .await
-            .map_err(|e| error::on_container("exec", id, e))?;
+        let exec = create_exec(docker, id, cmd, false, false).await?;
         let limit = self.config().exec_timeout;
-        tokio::time::timeout(limit, collect_exec(docker, &exec.id))
+        tokio::time::timeout(limit, collect_exec(docker, &exec))
             .await
             .map_err(|_| RuntimeError::Engine {
                 op: "exec",
@@ -199,20 +190,9 @@ impl DockerRuntime {
         tty: bool,
     ) -> Result<orion_core::runtime::ExecSession, RuntimeError> {
         let docker = self.client().await?;
-        let config = ExecConfig {
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(tty),
-            cmd: Some(cmd.to_vec()),
-            ..ExecConfig::default()
-        };
-        let exec = docker
-            .create_exec(id, config)
-            .await
-            .map_err(|e| error::on_container("exec", id, e))?;
+        let exec = create_exec(docker, id, cmd, true, tty).await?;
         match docker
-            .start_exec(&exec.id, None)
+            .start_exec(&exec, None)
             .await
             .map_err(|e| error::on_container("exec", id, e))?
         {
@@ -231,7 +211,7 @@ impl DockerRuntime {
                     .map_err(|e| error::general("exec output", e))
                     .boxed();
                 Ok(orion_core::runtime::ExecSession {
-                    id: exec.id,
+                    id: exec,
                     stdin: input,
                     output,
                 })
@@ -274,6 +254,30 @@ impl DockerRuntime {
             info.exit_code
         })
     }
+}
+
+/// Creates (does not start) an exec of `cmd` in container `id` and returns its
+/// id; its output attached, with stdin attached when `stdin`, on a TTY when `tty`.
+async fn create_exec(
+    docker: &Docker,
+    id: &str,
+    cmd: &[String],
+    stdin: bool,
+    tty: bool,
+) -> Result<String, RuntimeError> {
+    let config = ExecConfig {
+        attach_stdin: Some(stdin),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(tty),
+        cmd: Some(cmd.to_vec()),
+        ..ExecConfig::default()
+    };
+    docker
+        .create_exec(id, config)
+        .await
+        .map(|e| e.id)
+        .map_err(|e| error::on_container("exec", id, e))
 }
 
 /// Starts an exec attached, gathers its output, then waits for its exit code.

@@ -150,7 +150,7 @@ impl Agent {
         match c {
             Change::Alloc { node, .. } => node.as_ref() == Some(&self.node_id),
             Change::Node { id } => *id == self.node_id,
-            Change::Job { .. } => false,
+            Change::Job { .. } | Change::Deployment { .. } => false,
             // Rare, and which node a removed volume was on is no longer known.
             Change::Volume { .. } => true,
         }

@@ -37,6 +37,28 @@ pub enum Command {
         /// Remove the job and its allocations from state.
         purge: bool,
     },
+    /// Promotes, pauses, resumes or fails deployment `deployment` of a job
+    /// (refused when that is no longer the job's latest deployment).
+    Deployment {
+        /// The job.
+        job: String,
+        /// The deployment the writer saw.
+        deployment: u64,
+        /// What to do.
+        action: crate::state::DeploymentAction,
+        /// Why, for a failure.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Submits a kept version of a job again as its newest version (by default
+    /// the last stable one before the current).
+    RevertJob {
+        /// The job.
+        name: String,
+        /// The version to go back to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+    },
     /// A node joins, or rejoins with new facts about itself.
     RegisterNode {
         /// What the node says of itself.
@@ -207,6 +229,10 @@ pub struct AllocUpdate {
     /// As `restarted`, for failed attempts.
     #[serde(default, skip_serializing)]
     pub failed_attempt: bool,
+    /// The node's verdict for the allocation's deployment (see
+    /// `Allocation::deploy_healthy`); taken once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_healthy: Option<bool>,
 }
 
 impl crate::model::Allocation {
@@ -228,6 +254,7 @@ impl crate::model::Allocation {
             || u.failures.is_some_and(|f| f != self.failures)
             || u.restarted
             || u.failed_attempt
+            || (u.deploy_healthy.is_some() && self.deploy_healthy.is_none())
     }
 }
 
@@ -247,6 +274,7 @@ impl AllocUpdate {
             failures: None,
             restarted: false,
             failed_attempt: false,
+            deploy_healthy: None,
         }
     }
 }

@@ -253,6 +253,93 @@ pub struct Job {
     pub modify_index: u64,
 }
 
+/// One version of a job as it was submitted, kept for `job history` and
+/// `job revert`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobVersion {
+    /// The version.
+    pub version: u64,
+    /// The spec of that version.
+    pub spec: JobSpec,
+    /// Whether a deployment of it succeeded (or it changed nothing that runs
+    /// from a stable version): what `revert` and `auto_revert` go back to.
+    pub stable: bool,
+    /// Store index at which it was submitted.
+    pub submit_index: u64,
+}
+
+/// Where a deployment is.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentStatus {
+    /// Rolling out.
+    #[default]
+    Running,
+    /// Paused by a user: no further allocation is replaced until resumed.
+    Paused,
+    /// Every replica runs the new version and counts as healthy.
+    Successful,
+    /// An allocation was not healthy in time, or no progress was made, or a
+    /// user failed it; the rollout stopped.
+    Failed,
+    /// A newer version (or a stop) replaced it before it ended.
+    Cancelled,
+}
+
+impl DeploymentStatus {
+    /// Whether it still rolls out (running or paused).
+    pub fn is_active(self) -> bool {
+        matches!(self, DeploymentStatus::Running | DeploymentStatus::Paused)
+    }
+}
+
+impl fmt::Display for DeploymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self).ok();
+        f.write_str(s.as_ref().and_then(|v| v.as_str()).unwrap_or("?"))
+    }
+}
+
+/// The rollout of one job version: created when a version changes what runs,
+/// ended when every replica runs it and counts as healthy, or when it fails.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Deployment {
+    /// Its id, unique in the cluster.
+    pub id: u64,
+    /// The job.
+    pub job: String,
+    /// The version it rolls out (follows in-place changes made meanwhile).
+    pub job_version: u64,
+    /// Running, paused, successful, failed or cancelled.
+    pub status: DeploymentStatus,
+    /// What it is doing or why it ended.
+    pub description: String,
+    /// Replicas wanted.
+    pub desired: u32,
+    /// Canaries it starts before the rest (0: none).
+    pub canaries: u32,
+    /// Whether its canaries were promoted.
+    pub promoted: bool,
+    /// Allocations of the new version placed so far (live or not).
+    pub placed: u32,
+    /// New allocations that count as healthy.
+    pub healthy: u32,
+    /// New allocations that failed their deployment.
+    pub unhealthy: u32,
+    /// The version it went back to, when it failed and was reverted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_to: Option<u64>,
+    /// Store index of its last progress (an allocation came to count); the
+    /// leader measures `progress_deadline` from when it saw that index.
+    pub progress_index: u64,
+    /// Store index that created it.
+    pub create_index: u64,
+    /// Store index of its last change.
+    pub modify_index: u64,
+}
+
 /// What Orion wants of an allocation.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
@@ -414,6 +501,14 @@ pub struct Allocation {
     /// replaces it (possibly elsewhere, with other host ports).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failures: u32,
+    /// The deployment that created it, while that deployment watches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<u64>,
+    /// Its deployment's verdict: true once it has been healthy for
+    /// `min_healthy_time`, false when it was not by `healthy_deadline` (or its
+    /// checks turned unhealthy). Set once by its node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_healthy: Option<bool>,
     /// Store index that created it.
     pub create_index: u64,
     /// Store index of its last change.

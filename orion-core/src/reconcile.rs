@@ -84,9 +84,68 @@ pub fn intent(state: &ClusterState, max_requests: usize) -> Intent {
     out
 }
 
+/// How a job's deployment, if it has one for its current version, paces the
+/// replacement of older copies.
+struct Rollout {
+    /// A deployment governs the rollout (else older copies are replaced at once).
+    governed: bool,
+    /// Paused or failed: no older copy is replaced.
+    halted: bool,
+    /// Canaries not promoted yet: slots below this get a new copy beside the
+    /// old one, the rest wait.
+    gated: u32,
+    start_first: bool,
+    max_parallel: u32,
+    /// The deployment, to tell its allocations.
+    deployment: Option<crate::model::Deployment>,
+}
+
+impl Rollout {
+    fn of(state: &ClusterState, job: &Job) -> Rollout {
+        let update = job.spec.update_policy();
+        let d = state
+            .deployment_of_current(&job.spec.name)
+            .filter(|d| d.status != crate::model::DeploymentStatus::Cancelled);
+        Rollout {
+            governed: d.is_some(),
+            halted: d.is_some_and(|d| {
+                !matches!(
+                    d.status,
+                    crate::model::DeploymentStatus::Running
+                        | crate::model::DeploymentStatus::Successful
+                )
+            }),
+            gated: d
+                .filter(|d| d.status.is_active() && !d.promoted)
+                .map_or(0, |d| d.canaries),
+            start_first: update.order == crate::spec::UpdateOrder::StartFirst,
+            max_parallel: update.max_parallel.max(1),
+            deployment: d.cloned(),
+        }
+    }
+
+    /// Whether new allocation `a` counts as healthy for the rollout.
+    fn counts(&self, a: &Allocation) -> bool {
+        match &self.deployment {
+            Some(d) => crate::state::counts_for(a, d),
+            None => a.state == AllocState::Running,
+        }
+    }
+}
+
 /// The intent for one job, appended to `out`.
+///
+/// Per slot, the live copies split into the current version's (new) and older
+/// ones (old). Without a deployment an old copy is replaced at once (stopped
+/// only when its replacement is placed). Under one, at most `max_parallel`
+/// new copies are in flight (placed but not yet counted as healthy); with
+/// `stop_first` the old copy stops as its replacement is placed, with
+/// `start_first` (and for canaries) only once the replacement counts, and for
+/// canaries only once promoted. A paused or failed deployment replaces
+/// nothing more; a slot with no copy at all is always filled.
 fn job_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut Intent) {
     let spec = &job.spec;
+    let rollout = Rollout::of(state, job);
     let mut by_slot: BTreeMap<u32, Vec<&Allocation>> = BTreeMap::new();
     let mut done_slots = Vec::new();
     for a in state.allocs_of_job(&spec.name) {
@@ -96,23 +155,26 @@ fn job_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut In
             done_slots.push(a.slot);
         }
     }
+    let mut in_flight = by_slot
+        .iter()
+        .filter(|(s, _)| **s < spec.replicas)
+        .flat_map(|(_, v)| v.iter())
+        .filter(|a| a.job_version == job.version && a.deployment.is_some() && !rollout.counts(a))
+        .count() as u32;
+    let replaced = |a: &Allocation| stop(a, &format!("replaced by version {}", job.version));
     for slot in 0..spec.replicas {
         let live = by_slot.remove(&slot).unwrap_or_default();
-        let keep = pick_keeper(&live, job.version);
-        let key = || (spec.name.clone(), slot);
-        for a in live
-            .iter()
-            .filter(|a| Some(a.id.as_str()) != keep.map(|k| k.id.as_str()))
-        {
-            match keep {
-                // The new copy is not placed yet: the old one runs on until it is.
-                Some(k) if k.node.is_none() && a.node.is_some() => out.conditional.push((
-                    key(),
-                    stop(a, &format!("replaced by version {}", job.version)),
-                )),
-                _ => out.stops.push(stop(a, "duplicate of its slot")),
-            }
+        let (new, old): (Vec<&Allocation>, Vec<&Allocation>) =
+            live.iter().partition(|a| a.job_version == job.version);
+        let keep_new = pick_keeper(&new, job.version);
+        let keep_old = pick_keeper(&old, job.version);
+        for a in new.iter().chain(old.iter()).filter(|a| {
+            let id = Some(a.id.as_str());
+            id != keep_new.map(|k| k.id.as_str()) && id != keep_old.map(|k| k.id.as_str())
+        }) {
+            out.stops.push(stop(a, "duplicate of its slot"));
         }
+        let key = || (spec.name.clone(), slot);
         let room = out.requests.len() < max_requests;
         let request = |existing| SlotRef {
             job: spec.name.clone(),
@@ -120,53 +182,93 @@ fn job_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut In
             slot,
             existing,
         };
-        match keep {
-            None if spec.kind == JobKind::Batch && done_slots.contains(&slot) => {}
-            None if room => out.requests.push(request(None)),
-            None => {}
-            Some(a) if a.job_version != job.version && a.node.is_some() && room => {
-                out.conditional.push((
-                    key(),
-                    stop(a, &format!("replaced by version {}", job.version)),
-                ));
+        let canary = slot < rollout.gated;
+        match (keep_new, keep_old) {
+            (None, None) if spec.kind == JobKind::Batch && done_slots.contains(&slot) => {}
+            (None, None) => {
+                if room {
+                    out.requests.push(request(None));
+                }
+            }
+            (Some(n), old) => {
+                if let Some(o) = old {
+                    let wait_for_new = rollout.governed && (rollout.start_first || canary);
+                    if n.node.is_none() {
+                        // Not placed yet: the old copy runs on until it is.
+                        if !wait_for_new {
+                            out.conditional.push((key(), replaced(o)));
+                        }
+                    } else if !wait_for_new || (rollout.counts(n) && !canary) {
+                        out.stops.push(replaced(o));
+                    }
+                }
+                tend_current(state, n, room, request, out);
+            }
+            (None, Some(o)) if o.node.is_none() => {
+                out.stops.push(replaced(o));
+                if room {
+                    out.requests.push(request(None));
+                }
+            }
+            (None, Some(o)) if on_draining_node(state, o) => {
+                // A drain moves it whatever the rollout says.
+                out.stops.push(stop(o, "node is draining"));
+                if room {
+                    out.requests.push(request(None));
+                }
+            }
+            (None, Some(_)) if !room => {}
+            (None, Some(o)) if !rollout.governed => {
+                out.conditional.push((key(), replaced(o)));
                 out.requests.push(request(None));
             }
-            // No room for its replacement in this pass: it runs on.
-            Some(a) if a.job_version != job.version && a.node.is_some() => {}
-            Some(a) if a.job_version != job.version => {
-                out.stops
-                    .push(stop(a, &format!("replaced by version {}", job.version)));
-                if room {
-                    out.requests.push(request(None));
+            (None, Some(_)) if rollout.halted => {}
+            (None, Some(_)) if canary => out.requests.push(request(None)),
+            (None, Some(_)) if rollout.gated > 0 => {}
+            (None, Some(o)) if in_flight < rollout.max_parallel => {
+                in_flight += 1;
+                if !rollout.start_first {
+                    out.conditional.push((key(), replaced(o)));
                 }
+                out.requests.push(request(None));
             }
-            Some(a) if a.node.is_none() && room => {
-                out.requests.push(request(Some(a.id.clone())));
-            }
-            Some(a) if a.node.is_none() => {}
-            Some(a) if on_draining_node(state, a) => {
-                out.stops.push(stop(a, "node is draining"));
-                if room {
-                    out.requests.push(request(None));
-                }
-            }
-            Some(a) if a.should_reschedule() => {
-                let why = a.message.as_deref().unwrap_or("no reason given");
-                let reason = format!("replaced after {} failed starts: {why}", a.failures);
-                out.stops.push(stop(a, &reason));
-                // Its resources stay counted in this plan, so the replacement
-                // does not get the same host ports on the same node.
-                out.keep_reserved.push(a.id.clone());
-                if room {
-                    out.requests.push(request(None));
-                }
-            }
-            Some(_) => {}
+            (None, Some(_)) => {}
         }
     }
     // Slots past the replica count: the job was scaled down.
     for a in by_slot.into_values().flatten() {
         out.stops.push(stop(a, "job scaled down"));
+    }
+}
+
+/// Looks after a slot's current-version copy: place it if pending, move it
+/// off a draining node, replace it after repeated failed starts.
+fn tend_current(
+    state: &ClusterState,
+    a: &Allocation,
+    room: bool,
+    request: impl Fn(Option<AllocId>) -> SlotRef,
+    out: &mut Intent,
+) {
+    if a.node.is_none() {
+        if room {
+            out.requests.push(request(Some(a.id.clone())));
+        }
+    } else if on_draining_node(state, a) {
+        out.stops.push(stop(a, "node is draining"));
+        if room {
+            out.requests.push(request(None));
+        }
+    } else if a.should_reschedule() {
+        let why = a.message.as_deref().unwrap_or("no reason given");
+        let reason = format!("replaced after {} failed starts: {why}", a.failures);
+        out.stops.push(stop(a, &reason));
+        // Its resources stay counted in this plan, so the replacement does not
+        // get the same host ports on the same node.
+        out.keep_reserved.push(a.id.clone());
+        if room {
+            out.requests.push(request(None));
+        }
     }
 }
 
@@ -244,3 +346,6 @@ pub fn plan(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod deploy_tests;

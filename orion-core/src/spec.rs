@@ -13,7 +13,12 @@ pub mod compose;
 mod health;
 pub use health::{CheckKind, HealthCheck};
 mod parse;
+mod policy;
 pub use parse::{parse_json_strict, parse_specs, parse_yaml_documents, parse_yaml_value};
+pub use policy::{
+    jittered, Backoff, DelayFunction, RescheduleSpec, RestartMode, RestartSpec, UpdateOrder,
+    UpdateSpec,
+};
 
 /// The kinds of job Orion runs.
 #[derive(
@@ -79,6 +84,18 @@ pub struct JobSpec {
     /// Bin-pack or spread; the cluster default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
+    /// How a new version rolls out (services and system jobs); the defaults
+    /// of [`UpdateSpec`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateSpec>,
+    /// How an exited or unhealthy task is restarted in place; the defaults of
+    /// [`RestartSpec`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartSpec>,
+    /// How an allocation whose restarts are spent is replaced; the defaults of
+    /// [`RescheduleSpec`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reschedule: Option<RescheduleSpec>,
 }
 
 fn default_replicas() -> u32 {
@@ -417,7 +434,37 @@ impl JobSpec {
             constraints: Vec::new(),
             distinct_hosts: false,
             strategy: None,
+            update: None,
+            restart: None,
+            reschedule: None,
         }
+    }
+
+    /// Sets the update block.
+    pub fn update(mut self, update: UpdateSpec) -> Self {
+        self.update = Some(update);
+        self
+    }
+
+    /// Sets the restart block.
+    pub fn restart(mut self, restart: RestartSpec) -> Self {
+        self.restart = Some(restart);
+        self
+    }
+
+    /// The update block, or its defaults.
+    pub fn update_policy(&self) -> UpdateSpec {
+        self.update.clone().unwrap_or_default()
+    }
+
+    /// The restart block, or its defaults.
+    pub fn restart_policy(&self) -> RestartSpec {
+        self.restart.clone().unwrap_or_default()
+    }
+
+    /// The reschedule block, or its defaults.
+    pub fn reschedule_policy(&self) -> RescheduleSpec {
+        self.reschedule.clone().unwrap_or_default()
     }
 
     /// Sets the replica count.
@@ -660,6 +707,21 @@ impl JobSpec {
                     format!("{at}.target"),
                     format!("{:?} is mounted twice", v.target),
                 );
+            }
+        }
+        if let Some(u) = &self.update {
+            for (field, problem) in u.problems("update", self.replicas) {
+                err(field, problem);
+            }
+        }
+        if let Some(r) = &self.restart {
+            for (field, problem) in r.problems("restart") {
+                err(field, problem);
+            }
+        }
+        if let Some(r) = &self.reschedule {
+            for (field, problem) in r.problems("reschedule") {
+                err(field, problem);
             }
         }
         for (k, _) in self.node_selectors.iter().filter(|(k, _)| k.is_empty()) {

@@ -17,9 +17,11 @@ use crate::model::{
 use crate::spec::{JobSpec, Protocol, Resources};
 
 mod allocs;
+mod deploy;
 mod tally;
 
 pub use allocs::AllocTable;
+pub use deploy::{counts_for, DeploymentAction, KEPT_DEPLOYMENTS, KEPT_VERSIONS};
 pub use tally::JobTally;
 
 /// Terminal allocations kept per job for inspection before the oldest are dropped.
@@ -66,6 +68,11 @@ pub enum Change {
         /// Its name.
         name: String,
     },
+    /// A job's deployment was started, advanced or ended.
+    Deployment {
+        /// Its job.
+        job: String,
+    },
     /// An allocation was written or removed.
     Alloc {
         /// Its id.
@@ -92,10 +99,19 @@ pub struct ClusterState {
     /// Allocations by id, with the indexes derived from them; read-only from
     /// outside: only commands change them.
     pub allocs: AllocTable,
+    /// Deployments per job, oldest first (the last [`KEPT_DEPLOYMENTS`]).
+    #[serde(default)]
+    pub deployments: BTreeMap<String, Vec<crate::model::Deployment>>,
+    /// Versions per job, oldest first (the last [`KEPT_VERSIONS`]).
+    #[serde(default)]
+    pub versions: BTreeMap<String, Vec<crate::model::JobVersion>>,
     /// Index of the last command applied.
     pub applied_index: u64,
     /// Source of allocation ids; bumped on each new allocation.
     next_alloc: u64,
+    /// Source of deployment ids.
+    #[serde(default)]
+    next_deployment: u64,
 }
 
 impl ClusterState {
@@ -171,6 +187,22 @@ impl ClusterState {
                 }
             }
             Command::StopJob { name, purge } => self.stop_job(index, name, *purge, &mut changes),
+            Command::Deployment {
+                job,
+                deployment,
+                action,
+                reason,
+            } => self.deployment_action(
+                index,
+                job,
+                *deployment,
+                *action,
+                reason.as_deref(),
+                &mut changes,
+            ),
+            Command::RevertJob { name, version } => {
+                self.revert_job(index, name, *version, &mut changes)
+            }
             Command::RegisterNode { info } => self.register_node(index, info, &mut changes),
             Command::SetNodeStatus { id, status, reason } => {
                 self.set_node_status(index, id, *status, reason.clone(), &mut changes)
@@ -212,61 +244,131 @@ impl ClusterState {
     /// Writes a job. The spec was validated where it was submitted, not here:
     /// replaying an old log must give the same state whatever this binary's
     /// validation rules have become.
-    fn upsert_job(&mut self, index: u64, spec: &JobSpec, changes: &mut Vec<Change>) -> Response {
-        let (version, changed) = match self.jobs.get_mut(&spec.name) {
-            Some(job) if job.spec == *spec && job.status == JobStatus::Running => {
-                (job.version, false)
-            }
-            Some(job) => {
-                // Only a change to what runs (the task, the kind) needs new
-                // containers; anything else (the replica count, placement rules)
-                // is made in place: live allocations move to the new version and
-                // keep their ids, containers and host ports.
-                let in_place = job.status == JobStatus::Running
-                    && job.spec.task == spec.task
-                    && job.spec.kind == spec.kind;
-                let old = job.version;
-                job.spec = spec.clone();
-                job.version += 1;
-                job.status = JobStatus::Running;
-                job.modify_index = index;
-                let version = job.version;
-                if in_place {
-                    let ids: Vec<AllocId> = self
-                        .allocs
-                        .of_job(&spec.name)
-                        .filter(|a| a.is_live() && a.job_version == old)
-                        .map(|a| a.id.clone())
-                        .collect();
-                    for id in ids {
-                        self.modify_alloc(index, &id, changes, |a| a.job_version = version);
-                    }
-                }
-                (version, true)
-            }
-            None => {
-                self.jobs.insert(
-                    spec.name.clone(),
-                    Job {
-                        spec: spec.clone(),
-                        version: 1,
-                        status: JobStatus::Running,
-                        modify_index: index,
-                    },
-                );
-                (1, true)
-            }
-        };
-        if changed {
-            changes.push(Change::Job {
+    ///
+    /// Only a change to what runs (the task, the kind, a job started again)
+    /// needs new containers, and starts a deployment; anything else (the replica
+    /// count, placement rules, policies) is made in place. Either way, live
+    /// allocations whose version ran this very task move to the new version
+    /// and keep their ids, containers and host ports (so a revert keeps what
+    /// still runs the version it goes back to).
+    pub(crate) fn upsert_job(
+        &mut self,
+        index: u64,
+        spec: &JobSpec,
+        changes: &mut Vec<Change>,
+    ) -> Response {
+        let prev = self.jobs.get(&spec.name);
+        if let Some(job) = prev.filter(|j| j.spec == *spec && j.status == JobStatus::Running) {
+            return Response::Job {
                 name: spec.name.clone(),
-            });
+                version: job.version,
+                changed: false,
+            };
         }
+        let in_place = prev.is_some_and(|j| {
+            j.status == JobStatus::Running && j.spec.task == spec.task && j.spec.kind == spec.kind
+        });
+        let prev_stable = prev.is_some_and(|j| {
+            self.versions_of(&spec.name)
+                .iter()
+                .any(|v| v.version == j.version && v.stable)
+        });
+        let version = prev.map_or(1, |j| j.version + 1);
+        let same_task: std::collections::HashSet<u64> = self
+            .allocs
+            .of_job(&spec.name)
+            .filter(|a| a.is_live())
+            .map(|a| a.job_version)
+            .collect::<BTreeSet<u64>>()
+            .into_iter()
+            .filter(|v| {
+                self.spec_of_version(&spec.name, *v)
+                    .is_some_and(|s| s.task == spec.task && s.kind == spec.kind)
+            })
+            .collect();
+        self.jobs.insert(
+            spec.name.clone(),
+            Job {
+                spec: spec.clone(),
+                version,
+                status: JobStatus::Running,
+                modify_index: index,
+            },
+        );
+        let ids: Vec<AllocId> = self
+            .allocs
+            .of_job(&spec.name)
+            .filter(|a| a.is_live() && same_task.contains(&a.job_version))
+            .map(|a| a.id.clone())
+            .collect();
+        for id in ids {
+            self.modify_alloc(index, &id, changes, |a| a.job_version = version);
+        }
+        let deploys = spec.kind != crate::spec::JobKind::Batch;
+        let stable = in_place && prev_stable && self.active_deployment(&spec.name).is_none();
+        self.record_version(index, spec, version, stable || (!deploys && in_place));
+        changes.push(Change::Job {
+            name: spec.name.clone(),
+        });
+        if in_place {
+            self.follow_in_place(index, &spec.name, changes);
+        } else if deploys {
+            self.start_deployment(index, &spec.name, changes);
+        } else {
+            self.cancel_deployment(index, &spec.name, "a batch job has no deployment", changes);
+        }
+        self.advance_deployment(index, &spec.name, changes);
         Response::Job {
             name: spec.name.clone(),
             version,
-            changed,
+            changed: true,
         }
+    }
+
+    /// Submits version `version` of a job again (by default its last stable
+    /// version before the current one) as a new version.
+    fn revert_job(
+        &mut self,
+        index: u64,
+        name: &str,
+        version: Option<u64>,
+        changes: &mut Vec<Change>,
+    ) -> Response {
+        let Some(job) = self.jobs.get(name) else {
+            return Response::Refused {
+                reason: format!("no job named {name:?}"),
+            };
+        };
+        let spec = match version {
+            Some(v) => match self.spec_of_version(name, v) {
+                Some(s) => s.clone(),
+                None => {
+                    let kept: Vec<String> = self
+                        .versions_of(name)
+                        .iter()
+                        .map(|v| v.version.to_string())
+                        .collect();
+                    return Response::Refused {
+                        reason: format!(
+                            "job {name:?} has no version {v} (kept: {})",
+                            kept.join(", ")
+                        ),
+                    };
+                }
+            },
+            None => match self.last_stable(name, job.version, &job.spec) {
+                Some(v) => v.spec.clone(),
+                None => {
+                    return Response::Refused {
+                        reason: format!(
+                            "job {name:?} has no stable version before {} to revert to",
+                            job.version
+                        ),
+                    }
+                }
+            },
+        };
+        self.upsert_job(index, &spec, changes)
     }
 
     fn stop_job(
@@ -288,6 +390,7 @@ impl ClusterState {
             job.modify_index = index;
         }
         let version = if purge { version } else { job.version };
+        self.cancel_deployment(index, name, "job stopped", changes);
         let ids = self.allocs.ids_of_job(name);
         for id in &ids {
             self.modify_alloc(index, id, changes, |a| {
@@ -307,6 +410,8 @@ impl ClusterState {
                 self.allocs.remove(&id);
             }
             self.jobs.remove(name);
+            self.deployments.remove(name);
+            self.versions.remove(name);
         }
         changes.push(Change::Job { name: name.into() });
         Response::Job {
@@ -495,6 +600,19 @@ impl ClusterState {
         for u in &plan.unplaced {
             self.leave_pending(index, u, changes);
         }
+        let jobs: BTreeSet<String> = plan
+            .placements
+            .iter()
+            .map(|p| p.slot.job.clone())
+            .chain(
+                plan.stops
+                    .iter()
+                    .filter_map(|s| self.allocs.get(&s.id).map(|a| a.job.clone())),
+            )
+            .collect();
+        for job in jobs {
+            self.advance_deployment(index, &job, changes);
+        }
         Response::Plan {
             placed,
             stopped,
@@ -616,6 +734,10 @@ impl ClusterState {
     ) -> &Allocation {
         self.next_alloc += 1;
         let id = format!("{}-{}-{:x}", slot.job, slot.slot, self.next_alloc);
+        let deployment = self
+            .active_deployment(&slot.job)
+            .filter(|d| d.job_version == slot.version)
+            .map(|d| d.id);
         let mut a = Allocation {
             id: id.clone(),
             job: slot.job.clone(),
@@ -631,6 +753,8 @@ impl ClusterState {
             health: None,
             restarts: 0,
             failures: 0,
+            deployment,
+            deploy_healthy: None,
             create_index: index,
             modify_index: index,
         };
@@ -674,6 +798,9 @@ impl ClusterState {
                 if let Some(h) = &u.health {
                     a.health = Some(h.clone());
                 }
+                if a.deploy_healthy.is_none() {
+                    a.deploy_healthy = u.deploy_healthy;
+                }
                 match (u.restarts, u.restarted) {
                     (Some(r), _) => a.restarts = r,
                     (None, true) => a.restarts += 1,
@@ -690,6 +817,7 @@ impl ClusterState {
         }
         for job in touched_jobs {
             self.collect_garbage(&job, changes);
+            self.advance_deployment(index, &job, changes);
         }
         Response::Updated { applied }
     }

@@ -145,6 +145,7 @@ fn completed_batch_slots_are_not_run_again() {
             failures: None,
             restarted: false,
             failed_attempt: false,
+            deploy_healthy: None,
         }],
     });
     assert_eq!(converge(&mut b), 0);
@@ -293,7 +294,11 @@ fn an_update_that_cannot_be_placed_leaves_the_old_version_running() {
     b.apply(Command::UpsertJob {
         spec: job("web", 2, 0.5, 256)
             .selector("gpu", "true")
-            .env("V", "2"),
+            .env("V", "2")
+            .update(crate::spec::UpdateSpec {
+                max_parallel: 2,
+                ..Default::default()
+            }),
     });
     converge(&mut b);
     let now = live(&b, "web");

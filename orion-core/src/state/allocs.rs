@@ -290,6 +290,8 @@ mod tests {
             health: None,
             restarts: 0,
             failures: 0,
+            deployment: None,
+            deploy_healthy: None,
             create_index: 1,
             modify_index: 1,
         }

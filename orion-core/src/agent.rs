@@ -38,7 +38,7 @@ use crate::model::{
     VolumeState,
 };
 use crate::runtime::{ContainerInfo, ContainerState, Owner, Runtime, RuntimeError, TaskLaunch};
-use crate::spec::{JobKind, TaskSpec};
+use crate::spec::{JobKind, TaskSpec, UpdateSpec};
 use crate::state::Change;
 use crate::store::Store;
 
@@ -80,6 +80,15 @@ const PARALLEL_OPS: usize = 8;
 /// The task and kind of an allocation's job, if the job still exists.
 type JobOf = Option<(TaskSpec, JobKind)>;
 
+/// What the agent watches of an allocation its deployment waits on.
+#[derive(Debug, Clone, Copy)]
+struct DeployWatch {
+    /// When this agent first saw it.
+    seen: Instant,
+    /// Since when it has been healthy without a break.
+    healthy_since: Option<Instant>,
+}
+
 /// Per-allocation memory of the agent: when it may try again.
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
@@ -96,6 +105,8 @@ pub struct Agent {
     backoff: HashMap<AllocId, Backoff>,
     /// The health of each running allocation that has checks.
     trackers: HashMap<AllocId, health::Tracker>,
+    /// Allocations whose deployment waits for this node's verdict.
+    deploy_watch: HashMap<AllocId, DeployWatch>,
     /// Set while the runtime does not answer, with why.
     runtime_down: Option<String>,
     /// Whether this node's replica has caught up with the leader since start.
@@ -119,6 +130,7 @@ impl Agent {
             config,
             backoff: HashMap::new(),
             trackers: HashMap::new(),
+            deploy_watch: HashMap::new(),
             runtime_down: None,
             caught_up: false,
             health,
@@ -173,7 +185,7 @@ impl Agent {
             cluster_id: cluster_id.clone(),
             node_id: self.node_id.clone(),
         };
-        let (mine, node_status) = replica.read(|s| {
+        let (mine, node_status, watched) = replica.read(|s| {
             let mine: Vec<(Allocation, JobOf)> = s
                 .allocs_on_node(&self.node_id)
                 .map(|a| {
@@ -184,7 +196,18 @@ impl Agent {
                     (a.clone(), job)
                 })
                 .collect();
-            (mine, s.nodes.get(&self.node_id).map(|n| n.status))
+            // Allocations whose active deployment waits on their verdict, with
+            // the job's update block.
+            let watched: HashMap<AllocId, UpdateSpec> = mine
+                .iter()
+                .filter(|(a, _)| a.is_live() && a.deploy_healthy.is_none())
+                .filter_map(|(a, _)| {
+                    let d = s.active_deployment(&a.job)?;
+                    let spec = &s.jobs.get(&a.job)?.spec;
+                    (a.deployment == Some(d.id)).then(|| (a.id.clone(), spec.update_policy()))
+                })
+                .collect();
+            (mine, s.nodes.get(&self.node_id).map(|n| n.status), watched)
         });
         let containers = match self.runtime.list(&owner).await {
             Ok(c) => {
@@ -275,6 +298,7 @@ impl Agent {
             })
             .collect();
         self.check_health(&checked, &mut updates).await;
+        self.judge_deployments(&live, &by_alloc, &watched, &mut updates);
         self.report(updates).await;
         self.remove_deleted_volumes().await;
     }
@@ -339,6 +363,80 @@ impl Agent {
             }
             u.health = Some(h);
             updates.push(u);
+        }
+    }
+
+    /// Gives each allocation its deployment waits on a verdict once there is
+    /// one: healthy (running, and passing its checks if it has any) for
+    /// `min_healthy_time` without a break; or not, when its checks turned
+    /// unhealthy or `healthy_deadline` passed first. Timed on this node, from
+    /// when this agent first saw it (an agent that restarts starts again).
+    fn judge_deployments(
+        &mut self,
+        live: &HashMap<&str, &(Allocation, JobOf)>,
+        containers: &HashMap<&str, &ContainerInfo>,
+        watched: &HashMap<AllocId, UpdateSpec>,
+        updates: &mut Vec<AllocUpdate>,
+    ) {
+        self.deploy_watch.retain(|id, _| watched.contains_key(id));
+        let now = Instant::now();
+        for (id, update_spec) in watched {
+            let Some((a, Some((task, _)))) = live.get(id.as_str()).map(|e| (&e.0, &e.1)) else {
+                continue;
+            };
+            let w = self.deploy_watch.entry(id.clone()).or_insert(DeployWatch {
+                seen: now,
+                healthy_since: None,
+            });
+            let reported = updates.iter().rev().find(|u| u.id == *id);
+            let health = reported
+                .and_then(|u| u.health.clone())
+                .or_else(|| a.health.clone())
+                .map(|h| h.status);
+            let running = containers
+                .get(id.as_str())
+                .is_some_and(|c| c.state == ContainerState::Running);
+            let healthy =
+                running && (task.health_checks.is_empty() || health == Some(HealthStatus::Healthy));
+            w.healthy_since = if healthy {
+                Some(w.healthy_since.unwrap_or(now))
+            } else {
+                None
+            };
+            let verdict = if w
+                .healthy_since
+                .is_some_and(|t| now.duration_since(t) >= update_spec.min_healthy_time)
+            {
+                Some((true, None))
+            } else if health == Some(HealthStatus::Unhealthy) {
+                Some((false, Some("failed its health checks".to_string())))
+            } else if now.duration_since(w.seen) >= update_spec.healthy_deadline {
+                Some((
+                    false,
+                    Some(format!(
+                        "not healthy within its healthy_deadline of {}",
+                        humantime::format_duration(update_spec.healthy_deadline)
+                    )),
+                ))
+            } else {
+                None
+            };
+            let Some((ok, why)) = verdict else { continue };
+            info!(node_id = %self.node_id, alloc = %id, healthy = ok, reason = ?why, "deployment verdict");
+            self.deploy_watch.remove(id);
+            match updates.iter_mut().rev().find(|u| u.id == *id) {
+                Some(u) => {
+                    u.deploy_healthy = Some(ok);
+                    if why.is_some() {
+                        u.message = why;
+                    }
+                }
+                None => updates.push(AllocUpdate {
+                    deploy_healthy: Some(ok),
+                    message: why.or_else(|| a.message.clone()),
+                    ..AllocUpdate::new(a.id.clone(), self.node_id.clone(), a.state)
+                }),
+            }
         }
     }
 

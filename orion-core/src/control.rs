@@ -83,6 +83,7 @@ impl Control {
         let mut absent_since: HashMap<NodeId, Instant> = HashMap::new();
         let mut dead: Vec<NodeId> = Vec::new();
         let mut confirmed: Option<Instant> = None;
+        let mut progress: HashMap<u64, (u64, Instant)> = HashMap::new();
         loop {
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => break,
@@ -103,6 +104,7 @@ impl Control {
                 absent_since.clear();
                 dead.clear();
                 confirmed = None;
+                progress.clear();
                 continue;
             }
             if !self.confirm_leadership(&mut confirmed).await {
@@ -111,6 +113,7 @@ impl Control {
             self.liveness(&mut absent_since, std::mem::take(&mut dead))
                 .await;
             self.reconcile().await;
+            self.progress_deadlines(&mut progress).await;
         }
         debug!(node_id = %self.node_id, "control loop stopped");
     }
@@ -179,6 +182,49 @@ impl Control {
             };
             if let Err(e) = self.store.propose(cmd).await {
                 warn!(error = %e, "could not commit a node's liveness");
+            }
+        }
+    }
+
+    /// Fails each running deployment in which no allocation has come to count
+    /// for its `progress_deadline`, as measured by this leader from when it
+    /// saw the deployment's last progress (a new leader starts the clock again,
+    /// so a deadline can stretch by up to one leader change).
+    async fn progress_deadlines(&self, seen: &mut HashMap<u64, (u64, Instant)>) {
+        let now = Instant::now();
+        let running: Vec<(String, u64, u64, Duration)> = self.store.replica().read(|s| {
+            s.deployments
+                .values()
+                .filter_map(|l| l.last())
+                .filter(|d| d.status == crate::model::DeploymentStatus::Running)
+                .filter_map(|d| {
+                    let deadline = s.jobs.get(&d.job)?.spec.update_policy().progress_deadline;
+                    Some((d.job.clone(), d.id, d.progress_index, deadline))
+                })
+                .collect()
+        });
+        seen.retain(|id, _| running.iter().any(|r| r.1 == *id));
+        for (job, id, index, deadline) in running {
+            let entry = seen.entry(id).or_insert((index, now));
+            if entry.0 != index {
+                *entry = (index, now);
+            }
+            if now.duration_since(entry.1) < deadline {
+                continue;
+            }
+            let reason = format!(
+                "no allocation became healthy within its progress_deadline of {}",
+                humantime::format_duration(deadline)
+            );
+            warn!(%job, deployment = id, %reason, "deployment failed");
+            let cmd = Command::Deployment {
+                job,
+                deployment: id,
+                action: crate::state::DeploymentAction::Fail,
+                reason: Some(reason),
+            };
+            if let Err(e) = self.store.propose(cmd).await {
+                warn!(error = %e, "could not fail a deployment");
             }
         }
     }

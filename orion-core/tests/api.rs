@@ -532,9 +532,14 @@ async fn the_openapi_document_matches_the_routes() {
             "/v1/allocations/{id}/logs",
             "/v1/allocations/{id}/stats",
             "/v1/cluster/peers",
+            "/v1/deployments",
             "/v1/jobs",
             "/v1/jobs/plan",
             "/v1/jobs/{name}",
+            "/v1/jobs/{name}/deployment",
+            "/v1/jobs/{name}/deployment/{action}",
+            "/v1/jobs/{name}/revert",
+            "/v1/jobs/{name}/versions",
             "/v1/nodes",
             "/v1/nodes/{id}",
             "/v1/nodes/{id}/drain",
@@ -553,7 +558,9 @@ async fn the_openapi_document_matches_the_routes() {
         for method in ops.as_object().unwrap().keys() {
             let url = format!(
                 "{base}{}",
-                path.replace("{id}", "ghost").replace("{name}", "ghost")
+                path.replace("{id}", "ghost")
+                    .replace("{name}", "ghost")
+                    .replace("{action}", "promote")
             );
             let r = http
                 .request(method.to_uppercase().parse().unwrap(), &url)
@@ -714,5 +721,115 @@ async fn plans_write_nothing_and_check_index_refuses_a_stale_write() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    cluster.shutdown().await;
+}
+
+async fn send(method: &str, base: &str, path: &str, body: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Deployments and versions over the API: a new version rolls out and is
+/// kept; promote, pause, resume, fail and revert that do not suit answer 404
+/// or 409 naming what is missing, and change nothing.
+#[tokio::test]
+async fn deployments_and_versions_over_the_api_with_their_bad_input() {
+    let (cluster, base, _) = node().await;
+    let web = |env: &str| {
+        serde_json::json!({
+            "name": "web", "replicas": 2,
+            "task": { "image": "orion-test/web:1", "env": { "V": env },
+                      "resources": { "cpu": 0.1, "memory_mb": 32 } },
+            "update": { "min_healthy_time": "0s", "max_parallel": 1 }
+        })
+        .to_string()
+    };
+    let (status, _) = send("POST", &base, "/v1/jobs/web/deployment/promote", "").await;
+    assert_eq!(status, 404, "no such job");
+    let (status, _) = post(&base, "application/json", &web("1")).await;
+    assert_eq!(status, 201);
+    let done = || {
+        cluster
+            .deployment("web")
+            .is_some_and(|d| d.status == orion_core::model::DeploymentStatus::Successful)
+    };
+    wait_for("the first deployment", done).await;
+    let (status, d) = get(&base, "/v1/jobs/web/deployment").await;
+    assert_eq!(
+        (status, d["status"].as_str()),
+        (200, Some("successful")),
+        "{d}"
+    );
+
+    let facts = || {
+        let j = cluster.job("web").unwrap();
+        let d = cluster.deployment("web");
+        serde_json::to_string(&(j.job, d, cluster.versions("web"))).unwrap()
+    };
+    let before = facts();
+    for (path, body, want, says) in [
+        ("/v1/jobs/web/deployment/promote", "", 409, "is successful"),
+        ("/v1/jobs/web/deployment/resume", "", 409, "is successful"),
+        (
+            "/v1/jobs/web/deployment/launch",
+            "",
+            404,
+            "no deployment action",
+        ),
+        (
+            "/v1/jobs/web/revert",
+            r#"{"version": 9}"#,
+            404,
+            "no version 9",
+        ),
+        ("/v1/jobs/web/revert", "", 409, "no stable version"),
+        (
+            "/v1/jobs/web/revert",
+            r#"{"versoin": 1}"#,
+            400,
+            "unknown field",
+        ),
+    ] {
+        let (status, e) = send("POST", &base, path, body).await;
+        assert_eq!(status, want, "{path} {body}: {e}");
+        let msg = e["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(says), "{path}: {msg}");
+    }
+    assert_eq!(facts(), before, "nothing changed");
+
+    let (status, _) = post(&base, "application/json", &web("2")).await;
+    assert_eq!(status, 201);
+    wait_for("the second deployment", || {
+        cluster
+            .deployment("web")
+            .is_some_and(|d| d.job_version == 2 && !d.status.is_active())
+    })
+    .await;
+    let (status, versions) = get(&base, "/v1/jobs/web/versions").await;
+    assert_eq!(status, 200);
+    let stable: Vec<(u64, bool)> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                v["stable"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(stable, [(1, true), (2, true)]);
+    let (status, r) = send("POST", &base, "/v1/jobs/web/revert", "").await;
+    assert_eq!((status, r["version"].as_u64()), (200, Some(3)), "{r}");
+    assert_eq!(cluster.job("web").unwrap().job.spec.task.env["V"], "1");
+    let (status, all) = get(&base, "/v1/deployments").await;
+    assert_eq!(status, 200);
+    assert_eq!(all.as_array().map(Vec::len), Some(3), "{all}");
     cluster.shutdown().await;
 }

@@ -48,7 +48,7 @@ impl Inner {
         let deadline = Instant::now() + budget;
         let res = match call {
             LeaderCall::Propose { cmd } => self
-                .commit(cmd, deadline)
+                .commit(*cmd, deadline)
                 .await
                 .map(|applied| LeaderReply::Applied { applied }),
             LeaderCall::ReadIndex => self

@@ -21,8 +21,8 @@ pub const FORWARD_PATH: &str = "/raft/forward";
 pub(crate) enum LeaderCall {
     /// Commit a command.
     Propose {
-        /// The command.
-        cmd: Command,
+        /// The command (boxed: it is far larger than the other calls).
+        cmd: Box<Command>,
     },
     /// Confirm leadership with a quorum and name the index reads must wait for.
     ReadIndex,

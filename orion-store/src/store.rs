@@ -402,7 +402,7 @@ impl Store for RaftStore {
         let budget = self.inner.config.propose_timeout;
         let deadline = Instant::now() + budget;
         match self
-            .call_leader(LeaderCall::Propose { cmd }, budget)
+            .call_leader(LeaderCall::Propose { cmd: Box::new(cmd) }, budget)
             .await?
         {
             LeaderReply::Applied { applied } => {

@@ -6,6 +6,10 @@
 //! | `GET /v1/jobs` | list jobs |
 //! | `GET /v1/jobs/{name}` | one job with its allocations |
 //! | `DELETE /v1/jobs/{name}[?purge=true]` | stop a job (and forget it) |
+//! | `GET /v1/jobs/{name}/deployment`, `GET /v1/deployments` | a job's latest deployment; every kept one |
+//! | `POST /v1/jobs/{name}/deployment/{promote,pause,resume,fail}` | act on its latest deployment (404 none, 409 unsuited) |
+//! | `GET /v1/jobs/{name}/versions` | its kept versions, oldest first |
+//! | `POST /v1/jobs/{name}/revert` `[{"version": N}]` | submit a kept version again (default: the last stable one) |
 //! | `GET /v1/nodes` | list nodes with use |
 //! | `POST /v1/nodes/{id}/drain`, `/undrain` | start or end a drain |
 //! | `DELETE /v1/nodes/{id}` | remove a node |
@@ -88,6 +92,11 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(submit, list_jobs))
         .routes(routes!(plan_job))
         .routes(routes!(get_job, stop_job))
+        .routes(routes!(get_deployment))
+        .routes(routes!(deployment_action))
+        .routes(routes!(list_deployments))
+        .routes(routes!(job_versions))
+        .routes(routes!(revert_job))
         .routes(routes!(list_nodes))
         .routes(routes!(remove_node))
         .routes(routes!(drain))
@@ -171,7 +180,9 @@ impl From<ClusterError> for ApiError {
             ClusterError::Spec(_) | ClusterError::Config { .. } => StatusCode::BAD_REQUEST,
             ClusterError::JobNotFound(_)
             | ClusterError::NodeNotFound(_)
-            | ClusterError::VolumeNotFound(_) => StatusCode::NOT_FOUND,
+            | ClusterError::VolumeNotFound(_)
+            | ClusterError::DeploymentNotFound(_)
+            | ClusterError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
             ClusterError::Refused(_) | ClusterError::NodeAlive(_) => StatusCode::CONFLICT,
             ClusterError::Store(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::Store(StoreError::Membership(_)) => StatusCode::CONFLICT,
@@ -373,6 +384,99 @@ async fn stop_job(
     Query(p): Query<ReadParams>,
 ) -> ApiResult<Response> {
     let done = c.stop_job(&name, p.purge).await?;
+    Ok(Json(done).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{name}/deployment", tag = "deployments",
+    params(("name" = String, Path), ("consistent" = Option<bool>, Query)),
+    responses((status = 200, body = crate::model::Deployment), (status = 404, body = ErrorBody)))]
+async fn get_deployment(
+    State(c): State<Cluster>,
+    Path(name): Path<String>,
+    Query(p): Query<ReadParams>,
+) -> ApiResult<Response> {
+    let h = consistency(&c, &p).await?;
+    if c.job(&name).is_none() {
+        return Err(ClusterError::JobNotFound(name).into());
+    }
+    let d = c
+        .deployment(&name)
+        .ok_or(ClusterError::DeploymentNotFound(name))?;
+    Ok((h, Json(d)).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/jobs/{name}/deployment/{action}", tag = "deployments",
+    params(("name" = String, Path), ("action" = crate::state::DeploymentAction, Path, description = "promote, pause, resume or fail")),
+    responses((status = 200, body = crate::model::Deployment), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn deployment_action(
+    State(c): State<Cluster>,
+    Path((name, action)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let action: crate::state::DeploymentAction =
+        serde_json::from_value(serde_json::Value::String(action.clone())).map_err(|_| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                json!({ "error": format!("no deployment action {action:?}: expected promote, pause, resume or fail") }),
+            )
+        })?;
+    let d = c.deployment_action(&name, action).await?;
+    Ok(Json(d).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/deployments", tag = "deployments",
+    params(("consistent" = Option<bool>, Query)),
+    responses((status = 200, body = Vec<crate::model::Deployment>)))]
+async fn list_deployments(
+    State(c): State<Cluster>,
+    Query(p): Query<ReadParams>,
+) -> ApiResult<Response> {
+    let h = consistency(&c, &p).await?;
+    Ok((h, Json(c.deployments())).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{name}/versions", tag = "jobs",
+    params(("name" = String, Path), ("consistent" = Option<bool>, Query)),
+    responses((status = 200, body = Vec<crate::model::JobVersion>), (status = 404, body = ErrorBody)))]
+async fn job_versions(
+    State(c): State<Cluster>,
+    Path(name): Path<String>,
+    Query(p): Query<ReadParams>,
+) -> ApiResult<Response> {
+    let h = consistency(&c, &p).await?;
+    let v = c.versions(&name).ok_or(ClusterError::JobNotFound(name))?;
+    Ok((h, Json(v)).into_response())
+}
+
+/// The body of `POST /v1/jobs/{name}/revert`.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RevertBody {
+    /// The version to go back to; by default the last stable one.
+    #[serde(default)]
+    version: Option<u64>,
+}
+
+#[utoipa::path(post, path = "/v1/jobs/{name}/revert", tag = "jobs",
+    params(("name" = String, Path)), request_body(content = RevertBody),
+    responses((status = 200, body = Submitted), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn revert_job(
+    State(c): State<Cluster>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: RevertBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RevertBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": format!("invalid revert body: {e}") }),
+            )
+        })?
+    };
+    let done = c.revert(&name, body.version).await?;
     Ok(Json(done).into_response())
 }
 

@@ -5,6 +5,7 @@
 //! and ends on [`Cluster::shutdown`].
 
 pub(crate) mod builder;
+mod deploy;
 mod detect;
 mod plan;
 mod tasks;
@@ -50,6 +51,19 @@ pub enum ClusterError {
     /// No such volume.
     #[error("no volume named {0:?}")]
     VolumeNotFound(String),
+    /// The job has no deployment.
+    #[error("job {0:?} has no deployment")]
+    DeploymentNotFound(String),
+    /// The job does not keep that version.
+    #[error("job {job:?} has no version {version} (kept: {kept})")]
+    VersionNotFound {
+        /// The job.
+        job: String,
+        /// The version asked for.
+        version: u64,
+        /// The versions it keeps.
+        kept: String,
+    },
     /// The node to remove is still alive.
     #[error("node {0:?} is still alive: drain it (node drain {0}), stop its agent, then remove it (or remove it with force)")]
     NodeAlive(String),
@@ -115,6 +129,9 @@ pub struct JobView {
     pub health: JobHealth,
     /// Count of allocations per state, live ones and the kept terminal ones.
     pub summary: BTreeMap<String, usize>,
+    /// Its latest deployment, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<crate::model::Deployment>,
     /// Its allocations, newest first.
     pub allocations: Vec<Allocation>,
 }
@@ -369,6 +386,7 @@ impl Cluster {
             Some(JobView {
                 health: crate::model::JobHealth::of(&job, running),
                 running,
+                deployment: s.latest_deployment(name).cloned(),
                 job,
                 summary,
                 allocations,

@@ -30,6 +30,10 @@ pub struct JobPlan {
     pub in_place: usize,
     /// Why placements would fail, one line per reason.
     pub unplaced: Vec<String>,
+    /// How the new version would roll out, when it starts a deployment
+    /// (`create` and `stop` count the whole rollout, not its first step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
 }
 
 impl Cluster {
@@ -46,7 +50,34 @@ impl Cluster {
             .map(|a| (a.id.clone(), a.job_version))
             .collect();
         let index = state.applied_index + 1;
-        state.apply(index, &Command::UpsertJob { spec: spec.clone() });
+        // Counted as if the rollout went through at once: the totals it will
+        // create and stop, not only its first step.
+        let mut whole = spec.clone();
+        whole.update = Some(crate::spec::UpdateSpec {
+            max_parallel: spec.replicas.max(1),
+            canary: 0,
+            order: crate::spec::UpdateOrder::StopFirst,
+            ..spec.update_policy()
+        });
+        state.apply(index, &Command::UpsertJob { spec: whole });
+        let rollout = state.active_deployment(&spec.name).map(|_| {
+            let u = spec.update_policy();
+            let order = match u.order {
+                crate::spec::UpdateOrder::StopFirst => "stop first",
+                crate::spec::UpdateOrder::StartFirst => "start first",
+            };
+            let old = before.len();
+            match u.canary {
+                _ if old == 0 => "a new deployment: every replica at once".to_string(),
+                0 => format!("rolling, {} at a time ({order})", u.max_parallel),
+                c => format!(
+                    "{c} canar{} beside the running version, then rolling {} at a time ({order}) once promoted{}",
+                    if c == 1 { "y" } else { "ies" },
+                    u.max_parallel,
+                    if u.auto_promote { " automatically" } else { "" }
+                ),
+            }
+        });
         let version = state.jobs[&spec.name].version;
         let in_place = before
             .iter()
@@ -96,6 +127,7 @@ impl Cluster {
             stop: plan.stops.iter().filter(|s| mine(&s.id)).count(),
             in_place,
             unplaced,
+            rollout,
         })
     }
 }

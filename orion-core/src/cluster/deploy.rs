@@ -1,0 +1,102 @@
+//! Deployments and versions through the [`Cluster`] handle: read them, act on
+//! them (promote, pause, resume, fail), and revert a job to a kept version.
+
+use super::{submitted, Cluster, ClusterError, Submitted};
+use crate::command::Command;
+use crate::model::{Deployment, JobVersion};
+use crate::state::DeploymentAction;
+
+impl Cluster {
+    /// A job's latest deployment, from this node's replica.
+    pub fn deployment(&self, job: &str) -> Option<Deployment> {
+        self.inner
+            .store
+            .replica()
+            .read(|s| s.latest_deployment(job).cloned())
+    }
+
+    /// Every kept deployment of every job, newest first.
+    pub fn deployments(&self) -> Vec<Deployment> {
+        let mut all: Vec<Deployment> = self.inner.store.replica().read(|s| {
+            s.deployments
+                .values()
+                .flat_map(|l| l.iter().cloned())
+                .collect()
+        });
+        all.sort_by_key(|d| std::cmp::Reverse(d.id));
+        all
+    }
+
+    /// The kept versions of a job, oldest first; `None` for an unknown job.
+    pub fn versions(&self, job: &str) -> Option<Vec<JobVersion>> {
+        self.inner.store.replica().read(|s| {
+            s.jobs
+                .contains_key(job)
+                .then(|| s.versions_of(job).to_vec())
+        })
+    }
+
+    /// Promotes, pauses, resumes or fails a job's latest deployment and
+    /// answers it as it is then. An unknown job or one without a deployment
+    /// is `JobNotFound` / `DeploymentNotFound`; an action that does not suit
+    /// the deployment (promote without canaries, resume one that is not paused,
+    /// anything on one that ended) is `Refused`, and changes nothing.
+    pub async fn deployment_action(
+        &self,
+        job: &str,
+        action: DeploymentAction,
+    ) -> Result<Deployment, ClusterError> {
+        if !self
+            .inner
+            .store
+            .replica()
+            .read(|s| s.jobs.contains_key(job))
+        {
+            return Err(ClusterError::JobNotFound(job.into()));
+        }
+        let d = self
+            .deployment(job)
+            .ok_or_else(|| ClusterError::DeploymentNotFound(job.into()))?;
+        let reason = (action == DeploymentAction::Fail).then(|| "failed by a user".to_string());
+        self.propose(Command::Deployment {
+            job: job.to_string(),
+            deployment: d.id,
+            action,
+            reason,
+        })
+        .await?;
+        self.deployment(job)
+            .ok_or_else(|| ClusterError::DeploymentNotFound(job.into()))
+    }
+
+    /// Submits a kept version of a job again as its newest version: `version`,
+    /// or by default the last stable version before the current one. What
+    /// still runs that version's task keeps running (moved in place).
+    pub async fn revert(&self, job: &str, version: Option<u64>) -> Result<Submitted, ClusterError> {
+        let versions = self
+            .versions(job)
+            .ok_or_else(|| ClusterError::JobNotFound(job.into()))?;
+        if let Some(v) = version {
+            let current = self
+                .inner
+                .store
+                .replica()
+                .read(|s| s.jobs.get(job).map(|j| j.version));
+            if current != Some(v) && !versions.iter().any(|x| x.version == v) {
+                let kept: Vec<String> = versions.iter().map(|x| x.version.to_string()).collect();
+                return Err(ClusterError::VersionNotFound {
+                    job: job.into(),
+                    version: v,
+                    kept: kept.join(", "),
+                });
+            }
+        }
+        submitted(
+            self.propose(Command::RevertJob {
+                name: job.to_string(),
+                version,
+            })
+            .await?,
+        )
+    }
+}

@@ -206,6 +206,35 @@ pub enum JobCommand {
         /// prints it; 0: only if the job is new).
         #[arg(long)]
         check_index: Option<u64>,
+        /// Return once submitted instead of following the deployment. (Without
+        /// it: exit 0 when the deployment succeeds, 2 when it fails or is
+        /// reverted or an allocation cannot be placed, 1 on an error.)
+        #[arg(short, long)]
+        detach: bool,
+    },
+    /// Let a deployment waiting on its canaries go on.
+    Promote {
+        /// The job's name.
+        name: String,
+    },
+    /// Submit a kept version again as the newest (by default the last stable
+    /// one before the current).
+    Revert {
+        /// The job's name.
+        name: String,
+        /// The version to go back to.
+        version: Option<u64>,
+    },
+    /// A job's latest deployment: show it, pause, resume or fail it.
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
+    /// A job's kept versions, each with its diff from the one before.
+    History {
+        /// The job's name.
+        name: String,
+        /// Print each version's diff too.
+        #[arg(short, long)]
+        patch: bool,
     },
     /// A dry run: the spec's diff from the running one, and the allocations it
     /// would create, stop or change in place; writes nothing.
@@ -245,6 +274,34 @@ pub enum JobCommand {
         /// Output: the API's JSON, or a Go template over it.
         #[command(flatten)]
         out: Output,
+    },
+}
+
+/// `orion-node job deployment …`.
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCommand {
+    /// Show the job's latest deployment.
+    Status {
+        /// The job's name.
+        name: String,
+        /// Output: the API's JSON, or a Go template over it.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Replace no further allocation until resumed.
+    Pause {
+        /// The job's name.
+        name: String,
+    },
+    /// Go on after a pause.
+    Resume {
+        /// The job's name.
+        name: String,
+    },
+    /// End it as failed (and revert, with `auto_revert`).
+    Fail {
+        /// The job's name.
+        name: String,
     },
 }
 

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use orion_core::{Allocation, JobView, NodeView};
 use serde_json::Value;
 
-use crate::cli::{AllocCommand, JobCommand, NodeCommand, Output, VolumeCommand};
+use crate::cli::{AllocCommand, DeploymentCommand, JobCommand, NodeCommand, Output, VolumeCommand};
 use crate::out::{say, Table};
 use crate::template::Template;
 
@@ -95,7 +95,11 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
                 p.modify_index
             );
         }
-        JobCommand::Run { file, check_index } => {
+        JobCommand::Run {
+            file,
+            check_index,
+            detach,
+        } => {
             let (text, ctype) = read_spec(&file)?;
             let query = check_index
                 .map(|i| format!("?check_index={i}"))
@@ -110,10 +114,71 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
             .await?;
             let v: Value = r.json().await?;
             let name = v["name"].as_str().unwrap_or("?");
+            let version = v["version"].as_u64().unwrap_or(0);
             if v["changed"] == Value::Bool(true) {
-                say!("job {name} submitted: version {}", v["version"]);
+                say!("job {name} submitted: version {version}");
             } else {
-                say!("job {name} unchanged: version {}", v["version"]);
+                say!("job {name} unchanged: version {version}");
+            }
+            if !detach {
+                crate::follow::follow(&http, &base, name, version).await?;
+            }
+        }
+        JobCommand::Promote { name } => {
+            let d = deployment_action(&http, &base, &name, "promote").await?;
+            say!("deployment {} of {name}: {}", d.id, d.description);
+        }
+        JobCommand::Revert { name, version } => {
+            let body = match version {
+                Some(v) => serde_json::json!({ "version": v }),
+                None => serde_json::json!({}),
+            };
+            let r = send(
+                http.post(format!("{base}/v1/jobs/{name}/revert"))
+                    .json(&body),
+                "job revert",
+                &base,
+            )
+            .await?;
+            let v: Value = r.json().await?;
+            say!("job {name} reverted: version {}", v["version"]);
+        }
+        JobCommand::Deployment(cmd) => deployment(&http, &base, cmd).await?,
+        JobCommand::History { name, patch } => {
+            let r = send(
+                http.get(format!("{base}/v1/jobs/{name}/versions")),
+                "job history",
+                &base,
+            )
+            .await?;
+            let versions: Vec<orion_core::model::JobVersion> = r.json().await?;
+            let show = |s: &orion_core::JobSpec| {
+                serde_json::to_string_pretty(s).unwrap_or_default() + "\n"
+            };
+            let mut prev: Option<&orion_core::model::JobVersion> = None;
+            for v in &versions {
+                let changes = match prev {
+                    None => "first kept version".to_string(),
+                    Some(p) => spec_changes(&p.spec, &v.spec),
+                };
+                say!(
+                    "version {}{}  submitted at index {}  {changes}",
+                    v.version,
+                    if v.stable { " (stable)" } else { "" },
+                    v.submit_index
+                );
+                if let (true, Some(p)) = (patch, prev) {
+                    let (a, b) = (show(&p.spec), show(&v.spec));
+                    let diff = similar::TextDiff::from_lines(&a, &b)
+                        .unified_diff()
+                        .header(
+                            &format!("version {}", p.version),
+                            &format!("version {}", v.version),
+                        )
+                        .to_string();
+                    crate::out::raw(format_args!("{diff}"), true);
+                }
+                prev = Some(v);
             }
         }
         JobCommand::Status { name, out, all } => {
@@ -189,6 +254,122 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
     Ok(())
 }
 
+/// What changed between two specs, by top-level field (`task.env`, `replicas`).
+fn spec_changes(a: &orion_core::JobSpec, b: &orion_core::JobSpec) -> String {
+    let (a, b) = (
+        serde_json::to_value(a).unwrap_or_default(),
+        serde_json::to_value(b).unwrap_or_default(),
+    );
+    let mut fields = Vec::new();
+    let keys = |v: &Value| {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let mut all = keys(&a);
+    all.extend(keys(&b));
+    all.sort();
+    all.dedup();
+    for k in all {
+        if a.get(&k) == b.get(&k) {
+            continue;
+        }
+        if k == "task" {
+            let mut sub = keys(&a["task"]);
+            sub.extend(keys(&b["task"]));
+            sub.sort();
+            sub.dedup();
+            for s in sub {
+                if a["task"].get(&s) != b["task"].get(&s) {
+                    fields.push(format!("task.{s}"));
+                }
+            }
+        } else {
+            fields.push(k);
+        }
+    }
+    if fields.is_empty() {
+        "no change".into()
+    } else {
+        format!("changed: {}", fields.join(", "))
+    }
+}
+
+async fn deployment_action(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    action: &str,
+) -> Result<orion_core::model::Deployment> {
+    let r = send(
+        http.post(format!("{base}/v1/jobs/{name}/deployment/{action}")),
+        &format!("job deployment {action}"),
+        base,
+    )
+    .await?;
+    Ok(r.json().await?)
+}
+
+/// `orion-node job deployment …`.
+async fn deployment(http: &reqwest::Client, base: &str, cmd: DeploymentCommand) -> Result<()> {
+    let (name, action) = match cmd {
+        DeploymentCommand::Status { name, out } => {
+            let template = template(&out)?;
+            let r = send(
+                http.get(format!("{base}/v1/jobs/{name}/deployment")),
+                "job deployment status",
+                base,
+            )
+            .await?;
+            let v: Value = r.json().await?;
+            if !print_raw(&out, template.as_ref(), &v)? {
+                let d: orion_core::model::Deployment = serde_json::from_value(v)?;
+                print_deployment(&d);
+            }
+            return Ok(());
+        }
+        DeploymentCommand::Pause { name } => (name, "pause"),
+        DeploymentCommand::Resume { name } => (name, "resume"),
+        DeploymentCommand::Fail { name } => (name, "fail"),
+    };
+    let d = deployment_action(http, base, &name, action).await?;
+    say!(
+        "deployment {} of {name}: {} — {}",
+        d.id,
+        d.status,
+        d.description
+    );
+    Ok(())
+}
+
+fn print_deployment(d: &orion_core::model::Deployment) {
+    say!(
+        "deployment {} of {} version {}: {} — {}",
+        d.id,
+        d.job,
+        d.job_version,
+        d.status,
+        d.description
+    );
+    let mut t = Table::new(&[
+        "DESIRED",
+        "CANARIES",
+        "PROMOTED",
+        "PLACED",
+        "HEALTHY",
+        "UNHEALTHY",
+    ]);
+    t.row(vec![
+        d.desired.to_string(),
+        d.canaries.to_string(),
+        d.promoted.to_string(),
+        d.placed.to_string(),
+        d.healthy.to_string(),
+        d.unhealthy.to_string(),
+    ]);
+    t.print();
+}
+
 fn read_spec(file: &Path) -> Result<(String, &'static str)> {
     let mut text = String::new();
     if file == Path::new("-") {
@@ -227,6 +408,15 @@ fn print_job(v: &JobView, all: bool) {
         v.running,
         spec.replicas
     );
+    if let Some(d) = &v.deployment {
+        say!(
+            "deployment {} (version {}): {} — {}",
+            d.id,
+            d.job_version,
+            d.status,
+            d.description
+        );
+    }
     let mut t = Table::new(&[
         "ALLOCATION",
         "NODE",

@@ -15,6 +15,7 @@ mod client;
 mod config;
 mod demo;
 mod dev;
+mod follow;
 mod node;
 mod out;
 mod template;
@@ -40,6 +41,10 @@ fn main() -> std::process::ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<follow::Unsuccessful>().is_some() => {
+            eprintln!("{e}");
+            std::process::ExitCode::from(2)
+        }
         Err(e) => {
             if debug && std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
                 eprintln!("error: {e:?}");

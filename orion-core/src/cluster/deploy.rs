@@ -57,6 +57,15 @@ impl Cluster {
         let d = self
             .deployment(job)
             .ok_or_else(|| ClusterError::DeploymentNotFound(job.into()))?;
+        // The state machine answers a repeated action as done (a retried
+        // proposal must not fail); a caller asking for one on an ended
+        // deployment is told so.
+        if !d.status.is_active() {
+            return Err(ClusterError::Refused(format!(
+                "deployment {} of job {job:?} is {}: nothing to {action}",
+                d.id, d.status
+            )));
+        }
         let reason = (action == DeploymentAction::Fail).then(|| "failed by a user".to_string());
         self.propose(Command::Deployment {
             job: job.to_string(),

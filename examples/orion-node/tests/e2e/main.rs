@@ -9,6 +9,7 @@ mod support;
 mod boxed;
 mod cli;
 mod cluster;
+mod deploy;
 mod dev;
 mod partition;
 mod single_node;

@@ -172,6 +172,7 @@ fn alloc_updates(c: &mut Criterion) {
                     version: 1,
                     slot,
                     existing: None,
+                    replaces: None,
                 },
                 node: "n1".into(),
                 ports: Vec::new(),

@@ -38,7 +38,7 @@ use crate::model::{
     VolumeState,
 };
 use crate::runtime::{ContainerInfo, ContainerState, Owner, Runtime, RuntimeError, TaskLaunch};
-use crate::spec::{JobKind, TaskSpec, UpdateSpec};
+use crate::spec::{JobKind, RestartMode, RestartSpec, TaskSpec, UpdateSpec};
 use crate::state::Change;
 use crate::store::Store;
 
@@ -48,11 +48,15 @@ use crate::store::Store;
 pub struct AgentConfig {
     /// How often it checks its containers without being woken.
     pub tick: Duration,
-    /// Delay before restarting an exited service task (doubles per consecutive
-    /// failure, up to `max_backoff`).
+    /// Delay before a second attempt to start a task that failed to start
+    /// (doubles per failed attempt, up to `max_backoff`). Restarts of tasks
+    /// that ran follow the job's `restart` policy instead.
     pub restart_delay: Duration,
-    /// Longest delay between restarts or start attempts.
+    /// Longest delay between start attempts.
     pub max_backoff: Duration,
+    /// Most failed create / start attempts the agent makes per second, over
+    /// all its tasks, so a job that can never start cannot storm the engine.
+    pub max_failed_starts_per_sec: u32,
     /// How long a task has to stop before it is killed.
     pub stop_grace: Duration,
 }
@@ -60,12 +64,14 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     /// A 1 s tick notices an exited container within a second at the cost of one
     /// `list` call per second. Restarts start at 1 s (a crash loop cannot spin the
-    /// engine) and back off to 30 s. Tasks get 10 s to stop, Docker's own default.
+    /// engine) and back off to 30 s; at most 5 failed attempts a second in all.
+    /// Tasks get 10 s to stop, Docker's own default.
     fn default() -> Self {
         AgentConfig {
             tick: Duration::from_secs(1),
             restart_delay: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+            max_failed_starts_per_sec: 5,
             stop_grace: Duration::from_secs(10),
         }
     }
@@ -77,8 +83,9 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 /// How many stops or starts one agent runs at once.
 const PARALLEL_OPS: usize = 8;
 
-/// The task and kind of an allocation's job, if the job still exists.
-type JobOf = Option<(TaskSpec, JobKind)>;
+/// The task, kind and restart policy of an allocation's job, if the job
+/// still exists.
+type JobOf = Option<(TaskSpec, JobKind, RestartSpec)>;
 
 /// What the agent watches of an allocation its deployment waits on.
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +114,14 @@ pub struct Agent {
     trackers: HashMap<AllocId, health::Tracker>,
     /// Allocations whose deployment waits for this node's verdict.
     deploy_watch: HashMap<AllocId, DeployWatch>,
+    /// Restarts of each allocation on this node, for its restart policy.
+    restart_log: HashMap<AllocId, Vec<Instant>>,
+    /// Exited (or unhealthy, stopped) allocations: when to restart, and why.
+    pending_restart: HashMap<AllocId, (Instant, String)>,
+    /// When each replacement that waits out its reschedule backoff may start.
+    start_at: HashMap<AllocId, Instant>,
+    /// Failed start attempts in the last second.
+    failed_starts: std::collections::VecDeque<Instant>,
     /// Set while the runtime does not answer, with why.
     runtime_down: Option<String>,
     /// Whether this node's replica has caught up with the leader since start.
@@ -131,6 +146,10 @@ impl Agent {
             backoff: HashMap::new(),
             trackers: HashMap::new(),
             deploy_watch: HashMap::new(),
+            restart_log: HashMap::new(),
+            pending_restart: HashMap::new(),
+            start_at: HashMap::new(),
+            failed_starts: std::collections::VecDeque::new(),
             runtime_down: None,
             caught_up: false,
             health,
@@ -192,7 +211,7 @@ impl Agent {
                     let job = s
                         .jobs
                         .get(&a.job)
-                        .map(|j| (j.spec.task.clone(), j.spec.kind));
+                        .map(|j| (j.spec.task.clone(), j.spec.kind, j.spec.restart_policy()));
                     (a.clone(), job)
                 })
                 .collect();
@@ -262,13 +281,37 @@ impl Agent {
         let mut to_launch = Vec::new();
         for (id, (a, job)) in &live {
             seen.insert(id.to_string());
-            let Some((task, kind)) = job else { continue };
+            let Some((task, kind, policy)) = job else {
+                continue;
+            };
             match by_alloc.get(id) {
-                None if self.caught_up && self.may_attempt(&a.id) => to_launch.push((a, task)),
+                // Failed here for good: the reconciler replaces it (or leaves
+                // it failed); this node tries no more.
+                _ if a.failed_here() => {}
+                None if self.caught_up
+                    && self.may_attempt(&a.id)
+                    && self.start_due(a, &mut updates) =>
+                {
+                    to_launch.push((a, task))
+                }
                 None => {}
-                Some(c) => updates.extend(self.tend(a, *kind, c).await),
+                Some(c) => updates.extend(self.tend(a, *kind, policy, c).await),
             }
         }
+        // Engine-wide bound on failures: allocations that failed before (or
+        // replace one that did) start only within what is left of the budget.
+        let mut budget = self.failure_budget();
+        to_launch.retain(|(a, _)| {
+            let risky = a.failures > 0 || a.reschedules > 0;
+            if !risky {
+                return true;
+            }
+            if budget == 0 {
+                return false;
+            }
+            budget -= 1;
+            true
+        });
         // New containers start in parallel too: an image pull or a slow start of one
         // task does not hold up the others.
         let cluster_id = cluster_id.as_str();
@@ -288,13 +331,16 @@ impl Agent {
             updates.extend(self.launched(a, result));
         }
         self.backoff.retain(|id, _| seen.contains(id));
-        let checked: Vec<(&Allocation, &TaskSpec, &ContainerInfo)> = live
+        self.restart_log.retain(|id, _| seen.contains(id));
+        self.pending_restart.retain(|id, _| seen.contains(id));
+        self.start_at.retain(|id, _| seen.contains(id));
+        let checked: Vec<(&Allocation, &TaskSpec, &RestartSpec, &ContainerInfo)> = live
             .values()
             .filter_map(|(a, job)| {
-                let (task, _) = job.as_ref()?;
+                let (task, _, policy) = job.as_ref()?;
                 let c = by_alloc.get(a.id.as_str())?;
                 (!task.health_checks.is_empty() && c.state == ContainerState::Running)
-                    .then_some((a, task, *c))
+                    .then_some((a, task, policy, *c))
             })
             .collect();
         self.check_health(&checked, &mut updates).await;
@@ -308,14 +354,14 @@ impl Agent {
     /// turns unhealthy is restarted in place (and starts its grace again).
     async fn check_health(
         &mut self,
-        running: &[(&Allocation, &TaskSpec, &ContainerInfo)],
+        running: &[(&Allocation, &TaskSpec, &RestartSpec, &ContainerInfo)],
         updates: &mut Vec<AllocUpdate>,
     ) {
         let now = Instant::now().into_std();
-        let ids: HashSet<&str> = running.iter().map(|(a, _, _)| a.id.as_str()).collect();
+        let ids: HashSet<&str> = running.iter().map(|(a, _, _, _)| a.id.as_str()).collect();
         self.trackers.retain(|id, _| ids.contains(id.as_str()));
         let mut due = Vec::new();
-        for (k, (a, task, _)) in running.iter().enumerate() {
+        for (k, (a, task, _, _)) in running.iter().enumerate() {
             let t = self
                 .trackers
                 .entry(a.id.clone())
@@ -335,13 +381,13 @@ impl Agent {
         }
         let runtime = &*self.runtime;
         let results = futures::future::join_all(due.iter().map(|&(k, i)| {
-            let (_, task, c) = running[k];
+            let (_, task, _, c) = running[k];
             health::probe(&task.health_checks[i], &c.ports, runtime, &c.id)
         }))
         .await;
         let now = Instant::now().into_std();
         for ((k, i), result) in due.into_iter().zip(results) {
-            let (a, task, c) = running[k];
+            let (a, task, policy, c) = running[k];
             let Some(t) = self.trackers.get_mut(&a.id) else {
                 continue;
             };
@@ -351,15 +397,25 @@ impl Agent {
             info!(node_id = %self.node_id, alloc = %a.id, health = %h.status, output = ?h.output, "health changed");
             let mut u = update(&self.node_id, a, AllocState::Running, a.message.clone());
             if h.status == HealthStatus::Unhealthy {
-                let why = h.output.clone().unwrap_or_default();
-                warn!(node_id = %self.node_id, alloc = %a.id, reason = %why, "unhealthy; restarting in place");
+                // Stopped now; the restart policy decides when it starts again
+                // (the exit is then reported with this reason).
+                let why = format!("unhealthy: {}", h.output.clone().unwrap_or_default());
                 let _ = self.runtime.stop(&c.id, self.config.stop_grace).await;
-                if let Err(e) = self.runtime.start(&c.id).await {
-                    warn!(node_id = %self.node_id, alloc = %a.id, error = %e, "restart after failed checks failed");
-                }
-                u.message = Some(format!("restarted: unhealthy: {why}"));
-                u.restarts = Some(a.restarts + 1);
                 self.trackers.remove(&a.id);
+                match self.next_restart(&a.id, policy) {
+                    Some(at) => {
+                        warn!(node_id = %self.node_id, alloc = %a.id, reason = %why, "unhealthy; restarting in place after its delay");
+                        self.pending_restart.insert(a.id.clone(), (at, why.clone()));
+                        u.state = AllocState::Exited;
+                        u.message = Some(why);
+                    }
+                    None => {
+                        let mut gone = self.give_up(a, policy, &why, None);
+                        gone.health = Some(h);
+                        updates.push(gone);
+                        continue;
+                    }
+                }
             }
             u.health = Some(h);
             updates.push(u);
@@ -381,7 +437,7 @@ impl Agent {
         self.deploy_watch.retain(|id, _| watched.contains_key(id));
         let now = Instant::now();
         for (id, update_spec) in watched {
-            let Some((a, Some((task, _)))) = live.get(id.as_str()).map(|e| (&e.0, &e.1)) else {
+            let Some((a, Some((task, _, _)))) = live.get(id.as_str()).map(|e| (&e.0, &e.1)) else {
                 continue;
             };
             let w = self.deploy_watch.entry(id.clone()).or_insert(DeployWatch {
@@ -499,6 +555,7 @@ impl Agent {
             }
             Err(e) => {
                 warn!(node_id = %self.node_id, alloc = %a.id, error = %e, "task failed to start");
+                self.note_failed_start();
                 self.back_off(&a.id);
                 let mut u = update(
                     &self.node_id,
@@ -531,6 +588,7 @@ impl Agent {
         &mut self,
         a: &Allocation,
         kind: JobKind,
+        policy: &RestartSpec,
         c: &ContainerInfo,
     ) -> Option<AllocUpdate> {
         match &c.state {
@@ -553,7 +611,7 @@ impl Agent {
                 u.exit_code = Some(0);
                 Some(u)
             }
-            ContainerState::Exited { code } => self.restart(a, c, *code).await,
+            ContainerState::Exited { code } => self.restart(a, c, *code, policy).await,
             ContainerState::Created => {
                 if let Err(e) = self.runtime.start(&c.id).await {
                     self.back_off(&a.id);
@@ -571,43 +629,140 @@ impl Agent {
         }
     }
 
-    /// Restarts an exited container after its delay; reports the exit meanwhile.
+    /// Restarts an exited container when the job's `restart` policy says so;
+    /// reports the exit meanwhile. Once the policy is spent (mode fail) the
+    /// allocation is reported failed with `gave_up`, and the reconciler
+    /// replaces it under the `reschedule` policy.
     async fn restart(
         &mut self,
         a: &Allocation,
         c: &ContainerInfo,
         code: i64,
+        policy: &RestartSpec,
     ) -> Option<AllocUpdate> {
-        let first_sight = !self.backoff.contains_key(&a.id);
-        if first_sight {
-            info!(node_id = %self.node_id, alloc = %a.id, code, "task exited; restarting after delay");
-            self.back_off(&a.id);
-        }
-        let mut exited = update(
-            &self.node_id,
-            a,
-            AllocState::Exited,
-            Some(format!("exited with code {code}")),
+        let oom = c.error.as_deref() == Some(crate::runtime::OOM_KILLED);
+        let exit = format!(
+            "exited with code {code}{}",
+            if oom { " (OOMKilled)" } else { "" }
         );
+        let (at, why) = match self.pending_restart.get(&a.id) {
+            Some((at, why)) => (*at, why.clone()),
+            None => match self.next_restart(&a.id, policy) {
+                Some(at) => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    info!(node_id = %self.node_id, alloc = %a.id, code, oom, wait = ?wait, "task exited; restarting after its delay");
+                    self.pending_restart
+                        .insert(a.id.clone(), (at, exit.clone()));
+                    (at, exit)
+                }
+                None => return Some(self.give_up(a, policy, &exit, Some(code))),
+            },
+        };
+        let mut exited = update(&self.node_id, a, AllocState::Exited, Some(why.clone()));
         exited.exit_code = Some(code);
-        if !self.caught_up || !self.may_attempt(&a.id) {
+        if !self.caught_up || Instant::now() < at {
             return Some(exited).filter(|u| a.changed_by(u));
         }
         match self.runtime.start(&c.id).await {
             Ok(()) => {
+                self.pending_restart.remove(&a.id);
+                self.restart_log
+                    .entry(a.id.clone())
+                    .or_default()
+                    .push(Instant::now());
                 let mut u = update(&self.node_id, a, AllocState::Running, None);
                 u.ports = self.runtime.inspect(&c.id).await.ok().map(|i| i.ports);
                 u.exit_code = Some(code);
                 u.restarts = Some(a.restarts + 1);
-                self.back_off(&a.id);
                 Some(u)
             }
             Err(e) => {
-                self.back_off(&a.id);
-                exited.message = Some(format!("exited with code {code}; restart failed: {e}"));
+                self.note_failed_start();
+                let retry = Instant::now() + self.config.restart_delay.max(policy.delay);
+                self.pending_restart
+                    .insert(a.id.clone(), (retry, why.clone()));
+                exited.message = Some(format!("{why}; restart failed: {e}"));
                 Some(exited).filter(|u| a.changed_by(u))
             }
         }
+    }
+
+    /// When the next restart of `id` may happen under `policy`, or `None`
+    /// when its restarts are spent (mode fail). Restarts are counted within
+    /// the policy's interval, on this node, since this agent started.
+    fn next_restart(&mut self, id: &str, policy: &RestartSpec) -> Option<Instant> {
+        let now = Instant::now();
+        let log = self.restart_log.entry(id.to_string()).or_default();
+        log.retain(|t| now.duration_since(*t) < policy.interval);
+        let n = log.len() as u32;
+        if n < policy.attempts {
+            let seed = id.bytes().fold(u64::from(n), |h, b| {
+                h.wrapping_mul(31).wrapping_add(u64::from(b))
+            });
+            return Some(now + crate::spec::jittered(policy.delay_for(n), seed));
+        }
+        match policy.mode {
+            // Wait until the oldest restart leaves the interval.
+            RestartMode::Delay => Some(log[0] + policy.interval),
+            RestartMode::Fail => None,
+        }
+    }
+
+    /// The report that this node gives up on `a`: its restarts are spent.
+    fn give_up(
+        &mut self,
+        a: &Allocation,
+        policy: &RestartSpec,
+        why: &str,
+        code: Option<i64>,
+    ) -> AllocUpdate {
+        let msg = format!(
+            "restarts spent ({} within {}): {why}",
+            policy.attempts,
+            humantime::format_duration(policy.interval)
+        );
+        warn!(node_id = %self.node_id, alloc = %a.id, reason = %msg, "giving up on the task");
+        self.pending_restart.remove(&a.id);
+        let mut u = update(&self.node_id, a, AllocState::Failed, Some(msg));
+        u.exit_code = code;
+        u.gave_up = true;
+        u
+    }
+
+    /// Whether a new allocation that waits out its slot's reschedule backoff
+    /// may start now; reports the wait once, on first sight.
+    fn start_due(&mut self, a: &Allocation, updates: &mut Vec<AllocUpdate>) -> bool {
+        if a.start_delay_ms == 0 || a.state != AllocState::Starting {
+            return true;
+        }
+        let delay = Duration::from_millis(a.start_delay_ms);
+        let at = *self.start_at.entry(a.id.clone()).or_insert_with(|| {
+            let msg = format!(
+                "starts in {} (reschedule backoff: replacement {} of its slot)",
+                humantime::format_duration(Duration::from_secs(delay.as_secs().max(1))),
+                a.reschedules
+            );
+            updates.push(update(&self.node_id, a, AllocState::Starting, Some(msg)));
+            Instant::now() + delay
+        });
+        Instant::now() >= at
+    }
+
+    /// Failed starts still allowed in this second.
+    fn failure_budget(&mut self) -> usize {
+        let now = Instant::now();
+        while self
+            .failed_starts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            self.failed_starts.pop_front();
+        }
+        (self.config.max_failed_starts_per_sec as usize).saturating_sub(self.failed_starts.len())
+    }
+
+    fn note_failed_start(&mut self) {
+        self.failed_starts.push_back(Instant::now());
     }
 
     async fn stop_and_remove(&self, c: &ContainerInfo) {

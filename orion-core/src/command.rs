@@ -133,6 +133,10 @@ pub struct SlotRef {
     /// The pending allocation this refers to, if one exists already.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing: Option<AllocId>,
+    /// The failed allocation a new one replaces: the new one carries on its
+    /// slot's reschedule count and waits out the reschedule backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<AllocId>,
 }
 
 /// Bind a slot to a node.
@@ -233,6 +237,9 @@ pub struct AllocUpdate {
     /// `Allocation::deploy_healthy`); taken once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy_healthy: Option<bool>,
+    /// The node gave up restarting it (see `Allocation::gave_up`); taken once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gave_up: bool,
 }
 
 impl crate::model::Allocation {
@@ -255,6 +262,7 @@ impl crate::model::Allocation {
             || u.restarted
             || u.failed_attempt
             || (u.deploy_healthy.is_some() && self.deploy_healthy.is_none())
+            || (u.gave_up && !self.gave_up)
     }
 }
 
@@ -275,6 +283,7 @@ impl AllocUpdate {
             restarted: false,
             failed_attempt: false,
             deploy_healthy: None,
+            gave_up: false,
         }
     }
 }

@@ -501,6 +501,19 @@ pub struct Allocation {
     /// replaces it (possibly elsewhere, with other host ports).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failures: u32,
+    /// Its node gave up restarting it: its `restart` policy is spent (mode
+    /// fail). The reconciler replaces it under the `reschedule` policy, or
+    /// leaves it failed when that is spent too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gave_up: bool,
+    /// Replacements of failed allocations its slot went through before it
+    /// (carried from each to the next, so backoff belongs to the slot).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reschedules: u32,
+    /// Its node waits this long before starting it (ms): the slot's reschedule
+    /// backoff, with jitter.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub start_delay_ms: u64,
     /// The deployment that created it, while that deployment watches it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<u64>,
@@ -524,7 +537,14 @@ impl Allocation {
     /// Whether it failed to start often enough to be replaced: a host port held
     /// by another process, an image this node cannot get, a runtime that refuses it.
     pub fn should_reschedule(&self) -> bool {
-        self.is_live() && self.node.is_some() && self.failures >= RESCHEDULE_AFTER_FAILURES
+        self.is_live() && self.node.is_some() && self.failed_here()
+    }
+
+    /// Whether it failed on its node for good: its restarts are spent, or it
+    /// could not be started there [`RESCHEDULE_AFTER_FAILURES`] times. Its node
+    /// stops trying; the scheduler avoids that node for the job's replacements.
+    pub fn failed_here(&self) -> bool {
+        self.gave_up || self.failures >= RESCHEDULE_AFTER_FAILURES
     }
 
     /// Whether it still counts as the live copy of its slot.
@@ -534,5 +554,9 @@ impl Allocation {
 }
 
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }

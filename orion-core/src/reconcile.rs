@@ -181,6 +181,7 @@ fn job_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut In
             version: job.version,
             slot,
             existing,
+            replaces: None,
         };
         let canary = slot < rollout.gated;
         match (keep_new, keep_old) {
@@ -202,7 +203,7 @@ fn job_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut In
                         out.stops.push(replaced(o));
                     }
                 }
-                tend_current(state, n, room, request, out);
+                tend_current(state, spec, n, room, request, out);
             }
             (None, Some(o)) if o.node.is_none() => {
                 out.stops.push(replaced(o));
@@ -242,9 +243,12 @@ fn job_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut In
 }
 
 /// Looks after a slot's current-version copy: place it if pending, move it
-/// off a draining node, replace it after repeated failed starts.
+/// off a draining node, replace it once it failed on its node (restarts spent,
+/// or repeated failed starts) — unless the job's `reschedule` policy is spent
+/// too, when it stays failed with its reason.
 fn tend_current(
     state: &ClusterState,
+    spec: &crate::spec::JobSpec,
     a: &Allocation,
     room: bool,
     request: impl Fn(Option<AllocId>) -> SlotRef,
@@ -260,14 +264,26 @@ fn tend_current(
             out.requests.push(request(None));
         }
     } else if a.should_reschedule() {
+        let policy = spec.reschedule_policy();
+        if !policy.unlimited && a.reschedules >= policy.attempts {
+            // Spent: the slot stays failed, its allocation says why.
+            return;
+        }
         let why = a.message.as_deref().unwrap_or("no reason given");
-        let reason = format!("replaced after {} failed starts: {why}", a.failures);
+        let reason = if a.gave_up {
+            format!("replaced: {why}")
+        } else {
+            format!("replaced after {} failed starts: {why}", a.failures)
+        };
         out.stops.push(stop(a, &reason));
         // Its resources stay counted in this plan, so the replacement does not
         // get the same host ports on the same node.
         out.keep_reserved.push(a.id.clone());
         if room {
-            out.requests.push(request(None));
+            out.requests.push(SlotRef {
+                replaces: Some(a.id.clone()),
+                ..request(None)
+            });
         }
     }
 }

@@ -99,6 +99,10 @@ pub enum ContainerState {
     },
 }
 
+/// [`ContainerInfo::error`] of a container the kernel killed for going over
+/// its memory limit.
+pub const OOM_KILLED: &str = "OOMKilled";
+
 /// What the runtime knows of one task container.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContainerInfo {
@@ -112,7 +116,8 @@ pub struct ContainerInfo {
     pub state: ContainerState,
     /// Its published ports, as bound.
     pub ports: Vec<PortBinding>,
-    /// The engine's error, when it failed to start.
+    /// The engine's error, when it failed to start; [`OOM_KILLED`] when it
+    /// was killed for going over its memory limit.
     pub error: Option<String>,
 }
 

@@ -753,11 +753,27 @@ impl ClusterState {
             health: None,
             restarts: 0,
             failures: 0,
+            gave_up: false,
+            reschedules: 0,
+            start_delay_ms: 0,
             deployment,
             deploy_healthy: None,
             create_index: index,
             modify_index: index,
         };
+        if let Some(prev) = slot.replaces.as_ref().and_then(|id| self.allocs.get(id)) {
+            // The slot's backoff carries on: the n-th replacement waits the
+            // reschedule policy's n-th delay, with up to 25% jitter.
+            let policy = self
+                .jobs
+                .get(&slot.job)
+                .map(|j| j.spec.reschedule_policy())
+                .unwrap_or_default();
+            let delay =
+                crate::spec::jittered(policy.delay_for(prev.reschedules), index ^ self.next_alloc);
+            a.reschedules = prev.reschedules + 1;
+            a.start_delay_ms = delay.as_millis() as u64;
+        }
         f(&mut a);
         self.allocs.insert(a);
         self.allocs.get(&id).expect("just inserted")
@@ -801,6 +817,7 @@ impl ClusterState {
                 if a.deploy_healthy.is_none() {
                     a.deploy_healthy = u.deploy_healthy;
                 }
+                a.gave_up |= u.gave_up;
                 match (u.restarts, u.restarted) {
                     (Some(r), _) => a.restarts = r,
                     (None, true) => a.restarts += 1,

@@ -216,7 +216,7 @@ async fn waiting_and_watching_are_in_the_library() {
     for change in &batch.changes {
         match change {
             Change::Job { name } => assert_eq!(name, "web"),
-            Change::Alloc { job, .. } => assert_eq!(job, "web"),
+            Change::Alloc { job, .. } | Change::Deployment { job } => assert_eq!(job, "web"),
             other => panic!("a change of another kind in a job's stream: {other:?}"),
         }
     }

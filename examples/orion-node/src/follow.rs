@@ -150,6 +150,20 @@ fn ended(view: &JobView, version: u64) -> Option<Result<String, String>> {
             a.message.as_deref().unwrap_or("")
         )));
     }
+    let failed = view
+        .allocations
+        .iter()
+        .find(|a| a.is_live() && a.job_version >= version && a.failed_here());
+    if let Some(a) = failed {
+        return Some(Err(format!(
+            "job {} version {}: allocation {} failed on node {}: {} (it is replaced under the job's reschedule policy)",
+            view.job.spec.name,
+            a.job_version,
+            a.id,
+            a.node.as_deref().unwrap_or("-"),
+            a.message.as_deref().unwrap_or("")
+        )));
+    }
     match deployment_of(view, version) {
         Some(d) => match d.status {
             DeploymentStatus::Successful => Some(Ok(format!(

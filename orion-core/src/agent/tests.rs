@@ -87,17 +87,31 @@ async fn starts_placed_allocations_and_reports_them_running_with_ports() {
     assert_eq!(r.creates(), 2, "a second pass starts nothing new");
 }
 
+fn quick_restarts(spec: crate::spec::JobSpec) -> crate::spec::JobSpec {
+    spec.restart(crate::spec::RestartSpec {
+        delay: Duration::from_secs(1),
+        ..Default::default()
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn exited_service_tasks_are_restarted_after_a_delay() {
     let mut r = rig();
-    r.submit(job("web", 1, 0.5, 256));
+    r.submit(quick_restarts(job("web", 1, 0.5, 256)));
     r.agent.sync().await;
     let id = r.allocs()[0].id.clone();
     assert!(r.runtime.exit(&id, 137));
     r.agent.sync().await;
     let a = &r.allocs()[0];
     assert_eq!((a.state, a.exit_code), (AllocState::Exited, Some(137)));
-    tokio::time::advance(Duration::from_millis(1100)).await;
+    tokio::time::advance(Duration::from_millis(900)).await;
+    r.agent.sync().await;
+    assert_eq!(
+        r.allocs()[0].state,
+        AllocState::Exited,
+        "not before its delay"
+    );
+    tokio::time::advance(Duration::from_millis(400)).await;
     r.agent.sync().await;
     let a = &r.allocs()[0];
     assert_eq!((a.state, a.restarts), (AllocState::Running, 1));
@@ -245,4 +259,136 @@ async fn an_agent_that_has_not_caught_up_starts_nothing_but_keeps_what_runs() {
         1,
         "what runs keeps running"
     );
+}
+
+/// The restart policy: exponential delays (with at most 25% jitter) within
+/// the attempts, then the node gives up and says why; the reconciler replaces
+/// the allocation, and the replacement carries the slot's reschedule count and
+/// waits out its backoff before it starts.
+#[tokio::test(start_paused = true)]
+async fn restarts_back_off_then_the_node_gives_up_and_the_replacement_waits() {
+    use crate::spec::{Backoff, RescheduleSpec, RestartSpec};
+    let mut r = rig();
+    let mut spec = job("crash", 1, 0.5, 256).restart(RestartSpec {
+        attempts: 2,
+        delay: Duration::from_secs(2),
+        backoff: Backoff::Exponential,
+        max_delay: Duration::from_secs(60),
+        ..Default::default()
+    });
+    spec.reschedule = Some(RescheduleSpec {
+        delay: Duration::from_secs(10),
+        ..Default::default()
+    });
+    r.submit(spec);
+    r.agent.sync().await;
+    let id = r.allocs()[0].id.clone();
+    let mut waited = Vec::new();
+    for _ in 0..2 {
+        assert!(r.runtime.exit(&id, 3));
+        r.agent.sync().await;
+        let start = tokio::time::Instant::now();
+        while r.allocs()[0].state != AllocState::Running {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            r.agent.sync().await;
+        }
+        waited.push(start.elapsed().as_secs_f64());
+    }
+    for (w, delay) in waited.iter().zip([2.0, 4.0]) {
+        assert!(
+            *w >= delay && *w <= delay * 1.25 + 0.11,
+            "waited {waited:?}"
+        );
+    }
+    assert!(r.runtime.exit(&id, 3));
+    r.agent.sync().await;
+    let a = r.allocs()[0].clone();
+    assert_eq!(
+        (a.state, a.gave_up, a.restarts),
+        (AllocState::Failed, true, 2)
+    );
+    assert!(
+        a.message
+            .as_deref()
+            .unwrap()
+            .starts_with("restarts spent (2 within 30m): exited with code 3"),
+        "{a:?}"
+    );
+    // Nothing more from this node.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    r.agent.sync().await;
+    assert_eq!(r.runtime.running(&id), 0);
+
+    r.reconcile();
+    let all = r.allocs();
+    let new = all.iter().find(|x| x.id != id).expect("a replacement");
+    assert_eq!(new.reschedules, 1);
+    assert!((10_000..=12_500).contains(&new.start_delay_ms), "{new:?}");
+    r.agent.sync().await;
+    let new = r.allocs().into_iter().find(|x| x.id != id).unwrap();
+    assert_eq!(new.state, AllocState::Starting, "waits out the backoff");
+    assert!(
+        new.message.as_deref().unwrap().starts_with("starts in 1"),
+        "{new:?}"
+    );
+    tokio::time::advance(Duration::from_millis(new.start_delay_ms + 10)).await;
+    r.agent.sync().await;
+    let new = r.allocs().into_iter().find(|x| x.id != id).unwrap();
+    assert_eq!(new.state, AllocState::Running);
+}
+
+/// `mode: delay` waits the interval out instead of giving up.
+#[tokio::test(start_paused = true)]
+async fn restart_mode_delay_waits_out_the_interval() {
+    use crate::spec::{RestartMode, RestartSpec};
+    let mut r = rig();
+    r.submit(job("slow", 1, 0.5, 256).restart(RestartSpec {
+        attempts: 1,
+        delay: Duration::from_secs(1),
+        interval: Duration::from_secs(30),
+        mode: RestartMode::Delay,
+        ..Default::default()
+    }));
+    r.agent.sync().await;
+    let id = r.allocs()[0].id.clone();
+    assert!(r.runtime.exit(&id, 1));
+    r.agent.sync().await;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    r.agent.sync().await;
+    assert_eq!(r.allocs()[0].restarts, 1);
+    assert!(r.runtime.exit(&id, 1));
+    r.agent.sync().await;
+    tokio::time::advance(Duration::from_secs(20)).await;
+    r.agent.sync().await;
+    let a = r.allocs()[0].clone();
+    assert_eq!(
+        (a.state, a.gave_up),
+        (AllocState::Exited, false),
+        "waits, does not give up"
+    );
+    tokio::time::advance(Duration::from_secs(10)).await;
+    r.agent.sync().await;
+    assert_eq!(
+        r.allocs()[0].restarts,
+        2,
+        "once the first restart left the interval"
+    );
+}
+
+/// However many tasks cannot start, retries stay within the agent's
+/// failed-starts budget per second.
+#[tokio::test(start_paused = true)]
+async fn failed_start_retries_are_bounded_per_second() {
+    let mut r = rig();
+    r.runtime.remove_image("orion-test/web:1");
+    r.submit(job("web", 20, 0.1, 64));
+    r.agent.sync().await;
+    let failed = |r: &Rig| r.allocs().iter().map(|a| a.failures).sum::<u32>();
+    assert_eq!(failed(&r), 20, "every first attempt is made");
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    r.agent.sync().await;
+    assert_eq!(failed(&r), 25, "then at most 5 retries a second");
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    r.agent.sync().await;
+    assert_eq!(failed(&r), 30);
 }

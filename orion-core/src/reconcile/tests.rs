@@ -146,6 +146,7 @@ fn completed_batch_slots_are_not_run_again() {
             restarted: false,
             failed_attempt: false,
             deploy_healthy: None,
+            gave_up: false,
         }],
     });
     assert_eq!(converge(&mut b), 0);

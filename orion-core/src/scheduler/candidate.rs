@@ -281,6 +281,9 @@ pub struct Ask<'a> {
     pub volume_node: Option<Result<String, String>>,
     /// Host paths it mounts.
     pub host_paths: Vec<&'a str>,
+    /// Nodes where an allocation of this job failed for good (restarts spent,
+    /// or it could not start there); its replacements prefer other nodes.
+    pub failed_on: Vec<String>,
 }
 
 impl<'a> Ask<'a> {
@@ -310,7 +313,22 @@ impl<'a> Ask<'a> {
                 .iter()
                 .filter_map(|v| v.host_path.as_deref())
                 .collect(),
+            failed_on: Vec::new(),
         }
+    }
+
+    /// Notes the nodes where the job's allocations failed for good, from
+    /// `state` (the terminal ones kept for inspection included).
+    pub fn note_failures(mut self, state: &crate::state::ClusterState) -> Self {
+        let mut nodes: Vec<String> = state
+            .allocs_of_job(&self.spec.name)
+            .filter(|a| a.failed_here())
+            .filter_map(|a| a.node.clone())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        self.failed_on = nodes;
+        self
     }
 
     /// Pins the ask to the node of its named volumes, as `volumes` has them.

@@ -399,7 +399,8 @@ impl Scheduler for FilterScoreScheduler {
                     let name = job.spec.name.as_str();
                     let k = *by_name.entry(name).or_insert_with(|| {
                         let ask = Ask::new(&job.spec, self.config.default_strategy)
-                            .pin_volumes(&state.volumes);
+                            .pin_volumes(&state.volumes)
+                            .note_failures(state);
                         let shape = ask.feasibility_key();
                         let known = nowhere.get(&shape).cloned();
                         asks.push(JobAsk {

@@ -291,7 +291,7 @@ proptest! {
         b.apply(Command::ApplyPlan { plan });
         for name in unplaced {
             let j = &b.state().jobs[&name];
-            let probe = SlotRef { job: name.clone(), version: j.version, slot: u32::MAX, existing: None };
+            let probe = SlotRef { job: name.clone(), version: j.version, slot: u32::MAX, existing: None, replaces: None };
             let again = exhaustive.schedule(b.state(), &[probe], &[], seed);
             prop_assert!(again.placements.is_empty(), "{name} was unplaced but fits on {}", again.placements[0].node);
         }
@@ -332,6 +332,7 @@ fn degenerate_input_does_not_panic() {
         version: 1,
         slot: 0,
         existing: None,
+        replaces: None,
     });
     let all = [
         FilterScoreScheduler::default(),

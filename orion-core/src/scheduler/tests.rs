@@ -12,6 +12,7 @@ fn slots(job: &str, version: u64, n: u32) -> Vec<SlotRef> {
             version,
             slot,
             existing: None,
+            replaces: None,
         })
         .collect()
 }
@@ -480,7 +481,12 @@ fn explain_placement_gives_the_rejection_or_each_scorers_part() {
     let names: Vec<_> = v.scores.iter().map(|(n, _, _)| *n).collect();
     assert_eq!(
         names,
-        ["free-resources", "job-anti-affinity", "reserve-tagged"]
+        [
+            "avoid-failed",
+            "free-resources",
+            "job-anti-affinity",
+            "reserve-tagged"
+        ]
     );
     assert!(v.to_string().starts_with("big: score 0."), "{v}");
     assert!(sched.explain_placement(&s, "web", "nope").is_none());

@@ -12,6 +12,7 @@ fn slot(job: &str, version: u64, slot: u32) -> SlotRef {
         version,
         slot,
         existing: None,
+        replaces: None,
     }
 }
 

@@ -237,7 +237,10 @@ pub fn info(id: &str, c: &ContainerInspectResponse) -> ContainerInfo {
         job: label(labels::JOB),
         state: state(st.and_then(|s| s.status), st.and_then(|s| s.exit_code)),
         ports,
-        error: st.and_then(|s| s.error.clone()).filter(|e| !e.is_empty()),
+        error: match st {
+            Some(s) if s.oom_killed == Some(true) => Some(orion_core::runtime::OOM_KILLED.into()),
+            _ => st.and_then(|s| s.error.clone()).filter(|e| !e.is_empty()),
+        },
     }
 }
 

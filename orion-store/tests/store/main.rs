@@ -148,6 +148,7 @@ pub async fn write_workload(store: &dyn Store, jobs: usize) -> u64 {
                     version: 1,
                     slot,
                     existing: None,
+                    replaces: None,
                 },
                 node: if slot == 0 { "w1".into() } else { "w2".into() },
                 ports: Vec::new(),

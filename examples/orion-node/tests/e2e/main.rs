@@ -12,4 +12,5 @@ mod cluster;
 mod deploy;
 mod dev;
 mod partition;
+mod restart;
 mod single_node;

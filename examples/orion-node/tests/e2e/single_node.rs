@@ -23,7 +23,7 @@ async fn job_runs_serves_its_page_and_stops() {
     let addr = spec.addr();
 
     let file = web_spec(dir.path(), "web", 2);
-    let out = cli(&addr, &["job", "run", file.to_str().unwrap()]);
+    let out = cli(&addr, &["job", "run", "-d", file.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -105,7 +105,7 @@ async fn restart_after_kill_adopts_containers() {
     let mut node = Node::start_ready(&spec).await;
     let addr = spec.addr();
     let file = web_spec(dir.path(), "kept", 3);
-    assert!(cli(&addr, &["job", "run", file.to_str().unwrap()])
+    assert!(cli(&addr, &["job", "run", "-d", file.to_str().unwrap()])
         .status
         .success());
     let before = wait_for("3 running", Duration::from_secs(60), async || {
@@ -174,7 +174,7 @@ async fn a_container_killed_behind_orions_back_is_restarted() {
     let _node = Node::start_ready(&spec).await;
     let addr = spec.addr();
     let file = web_spec(dir.path(), "phoenix", 1);
-    assert!(cli(&addr, &["job", "run", file.to_str().unwrap()])
+    assert!(cli(&addr, &["job", "run", "-d", file.to_str().unwrap()])
         .status
         .success());
     let alloc = wait_for("running", Duration::from_secs(60), async || {
@@ -221,7 +221,7 @@ async fn a_missing_image_is_reported_on_the_allocation() {
         r#"{"name":"ghost","task":{"image":"orion-test/does-not-exist:404"}}"#,
     )
     .unwrap();
-    assert!(cli(&addr, &["job", "run", path.to_str().unwrap()])
+    assert!(cli(&addr, &["job", "run", "-d", path.to_str().unwrap()])
         .status
         .success());
     let msg = wait_for("a failure message", Duration::from_secs(90), async || {
@@ -240,7 +240,7 @@ async fn a_missing_image_is_reported_on_the_allocation() {
         r#"{"name":"huge","task":{"image":"orion-test/web:1","resources":{"cpu":0.1,"memory_mb":64000}}}"#,
     )
     .unwrap();
-    assert!(cli(&addr, &["job", "run", path.to_str().unwrap()])
+    assert!(cli(&addr, &["job", "run", "-d", path.to_str().unwrap()])
         .status
         .success());
     let status = wait_for("a pending reason", Duration::from_secs(30), async || {
@@ -330,7 +330,7 @@ async fn an_unreachable_engine_makes_the_node_unhealthy_until_it_returns() {
     let _node = Node::start_ready(&spec).await;
     let addr = spec.addr();
     let file = web_spec(dir.path(), "steady", 1);
-    assert!(cli(&addr, &["job", "run", file.to_str().unwrap()])
+    assert!(cli(&addr, &["job", "run", "-d", file.to_str().unwrap()])
         .status
         .success());
     wait_for("running", Duration::from_secs(60), async || {
@@ -571,6 +571,7 @@ async fn apply_takes_many_specs_and_compose_files() {
         &[
             "job",
             "run",
+            "-d",
             planned.to_str().unwrap(),
             "--check-index",
             "7",
@@ -590,6 +591,7 @@ async fn apply_takes_many_specs_and_compose_files() {
         &[
             "job",
             "run",
+            "-d",
             planned.to_str().unwrap(),
             "--check-index",
             "0",
@@ -988,6 +990,8 @@ async fn an_update_that_cannot_be_placed_leaves_v1_running() {
     let mut v2 = v1.clone();
     v2["node_selectors"] = serde_json::json!({ "gpu": "true" });
     v2["task"]["env"] = serde_json::json!({ "V": "2" });
+    // Both replaced at once, so both wait with the reason.
+    v2["update"] = serde_json::json!({ "max_parallel": 2 });
     assert_eq!(submit(&addr, &v2).await, Ok(2));
     let why = wait_for("v2's reason", Duration::from_secs(30), async || {
         let j = get_json(&format!("{addr}/v1/jobs/steady")).await?;

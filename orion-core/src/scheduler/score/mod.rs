@@ -2,10 +2,12 @@
 //! weighted sum.
 
 mod anti_affinity;
+mod avoid_failed;
 mod free;
 mod reserve;
 
 pub use anti_affinity::JobAntiAffinity;
+pub use avoid_failed::AvoidFailed;
 pub use free::FreeResources;
 pub use reserve::ReserveTagged;
 
@@ -29,8 +31,13 @@ pub trait Scorer: Send + Sync + std::fmt::Debug {
 ///   one with tags the job does not ask for (an SSD node costs 0.05, a GPU-and-SSD
 ///   node 0.067); a tagged node five points fuller still wins, so untagged work
 ///   still fills tagged nodes that are in use.
+/// - Avoid failed (weight 1): a node where this job failed for good scores −1,
+///   as much as the whole range of free resources, so a replacement goes
+///   elsewhere when anywhere else fits, and back there only when nothing else
+///   does.
 pub fn default_scorers() -> Vec<(Box<dyn Scorer>, f64)> {
     vec![
+        (Box::new(AvoidFailed), 1.0),
         (Box::new(FreeResources::default()), 1.0),
         (Box::new(JobAntiAffinity), 0.5),
         (Box::new(ReserveTagged), 0.1),

@@ -121,6 +121,7 @@ pub fn slots(spec: &JobSpec, version: u64) -> Vec<SlotRef> {
             version,
             slot,
             existing: None,
+            replaces: None,
         })
         .collect()
 }

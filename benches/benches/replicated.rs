@@ -173,6 +173,7 @@ fn alloc_updates(c: &mut Criterion) {
                     slot,
                     existing: None,
                     replaces: None,
+                    pin: None,
                 },
                 node: "n1".into(),
                 ports: Vec::new(),

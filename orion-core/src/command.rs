@@ -137,6 +137,9 @@ pub struct SlotRef {
     /// slot's reschedule count and waits out the reschedule backoff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<AllocId>,
+    /// The one node it may go to (a system job's allocation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<NodeId>,
 }
 
 /// Bind a slot to a node.

@@ -173,6 +173,10 @@ pub struct Node {
     /// Draining: no new work, and its allocations move elsewhere.
     #[serde(default)]
     pub draining: bool,
+    /// Its number in the cluster, given once when it first registers: the
+    /// slot of every system job's allocation on it.
+    #[serde(default)]
+    pub seq: u32,
 }
 
 impl Node {

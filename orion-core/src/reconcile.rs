@@ -68,6 +68,10 @@ pub fn intent(state: &ClusterState, max_requests: usize) -> Intent {
             // StopJob already marked every allocation desired-stop when it committed.
             continue;
         }
+        if job.spec.kind == JobKind::System {
+            system_intent(state, job, max_requests, &mut out);
+            continue;
+        }
         let (name, replicas) = (job.spec.name.as_str(), job.spec.replicas);
         let full = out.requests.len() >= max_requests;
         let on_draining = draining.iter().any(|u| u.per_job.contains_key(name));
@@ -161,84 +165,171 @@ fn job_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut In
         .flat_map(|(_, v)| v.iter())
         .filter(|a| a.job_version == job.version && a.deployment.is_some() && !rollout.counts(a))
         .count() as u32;
-    let replaced = |a: &Allocation| stop(a, &format!("replaced by version {}", job.version));
     for slot in 0..spec.replicas {
         let live = by_slot.remove(&slot).unwrap_or_default();
-        let (new, old): (Vec<&Allocation>, Vec<&Allocation>) =
-            live.iter().partition(|a| a.job_version == job.version);
-        let keep_new = pick_keeper(&new, job.version);
-        let keep_old = pick_keeper(&old, job.version);
-        for a in new.iter().chain(old.iter()).filter(|a| {
-            let id = Some(a.id.as_str());
-            id != keep_new.map(|k| k.id.as_str()) && id != keep_old.map(|k| k.id.as_str())
-        }) {
-            out.stops.push(stop(a, "duplicate of its slot"));
-        }
-        let key = || (spec.name.clone(), slot);
+        let done = spec.kind == JobKind::Batch && done_slots.contains(&slot);
         let room = out.requests.len() < max_requests;
-        let request = |existing| SlotRef {
-            job: spec.name.clone(),
-            version: job.version,
+        let ctx = SlotCtx {
+            state,
+            job,
+            rollout: &rollout,
             slot,
-            existing,
-            replaces: None,
+            pin: None,
+            room,
         };
-        let canary = slot < rollout.gated;
-        match (keep_new, keep_old) {
-            (None, None) if spec.kind == JobKind::Batch && done_slots.contains(&slot) => {}
-            (None, None) => {
-                if room {
-                    out.requests.push(request(None));
-                }
-            }
-            (Some(n), old) => {
-                if let Some(o) = old {
-                    let wait_for_new = rollout.governed && (rollout.start_first || canary);
-                    if n.node.is_none() {
-                        // Not placed yet: the old copy runs on until it is.
-                        if !wait_for_new {
-                            out.conditional.push((key(), replaced(o)));
-                        }
-                    } else if !wait_for_new || (rollout.counts(n) && !canary) {
-                        out.stops.push(replaced(o));
-                    }
-                }
-                tend_current(state, spec, n, room, request, out);
-            }
-            (None, Some(o)) if o.node.is_none() => {
-                out.stops.push(replaced(o));
-                if room {
-                    out.requests.push(request(None));
-                }
-            }
-            (None, Some(o)) if on_draining_node(state, o) => {
-                // A drain moves it whatever the rollout says.
-                out.stops.push(stop(o, "node is draining"));
-                if room {
-                    out.requests.push(request(None));
-                }
-            }
-            (None, Some(_)) if !room => {}
-            (None, Some(o)) if !rollout.governed => {
-                out.conditional.push((key(), replaced(o)));
-                out.requests.push(request(None));
-            }
-            (None, Some(_)) if rollout.halted => {}
-            (None, Some(_)) if canary => out.requests.push(request(None)),
-            (None, Some(_)) if rollout.gated > 0 => {}
-            (None, Some(o)) if in_flight < rollout.max_parallel => {
-                in_flight += 1;
-                if !rollout.start_first {
-                    out.conditional.push((key(), replaced(o)));
-                }
-                out.requests.push(request(None));
-            }
-            (None, Some(_)) => {}
-        }
+        slot_intent(&ctx, live, done, &mut in_flight, out);
     }
     // Slots past the replica count: the job was scaled down.
     for a in by_slot.into_values().flatten() {
         out.stops.push(stop(a, "job scaled down"));
+    }
+}
+
+/// What deciding one slot needs to know.
+struct SlotCtx<'a> {
+    state: &'a ClusterState,
+    job: &'a Job,
+    rollout: &'a Rollout,
+    slot: u32,
+    /// The node a system job's slot belongs to.
+    pin: Option<&'a crate::model::NodeId>,
+    /// Whether this pass may still request placements.
+    room: bool,
+}
+
+/// The intent for one slot with its live copies (see [`job_intent`]); `done`:
+/// a batch slot that completed, to be left alone.
+fn slot_intent(
+    ctx: &SlotCtx<'_>,
+    live: Vec<&Allocation>,
+    done: bool,
+    in_flight: &mut u32,
+    out: &mut Intent,
+) {
+    let (state, job, rollout, slot, room) = (ctx.state, ctx.job, ctx.rollout, ctx.slot, ctx.room);
+    let spec = &job.spec;
+    let replaced = |a: &Allocation| stop(a, &format!("replaced by version {}", job.version));
+    let (new, old): (Vec<&Allocation>, Vec<&Allocation>) =
+        live.iter().partition(|a| a.job_version == job.version);
+    let keep_new = pick_keeper(&new, job.version);
+    let keep_old = pick_keeper(&old, job.version);
+    for a in new.iter().chain(old.iter()).filter(|a| {
+        let id = Some(a.id.as_str());
+        id != keep_new.map(|k| k.id.as_str()) && id != keep_old.map(|k| k.id.as_str())
+    }) {
+        out.stops.push(stop(a, "duplicate of its slot"));
+    }
+    let key = || (spec.name.clone(), slot);
+    let request = |existing| SlotRef {
+        job: spec.name.clone(),
+        version: job.version,
+        slot,
+        existing,
+        replaces: None,
+        pin: ctx.pin.cloned(),
+    };
+    let canary = slot < rollout.gated;
+    match (keep_new, keep_old) {
+        (None, None) if done => {}
+        (None, None) => {
+            if room {
+                out.requests.push(request(None));
+            }
+        }
+        (Some(n), old) => {
+            if let Some(o) = old {
+                let wait_for_new = rollout.governed && (rollout.start_first || canary);
+                if n.node.is_none() {
+                    // Not placed yet: the old copy runs on until it is.
+                    if !wait_for_new {
+                        out.conditional.push((key(), replaced(o)));
+                    }
+                } else if !wait_for_new || (rollout.counts(n) && !canary) {
+                    out.stops.push(replaced(o));
+                }
+            }
+            tend_current(state, spec, n, room, request, out);
+        }
+        (None, Some(o)) if o.node.is_none() => {
+            out.stops.push(replaced(o));
+            if room {
+                out.requests.push(request(None));
+            }
+        }
+        (None, Some(o)) if on_draining_node(state, o) => {
+            // A drain moves it whatever the rollout says.
+            out.stops.push(stop(o, "node is draining"));
+            if room {
+                out.requests.push(request(None));
+            }
+        }
+        (None, Some(_)) if !room => {}
+        (None, Some(o)) if !rollout.governed => {
+            out.conditional.push((key(), replaced(o)));
+            out.requests.push(request(None));
+        }
+        (None, Some(_)) if rollout.halted => {}
+        (None, Some(_)) if canary => out.requests.push(request(None)),
+        (None, Some(_)) if rollout.gated > 0 => {}
+        (None, Some(o)) if *in_flight < rollout.max_parallel => {
+            *in_flight += 1;
+            if !rollout.start_first {
+                out.conditional.push((key(), replaced(o)));
+            }
+            out.requests.push(request(None));
+        }
+        (None, Some(_)) => {}
+    }
+}
+
+/// A system job: one allocation per eligible node (schedulable, its tags
+/// matching the job's selectors and constraints), in the slot numbered by the
+/// node ([`crate::model::Node::seq`]) and pinned to it; rolled out node by
+/// node under the same `update` block. A node that stops being eligible
+/// (drained, down, tags changed) loses its allocation; one that joins or
+/// starts to match gets one.
+fn system_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut Intent) {
+    let spec = &job.spec;
+    let rollout = Rollout::of(state, job);
+    let constraints = spec.all_constraints();
+    let mut by_slot: BTreeMap<u32, Vec<&Allocation>> = BTreeMap::new();
+    for a in state.allocs_of_job(&spec.name).filter(|a| a.is_live()) {
+        by_slot.entry(a.slot).or_default().push(a);
+    }
+    let mut in_flight = by_slot
+        .values()
+        .flatten()
+        .filter(|a| a.job_version == job.version && a.deployment.is_some() && !rollout.counts(a))
+        .count() as u32;
+    for node in state.nodes.values() {
+        let live = by_slot.remove(&node.seq).unwrap_or_default();
+        let eligible = node.schedulable() && constraints.iter().all(|c| c.matches(&node.info.tags));
+        if !eligible {
+            let why = if node.draining {
+                "node is draining".to_string()
+            } else if !node.schedulable() {
+                format!("node {} is {}", node.id(), node.status)
+            } else {
+                format!("node {} no longer matches the job's constraints", node.id())
+            };
+            for a in live {
+                out.stops.push(stop(a, &why));
+            }
+            continue;
+        }
+        let ctx = SlotCtx {
+            state,
+            job,
+            rollout: &rollout,
+            slot: node.seq,
+            pin: Some(node.id()),
+            room: out.requests.len() < max_requests,
+        };
+        slot_intent(&ctx, live, false, &mut in_flight, out);
+    }
+    // Slots of nodes that are gone.
+    for a in by_slot.into_values().flatten() {
+        out.stops.push(stop(a, "its node is gone"));
     }
 }
 

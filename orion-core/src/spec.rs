@@ -31,7 +31,8 @@ pub enum JobKind {
     Service,
     /// Runs to completion; a task that exits 0 is done, one that fails is retried.
     Batch,
-    /// One copy on every eligible node. Not supported yet: validation refuses it.
+    /// One copy on every eligible node (its selectors and constraints
+    /// decide which); `replicas` is ignored.
     System,
 }
 
@@ -580,14 +581,10 @@ impl JobSpec {
         if let Err(p) = check_dns_label(&self.name) {
             err("name".into(), p);
         }
-        if self.kind == JobKind::System {
-            // Refused rather than run as a service with `replicas` copies, which is
-            // not what a system job means.
+        if self.kind == JobKind::System && self.update.as_ref().is_some_and(|u| u.canary > 0) {
             err(
-                "type".into(),
-                "system jobs (one per node) are not supported yet; use a service with \
-                 distinct_hosts: true and one replica per node"
-                    .into(),
+                "update.canary".into(),
+                "a system job has no canaries: it rolls out node by node".into(),
             );
         }
         if self.replicas > MAX_REPLICAS {
@@ -710,7 +707,12 @@ impl JobSpec {
             }
         }
         if let Some(u) = &self.update {
-            for (field, problem) in u.problems("update", self.replicas) {
+            let replicas = if self.kind == JobKind::System {
+                u32::MAX
+            } else {
+                self.replicas
+            };
+            for (field, problem) in u.problems("update", replicas) {
                 err(field, problem);
             }
         }
@@ -881,10 +883,12 @@ node_selectors: { disk: ssd }
     }
 
     #[test]
-    fn system_jobs_are_refused_until_supported() {
-        let e = first_error(&WEB_YAML.replace("type: service", "type: system"));
-        assert_eq!(e.field, "type");
-        assert!(e.problem.contains("not supported yet"), "{e}");
+    fn system_jobs_validate_and_refuse_canaries() {
+        let system = WEB_YAML.replace("type: service", "type: system");
+        assert!(JobSpec::parse(&system).is_ok());
+        let e = first_error(&format!("{system}update: {{ canary: 1 }}\n"));
+        assert_eq!(e.field, "update.canary");
+        assert!(e.problem.contains("no canaries"), "{e}");
     }
 
     #[test]

@@ -112,6 +112,9 @@ pub struct ClusterState {
     /// Source of deployment ids.
     #[serde(default)]
     next_deployment: u64,
+    /// Source of node numbers ([`Node::seq`]).
+    #[serde(default)]
+    next_node_seq: u32,
 }
 
 impl ClusterState {
@@ -149,6 +152,17 @@ impl ClusterState {
     /// node (the scheduler reads them all on every pass).
     pub fn nodes_with_usage(&self) -> impl Iterator<Item = (&Node, Option<&NodeUsage>)> + '_ {
         self.allocs.with_usage(self.nodes.values())
+    }
+
+    /// The slots of a system job: the numbers of the nodes it should run on
+    /// (schedulable, tags matching its selectors and constraints).
+    pub fn system_slots(&self, spec: &JobSpec) -> BTreeSet<u32> {
+        let constraints = spec.all_constraints();
+        self.nodes
+            .values()
+            .filter(|n| n.schedulable() && constraints.iter().all(|c| c.matches(&n.info.tags)))
+            .map(|n| n.seq)
+            .collect()
     }
 
     /// What is in use on a node, by reference.
@@ -498,9 +512,19 @@ impl ClusterState {
         info: &NodeInfo,
         changes: &mut Vec<Change>,
     ) -> Response {
+        // Numbered from 1; a node from a state that had no numbers gets one
+        // when it registers again.
+        let seq = match self.nodes.get(&info.id) {
+            Some(n) if n.seq > 0 => n.seq,
+            _ => {
+                self.next_node_seq += 1;
+                self.next_node_seq
+            }
+        };
         match self.nodes.get_mut(&info.id) {
             Some(node) => {
                 node.info = info.clone();
+                node.seq = seq;
                 if node.status == NodeStatus::Down {
                     node.status = NodeStatus::Ready;
                     node.health = None;
@@ -514,6 +538,7 @@ impl ClusterState {
                         status: NodeStatus::Ready,
                         health: None,
                         draining: false,
+                        seq,
                     },
                 );
             }
@@ -656,6 +681,9 @@ impl ClusterState {
 
     fn check_placement(&self, p: &Placement) -> Result<(), String> {
         self.check_slot(&p.slot)?;
+        if p.slot.pin.as_ref().is_some_and(|pin| *pin != p.node) {
+            return Err(format!("pinned to another node than {}", p.node));
+        }
         let node = self.nodes.get(&p.node).ok_or("node is gone")?;
         if !node.schedulable() {
             return Err(format!("node {} is not schedulable", p.node));

@@ -96,10 +96,14 @@ fn v2(replicas: u32, u: UpdateSpec) -> Command {
 /// Rolls until the deployment ends, recording the fewest running copies seen
 /// and the most new copies in flight.
 fn roll(b: &mut StateBuilder, verdict: bool) -> (usize, usize) {
+    roll_job(b, "web", verdict)
+}
+
+fn roll_job(b: &mut StateBuilder, job: &str, verdict: bool) -> (usize, usize) {
     let (mut fewest, mut most_in_flight) = (usize::MAX, 0);
     for _ in 0..40 {
         pass(b);
-        let now = live(b, "web");
+        let now = live(b, job);
         let running = now
             .iter()
             .filter(|a| a.state == AllocState::Running)
@@ -110,14 +114,14 @@ fn roll(b: &mut StateBuilder, verdict: bool) -> (usize, usize) {
             .filter(|a| a.deployment.is_some() && a.deploy_healthy.is_none())
             .count();
         most_in_flight = most_in_flight.max(in_flight);
-        if !deployment(b, "web").status.is_active() {
+        if !deployment(b, job).status.is_active() {
             break;
         }
-        report(b, "web", verdict);
+        report(b, job, verdict);
         // A stop is confirmed by the node.
         let stopped: Vec<AllocUpdate> = b
             .state()
-            .allocs_of_job("web")
+            .allocs_of_job(job)
             .filter(|a| a.desired == crate::model::DesiredState::Stop && !a.state.is_terminal())
             .map(|a| AllocUpdate::new(a.id.clone(), a.node.clone().unwrap(), AllocState::Stopped))
             .collect();
@@ -368,4 +372,73 @@ fn revert_by_hand_goes_back_to_a_kept_version() {
     assert_eq!(b.state().jobs["web"].spec.task.env.get("V"), None);
     roll(&mut b, true);
     assert_eq!(running_of(&b, "web", 3), 2);
+}
+
+fn system_job() -> JobSpec {
+    let mut spec = job("agent", 1, 0.1, 64).selector("role", "edge");
+    spec.kind = crate::spec::JobKind::System;
+    spec
+}
+
+fn nodes_of(b: &StateBuilder, job: &str) -> Vec<String> {
+    let mut n: Vec<String> = live(b, job).into_iter().filter_map(|a| a.node).collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn a_system_job_runs_once_on_every_eligible_node_and_follows_them() {
+    use crate::testing::fixtures::tagged;
+    let edge = |id: &str| tagged(node(id, 4.0, 4096), &[("role", "edge")]);
+    let mut b = StateBuilder::new()
+        .node(edge("e1"))
+        .node(edge("e2"))
+        .node(node("core", 4.0, 4096))
+        .node(edge("e3"))
+        .job(system_job());
+    settle(&mut b);
+    assert_eq!(
+        nodes_of(&b, "agent"),
+        ["e1", "e2", "e3"],
+        "not on the node without the tag"
+    );
+    report(&mut b, "agent", true);
+    settle(&mut b);
+    assert_eq!(deployment(&b, "agent").status, DeploymentStatus::Successful);
+
+    // A node that joins gets one; a drained node loses its own.
+    b.apply(Command::RegisterNode { info: edge("e4") });
+    settle(&mut b);
+    assert_eq!(nodes_of(&b, "agent"), ["e1", "e2", "e3", "e4"]);
+    b.apply(Command::SetDrain {
+        id: "e2".into(),
+        draining: true,
+    });
+    settle(&mut b);
+    assert_eq!(
+        nodes_of(&b, "agent"),
+        ["e1", "e3", "e4"],
+        "not moved elsewhere"
+    );
+    // A node whose tags stop matching loses it too.
+    b.apply(Command::RegisterNode {
+        info: node("e3", 4.0, 4096),
+    });
+    settle(&mut b);
+    assert_eq!(nodes_of(&b, "agent"), ["e1", "e4"]);
+
+    // An update rolls node by node (max_parallel 1).
+    let mut v2 = system_job();
+    v2.task.env.insert("V".into(), "2".into());
+    b.apply(Command::UpsertJob { spec: v2 });
+    pass(&mut b);
+    let new = live(&b, "agent")
+        .iter()
+        .filter(|a| a.job_version == 2)
+        .count();
+    assert_eq!(new, 1, "one node at a time");
+    roll_job(&mut b, "agent", true);
+    assert_eq!(deployment(&b, "agent").status, DeploymentStatus::Successful);
+    assert!(live(&b, "agent").iter().all(|a| a.job_version == 2));
+    assert_eq!(nodes_of(&b, "agent"), ["e1", "e4"]);
 }

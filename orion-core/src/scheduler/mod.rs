@@ -335,6 +335,44 @@ impl FilterScoreScheduler {
         best.map(|(_, _, i)| i)
     }
 
+    /// Places a request pinned to one node (a system job's) there, or says why
+    /// that node cannot take it.
+    fn place_pinned<'a>(
+        &self,
+        view: &mut PlanView<'a>,
+        ask: &Ask<'a>,
+        slot: &SlotRef,
+        node: &str,
+    ) -> Result<Placement, Unplaced> {
+        let unplaced = |reason: String| Unplaced {
+            slot: slot.clone(),
+            reason,
+        };
+        let i = view
+            .position(node)
+            .ok_or_else(|| unplaced(format!("node {node} is gone")))?;
+        if let Some(r) = self.reject(&view.nodes[i], ask) {
+            let why = match r.detail() {
+                Some(d) => format!("{} ({d})", r.label(ask)),
+                None => r.label(ask),
+            };
+            return Err(unplaced(format!("node {node}: {why}")));
+        }
+        let ports = view.assign_ports(i, ask).ok_or_else(|| {
+            unplaced(format!(
+                "node {node}: not enough free ports in range for {} ports",
+                ask.spec.task.ports.len()
+            ))
+        })?;
+        let taken: Vec<_> = ports.iter().map(|b| (b.host_port, b.protocol)).collect();
+        view.take(i, &ask.spec.name, &ask.need, &taken);
+        Ok(Placement {
+            slot: slot.clone(),
+            node: node.to_string(),
+            ports,
+        })
+    }
+
     /// Places one request on the view, or says why it cannot be placed; the flag
     /// is true when no node fits the job at all (so none will for this pass).
     fn place_one<'a>(
@@ -415,6 +453,13 @@ impl Scheduler for FilterScoreScheduler {
                 }
             };
             let job = &mut asks[k];
+            if let Some(node) = &slot.pin {
+                match self.place_pinned(&mut view, &job.ask, slot, node) {
+                    Ok(p) => out.placements.push(p),
+                    Err(u) => out.unplaced.push(u),
+                }
+                continue;
+            }
             if let Some(reason) = &job.nowhere {
                 out.unplaced.push(Unplaced {
                     slot: slot.clone(),

@@ -291,7 +291,7 @@ proptest! {
         b.apply(Command::ApplyPlan { plan });
         for name in unplaced {
             let j = &b.state().jobs[&name];
-            let probe = SlotRef { job: name.clone(), version: j.version, slot: u32::MAX, existing: None, replaces: None };
+            let probe = SlotRef { job: name.clone(), version: j.version, slot: u32::MAX, existing: None, replaces: None, pin: None };
             let again = exhaustive.schedule(b.state(), &[probe], &[], seed);
             prop_assert!(again.placements.is_empty(), "{name} was unplaced but fits on {}", again.placements[0].node);
         }
@@ -333,6 +333,7 @@ fn degenerate_input_does_not_panic() {
         slot: 0,
         existing: None,
         replaces: None,
+        pin: None,
     });
     let all = [
         FilterScoreScheduler::default(),

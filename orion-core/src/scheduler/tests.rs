@@ -13,6 +13,7 @@ fn slots(job: &str, version: u64, n: u32) -> Vec<SlotRef> {
             slot,
             existing: None,
             replaces: None,
+            pin: None,
         })
         .collect()
 }

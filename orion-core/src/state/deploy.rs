@@ -139,7 +139,10 @@ impl ClusterState {
     /// still active. Canaries apply only when an older version runs.
     pub(super) fn start_deployment(&mut self, index: u64, job: &str, changes: &mut Vec<Change>) {
         let Some(j) = self.jobs.get(job) else { return };
-        let (version, replicas, update) = (j.version, j.spec.replicas, j.spec.update_policy());
+        let (version, mut replicas, update) = (j.version, j.spec.replicas, j.spec.update_policy());
+        if j.spec.kind == crate::spec::JobKind::System {
+            replicas = self.system_slots(&j.spec).len() as u32;
+        }
         self.cancel_deployment(
             index,
             job,
@@ -333,6 +336,9 @@ impl ClusterState {
         }
         let (version, replicas) = (j.version, j.spec.replicas);
         let auto_promote = j.spec.update_policy().auto_promote;
+        // A system job's slots are its eligible nodes' numbers.
+        let system =
+            (j.spec.kind == crate::spec::JobKind::System).then(|| self.system_slots(&j.spec));
         let (mut placed, mut healthy, mut unhealthy) = (0, 0, 0);
         let mut failed_alloc = None;
         let mut counted_slots = std::collections::BTreeSet::new();
@@ -357,17 +363,23 @@ impl ClusterState {
             }
             if a.job_version != version {
                 old_live = true;
-            } else if a.slot < replicas && counts_for(a, d) {
+            } else if system
+                .as_ref()
+                .map_or(a.slot < replicas, |s| s.contains(&a.slot))
+                && counts_for(a, d)
+            {
                 counted_slots.insert(a.slot);
             }
         }
+        let desired = system.as_ref().map_or(replicas, |s| s.len() as u32);
         let progressed = healthy > d.healthy;
         let canaries_ready = d.canaries > 0
             && !d.promoted
             && auto_promote
             && (0..d.canaries).all(|s| counted_slots.contains(&s));
-        let done = counted_slots.len() == replicas as usize && !old_live;
-        let changed = (placed, healthy, unhealthy) != (d.placed, d.healthy, d.unhealthy);
+        let done = counted_slots.len() == desired as usize && !old_live;
+        let changed =
+            (placed, healthy, unhealthy, desired) != (d.placed, d.healthy, d.unhealthy, d.desired);
         if let Some(why) = failed_alloc.filter(|_| d.status.is_active()) {
             self.fail_deployment(index, job, &why, changes);
             return;
@@ -376,7 +388,7 @@ impl ClusterState {
             return;
         }
         let d = self.active_mut(job).expect("checked active");
-        (d.placed, d.healthy, d.unhealthy) = (placed, healthy, unhealthy);
+        (d.placed, d.healthy, d.unhealthy, d.desired) = (placed, healthy, unhealthy, desired);
         if progressed {
             d.progress_index = index;
         }

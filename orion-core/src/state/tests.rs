@@ -13,6 +13,7 @@ fn slot(job: &str, version: u64, slot: u32) -> SlotRef {
         slot,
         existing: None,
         replaces: None,
+        pin: None,
     }
 }
 

@@ -149,6 +149,7 @@ pub async fn write_workload(store: &dyn Store, jobs: usize) -> u64 {
                     slot,
                     existing: None,
                     replaces: None,
+                    pin: None,
                 },
                 node: if slot == 0 { "w1".into() } else { "w2".into() },
                 ports: Vec::new(),

@@ -14,3 +14,4 @@ mod dev;
 mod partition;
 mod restart;
 mod single_node;
+mod system;

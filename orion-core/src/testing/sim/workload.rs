@@ -122,6 +122,7 @@ pub fn slots(spec: &JobSpec, version: u64) -> Vec<SlotRef> {
             slot,
             existing: None,
             replaces: None,
+            pin: None,
         })
         .collect()
 }

@@ -343,11 +343,8 @@ impl FilterScoreScheduler {
         ask: &Ask<'a>,
         slot: &SlotRef,
         node: &str,
-    ) -> Result<Placement, Unplaced> {
-        let unplaced = |reason: String| Unplaced {
-            slot: slot.clone(),
-            reason,
-        };
+    ) -> Result<Placement, String> {
+        let unplaced = |reason: String| reason;
         let i = view
             .position(node)
             .ok_or_else(|| unplaced(format!("node {node} is gone")))?;
@@ -381,22 +378,17 @@ impl FilterScoreScheduler {
         ask: &Ask<'a>,
         slot: &SlotRef,
         seed: u64,
-    ) -> Result<Placement, (Unplaced, bool)> {
+    ) -> Result<Placement, (String, bool)> {
         let Some(i) = self.pick(view, ask, seed) else {
-            let reason = self.explain(view, ask).to_string();
-            let slot = slot.clone();
-            return Err((Unplaced { slot, reason }, true));
+            return Err((self.explain(view, ask).to_string(), true));
         };
         let Some(ports) = view.assign_ports(i, ask) else {
             return Err((
-                Unplaced {
-                    slot: slot.clone(),
-                    reason: format!(
-                        "node {}: not enough free ports in range for {} ports",
-                        view.nodes[i].node.id(),
-                        ask.spec.task.ports.len()
-                    ),
-                },
+                format!(
+                    "node {}: not enough free ports in range for {} ports",
+                    view.nodes[i].node.id(),
+                    ask.spec.task.ports.len()
+                ),
                 false,
             ));
         };
@@ -456,7 +448,10 @@ impl Scheduler for FilterScoreScheduler {
             if let Some(node) = &slot.pin {
                 match self.place_pinned(&mut view, &job.ask, slot, node) {
                     Ok(p) => out.placements.push(p),
-                    Err(u) => out.unplaced.push(u),
+                    Err(reason) => out.unplaced.push(Unplaced {
+                        slot: slot.clone(),
+                        reason,
+                    }),
                 }
                 continue;
             }
@@ -470,14 +465,17 @@ impl Scheduler for FilterScoreScheduler {
             let seed = seed ^ (n as u64).wrapping_mul(0x9e37_79b9);
             match self.place_one(&mut view, &job.ask, slot, seed) {
                 Ok(p) => out.placements.push(p),
-                Err((u, fits_nowhere)) => {
+                Err((reason, fits_nowhere)) => {
                     // Within one call free resources only shrink, so a job that fit
                     // nowhere once fits nowhere for the rest of it: explain it once.
                     if fits_nowhere {
-                        job.nowhere = Some(u.reason.clone());
-                        nowhere.insert(job.shape.clone(), u.reason.clone());
+                        job.nowhere = Some(reason.clone());
+                        nowhere.insert(job.shape.clone(), reason.clone());
                     }
-                    out.unplaced.push(u);
+                    out.unplaced.push(Unplaced {
+                        slot: slot.clone(),
+                        reason,
+                    });
                 }
             }
         }

@@ -189,12 +189,19 @@ pub struct Plan {
     /// Slots that stay (or become) pending, with why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unplaced: Vec<Unplaced>,
+    /// Per job (and version) whose replicas are not all placed: the one-line
+    /// summary to keep on the job, or `None` to clear it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub job_unplaced: Vec<(String, u64, Option<String>)>,
 }
 
 impl Plan {
     /// Whether the plan changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.stops.is_empty() && self.placements.is_empty() && self.unplaced.is_empty()
+        self.stops.is_empty()
+            && self.placements.is_empty()
+            && self.unplaced.is_empty()
+            && self.job_unplaced.is_empty()
     }
 }
 

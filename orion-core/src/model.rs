@@ -255,6 +255,15 @@ pub struct Job {
     pub status: JobStatus,
     /// Store index at which this version was committed.
     pub modify_index: u64,
+    /// Store index at which the job was first submitted: its age, which orders
+    /// jobs of one priority when capacity is short.
+    #[serde(default)]
+    pub create_index: u64,
+    /// Replicas the scheduler could not place in its last pass, and why (one
+    /// line for the job, so a job of 100,000 replicas that does not fit says
+    /// so without a record per replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplaced: Option<String>,
 }
 
 /// One version of a job as it was submitted, kept for `job history` and

@@ -52,9 +52,14 @@ pub type SlotKey = (String, u32);
 ///
 /// Cost: jobs whose [`crate::state::JobTally`] says they are settled (one live, placed,
 /// current copy per slot, none on a draining node) are skipped without reading
-/// their allocations, and once `max_requests` is reached only jobs that may need
-/// a stop are read. A pass over a converged cluster of a million allocations is
-/// a walk of its job list.
+/// their allocations. A pass over a converged cluster of a million allocations
+/// is a walk (and a sort) of its job list.
+///
+/// Fairness: jobs are visited by priority, then age; one job takes at most
+/// half of `max_requests`, and every job that needs placements gets at least
+/// [`MIN_REQUESTS_PER_JOB`] even when the pass is full — so a huge job that
+/// fits nowhere delays no other. Slots not requested in a pass have no record;
+/// the plan's per-job summary (`Job::unplaced`) counts them with the reason.
 pub fn intent(state: &ClusterState, max_requests: usize) -> Intent {
     let mut out = Intent::default();
     let draining: Vec<&NodeUsage> = state
@@ -63,30 +68,44 @@ pub fn intent(state: &ClusterState, max_requests: usize) -> Intent {
         .filter(|n| n.draining)
         .filter_map(|n| state.usage_ref(n.id()))
         .collect();
-    for job in state.jobs.values() {
-        if job.status != JobStatus::Running {
-            // StopJob already marked every allocation desired-stop when it committed.
-            continue;
-        }
+    // Fair order: higher priority first, then older jobs, then by name.
+    let mut jobs: Vec<&Job> = state
+        .jobs
+        .values()
+        .filter(|j| j.status == JobStatus::Running)
+        .collect();
+    jobs.sort_by_key(|j| (std::cmp::Reverse(j.spec.priority), j.create_index));
+    let per_job = (max_requests / 2).max(MIN_REQUESTS_PER_JOB);
+    for job in jobs {
+        // Each job may use at most half the pass, and gets a few requests even
+        // once the pass is full: a job that cannot be placed never holds up
+        // the others.
+        let used = out.requests.len();
+        let allowance = per_job
+            .min(max_requests.saturating_sub(used))
+            .max(MIN_REQUESTS_PER_JOB);
+        let limit = used + allowance;
         if job.spec.kind == JobKind::System {
-            system_intent(state, job, max_requests, &mut out);
+            system_intent(state, job, limit, &mut out);
             continue;
         }
         let (name, replicas) = (job.spec.name.as_str(), job.spec.replicas);
-        let full = out.requests.len() >= max_requests;
         let on_draining = draining.iter().any(|u| u.per_job.contains_key(name));
         let needed = match state.job_tally(name) {
             _ if on_draining => true,
-            None => !full && replicas > 0,
-            Some(t) if full => t.may_stop(replicas, job.version),
+            None => replicas > 0,
             Some(t) => !t.settled(replicas, job.version),
         };
         if needed {
-            job_intent(state, job, max_requests, &mut out);
+            job_intent(state, job, limit, &mut out);
         }
     }
     out
 }
+
+/// Placement requests every job that needs some gets in a pass, however full
+/// the pass is.
+pub const MIN_REQUESTS_PER_JOB: usize = 16;
 
 /// How a job's deployment, if it has one for its current version, paces the
 /// replacement of older copies.
@@ -436,6 +455,7 @@ pub fn plan(
             intent.stops.push(stop);
         }
     }
+    let job_unplaced = job_summaries(state, &schedule);
     let unplaced = schedule
         .unplaced
         .into_iter()
@@ -448,7 +468,50 @@ pub fn plan(
         stops: intent.stops,
         placements: schedule.placements,
         unplaced,
+        job_unplaced,
     }
+}
+
+/// The one-line summary of each job whose replicas are not all placed after
+/// this pass (`12 of 100000 replicas placed; 99988 not: 0/3 nodes: …`), and a
+/// clearing for each job that had one and is now placed; only what changes.
+fn job_summaries(
+    state: &ClusterState,
+    schedule: &crate::scheduler::Schedule,
+) -> Vec<(String, u64, Option<String>)> {
+    let mut placed_now: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in &schedule.placements {
+        *placed_now.entry(p.slot.job.as_str()).or_default() += 1;
+    }
+    let mut reasons: BTreeMap<&str, &str> = BTreeMap::new();
+    for u in &schedule.unplaced {
+        reasons
+            .entry(u.slot.job.as_str())
+            .or_insert(u.reason.as_str());
+    }
+    let mut out = Vec::new();
+    for job in state.jobs.values() {
+        let name = job.spec.name.as_str();
+        let want = match reasons.get(name) {
+            Some(reason) if job.spec.kind != JobKind::System => {
+                let placed = state
+                    .job_tally(name)
+                    .map_or(0, |t| (t.live() - t.unplaced()) as usize)
+                    + placed_now.get(name).copied().unwrap_or(0);
+                let replicas = job.spec.replicas as usize;
+                let missing = replicas.saturating_sub(placed);
+                Some(format!(
+                    "{placed} of {replicas} replicas placed; {missing} not: {reason}"
+                ))
+            }
+            Some(reason) => Some(format!("not placed on every eligible node: {reason}")),
+            None => None,
+        };
+        if job.unplaced != want {
+            out.push((name.to_string(), job.version, want));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -85,6 +85,14 @@ pub struct JobSpec {
     /// Bin-pack or spread; the cluster default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
+    /// 1–100 (default 50): when capacity is short, pending work of higher
+    /// priority is placed first, then older jobs first. Nothing running is
+    /// preempted for it (yet).
+    #[serde(
+        default = "default_priority",
+        skip_serializing_if = "is_default_priority"
+    )]
+    pub priority: u8,
     /// How a new version rolls out (services and system jobs); the defaults
     /// of [`UpdateSpec`] when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,6 +109,17 @@ pub struct JobSpec {
 
 fn default_replicas() -> u32 {
     1
+}
+
+/// The default job priority.
+pub const DEFAULT_PRIORITY: u8 = 50;
+
+fn default_priority() -> u8 {
+    DEFAULT_PRIORITY
+}
+
+fn is_default_priority(p: &u8) -> bool {
+    *p == DEFAULT_PRIORITY
 }
 
 fn is_false(b: &bool) -> bool {
@@ -435,6 +454,7 @@ impl JobSpec {
             constraints: Vec::new(),
             distinct_hosts: false,
             strategy: None,
+            priority: DEFAULT_PRIORITY,
             update: None,
             restart: None,
             reschedule: None,
@@ -585,6 +605,12 @@ impl JobSpec {
             err(
                 "update.canary".into(),
                 "a system job has no canaries: it rolls out node by node".into(),
+            );
+        }
+        if !(1..=100).contains(&self.priority) {
+            err(
+                "priority".into(),
+                format!("{} is not in 1-100", self.priority),
             );
         }
         if self.replicas > MAX_REPLICAS {

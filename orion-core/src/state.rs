@@ -300,6 +300,7 @@ impl ClusterState {
                     .is_some_and(|s| s.task == spec.task && s.kind == spec.kind)
             })
             .collect();
+        let create_index = prev.map_or(index, |j| j.create_index);
         self.jobs.insert(
             spec.name.clone(),
             Job {
@@ -307,6 +308,8 @@ impl ClusterState {
                 version,
                 status: JobStatus::Running,
                 modify_index: index,
+                create_index,
+                unplaced: None,
             },
         );
         let ids: Vec<AllocId> = self
@@ -624,6 +627,14 @@ impl ClusterState {
         }
         for u in &plan.unplaced {
             self.leave_pending(index, u, changes);
+        }
+        for (job, version, why) in &plan.job_unplaced {
+            if let Some(j) = self.jobs.get_mut(job).filter(|j| j.version == *version) {
+                if j.unplaced != *why {
+                    j.unplaced = why.clone();
+                    changes.push(Change::Job { name: job.clone() });
+                }
+            }
         }
         let jobs: BTreeSet<String> = plan
             .placements

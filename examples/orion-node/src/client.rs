@@ -408,6 +408,9 @@ fn print_job(v: &JobView, all: bool) {
         v.running,
         spec.replicas
     );
+    if let Some(why) = &v.job.unplaced {
+        say!("not placed: {why}");
+    }
     if let Some(d) = &v.deployment {
         say!(
             "deployment {} (version {}): {} — {}",

@@ -169,12 +169,19 @@ fn stopped_jobs_plan_nothing() {
 /// The intent as it was before jobs were skipped: every running job read.
 fn intent_reading_every_job(state: &ClusterState, max_requests: usize) -> Intent {
     let mut out = Intent::default();
-    for job in state
+    let mut jobs: Vec<&Job> = state
         .jobs
         .values()
         .filter(|j| j.status == JobStatus::Running)
-    {
-        job_intent(state, job, max_requests, &mut out);
+        .collect();
+    jobs.sort_by_key(|j| (std::cmp::Reverse(j.spec.priority), j.create_index));
+    let per_job = (max_requests / 2).max(MIN_REQUESTS_PER_JOB);
+    for job in jobs {
+        let used = out.requests.len();
+        let allowance = per_job
+            .min(max_requests.saturating_sub(used))
+            .max(MIN_REQUESTS_PER_JOB);
+        job_intent(state, job, used + allowance, &mut out);
     }
     out
 }
@@ -351,4 +358,71 @@ fn an_update_that_needs_the_old_copys_room_still_goes_through() {
         (now[0].job_version, now[0].node.as_deref()),
         (2, Some("n1"))
     );
+}
+
+/// A job that can never be placed, however big, delays no other: each pass
+/// the small jobs after it (in name, and in age) are placed, every pending
+/// allocation has its reason, and the big one's summary counts what has no
+/// record. Higher priority is placed first when capacity is short.
+#[test]
+fn an_unplaceable_giant_delays_no_other_job_and_priority_goes_first() {
+    let mut b = StateBuilder::new().node(node("n1", 4.0, 4096)).job(job(
+        "aaa-giant",
+        100_000,
+        0.1,
+        1_000_000,
+    ));
+    for i in 0..20 {
+        b.apply(Command::UpsertJob {
+            spec: job(&format!("small-{i}"), 1, 0.1, 64),
+        });
+    }
+    let sched = FilterScoreScheduler::default();
+    let p = plan(b.state(), &sched, 5_000, 1);
+    let placed: Vec<&str> = p.placements.iter().map(|p| p.slot.job.as_str()).collect();
+    assert_eq!(placed.len(), 20, "every small job placed in the first pass");
+    b.apply(Command::ApplyPlan { plan: p });
+    let giant = &b.state().jobs["aaa-giant"];
+    let summary = giant.unplaced.as_deref().unwrap();
+    assert!(
+        summary.starts_with("0 of 100000 replicas placed; 100000 not: 1 node: insufficient memory"),
+        "{summary}"
+    );
+    let pending: Vec<Allocation> = b.state().allocs_of_job("aaa-giant").cloned().collect();
+    assert!(
+        pending.len() <= 2_500,
+        "at most half a pass: {}",
+        pending.len()
+    );
+    assert!(
+        pending.iter().all(|a| a.message.is_some()),
+        "each record has its reason"
+    );
+    assert!(
+        {
+            // The reason names the memory the small jobs left free: updated once.
+            let p2 = plan(b.state(), &sched, 5_000, 2);
+            b.apply(Command::ApplyPlan { plan: p2 });
+            plan(b.state(), &sched, 5_000, 3).is_empty()
+        },
+        "and then a pass writes nothing"
+    );
+
+    // Short capacity: the high-priority job is placed before an older one.
+    let mut b = StateBuilder::new()
+        .node(node("n1", 1.0, 1024))
+        .job(job("old", 1, 1.0, 1024));
+    let mut urgent = job("urgent", 1, 1.0, 1024);
+    urgent.priority = 90;
+    b.apply(Command::UpsertJob { spec: urgent });
+    converge(&mut b);
+    let runs: Vec<String> = b
+        .state()
+        .allocs
+        .values()
+        .filter(|a| a.node.is_some())
+        .map(|a| a.job.clone())
+        .collect();
+    assert_eq!(runs, ["urgent"]);
+    assert!(b.state().jobs["old"].unplaced.is_some());
 }

@@ -69,6 +69,11 @@ impl JobTally {
         self.live
     }
 
+    /// Live allocations not placed on a node.
+    pub fn unplaced(&self) -> u32 {
+        self.unplaced
+    }
+
     /// Terminal allocations.
     pub fn terminal(&self) -> u32 {
         self.terminal

@@ -344,6 +344,19 @@ impl Agent {
             })
             .collect();
         self.check_health(&checked, &mut updates).await;
+        let engine_checked: Vec<(&Allocation, &RestartSpec, &ContainerInfo)> = live
+            .values()
+            .filter_map(|(a, job)| {
+                let (task, _, policy) = job.as_ref()?;
+                let c = by_alloc.get(a.id.as_str())?;
+                (task.health_checks.is_empty()
+                    && c.health.is_some()
+                    && c.state == ContainerState::Running)
+                    .then_some((a, policy, *c))
+            })
+            .collect();
+        self.follow_engine_health(&engine_checked, &mut updates)
+            .await;
         self.judge_deployments(&live, &by_alloc, &watched, &mut updates);
         self.report(updates).await;
         self.remove_deleted_volumes().await;
@@ -395,29 +408,57 @@ impl Agent {
                 continue;
             };
             info!(node_id = %self.node_id, alloc = %a.id, health = %h.status, output = ?h.output, "health changed");
-            let mut u = update(&self.node_id, a, AllocState::Running, a.message.clone());
-            if h.status == HealthStatus::Unhealthy {
-                // Stopped now; the restart policy decides when it starts again
-                // (the exit is then reported with this reason).
-                let why = format!("unhealthy: {}", h.output.clone().unwrap_or_default());
-                let _ = self.runtime.stop(&c.id, self.config.stop_grace).await;
-                self.trackers.remove(&a.id);
-                match self.next_restart(&a.id, policy) {
-                    Some(at) => {
-                        warn!(node_id = %self.node_id, alloc = %a.id, reason = %why, "unhealthy; restarting in place after its delay");
-                        self.pending_restart.insert(a.id.clone(), (at, why.clone()));
-                        u.state = AllocState::Exited;
-                        u.message = Some(why);
-                    }
-                    None => {
-                        let mut gone = self.give_up(a, policy, &why, None);
-                        gone.health = Some(h);
-                        updates.push(gone);
-                        continue;
-                    }
+            let u = self.health_changed(a, c, policy, h).await;
+            updates.push(u);
+        }
+    }
+
+    /// The report of a health transition; an allocation that turned unhealthy
+    /// is stopped, and its restart left to the restart policy (or, that spent,
+    /// the node gives up on it).
+    async fn health_changed(
+        &mut self,
+        a: &Allocation,
+        c: &ContainerInfo,
+        policy: &RestartSpec,
+        h: Health,
+    ) -> AllocUpdate {
+        let mut u = update(&self.node_id, a, AllocState::Running, a.message.clone());
+        if h.status == HealthStatus::Unhealthy {
+            // Stopped now; the restart policy decides when it starts again
+            // (the exit is then reported with this reason).
+            let why = format!("unhealthy: {}", h.output.clone().unwrap_or_default());
+            let _ = self.runtime.stop(&c.id, self.config.stop_grace).await;
+            self.trackers.remove(&a.id);
+            match self.next_restart(&a.id, policy) {
+                Some(at) => {
+                    warn!(node_id = %self.node_id, alloc = %a.id, reason = %why, "unhealthy; restarting in place after its delay");
+                    self.pending_restart.insert(a.id.clone(), (at, why.clone()));
+                    u.state = AllocState::Exited;
+                    u.message = Some(why);
                 }
+                None => u = self.give_up(a, policy, &why, None),
             }
-            u.health = Some(h);
+        }
+        u.health = Some(h);
+        u
+    }
+
+    /// Tasks whose spec has no health checks but whose image has a
+    /// `HEALTHCHECK`: the engine runs it, and its verdict's transitions are
+    /// reported (and acted on) as the agent's own probes' are.
+    async fn follow_engine_health(
+        &mut self,
+        running: &[(&Allocation, &RestartSpec, &ContainerInfo)],
+        updates: &mut Vec<AllocUpdate>,
+    ) {
+        for &(a, policy, c) in running {
+            let Some(h) = c.health.clone() else { continue };
+            if a.health.as_ref().map(|x| x.status) == Some(h.status) {
+                continue;
+            }
+            info!(node_id = %self.node_id, alloc = %a.id, health = %h.status, output = ?h.output, "image health check changed");
+            let u = self.health_changed(a, c, policy, h).await;
             updates.push(u);
         }
     }

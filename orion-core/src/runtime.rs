@@ -119,6 +119,11 @@ pub struct ContainerInfo {
     /// The engine's error, when it failed to start; [`OOM_KILLED`] when it
     /// was killed for going over its memory limit.
     pub error: Option<String>,
+    /// What the engine's own health check (an image's `HEALTHCHECK`) says of
+    /// it, when the image has one; the agent uses it for a task whose spec
+    /// has no health checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::model::Health>,
 }
 
 /// Resource use of one container at one moment.

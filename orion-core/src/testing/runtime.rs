@@ -173,6 +173,7 @@ impl Runtime for FakeRuntime {
             state: ContainerState::Created,
             ports: launch.ports.clone(),
             error: None,
+            health: None,
         };
         let mut l = launch.labels();
         l.insert("name".into(), name);

@@ -215,6 +215,27 @@ fn bound_ports(map: &PortMap, names: &BTreeMap<(u16, Protocol), String>) -> Vec<
     out
 }
 
+/// The engine's health check verdict (`starting`, `healthy`, `unhealthy`),
+/// with the last failing probe's output; none when the image has no check.
+fn engine_health(h: &bollard::models::Health) -> Option<orion_core::Health> {
+    use bollard::models::HealthStatusEnum as S;
+    use orion_core::HealthStatus;
+    let status = match h.status? {
+        S::STARTING => HealthStatus::Starting,
+        S::HEALTHY => HealthStatus::Healthy,
+        S::UNHEALTHY => HealthStatus::Unhealthy,
+        _ => return None,
+    };
+    let output = h
+        .log
+        .as_ref()
+        .and_then(|log| log.iter().rev().find(|r| r.exit_code != Some(0)))
+        .and_then(|r| r.output.as_deref())
+        .map(|o| o.trim().chars().take(200).collect::<String>())
+        .filter(|o| !o.is_empty() && status != HealthStatus::Healthy);
+    Some(orion_core::Health { status, output })
+}
+
 /// What Orion needs of an inspected container.
 pub fn info(id: &str, c: &ContainerInspectResponse) -> ContainerInfo {
     let labels = c.config.as_ref().and_then(|cfg| cfg.labels.as_ref());
@@ -237,6 +258,7 @@ pub fn info(id: &str, c: &ContainerInspectResponse) -> ContainerInfo {
         job: label(labels::JOB),
         state: state(st.and_then(|s| s.status), st.and_then(|s| s.exit_code)),
         ports,
+        health: st.and_then(|s| s.health.as_ref()).and_then(engine_health),
         error: match st {
             Some(s) if s.oom_killed == Some(true) => Some(orion_core::runtime::OOM_KILLED.into()),
             _ => st.and_then(|s| s.error.clone()).filter(|e| !e.is_empty()),

@@ -68,6 +68,7 @@ impl Runtime for DockerRuntime {
             state: ContainerState::Created,
             ports: launch.ports.clone(),
             error: None,
+            health: None,
         })
     }
 

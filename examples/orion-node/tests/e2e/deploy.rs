@@ -297,3 +297,66 @@ async fn start_first_and_a_canary_promoted_by_hand() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is successful"), "{err}");
 }
+
+/// A task whose spec has no health checks uses its image's own HEALTHCHECK:
+/// the engine runs it, the allocation's health follows it, an unhealthy task
+/// is restarted in place, and a deployment waits for it to be healthy.
+#[tokio::test]
+async fn an_images_own_healthcheck_is_used_when_the_spec_has_none() {
+    if !engine().await {
+        return;
+    }
+    let docker = orion_runtime::DockerRuntime::connect_local().unwrap();
+    let mut changes = image::demo_changes();
+    changes.push(
+        r#"HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD ["test", "-f", "/tmp/ok"]"#
+            .to_string(),
+    );
+    let tag = "orion-test/web-healthcheck:1";
+    image::ensure_built(&docker, tag, image::demo_rootfs, &changes)
+        .await
+        .unwrap();
+    let solo = Solo::start("e2e-imghc").await;
+    let addr = solo.addr.clone();
+    let job = |name: &str, cmd: &str| {
+        json!({
+            "name": name,
+            "task": {
+                "image": tag,
+                "command": ["sh", "-c", cmd],
+                "resources": { "cpu": 0.05, "memory_mb": 16 }
+            },
+            "update": { "min_healthy_time": "1s" },
+            "restart": { "delay": "1s", "attempts": 5 }
+        })
+    };
+    submit(
+        &addr,
+        &job("good", "touch /tmp/ok; exec httpd -f -p 80 -h /www"),
+    )
+    .await
+    .unwrap();
+    submit(
+        &addr,
+        &job(
+            "sours",
+            "touch /tmp/ok; (sleep 4; rm /tmp/ok) & exec httpd -f -p 80 -h /www",
+        ),
+    )
+    .await
+    .unwrap();
+    let d = wait_deployment(&addr, "good", 1, "successful").await;
+    assert_eq!(d["healthy"], 1, "{d}");
+    let a = get_json(&format!("{addr}/v1/jobs/good")).await.unwrap()["allocations"][0].clone();
+    assert_eq!(a["health"]["status"], "healthy", "{a}");
+    let restarted = wait_for(
+        "sours restarted after turning unhealthy",
+        Duration::from_secs(60),
+        async || {
+            let a = get_json(&format!("{addr}/v1/jobs/sours")).await?["allocations"][0].clone();
+            (a["restarts"].as_u64()? >= 1).then_some(a)
+        },
+    )
+    .await;
+    assert_eq!(restarted["desired"], "run", "{restarted}");
+}

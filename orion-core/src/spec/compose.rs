@@ -13,11 +13,15 @@
 //! | `deploy.placement.constraints` (`node.labels.K == V`, `!=`) | `constraints` on tags |
 //! | `volumes` (`name:/target[:ro]`, `/host/path:/target`, long form) | `task.volumes` (a named volume must exist: `orion-node volume create`) |
 //! | `healthcheck` (`test` as `CMD`, `CMD-SHELL` or a string; `interval`, `timeout`, `retries`, `start_period`; `disable`) | a `command` health check |
+//! | `deploy.mode: global` | `type: system` |
+//! | `deploy.update_config` `parallelism` (0: all), `monitor`, `order`, `failure_action: rollback`, `delay` (global only) | the `update` block: `max_parallel`, `min_healthy_time`, `order`, `auto_revert`, `stagger` |
+//! | `deploy.restart_policy` `max_attempts`, `delay`, `window`, `condition: none` | the `restart` block: `attempts`, `delay`, `interval` |
 //!
 //! Keys Orion does not carry out (yet) are listed in [`Compose::ignored`] with
 //! what they were, never dropped silently: `build`, `links`, `privileged`,
-//! `networks`, `depends_on`, …, and for now `deploy.update_config` (deployments)
-//! and `secrets`, which later issues bring. A bad value names its place
+//! `networks`, `depends_on`, `deploy.rollback_config` (a failed deployment goes
+//! back with `auto_revert`), and for now `secrets`, which a later issue
+//! brings. A bad value names its place
 //! (`services.web.ports[1]`).
 
 use std::collections::BTreeMap;
@@ -436,12 +440,7 @@ fn deploy(
             }
             "mode" => match v.as_str() {
                 Some("replicated") | None => {}
-                Some("global") => {
-                    return Err(bad(
-                        format!("{at}.mode"),
-                        "global (one per node) is not supported yet: use replicas",
-                    ))
-                }
+                Some("global") => spec.kind = super::JobKind::System,
                 Some(other) => {
                     return Err(bad(format!("{at}.mode"), format!("unknown mode {other:?}")))
                 }
@@ -467,13 +466,108 @@ fn deploy(
                     }
                 }
             }
-            "update_config" | "rollback_config" => ignored.push(format!(
-                "{at}.{key}: update strategies come with deployments ({})",
+            "update_config" => update_config(spec, v, &format!("{at}.update_config"), ignored)?,
+            "rollback_config" => ignored.push(format!(
+                "{at}.rollback_config: a failed deployment goes back with the update block's auto_revert ({})",
                 short(v)
             )),
+            "restart_policy" => {
+                restart_policy(spec, v, &format!("{at}.restart_policy"), ignored)?
+            }
             other => ignored.push(format!("{at}.{other}: not supported ({})", short(v))),
         }
     }
+    Ok(())
+}
+
+/// A Compose duration (`10s`, `1m30s`), at `at`.
+fn compose_duration(v: &Value, at: &str) -> Result<std::time::Duration, FieldError> {
+    let text = scalar(v).unwrap_or_default();
+    humantime::parse_duration(&text).map_err(|e| bad(at.into(), format!("{text:?}: {e}")))
+}
+
+/// `deploy.update_config` as the update block: `parallelism` (0: all at
+/// once), `monitor` (the time a new task must stay healthy), `order`,
+/// `failure_action: rollback` (auto_revert).
+fn update_config(
+    spec: &mut JobSpec,
+    v: &Value,
+    at: &str,
+    ignored: &mut Vec<String>,
+) -> Result<(), FieldError> {
+    let mut u = spec.update_policy();
+    for (k, x) in pv_map(v) {
+        match k.as_str() {
+            "parallelism" => {
+                let n = x
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad(format!("{at}.parallelism"), "not a count"))?;
+                u.max_parallel = if n == 0 { spec.replicas.max(1) } else { n };
+            }
+            "monitor" => u.min_healthy_time = compose_duration(x, &format!("{at}.monitor"))?,
+            "order" => {
+                u.order = match x.as_str() {
+                    Some("start-first") => super::UpdateOrder::StartFirst,
+                    Some("stop-first") => super::UpdateOrder::StopFirst,
+                    _ => {
+                        return Err(bad(
+                            format!("{at}.order"),
+                            "expected start-first or stop-first",
+                        ))
+                    }
+                }
+            }
+            "failure_action" => match x.as_str() {
+                Some("rollback") => u.auto_revert = true,
+                Some("pause") => u.auto_revert = false,
+                _ => ignored.push(format!(
+                    "{at}.failure_action: a failed deployment stops, or rolls back ({})",
+                    short(x)
+                )),
+            },
+            "delay" if spec.kind == super::JobKind::System => {
+                u.stagger = compose_duration(x, &format!("{at}.delay"))?
+            }
+            other => ignored.push(format!("{at}.{other}: not supported ({})", short(x))),
+        }
+    }
+    spec.update = Some(u);
+    Ok(())
+}
+
+/// `deploy.restart_policy` as the restart block: `max_attempts`, `delay`,
+/// `window` (the interval attempts are counted in); `condition: none` allows
+/// no restart.
+fn restart_policy(
+    spec: &mut JobSpec,
+    v: &Value,
+    at: &str,
+    ignored: &mut Vec<String>,
+) -> Result<(), FieldError> {
+    let mut r = spec.restart_policy();
+    for (k, x) in pv_map(v) {
+        match k.as_str() {
+            "max_attempts" => {
+                r.attempts = x
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad(format!("{at}.max_attempts"), "not a count"))?
+            }
+            "delay" => {
+                r.delay = compose_duration(x, &format!("{at}.delay"))?;
+                r.max_delay = r.max_delay.max(r.delay);
+            }
+            "window" => r.interval = compose_duration(x, &format!("{at}.window"))?,
+            "condition" => match x.as_str() {
+                Some("none") => r.attempts = 0,
+                Some("on-failure" | "any") => {}
+                _ => ignored.push(format!("{at}.condition: not supported ({})", short(x))),
+            },
+            other => ignored.push(format!("{at}.{other}: not supported ({})", short(x))),
+        }
+    }
+    spec.restart = Some(r);
     Ok(())
 }
 

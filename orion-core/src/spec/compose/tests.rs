@@ -13,8 +13,8 @@ services:
     networks: [frontend]
     deploy:
       replicas: 1
-      update_config: { parallelism: 2, delay: 10s }
-      restart_policy: { condition: on-failure }
+      update_config: { parallelism: 2, delay: 10s, monitor: 30s, order: start-first, failure_action: rollback }
+      restart_policy: { condition: on-failure, max_attempts: 5, delay: 3s, window: 2m }
   db:
     image: postgres:15
     environment:
@@ -128,8 +128,7 @@ fn a_real_world_stack_converts_and_lists_what_it_ignores() {
         "networks: top-level networks are not supported",
         "volumes: Orion does not create volumes",
         "services.redis.networks: not supported",
-        "services.redis.deploy.update_config: update strategies come with deployments",
-        "services.redis.deploy.restart_policy: not supported",
+        "services.redis.deploy.update_config.delay: not supported",
         "services.vote.depends_on: not supported",
         "services.result.entrypoint: folded into the command",
         "services.worker.privileged: not supported",
@@ -177,10 +176,19 @@ fn bad_compose_files_name_the_problem() {
     );
     let e = convert("services: { web: { image: x, volumes: ['/anon'] } }").unwrap_err();
     assert!(e.to_string().contains("services.web.volumes[0]"), "{e}");
-    let e = convert("services: { web: { image: x, deploy: { mode: global } } }").unwrap_err();
+    let e =
+        convert("services: { web: { image: x, deploy: { update_config: { order: sideways } } } }")
+            .unwrap_err();
     assert!(
         e.to_string()
-            .contains("global (one per node) is not supported yet"),
+            .contains("services.web.deploy.update_config.order"),
+        "{e}"
+    );
+    let e = convert("services: { web: { image: x, deploy: { restart_policy: { delay: soon } } } }")
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("services.web.deploy.restart_policy.delay"),
         "{e}"
     );
 }
@@ -193,4 +201,32 @@ fn sizes_read_as_compose_writes_them() {
     assert_eq!(memory_mb("1048576"), Some(1));
     assert_eq!(memory_mb("64mb"), Some(64));
     assert_eq!(memory_mb("lots"), None);
+}
+
+#[test]
+fn deploy_update_restart_and_global_map_to_orions_blocks() {
+    use crate::spec::{JobKind, UpdateOrder};
+    use std::time::Duration;
+    let c = convert(STACK).unwrap();
+    let redis = c.specs.iter().find(|j| j.name == "redis").unwrap();
+    let u = redis.update.clone().unwrap();
+    assert_eq!(
+        (u.max_parallel, u.min_healthy_time, u.order, u.auto_revert),
+        (2, Duration::from_secs(30), UpdateOrder::StartFirst, true)
+    );
+    let r = redis.restart.clone().unwrap();
+    assert_eq!(
+        (r.attempts, r.delay, r.interval),
+        (5, Duration::from_secs(3), Duration::from_secs(120))
+    );
+    let g = convert(
+        "services: { agent: { image: x, deploy: { mode: global, update_config: { delay: 5s } } } }",
+    )
+    .unwrap();
+    assert_eq!(g.specs[0].kind, JobKind::System);
+    assert_eq!(
+        g.specs[0].update.as_ref().unwrap().stagger,
+        Duration::from_secs(5)
+    );
+    assert!(g.specs[0].validate().is_ok());
 }

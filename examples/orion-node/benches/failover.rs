@@ -52,6 +52,8 @@ async fn worker_kill(c: &mut LocalCluster, version: &mut u64) -> Duration {
     *version += 1;
     let mut spec = web_json("moving", 4);
     spec["task"]["env"] = serde_json::json!({ "V": version.to_string() });
+    // All four at once: this measures failover, not the rollout.
+    spec["update"] = serde_json::json!({ "max_parallel": 4, "min_healthy_time": "0s" });
     submit(&addr, &spec).await.expect("submit");
     wait_for(
         "4 running, one on the worker",

@@ -521,15 +521,21 @@ impl Agent {
             let Some((ok, why)) = verdict else { continue };
             info!(node_id = %self.node_id, alloc = %id, healthy = ok, reason = ?why, "deployment verdict");
             self.deploy_watch.remove(id);
+            let at_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as u64);
             match updates.iter_mut().rev().find(|u| u.id == *id) {
                 Some(u) => {
                     u.deploy_healthy = Some(ok);
+                    u.at_ms = at_ms;
                     if why.is_some() {
                         u.message = why;
                     }
                 }
                 None => updates.push(AllocUpdate {
                     deploy_healthy: Some(ok),
+                    at_ms,
                     message: why.or_else(|| a.message.clone()),
                     ..AllocUpdate::new(a.id.clone(), self.node_id.clone(), a.state)
                 }),

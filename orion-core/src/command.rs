@@ -189,6 +189,10 @@ pub struct Plan {
     /// Slots that stay (or become) pending, with why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unplaced: Vec<Unplaced>,
+    /// The leader's clock when it made the plan (unix ms; 0: none given):
+    /// recorded on replacements of failed allocations.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub now_ms: u64,
     /// Per job (and version) whose replicas are not all placed: the one-line
     /// summary to keep on the job, or `None` to clear it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -250,6 +254,10 @@ pub struct AllocUpdate {
     /// The node gave up restarting it (see `Allocation::gave_up`); taken once.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gave_up: bool,
+    /// When the node observed this (unix ms, its clock), for a deployment
+    /// verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
 }
 
 impl crate::model::Allocation {
@@ -294,8 +302,13 @@ impl AllocUpdate {
             failed_attempt: false,
             deploy_healthy: None,
             gave_up: false,
+            at_ms: None,
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What applying a command answers.

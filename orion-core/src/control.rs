@@ -247,7 +247,16 @@ impl Control {
         // Plan on a snapshot: a whole reconcile-and-schedule pass must not hold
         // the replica's lock, which appliers and API reads wait on.
         let state = replica.current();
-        let plan = reconcile::plan(&state, &*self.scheduler, max, state.applied_index);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let plan = reconcile::plan_at(
+            &state,
+            &*self.scheduler,
+            max,
+            state.applied_index,
+            Some(now_ms),
+        );
         drop(state);
         if plan.is_empty() {
             return;

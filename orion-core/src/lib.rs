@@ -6,17 +6,20 @@
 //!
 //! # Layout
 //!
-//! - [`spec`]: the job spec (health checks and volumes included), parsing (JSON,
-//!   YAML, many documents at once, Compose files) and validation.
+//! - [`spec`]: the job spec (health checks, volumes, and the `update`,
+//!   `restart` and `reschedule` policies included), parsing (JSON, YAML, many
+//!   documents at once, Compose files) and validation.
 //! - [`model`]: nodes, jobs as stored, allocations.
 //! - [`command`]: the commands the store replicates, and plans.
-//! - [`state`]: the deterministic state machine that applies them.
+//! - [`state`]: the deterministic state machine that applies them, job
+//!   versions and deployments included.
 //! - [`replica`]: the state machine as stores share it, with change notifications.
 //! - Seams: [`runtime`] (`Runtime`), [`store`] (`Store`), [`membership`]
 //!   (`Membership`), [`scheduler`] (`Scheduler`).
 //! - [`reconcile`]: the pure reconciler (desired vs observed → plan).
-//! - Loops: [`agent`] (every node: drive the runtime, probe health, remove
-//!   deleted volumes), [`control`] (the leader: liveness and reconciliation).
+//! - Loops: [`agent`] (every node: drive the runtime, probe health, restart
+//!   under the restart policy, judge deployments, remove deleted volumes),
+//!   [`control`] (the leader: liveness, reconciliation, progress deadlines).
 //! - [`cluster`]: the [`Cluster`] handle and its builder, waiting and dry runs
 //!   (`plan_job`); [`api`]: the HTTP API and its OpenAPI document.
 //! - [`testing`] (feature `testing`): fakes of the seams.

@@ -347,6 +347,10 @@ pub struct Deployment {
     /// Store index of its last progress (an allocation came to count); the
     /// leader measures `progress_deadline` from when it saw that index.
     pub progress_index: u64,
+    /// When an allocation last came to count (unix ms, by the clock of the node
+    /// that judged it): a system job's next node waits `stagger` after it.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub progress_ms: u64,
     /// Store index that created it.
     pub create_index: u64,
     /// Store index of its last change.
@@ -527,6 +531,11 @@ pub struct Allocation {
     /// backoff, with jitter.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub start_delay_ms: u64,
+    /// When its slot's earlier allocations were replaced (unix ms, by the
+    /// leader's clock; the last 32): the reschedule policy's `attempts` count
+    /// those within its `interval`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reschedule_times_ms: Vec<u64>,
     /// The deployment that created it, while that deployment watches it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<u64>,

@@ -2,16 +2,21 @@
 //! difference. Pure: it reads a [`ClusterState`] and returns a [`Plan`].
 //!
 //! ```text
-//!   jobs (replicas, version)      allocations (slot, version, node, state)
+//!   jobs (priority, age, version,     allocations (slot, version, node,
+//!         deployment, update block)     state, deploy verdict)
 //!              └──────────────┬───────────────┘
 //!                             ▼
-//!               per job, per slot: keep one live copy
-//!    missing slot / lost / old version / draining node ──► request placement
-//!    extra slot / duplicate / job stopped ──► stop
-//!    old version still running ──► stop only if its replacement is placed
+//!     per job in fair order (priority, then age; a share of the pass each),
+//!     per slot (a system job: per eligible node): keep one live copy
+//!    missing slot / lost / draining node / failed here ──► request placement
+//!    old version ──► replace, paced by the deployment (max_parallel in
+//!                    flight; stop first, start first, canaries, paused/failed)
+//!    extra slot / duplicate / ineligible node ──► stop
+//!    stop of an old copy ──► only if its replacement is placed
 //!                             │
 //!                             ▼
 //!            scheduler (requests, minus what the stops free) ──► Plan
+//!            (with a one-line summary per job that is not all placed)
 //! ```
 //!
 //! Only the leader runs it; the state machine re-checks every placement when the
@@ -61,6 +66,11 @@ pub type SlotKey = (String, u32);
 /// fits nowhere delays no other. Slots not requested in a pass have no record;
 /// the plan's per-job summary (`Job::unplaced`) counts them with the reason.
 pub fn intent(state: &ClusterState, max_requests: usize) -> Intent {
+    intent_at(state, max_requests, None)
+}
+
+/// [`intent`] judged at `now_ms` (see [`plan_at`]).
+pub fn intent_at(state: &ClusterState, max_requests: usize, now_ms: Option<u64>) -> Intent {
     let mut out = Intent::default();
     let draining: Vec<&NodeUsage> = state
         .nodes
@@ -86,7 +96,7 @@ pub fn intent(state: &ClusterState, max_requests: usize) -> Intent {
             .max(MIN_REQUESTS_PER_JOB);
         let limit = used + allowance;
         if job.spec.kind == JobKind::System {
-            system_intent(state, job, limit, &mut out);
+            system_intent(state, job, limit, now_ms, &mut out);
             continue;
         }
         let (name, replicas) = (job.spec.name.as_str(), job.spec.replicas);
@@ -97,7 +107,7 @@ pub fn intent(state: &ClusterState, max_requests: usize) -> Intent {
             Some(t) => !t.settled(replicas, job.version),
         };
         if needed {
-            job_intent(state, job, limit, &mut out);
+            job_intent(state, job, limit, now_ms, &mut out);
         }
     }
     out
@@ -121,10 +131,12 @@ struct Rollout {
     max_parallel: u32,
     /// The deployment, to tell its allocations.
     deployment: Option<crate::model::Deployment>,
+    /// The leader's clock, when it gave one.
+    now_ms: Option<u64>,
 }
 
 impl Rollout {
-    fn of(state: &ClusterState, job: &Job) -> Rollout {
+    fn of(state: &ClusterState, job: &Job, now_ms: Option<u64>) -> Rollout {
         let update = job.spec.update_policy();
         let d = state
             .deployment_of_current(&job.spec.name)
@@ -144,6 +156,7 @@ impl Rollout {
             start_first: update.order == crate::spec::UpdateOrder::StartFirst,
             max_parallel: update.max_parallel.max(1),
             deployment: d.cloned(),
+            now_ms,
         }
     }
 
@@ -166,9 +179,15 @@ impl Rollout {
 /// `start_first` (and for canaries) only once the replacement counts, and for
 /// canaries only once promoted. A paused or failed deployment replaces
 /// nothing more; a slot with no copy at all is always filled.
-fn job_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut Intent) {
+fn job_intent(
+    state: &ClusterState,
+    job: &Job,
+    max_requests: usize,
+    now_ms: Option<u64>,
+    out: &mut Intent,
+) {
     let spec = &job.spec;
-    let rollout = Rollout::of(state, job);
+    let rollout = Rollout::of(state, job, now_ms);
     let mut by_slot: BTreeMap<u32, Vec<&Allocation>> = BTreeMap::new();
     let mut done_slots = Vec::new();
     for a in state.allocs_of_job(&spec.name) {
@@ -267,7 +286,7 @@ fn slot_intent(
                     out.stops.push(replaced(o));
                 }
             }
-            tend_current(state, spec, n, room, request, out);
+            tend_current(state, spec, n, room, rollout.now_ms, request, out);
         }
         (None, Some(o)) if o.node.is_none() => {
             out.stops.push(replaced(o));
@@ -307,9 +326,23 @@ fn slot_intent(
 /// node under the same `update` block. A node that stops being eligible
 /// (drained, down, tags changed) loses its allocation; one that joins or
 /// starts to match gets one.
-fn system_intent(state: &ClusterState, job: &Job, max_requests: usize, out: &mut Intent) {
+fn system_intent(
+    state: &ClusterState,
+    job: &Job,
+    max_requests: usize,
+    now_ms: Option<u64>,
+    out: &mut Intent,
+) {
     let spec = &job.spec;
-    let rollout = Rollout::of(state, job);
+    let mut rollout = Rollout::of(state, job, now_ms);
+    // `stagger`: after a node's new allocation came to count, the next node
+    // waits this long.
+    let stagger = spec.update_policy().stagger.as_millis() as u64;
+    if let (Some(now), Some(d)) = (now_ms, rollout.deployment.as_ref()) {
+        if d.progress_ms > 0 && now < d.progress_ms.saturating_add(stagger) {
+            rollout.halted = true;
+        }
+    }
     let constraints = spec.all_constraints();
     let mut by_slot: BTreeMap<u32, Vec<&Allocation>> = BTreeMap::new();
     for a in state.allocs_of_job(&spec.name).filter(|a| a.is_live()) {
@@ -361,6 +394,7 @@ fn tend_current(
     spec: &crate::spec::JobSpec,
     a: &Allocation,
     room: bool,
+    now_ms: Option<u64>,
     request: impl Fn(Option<AllocId>) -> SlotRef,
     out: &mut Intent,
 ) {
@@ -375,7 +409,18 @@ fn tend_current(
         }
     } else if a.should_reschedule() {
         let policy = spec.reschedule_policy();
-        if !policy.unlimited && a.reschedules >= policy.attempts {
+        // Reschedules within the interval, by the leader's clock (all of them
+        // without one).
+        let window = policy.interval.as_millis() as u64;
+        let recent = match now_ms {
+            Some(now) => a
+                .reschedule_times_ms
+                .iter()
+                .filter(|t| now.saturating_sub(**t) < window)
+                .count() as u32,
+            None => a.reschedules,
+        };
+        if !policy.unlimited && recent >= policy.attempts {
             // Spent: the slot stays failed, its allocation says why.
             return;
         }
@@ -434,7 +479,21 @@ pub fn plan(
     max_requests: usize,
     seed: u64,
 ) -> Plan {
-    let mut intent = intent(state, max_requests);
+    plan_at(state, scheduler, max_requests, seed, None)
+}
+
+/// [`plan`] with the leader's clock (unix ms): what is paced in time — the
+/// reschedule policy's `interval`, a system job's `stagger` — is judged by it
+/// and the plan carries it. Without one, every reschedule ever made counts
+/// and nothing staggers.
+pub fn plan_at(
+    state: &ClusterState,
+    scheduler: &dyn Scheduler,
+    max_requests: usize,
+    seed: u64,
+    now_ms: Option<u64>,
+) -> Plan {
+    let mut intent = intent_at(state, max_requests, now_ms);
     // The scheduler may count what conditional stops free: a stop is kept
     // below only when its slot's replacement was placed.
     let stopping: Vec<_> = intent
@@ -469,6 +528,7 @@ pub fn plan(
         placements: schedule.placements,
         unplaced,
         job_unplaced,
+        now_ms: now_ms.unwrap_or(0),
     }
 }
 

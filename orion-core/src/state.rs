@@ -619,14 +619,14 @@ impl ClusterState {
         for p in &plan.placements {
             match self.check_placement(p) {
                 Ok(()) => {
-                    self.place(index, p, changes);
+                    self.place(index, p, plan.now_ms, changes);
                     placed += 1;
                 }
                 Err(why) => refused.push(format!("{}[{}]: {why}", p.slot.job, p.slot.slot)),
             }
         }
         for u in &plan.unplaced {
-            self.leave_pending(index, u, changes);
+            self.leave_pending(index, u, plan.now_ms, changes);
         }
         for (job, version, why) in &plan.job_unplaced {
             if let Some(j) = self.jobs.get_mut(job).filter(|j| j.version == *version) {
@@ -713,7 +713,7 @@ impl ClusterState {
         Ok(())
     }
 
-    fn place(&mut self, index: u64, p: &Placement, changes: &mut Vec<Change>) {
+    fn place(&mut self, index: u64, p: &Placement, now_ms: u64, changes: &mut Vec<Change>) {
         let resources = self.jobs[&p.slot.job].spec.task.resources;
         let placed = |a: &mut Allocation| {
             a.node = Some(p.node.clone());
@@ -725,7 +725,7 @@ impl ClusterState {
             Some(id) => self.modify_alloc(index, id, changes, placed),
             // Made placed at once: indexed once, not as pending and again as placed.
             None => {
-                let a = self.new_alloc(index, &p.slot, resources, placed);
+                let a = self.new_alloc(index, &p.slot, resources, now_ms, placed);
                 changes.push(Change::Alloc {
                     id: a.id.clone(),
                     job: a.job.clone(),
@@ -735,7 +735,7 @@ impl ClusterState {
         }
     }
 
-    fn leave_pending(&mut self, index: u64, u: &Unplaced, changes: &mut Vec<Change>) {
+    fn leave_pending(&mut self, index: u64, u: &Unplaced, now_ms: u64, changes: &mut Vec<Change>) {
         if self.check_slot(&u.slot).is_err() {
             return;
         }
@@ -751,7 +751,7 @@ impl ClusterState {
             }
             None => {
                 let resources = self.jobs[&u.slot.job].spec.task.resources;
-                let a = self.new_alloc(index, &u.slot, resources, |a| {
+                let a = self.new_alloc(index, &u.slot, resources, now_ms, |a| {
                     a.message = Some(u.reason.clone())
                 });
                 changes.push(Change::Alloc {
@@ -769,6 +769,7 @@ impl ClusterState {
         index: u64,
         slot: &SlotRef,
         resources: Resources,
+        now_ms: u64,
         f: impl FnOnce(&mut Allocation),
     ) -> &Allocation {
         self.next_alloc += 1;
@@ -795,6 +796,7 @@ impl ClusterState {
             gave_up: false,
             reschedules: 0,
             start_delay_ms: 0,
+            reschedule_times_ms: Vec::new(),
             deployment,
             deploy_healthy: None,
             create_index: index,
@@ -812,6 +814,14 @@ impl ClusterState {
                 crate::spec::jittered(policy.delay_for(prev.reschedules), index ^ self.next_alloc);
             a.reschedules = prev.reschedules + 1;
             a.start_delay_ms = delay.as_millis() as u64;
+            // When its slot was rescheduled, by the leader's clock as the plan
+            // carries it (the policy's `interval` counts them).
+            a.reschedule_times_ms = prev.reschedule_times_ms.clone();
+            if now_ms > 0 {
+                a.reschedule_times_ms.push(now_ms);
+            }
+            let excess = a.reschedule_times_ms.len().saturating_sub(32);
+            a.reschedule_times_ms.drain(..excess);
         }
         f(&mut a);
         self.allocs.insert(a);
@@ -826,6 +836,7 @@ impl ClusterState {
     ) -> Response {
         let mut applied = 0;
         let mut touched_jobs = BTreeSet::new();
+        let mut counted_at: Vec<(String, u64)> = Vec::new();
         for u in updates {
             let Some(a) = self.allocs.get(&u.id) else {
                 continue;
@@ -857,6 +868,11 @@ impl ClusterState {
                     a.deploy_healthy = u.deploy_healthy;
                 }
                 a.gave_up |= u.gave_up;
+                if u.deploy_healthy == Some(true) {
+                    if let Some(at) = u.at_ms {
+                        counted_at.push((a.job.clone(), at));
+                    }
+                }
                 match (u.restarts, u.restarted) {
                     (Some(r), _) => a.restarts = r,
                     (None, true) => a.restarts += 1,
@@ -870,6 +886,9 @@ impl ClusterState {
                 }
             });
             applied += 1;
+        }
+        for (job, at) in counted_at {
+            self.note_counted_at(&job, at);
         }
         for job in touched_jobs {
             self.collect_garbage(&job, changes);

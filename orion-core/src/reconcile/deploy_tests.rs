@@ -442,3 +442,101 @@ fn a_system_job_runs_once_on_every_eligible_node_and_follows_them() {
     assert!(live(&b, "agent").iter().all(|a| a.job_version == 2));
     assert_eq!(nodes_of(&b, "agent"), ["e1", "e4"]);
 }
+
+/// With the leader's clock, a system job's next node waits `stagger` after
+/// the last one came to count, and the reschedule policy counts only the
+/// reschedules within its interval.
+#[test]
+fn stagger_and_the_reschedule_interval_follow_the_leaders_clock() {
+    use crate::testing::fixtures::tagged;
+    let edge = |id: &str| tagged(node(id, 4.0, 4096), &[("role", "edge")]);
+    let mut b = StateBuilder::new()
+        .node(edge("e1"))
+        .node(edge("e2"))
+        .job(system_job());
+    settle(&mut b);
+    report(&mut b, "agent", true);
+    let mut v2 = system_job();
+    v2.task.env.insert("V".into(), "2".into());
+    v2.update = Some(UpdateSpec {
+        stagger: std::time::Duration::from_secs(30),
+        ..Default::default()
+    });
+    b.apply(Command::UpsertJob { spec: v2 });
+    let sched = FilterScoreScheduler::default();
+    let at = |b: &mut StateBuilder, now: u64| {
+        let p = plan_at(b.state(), &sched, 100, 1, Some(now));
+        b.apply(Command::ApplyPlan { plan: p });
+    };
+    at(&mut b, 1_000_000);
+    // The first node's new allocation counts at t = 1,000 s (its node's clock).
+    let updates = live(&b, "agent")
+        .into_iter()
+        .filter(|a| a.job_version == 2)
+        .map(|a| AllocUpdate {
+            deploy_healthy: Some(true),
+            at_ms: Some(1_000_000),
+            ..AllocUpdate::new(a.id, a.node.unwrap(), AllocState::Running)
+        })
+        .collect();
+    b.apply(Command::UpdateAllocs { updates });
+    at(&mut b, 1_000_000);
+    let new = |b: &StateBuilder| {
+        live(b, "agent")
+            .iter()
+            .filter(|a| a.job_version == 2)
+            .count()
+    };
+    assert_eq!(new(&b), 1, "the second node waits the stagger");
+    at(&mut b, 1_029_000);
+    assert_eq!(new(&b), 1, "still within it");
+    at(&mut b, 1_031_000);
+    assert_eq!(new(&b), 2, "then it goes");
+
+    // Reschedules: one allowed per hour.
+    let mut spec = job("crash", 1, 0.1, 64);
+    spec.reschedule = Some(crate::spec::RescheduleSpec {
+        unlimited: false,
+        attempts: 1,
+        interval: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    });
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .node(node("n2", 4.0, 4096))
+        .job(spec);
+    settle(&mut b);
+    let give_up = |b: &mut StateBuilder| {
+        let a = live(b, "crash")
+            .into_iter()
+            .find(|a| a.node.is_some())
+            .unwrap();
+        b.apply(Command::UpdateAllocs {
+            updates: vec![AllocUpdate {
+                gave_up: true,
+                ..AllocUpdate::new(a.id.clone(), a.node.clone().unwrap(), AllocState::Failed)
+            }],
+        });
+        a.id
+    };
+    let first = give_up(&mut b);
+    at(&mut b, 10_000_000);
+    let second = live(&b, "crash")
+        .into_iter()
+        .find(|a| a.id != first)
+        .expect("replaced");
+    assert_eq!(second.reschedule_times_ms, [10_000_000]);
+    give_up(&mut b);
+    at(&mut b, 10_000_000 + 1_800_000);
+    assert_eq!(
+        live(&b, "crash").len(),
+        1,
+        "spent within the hour: stays failed"
+    );
+    at(&mut b, 10_000_000 + 3_700_000);
+    let third = live(&b, "crash").into_iter().find(|a| a.id != second.id);
+    assert!(
+        third.is_some_and(|a| a.reschedules == 2),
+        "an hour later it may be replaced again"
+    );
+}

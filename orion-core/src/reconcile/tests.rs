@@ -147,6 +147,7 @@ fn completed_batch_slots_are_not_run_again() {
             failed_attempt: false,
             deploy_healthy: None,
             gave_up: false,
+            at_ms: None,
         }],
     });
     assert_eq!(converge(&mut b), 0);
@@ -181,7 +182,7 @@ fn intent_reading_every_job(state: &ClusterState, max_requests: usize) -> Intent
         let allowance = per_job
             .min(max_requests.saturating_sub(used))
             .max(MIN_REQUESTS_PER_JOB);
-        job_intent(state, job, used + allowance, &mut out);
+        job_intent(state, job, used + allowance, None, &mut out);
     }
     out
 }

@@ -293,6 +293,7 @@ mod tests {
             gave_up: false,
             reschedules: 0,
             start_delay_ms: 0,
+            reschedule_times_ms: Vec::new(),
             deployment: None,
             deploy_healthy: None,
             create_index: 1,

@@ -174,6 +174,7 @@ impl ClusterState {
             unhealthy: 0,
             reverted_to: None,
             progress_index: index,
+            progress_ms: 0,
             create_index: index,
             modify_index: index,
         };
@@ -321,6 +322,13 @@ impl ClusterState {
         changes.push(Change::Deployment { job: job.into() });
         if let Some((_, spec)) = target {
             self.upsert_job(index, &spec, changes);
+        }
+    }
+
+    /// Notes when an allocation of the job's active deployment came to count.
+    pub(super) fn note_counted_at(&mut self, job: &str, at_ms: u64) {
+        if let Some(d) = self.active_mut(job) {
+            d.progress_ms = d.progress_ms.max(at_ms);
         }
     }
 

@@ -122,6 +122,8 @@ pub struct Agent {
     start_at: HashMap<AllocId, Instant>,
     /// Failed start attempts in the last second.
     failed_starts: std::collections::VecDeque<Instant>,
+    /// When each running allocation with a timeout was first seen running.
+    run_started: HashMap<AllocId, Instant>,
     /// Set while the runtime does not answer, with why.
     runtime_down: Option<String>,
     /// Whether this node's replica has caught up with the leader since start.
@@ -150,6 +152,7 @@ impl Agent {
             pending_restart: HashMap::new(),
             start_at: HashMap::new(),
             failed_starts: std::collections::VecDeque::new(),
+            run_started: HashMap::new(),
             runtime_down: None,
             caught_up: false,
             health,
@@ -292,16 +295,19 @@ impl Agent {
                     && self.may_attempt(&a.id)
                     && self.start_due(a, &mut updates) =>
                 {
-                    to_launch.push((a, task))
+                    to_launch.push((a, task, *kind))
                 }
                 None => {}
-                Some(c) => updates.extend(self.tend(a, *kind, policy, c).await),
+                Some(c) => {
+                    let timeout = task.timeout;
+                    updates.extend(self.tend(a, *kind, policy, timeout, c).await)
+                }
             }
         }
         // Engine-wide bound on failures: allocations that failed before (or
         // replace one that did) start only within what is left of the budget.
         let mut budget = self.failure_budget();
-        to_launch.retain(|(a, _)| {
+        to_launch.retain(|(a, _, _)| {
             let risky = a.failures > 0 || a.reschedules > 0;
             if !risky {
                 return true;
@@ -318,22 +324,23 @@ impl Agent {
         let this = &*self;
         let attempts: Vec<_> = to_launch
             .into_iter()
-            .map(|(a, task)| {
+            .map(|(a, task, kind)| {
                 let attempt = this.launch(cluster_id, a, task);
-                async move { (a, attempt.await) }
+                async move { (a, kind, attempt.await) }
             })
             .collect();
         let launched: Vec<_> = futures::stream::iter(attempts)
             .buffer_unordered(PARALLEL_OPS)
             .collect()
             .await;
-        for (a, result) in launched {
-            updates.extend(self.launched(a, result));
+        for (a, kind, result) in launched {
+            updates.extend(self.launched(a, kind, result));
         }
         self.backoff.retain(|id, _| seen.contains(id));
         self.restart_log.retain(|id, _| seen.contains(id));
         self.pending_restart.retain(|id, _| seen.contains(id));
         self.start_at.retain(|id, _| seen.contains(id));
+        self.run_started.retain(|id, _| seen.contains(id));
         let checked: Vec<(&Allocation, &TaskSpec, &RestartSpec, &ContainerInfo)> = live
             .values()
             .filter_map(|(a, job)| {
@@ -425,23 +432,45 @@ impl Agent {
     ) -> AllocUpdate {
         let mut u = update(&self.node_id, a, AllocState::Running, a.message.clone());
         if h.status == HealthStatus::Unhealthy {
-            // Stopped now; the restart policy decides when it starts again
-            // (the exit is then reported with this reason).
             let why = format!("unhealthy: {}", h.output.clone().unwrap_or_default());
-            let _ = self.runtime.stop(&c.id, self.config.stop_grace).await;
             self.trackers.remove(&a.id);
-            match self.next_restart(&a.id, policy) {
-                Some(at) => {
-                    warn!(node_id = %self.node_id, alloc = %a.id, reason = %why, "unhealthy; restarting in place after its delay");
-                    self.pending_restart.insert(a.id.clone(), (at, why.clone()));
-                    u.state = AllocState::Exited;
-                    u.message = Some(why);
-                }
-                None => u = self.give_up(a, policy, &why, None),
-            }
+            u = self.kill_and_retry(a, c, policy, &why).await;
         }
         u.health = Some(h);
         u
+    }
+
+    /// Stops a running task that must not go on (unhealthy, timed out) and
+    /// leaves its restart to the restart policy — the exit is then reported
+    /// with `why` — or, that spent, gives up on it.
+    async fn kill_and_retry(
+        &mut self,
+        a: &Allocation,
+        c: &ContainerInfo,
+        policy: &RestartSpec,
+        why: &str,
+    ) -> AllocUpdate {
+        let _ = self.runtime.stop(&c.id, self.config.stop_grace).await;
+        match self.next_restart(&a.id, policy) {
+            Some(at) => {
+                warn!(node_id = %self.node_id, alloc = %a.id, reason = %why, "stopped; restarting in place after its delay");
+                self.pending_restart
+                    .insert(a.id.clone(), (at, why.to_string()));
+                update(&self.node_id, a, AllocState::Exited, Some(why.to_string()))
+            }
+            None => self.give_up(a, policy, why, None),
+        }
+    }
+
+    /// Whether the current run of `a` has lasted past its task's timeout
+    /// (timed from when this agent first saw it running).
+    fn timed_out(&mut self, a: &Allocation, timeout: Option<Duration>) -> bool {
+        let Some(limit) = timeout else { return false };
+        let since = *self
+            .run_started
+            .entry(a.id.clone())
+            .or_insert_with(Instant::now);
+        since.elapsed() >= limit
     }
 
     /// Tasks whose spec has no health checks but whose image has a
@@ -591,6 +620,7 @@ impl Agent {
     fn launched(
         &mut self,
         a: &Allocation,
+        kind: JobKind,
         result: Result<ContainerInfo, RuntimeError>,
     ) -> Option<AllocUpdate> {
         match result {
@@ -613,6 +643,15 @@ impl Agent {
                 // Each failed attempt counts towards rescheduling (absolute, so a
                 // report committed twice counts once).
                 u.failures = Some(a.failures + 1);
+                if kind == JobKind::Batch && matches!(e, RuntimeError::Image { .. }) {
+                    // Retrying here cannot bring the image: a run to completion
+                    // is not retried on this node (its reschedule policy may
+                    // try another).
+                    u.message = Some(format!(
+                        "start failed: {e}; not retried: retrying cannot fix a missing image"
+                    ));
+                    u.gave_up = true;
+                }
                 Some(u)
             }
         }
@@ -636,9 +675,22 @@ impl Agent {
         a: &Allocation,
         kind: JobKind,
         policy: &RestartSpec,
+        timeout: Option<Duration>,
         c: &ContainerInfo,
     ) -> Option<AllocUpdate> {
+        if c.state != ContainerState::Running {
+            self.run_started.remove(&a.id);
+        }
         match &c.state {
+            ContainerState::Running if self.timed_out(a, timeout) => {
+                let why = format!(
+                    "timed out after {}",
+                    humantime::format_duration(timeout.unwrap_or_default())
+                );
+                warn!(node_id = %self.node_id, alloc = %a.id, "{why}; killing it");
+                self.run_started.remove(&a.id);
+                Some(self.kill_and_retry(a, c, policy, &why).await)
+            }
             ContainerState::Running => {
                 // Running well past its last restart: forget the crash history.
                 let settled = self
@@ -908,8 +960,16 @@ fn update(
 ) -> AllocUpdate {
     AllocUpdate {
         message,
+        at_ms: Some(unix_ms()),
         ..AllocUpdate::new(a.id.clone(), node.clone(), state)
     }
+}
+
+/// This node's wall clock, in unix ms (for start and finish times).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub mod health;

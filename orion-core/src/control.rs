@@ -48,21 +48,29 @@ pub struct ControlConfig {
     /// How long a confirmation of leadership by a quorum is trusted before the
     /// leader confirms again (a read barrier: one heartbeat round).
     pub quorum_check: Duration,
+    /// Finished batch jobs are forgotten this long after they finished.
+    pub gc_after: Duration,
 }
 
 impl Default for ControlConfig {
     /// 1 s: pending allocations are retried about once a second. 5,000 placements
     /// keep one Raft entry under a few MB. 5 s of absence is longer than gossip's own
-    /// detection, so it only catches nodes gossip never reported.
+    /// detection, so it only catches nodes gossip never reported. Finished batch
+    /// jobs are kept a day (Kubernetes' and Nomad's order of magnitude), then
+    /// forgotten.
     fn default() -> Self {
         ControlConfig {
             reconcile_interval: Duration::from_secs(1),
             max_placements_per_pass: 5_000,
             absent_grace: Duration::from_secs(5),
             quorum_check: Duration::from_millis(500),
+            gc_after: Duration::from_secs(24 * 3600),
         }
     }
 }
+
+/// How often the leader looks for finished jobs to forget.
+const GC_EVERY: Duration = Duration::from_secs(60);
 
 pub(crate) struct Control {
     pub(crate) node_id: NodeId,
@@ -84,6 +92,7 @@ impl Control {
         let mut dead: Vec<NodeId> = Vec::new();
         let mut confirmed: Option<Instant> = None;
         let mut progress: HashMap<u64, (u64, Instant)> = HashMap::new();
+        let mut last_gc = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => break,
@@ -114,6 +123,10 @@ impl Control {
                 .await;
             self.reconcile().await;
             self.progress_deadlines(&mut progress).await;
+            if last_gc.elapsed() >= GC_EVERY {
+                last_gc = Instant::now();
+                self.collect_finished_jobs().await;
+            }
         }
         debug!(node_id = %self.node_id, "control loop stopped");
     }
@@ -182,6 +195,22 @@ impl Control {
             };
             if let Err(e) = self.store.propose(cmd).await {
                 warn!(error = %e, "could not commit a node's liveness");
+            }
+        }
+    }
+
+    /// Forgets batch jobs finished more than `gc_after` ago.
+    async fn collect_finished_jobs(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let age = self.config.gc_after.as_millis() as u64;
+        let names = self.store.replica().read(|s| s.finished_jobs(now, age));
+        for name in names {
+            info!(job = %name, "forgetting a finished job");
+            let cmd = Command::StopJob { name, purge: true };
+            if let Err(e) = self.store.propose(cmd).await {
+                warn!(error = %e, "could not forget a finished job");
             }
         }
     }

@@ -219,9 +219,47 @@ pub enum JobHealth {
     Pending,
     /// Stopped by a user.
     Stopped,
+    /// A batch job whose every replica completed.
+    Complete,
+    /// A batch job with a replica that failed for good (no restart or
+    /// reschedule left).
+    Failed,
 }
 
 impl JobHealth {
+    /// The health of `job` from its allocations: as [`JobHealth::of`], and
+    /// for a batch job `complete` once every replica completed, `failed` once
+    /// one failed for good.
+    pub fn assess<'a>(job: &Job, allocs: impl Iterator<Item = &'a Allocation>) -> JobHealth {
+        let (mut running, mut complete, mut failed) = (0, 0u32, false);
+        for a in allocs.filter(|a| a.job_version == job.version || a.is_live()) {
+            if a.is_live() && a.state == AllocState::Running {
+                running += 1;
+            }
+            if a.state == AllocState::Complete && a.job_version == job.version {
+                complete += 1;
+            }
+            if a.is_live() && a.failed_here() && a.finished_ms.is_some() {
+                failed = true;
+            }
+        }
+        match job.spec.kind {
+            crate::spec::JobKind::Batch if job.status == JobStatus::Running => {
+                if failed {
+                    JobHealth::Failed
+                } else if complete >= job.spec.replicas {
+                    JobHealth::Complete
+                } else if running > 0 {
+                    // Running towards completion (some may wait for parallelism).
+                    JobHealth::Running
+                } else {
+                    JobHealth::Pending
+                }
+            }
+            _ => JobHealth::of(job, running),
+        }
+    }
+
     /// The health of `job` with `running` of its allocations running.
     pub fn of(job: &Job, running: usize) -> JobHealth {
         match job.status {
@@ -240,6 +278,8 @@ impl fmt::Display for JobHealth {
             JobHealth::Degraded => "degraded",
             JobHealth::Pending => "pending",
             JobHealth::Stopped => "stopped",
+            JobHealth::Complete => "complete",
+            JobHealth::Failed => "failed",
         })
     }
 }
@@ -523,6 +563,13 @@ pub struct Allocation {
     /// leaves it failed when that is spent too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gave_up: bool,
+    /// When its task first ran (unix ms, its node's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    /// When it finished for good: completed, or failed with no restart left
+    /// (unix ms, its node's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
     /// Replacements of failed allocations its slot went through before it
     /// (carried from each to the next, so backoff belongs to the slot).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -551,6 +598,11 @@ pub struct Allocation {
 }
 
 impl Allocation {
+    /// How long it ran, start to finish, once finished (ms).
+    pub fn duration_ms(&self) -> Option<u64> {
+        Some(self.finished_ms?.saturating_sub(self.started_ms?))
+    }
+
     /// Whether it holds resources on its node: placed, wanted and not finished.
     pub fn holds_resources(&self) -> bool {
         self.node.is_some() && self.desired == DesiredState::Run && !self.state.is_terminal()

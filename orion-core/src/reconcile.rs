@@ -203,9 +203,21 @@ fn job_intent(
         .flat_map(|(_, v)| v.iter())
         .filter(|a| a.job_version == job.version && a.deployment.is_some() && !rollout.counts(a))
         .count() as u32;
+    // Batch `parallelism`: new runs start only while fewer than that many live.
+    let mut starts_left = spec
+        .parallelism
+        .filter(|_| spec.kind == JobKind::Batch)
+        .map(|p| p.saturating_sub(by_slot.values().map(|v| v.len() as u32).sum()));
     for slot in 0..spec.replicas {
         let live = by_slot.remove(&slot).unwrap_or_default();
         let done = spec.kind == JobKind::Batch && done_slots.contains(&slot);
+        if live.is_empty() && !done {
+            match starts_left.as_mut() {
+                Some(0) => continue,
+                Some(n) => *n -= 1,
+                None => {}
+            }
+        }
         let room = out.requests.len() < max_requests;
         let ctx = SlotCtx {
             state,

@@ -85,6 +85,9 @@ pub struct JobSpec {
     /// Bin-pack or spread; the cluster default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
+    /// Batch: at most this many of its replicas run at once (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u32>,
     /// 1–100 (default 50): when capacity is short, pending work of higher
     /// priority is placed first, then older jobs first. Nothing running is
     /// preempted for it (yet).
@@ -216,6 +219,15 @@ pub struct TaskSpec {
     /// Probes run by the task's node; the task is healthy while they pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_checks: Vec<HealthCheck>,
+    /// A run that lasts longer is killed and fails (`timed out after 30s`);
+    /// meant for batch tasks. None by default.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// One mount of a task: a named volume (`name`) or a host path (`host_path`,
@@ -449,11 +461,13 @@ impl JobSpec {
                 ports: Vec::new(),
                 volumes: Vec::new(),
                 health_checks: Vec::new(),
+                timeout: None,
             },
             node_selectors: BTreeMap::new(),
             constraints: Vec::new(),
             distinct_hosts: false,
             strategy: None,
+            parallelism: None,
             priority: DEFAULT_PRIORITY,
             update: None,
             restart: None,
@@ -478,14 +492,20 @@ impl JobSpec {
         self.update.clone().unwrap_or_default()
     }
 
-    /// The restart block, or its defaults.
+    /// The restart block, or its defaults (a batch job's are its own).
     pub fn restart_policy(&self) -> RestartSpec {
-        self.restart.clone().unwrap_or_default()
+        self.restart.clone().unwrap_or_else(|| match self.kind {
+            JobKind::Batch => RestartSpec::batch(),
+            _ => RestartSpec::default(),
+        })
     }
 
-    /// The reschedule block, or its defaults.
+    /// The reschedule block, or its defaults (a batch job's are its own).
     pub fn reschedule_policy(&self) -> RescheduleSpec {
-        self.reschedule.clone().unwrap_or_default()
+        self.reschedule.clone().unwrap_or_else(|| match self.kind {
+            JobKind::Batch => RescheduleSpec::batch(),
+            _ => RescheduleSpec::default(),
+        })
     }
 
     /// Sets the replica count.
@@ -606,6 +626,12 @@ impl JobSpec {
                 "update.canary".into(),
                 "a system job has no canaries: it rolls out node by node".into(),
             );
+        }
+        if self.parallelism == Some(0) {
+            err("parallelism".into(), "must be at least 1".into());
+        }
+        if self.task.timeout.is_some_and(|t| t.is_zero()) {
+            err("task.timeout".into(), "must be more than zero".into());
         }
         if !(1..=100).contains(&self.priority) {
             err(

@@ -154,6 +154,32 @@ impl ClusterState {
         self.allocs.with_usage(self.nodes.values())
     }
 
+    /// Jobs garbage collection may forget at `now_ms`: batch jobs that
+    /// finished (every replica complete, or one failed for good) at least
+    /// `min_age_ms` ago by their allocations' finish times, and — when
+    /// `min_age_ms` is 0 (a `job gc` by hand) — stopped jobs whose allocations
+    /// have all stopped.
+    pub fn finished_jobs(&self, now_ms: u64, min_age_ms: u64) -> Vec<String> {
+        use crate::model::JobHealth;
+        self.jobs
+            .values()
+            .filter(|j| {
+                let allocs = || self.allocs_of_job(&j.spec.name);
+                match JobHealth::assess(j, allocs()) {
+                    JobHealth::Complete | JobHealth::Failed => {
+                        let last = allocs().filter_map(|a| a.finished_ms).max().unwrap_or(0);
+                        now_ms.saturating_sub(last) >= min_age_ms
+                    }
+                    JobHealth::Stopped => {
+                        min_age_ms == 0 && allocs().all(|a| a.state.is_terminal())
+                    }
+                    _ => false,
+                }
+            })
+            .map(|j| j.spec.name.clone())
+            .collect()
+    }
+
     /// The slots of a system job: the numbers of the nodes it should run on
     /// (schedulable, tags matching its selectors and constraints).
     pub fn system_slots(&self, spec: &JobSpec) -> BTreeSet<u32> {
@@ -794,6 +820,8 @@ impl ClusterState {
             restarts: 0,
             failures: 0,
             gave_up: false,
+            started_ms: None,
+            finished_ms: None,
             reschedules: 0,
             start_delay_ms: 0,
             reschedule_times_ms: Vec::new(),
@@ -868,6 +896,16 @@ impl ClusterState {
                     a.deploy_healthy = u.deploy_healthy;
                 }
                 a.gave_up |= u.gave_up;
+                if let Some(at) = u.at_ms {
+                    if u.state == AllocState::Running && a.started_ms.is_none() {
+                        a.started_ms = Some(at);
+                    }
+                    let done = u.state == AllocState::Complete || a.gave_up;
+                    if done && a.finished_ms.is_none() {
+                        a.finished_ms = Some(at);
+                        a.started_ms.get_or_insert(at);
+                    }
+                }
                 if u.deploy_healthy == Some(true) {
                     if let Some(at) = u.at_ms {
                         counted_at.push((a.job.clone(), at));
@@ -906,9 +944,18 @@ impl ClusterState {
         {
             return;
         }
+        // A batch job's completed runs of its current version are its result,
+        // and what keeps them from running again: never collected here (the
+        // job's own garbage collection removes them with it).
+        let keep_complete = self
+            .jobs
+            .get(job)
+            .filter(|j| j.spec.kind == crate::spec::JobKind::Batch)
+            .map(|j| j.version);
         let terminal: Vec<AllocId> = self
             .allocs_of_job(job)
             .filter(|a| a.state.is_terminal())
+            .filter(|a| !(a.state == AllocState::Complete && Some(a.job_version) == keep_complete))
             .map(|a| (a.modify_index, a.id.clone()))
             .collect::<BTreeSet<_>>()
             .into_iter()

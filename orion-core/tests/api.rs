@@ -581,6 +581,7 @@ async fn the_openapi_document_matches_the_routes() {
             "/v1/allocations/{id}/stats",
             "/v1/cluster/peers",
             "/v1/deployments",
+            "/v1/gc",
             "/v1/jobs",
             "/v1/jobs/plan",
             "/v1/jobs/{name}",

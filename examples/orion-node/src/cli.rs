@@ -228,6 +228,9 @@ pub enum JobCommand {
     /// A job's latest deployment: show it, pause, resume or fail it.
     #[command(subcommand)]
     Deployment(DeploymentCommand),
+    /// Forget finished batch jobs and stopped jobs (the leader also forgets
+    /// finished batch jobs a day after they finished).
+    Gc,
     /// A job's kept versions, each with its diff from the one before.
     History {
         /// The job's name.

@@ -144,6 +144,19 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
             say!("job {name} reverted: version {}", v["version"]);
         }
         JobCommand::Deployment(cmd) => deployment(&http, &base, cmd).await?,
+        JobCommand::Gc => {
+            let r = send(http.post(format!("{base}/v1/gc")), "job gc", &base).await?;
+            let v: Value = r.json().await?;
+            let names: Vec<&str> = v["collected"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if names.is_empty() {
+                say!("nothing to collect");
+            } else {
+                say!("collected {} jobs: {}", names.len(), names.join(", "));
+            }
+        }
         JobCommand::History { name, patch } => {
             let r = send(
                 http.get(format!("{base}/v1/jobs/{name}/versions")),
@@ -445,12 +458,27 @@ fn print_job(v: &JobView, all: bool) {
                 .as_ref()
                 .map_or_else(|| "-".to_string(), |h| h.status.to_string()),
             ports(a),
-            match a.health.as_ref().and_then(|h| h.output.as_ref()) {
-                Some(probe) => format!(
-                    "{} (last probe: {probe})",
-                    a.message.as_deref().unwrap_or("")
-                ),
-                None => a.message.clone().unwrap_or_default(),
+            {
+                let mut m = match a.health.as_ref().and_then(|h| h.output.as_ref()) {
+                    Some(probe) => format!(
+                        "{} (last probe: {probe})",
+                        a.message.as_deref().unwrap_or("")
+                    ),
+                    None => a.message.clone().unwrap_or_default(),
+                };
+                if let (Some(ms), true) = (a.duration_ms(), spec.kind == orion_core::JobKind::Batch)
+                {
+                    let code = a
+                        .exit_code
+                        .map(|c| format!("exit {c} "))
+                        .unwrap_or_default();
+                    let took = humantime::format_duration(std::time::Duration::from_millis(ms));
+                    m = format!(
+                        "{code}after {took}{}{m}",
+                        if m.is_empty() { "" } else { "; " }
+                    );
+                }
+                m
             },
         ]);
     }

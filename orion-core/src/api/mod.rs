@@ -9,6 +9,7 @@
 //! | `GET /v1/jobs/{name}/deployment`, `GET /v1/deployments` | a job's latest deployment; every kept one |
 //! | `POST /v1/jobs/{name}/deployment/{promote,pause,resume,fail}` | act on its latest deployment (404 none, 409 unsuited) |
 //! | `GET /v1/jobs/{name}/versions` | its kept versions, oldest first |
+//! | `POST /v1/gc` | forget finished batch jobs and stopped ones (`job gc`) |
 //! | `POST /v1/jobs/{name}/revert` `[{"version": N}]` | submit a kept version again (default: the last stable one) |
 //! | `GET /v1/nodes` | list nodes with use |
 //! | `POST /v1/nodes/{id}/drain`, `/undrain` | start or end a drain |
@@ -97,6 +98,7 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(list_deployments))
         .routes(routes!(job_versions))
         .routes(routes!(revert_job))
+        .routes(routes!(gc))
         .routes(routes!(list_nodes))
         .routes(routes!(remove_node))
         .routes(routes!(drain))
@@ -343,13 +345,13 @@ async fn list_jobs(State(c): State<Cluster>, Query(p): Query<ReadParams>) -> Api
         .jobs()
         .into_iter()
         .map(|j| {
-            let running = c
-                .allocations(Some(&j.spec.name))
+            let allocs = c.allocations(Some(&j.spec.name));
+            let running = allocs
                 .iter()
                 .filter(|a| a.state == crate::model::AllocState::Running && a.is_live())
                 .count();
             JobLine {
-                health: crate::model::JobHealth::of(&j, running),
+                health: crate::model::JobHealth::assess(&j, allocs.iter()),
                 running,
                 name: j.spec.name,
                 kind: j.spec.kind,
@@ -478,6 +480,13 @@ async fn revert_job(
     };
     let done = c.revert(&name, body.version).await?;
     Ok(Json(done).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/gc", tag = "jobs",
+    responses((status = 200, description = "the jobs forgotten", body = Vec<String>)))]
+async fn gc(State(c): State<Cluster>) -> ApiResult<Response> {
+    let names = c.gc(None).await?;
+    Ok(Json(json!({ "collected": names })).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes",

@@ -78,6 +78,32 @@ impl Cluster {
             .ok_or_else(|| ClusterError::DeploymentNotFound(job.into()))
     }
 
+    /// Forgets finished jobs (see [`crate::ClusterState::finished_jobs`]):
+    /// those finished at least `min_age` ago, or every finished and stopped
+    /// one with `None` (`job gc`). Answers the names forgotten.
+    pub async fn gc(
+        &self,
+        min_age: Option<std::time::Duration>,
+    ) -> Result<Vec<String>, ClusterError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let age = min_age.map_or(0, |d| d.as_millis() as u64);
+        let names = self
+            .inner
+            .store
+            .replica()
+            .read(|s| s.finished_jobs(now, age));
+        for name in &names {
+            self.propose(Command::StopJob {
+                name: name.clone(),
+                purge: true,
+            })
+            .await?;
+        }
+        Ok(names)
+    }
+
     /// Submits a kept version of a job again as its newest version: `version`,
     /// or by default the last stable version before the current one. What
     /// still runs that version's task keeps running (moved in place).

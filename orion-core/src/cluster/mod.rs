@@ -384,7 +384,7 @@ impl Cluster {
                 .filter(|a| a.is_live() && a.state == crate::model::AllocState::Running)
                 .count();
             Some(JobView {
-                health: crate::model::JobHealth::of(&job, running),
+                health: crate::model::JobHealth::assess(&job, allocations.iter()),
                 running,
                 deployment: s.latest_deployment(name).cloned(),
                 job,

@@ -315,6 +315,17 @@ impl UpdateSpec {
 }
 
 impl RestartSpec {
+    /// A batch job's defaults: 3 attempts within 24 h, 15 s apart, then fail
+    /// (a run to completion may retry more, over a longer window, than a
+    /// service that should simply stay up).
+    pub fn batch() -> RestartSpec {
+        RestartSpec {
+            attempts: 3,
+            interval: std::time::Duration::from_secs(86400),
+            ..RestartSpec::default()
+        }
+    }
+
     /// Every problem with it, as (field under `at`, problem).
     pub fn problems(&self, at: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -344,6 +355,18 @@ impl RestartSpec {
 }
 
 impl RescheduleSpec {
+    /// A batch job's defaults (Nomad's): one replacement within 24 h, after
+    /// 5 s — a run that failed on two nodes is failed.
+    pub fn batch() -> RescheduleSpec {
+        RescheduleSpec {
+            delay: std::time::Duration::from_secs(5),
+            delay_function: DelayFunction::Constant,
+            unlimited: false,
+            attempts: 1,
+            ..RescheduleSpec::default()
+        }
+    }
+
     /// Every problem with it, as (field under `at`, problem).
     pub fn problems(&self, at: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();

@@ -291,6 +291,8 @@ mod tests {
             restarts: 0,
             failures: 0,
             gave_up: false,
+            started_ms: None,
+            finished_ms: None,
             reschedules: 0,
             start_delay_ms: 0,
             reschedule_times_ms: Vec::new(),

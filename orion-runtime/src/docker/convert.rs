@@ -328,6 +328,7 @@ mod tests {
                 ports: Vec::new(),
                 volumes: Vec::new(),
                 health_checks: Vec::new(),
+                timeout: None,
             },
             ports: vec![
                 binding("http", 80, 8080, Protocol::Tcp, "127.0.0.1"),

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod batch;
 mod boxed;
 mod cli;
 mod cluster;

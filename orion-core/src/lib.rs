@@ -17,6 +17,7 @@
 //! - Seams: [`runtime`] (`Runtime`), [`store`] (`Store`), [`membership`]
 //!   (`Membership`), [`scheduler`] (`Scheduler`).
 //! - [`reconcile`]: the pure reconciler (desired vs observed → plan).
+//! - [`catalog`]: services and their instances, read off the allocations.
 //! - Loops: [`agent`] (every node: drive the runtime, probe health, restart
 //!   under the restart policy, judge deployments, remove deleted volumes),
 //!   [`control`] (the leader: liveness, reconciliation, progress deadlines).
@@ -28,6 +29,7 @@
 pub mod agent;
 pub mod api;
 pub mod batching;
+pub mod catalog;
 pub mod cluster;
 pub mod command;
 pub mod control;

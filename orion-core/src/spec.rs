@@ -219,6 +219,10 @@ pub struct TaskSpec {
     /// Probes run by the task's node; the task is healthy while they pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_checks: Vec<HealthCheck>,
+    /// The service its running allocations are instances of in the catalog
+    /// (by default one named after the job, with no tags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
     /// A run that lasts longer is killed and fails (`timed out after 30s`);
     /// meant for batch tasks. None by default.
     #[serde(
@@ -228,6 +232,21 @@ pub struct TaskSpec {
     )]
     #[schema(value_type = Option<String>)]
     pub timeout: Option<std::time::Duration>,
+}
+
+/// How a task's allocations appear in the service catalog.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The service's name (DNS-safe); the job's name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Tags clients filter on (`?tag=`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Free-form metadata.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
 }
 
 /// One mount of a task: a named volume (`name`) or a host path (`host_path`,
@@ -461,6 +480,7 @@ impl JobSpec {
                 ports: Vec::new(),
                 volumes: Vec::new(),
                 health_checks: Vec::new(),
+                service: None,
                 timeout: None,
             },
             node_selectors: BTreeMap::new(),
@@ -626,6 +646,11 @@ impl JobSpec {
                 "update.canary".into(),
                 "a system job has no canaries: it rolls out node by node".into(),
             );
+        }
+        if let Some(name) = self.task.service.as_ref().and_then(|s| s.name.as_ref()) {
+            if let Err(p) = check_dns_label(name) {
+                err("task.service.name".into(), p);
+            }
         }
         if self.parallelism == Some(0) {
             err("parallelism".into(), "must be at least 1".into());

@@ -593,6 +593,8 @@ async fn the_openapi_document_matches_the_routes() {
             "/v1/nodes/{id}",
             "/v1/nodes/{id}/drain",
             "/v1/nodes/{id}/undrain",
+            "/v1/services",
+            "/v1/services/{name}",
             "/v1/status/leader",
             "/v1/volumes",
             "/v1/volumes/{name}",
@@ -880,5 +882,87 @@ async fn deployments_and_versions_over_the_api_with_their_bad_input() {
     let (status, all) = get(&base, "/v1/deployments").await;
     assert_eq!(status, 200);
     assert_eq!(all.as_array().map(Vec::len), Some(3), "{all}");
+    cluster.shutdown().await;
+}
+
+/// The catalog over the API: running allocations with named ports are
+/// instances of their service (tags and metadata from `task.service`), only
+/// healthy ones by default, filtered by tag; a blocking read returns as soon as
+/// the service changes past its index, and after the wait with the same index
+/// when nothing does.
+#[tokio::test]
+async fn the_service_catalog_and_its_blocking_reads() {
+    let (cluster, base, _) = node().await;
+    let spec = serde_json::json!({
+        "name": "api", "replicas": 2,
+        "task": { "image": "orion-test/web:1",
+                  "ports": [{ "name": "http", "container_port": 80 }],
+                  "resources": { "cpu": 0.1, "memory_mb": 32 },
+                  "service": { "name": "backend", "tags": ["v1", "blue"], "meta": { "team": "core" } } }
+    });
+    let (status, _) = post(&base, "application/json", &spec.to_string()).await;
+    assert_eq!(status, 201);
+    wait_for("two instances", || cluster.service("backend").1.len() == 2).await;
+    let (status, list) = get(&base, "/v1/services").await;
+    assert_eq!(status, 200);
+    assert_eq!(list[0]["name"], "backend", "{list}");
+    assert_eq!(
+        (list[0]["instances"].as_u64(), list[0]["healthy"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let r = reqwest::get(format!("{base}/v1/services/backend?tag=blue"))
+        .await
+        .unwrap();
+    let index: u64 = r.headers()["x-orion-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let inst: Value = r.json().await.unwrap();
+    assert_eq!(inst.as_array().map(Vec::len), Some(2), "{inst}");
+    assert_eq!(inst[0]["meta"]["team"], "core");
+    assert!(inst[0]["port"].as_u64().unwrap() > 0);
+    let (_, none) = get(&base, "/v1/services/backend?tag=green").await;
+    assert_eq!(none.as_array().map(Vec::len), Some(0));
+
+    // Nothing changes: the wait passes with the same index.
+    let start = std::time::Instant::now();
+    let r = reqwest::get(format!(
+        "{base}/v1/services/backend?index={index}&wait=300ms"
+    ))
+    .await
+    .unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        r.headers()["x-orion-index"].to_str().unwrap(),
+        index.to_string()
+    );
+
+    // A scale-up changes it: the blocking read returns at once with the third.
+    let url = format!("{base}/v1/services/backend?index={index}&wait=30s");
+    let blocked = tokio::spawn(async move {
+        let r = reqwest::get(url).await.unwrap();
+        let i: u64 = r.headers()["x-orion-index"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (i, r.json::<Value>().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut more = spec.clone();
+    more["replicas"] = 3.into();
+    post(&base, "application/json", &more.to_string()).await;
+    let (new_index, _) = tokio::time::timeout(Duration::from_secs(10), blocked)
+        .await
+        .expect("the blocking read returned")
+        .unwrap();
+    assert!(new_index > index);
+    wait_for("three instances", || {
+        cluster.service("backend").1.len() == 3
+    })
+    .await;
+    let (status, e) = get(&base, "/v1/services/backend?index=1&wait=soon").await;
+    assert_eq!(status, 400, "{e}");
     cluster.shutdown().await;
 }

@@ -10,7 +10,10 @@
 //!   when the engine is not in a swarm already; `docker swarm leave --force` on
 //!   the way out, also on a panic); service `orion-bench-roll` of 10 replicas of
 //!   the same image and command with the equivalent health check (`wget` of `/`
-//!   every second) and limits; each sample times `docker service update
+//!   every second), limits and init (`--init`: Orion runs tasks under the
+//!   engine's init, so a SIGTERM stops them at once; without it busybox httpd as
+//!   PID 1 ignores SIGTERM and every stop waits out the 10 s grace — 72 s for
+//!   this update instead of 8); each sample times `docker service update
 //!   --update-parallelism 2 --env-add V=n`, which returns once the update has
 //!   converged (Swarm moves on when a new task is running, which for a task with
 //!   a health check means healthy — the same bar as `min_healthy_time: 0s`).

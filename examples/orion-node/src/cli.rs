@@ -49,6 +49,9 @@ pub enum Command {
     /// Named volumes: data on one node that outlives its tasks.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// The service catalog: running allocations with named ports.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Reach an allocation's task: logs, exec, stats.
     #[command(subcommand)]
     Alloc(AllocCommand),
@@ -347,6 +350,28 @@ pub enum AllocCommand {
         /// The allocation's id.
         id: String,
         /// Output: a Go template over the JSON.
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+/// `orion-node service …`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// List services with their instance counts.
+    List {
+        /// Output: the API's JSON, or a Go template over it.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// A service's instances: where to reach each, and its health.
+    Status {
+        /// The service's name.
+        name: String,
+        /// Show unhealthy instances too.
+        #[arg(long)]
+        all: bool,
+        /// Output: the API's JSON, or a Go template over it.
         #[command(flatten)]
         out: Output,
     },

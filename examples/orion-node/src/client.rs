@@ -7,7 +7,9 @@ use anyhow::{Context, Result};
 use orion_core::{Allocation, JobView, NodeView};
 use serde_json::Value;
 
-use crate::cli::{AllocCommand, DeploymentCommand, JobCommand, NodeCommand, Output, VolumeCommand};
+use crate::cli::{
+    AllocCommand, DeploymentCommand, JobCommand, NodeCommand, Output, ServiceCommand, VolumeCommand,
+};
 use crate::out::{say, Table};
 use crate::template::Template;
 
@@ -502,6 +504,68 @@ fn print_raw(out: &Output, template: Option<&Template>, v: &Value) -> Result<boo
         return Ok(true);
     }
     Ok(false)
+}
+
+/// `orion-node service …`.
+pub async fn service(addr: &str, cmd: ServiceCommand) -> Result<()> {
+    let base = base_url(addr);
+    let http = reqwest::Client::new();
+    match cmd {
+        ServiceCommand::List { out } => {
+            let template = template(&out)?;
+            let r = send(
+                http.get(format!("{base}/v1/services")),
+                "service list",
+                &base,
+            )
+            .await?;
+            let v: Value = r.json().await?;
+            if print_raw(&out, template.as_ref(), &v)? {
+                return Ok(());
+            }
+            let list: Vec<orion_core::catalog::ServiceSummary> = serde_json::from_value(v)?;
+            let mut t = Table::new(&["NAME", "HEALTHY", "TAGS"]);
+            for s in list {
+                t.row(vec![
+                    s.name,
+                    format!("{}/{}", s.healthy, s.instances),
+                    s.tags.join(","),
+                ]);
+            }
+            t.print();
+        }
+        ServiceCommand::Status { name, all, out } => {
+            let template = template(&out)?;
+            let url = format!("{base}/v1/services/{name}?healthy={}", !all);
+            let r = send(http.get(url), "service status", &base).await?;
+            let v: Value = r.json().await?;
+            if print_raw(&out, template.as_ref(), &v)? {
+                return Ok(());
+            }
+            let list: Vec<orion_core::catalog::Instance> = serde_json::from_value(v)?;
+            let mut t = Table::new(&["ALLOCATION", "NODE", "ADDRESS", "HEALTH", "TAGS"]);
+            for i in list {
+                t.row(vec![
+                    i.alloc,
+                    i.node,
+                    format!("{}:{}", i.address, i.port),
+                    i.health.map_or_else(
+                        || {
+                            if i.healthy {
+                                "passing".into()
+                            } else {
+                                "-".into()
+                            }
+                        },
+                        |h| h.to_string(),
+                    ),
+                    i.tags.join(","),
+                ]);
+            }
+            t.print();
+        }
+    }
+    Ok(())
 }
 
 /// `orion-node volume …`.

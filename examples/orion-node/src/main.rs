@@ -88,6 +88,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Job(cmd) => client::job(&cli.addr, cmd).await,
         cli::Command::Node(cmd) => client::node(&cli.addr, cmd).await,
         cli::Command::Volume(cmd) => client::volume(&cli.addr, cmd).await,
+        cli::Command::Service(cmd) => client::service(&cli.addr, cmd).await,
         cli::Command::Alloc(cmd) => client::alloc(&cli.addr, cmd).await,
         cli::Command::DemoWeb { port, dir } => demo::serve(port, dir).await,
         cli::Command::Completions { shell } => completions(shell),

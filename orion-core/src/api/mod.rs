@@ -10,6 +10,7 @@
 //! | `POST /v1/jobs/{name}/deployment/{promote,pause,resume,fail}` | act on its latest deployment (404 none, 409 unsuited) |
 //! | `GET /v1/jobs/{name}/versions` | its kept versions, oldest first |
 //! | `POST /v1/gc` | forget finished batch jobs and stopped ones (`job gc`) |
+//! | `GET /v1/services`, `GET /v1/services/{name}[?healthy=false&tag=T&index=N&wait=30s]` | the catalog; a service's instances (healthy only by default), blocking on `index` |
 //! | `POST /v1/jobs/{name}/revert` `[{"version": N}]` | submit a kept version again (default: the last stable one) |
 //! | `GET /v1/nodes` | list nodes with use |
 //! | `POST /v1/nodes/{id}/drain`, `/undrain` | start or end a drain |
@@ -99,6 +100,8 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(job_versions))
         .routes(routes!(revert_job))
         .routes(routes!(gc))
+        .routes(routes!(list_services))
+        .routes(routes!(get_service))
         .routes(routes!(list_nodes))
         .routes(routes!(remove_node))
         .routes(routes!(drain))
@@ -487,6 +490,80 @@ async fn revert_job(
 async fn gc(State(c): State<Cluster>) -> ApiResult<Response> {
     let names = c.gc(None).await?;
     Ok(Json(json!({ "collected": names })).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/services", tag = "services",
+    params(("consistent" = Option<bool>, Query)),
+    responses((status = 200, body = Vec<crate::catalog::ServiceSummary>)))]
+async fn list_services(
+    State(c): State<Cluster>,
+    Query(p): Query<ReadParams>,
+) -> ApiResult<Response> {
+    let h = consistency(&c, &p).await?;
+    Ok((h, Json(c.services())).into_response())
+}
+
+/// The query of `GET /v1/services/{name}`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ServiceQuery {
+    /// Only healthy instances (default true).
+    #[serde(default = "yes")]
+    healthy: bool,
+    /// Only instances with this tag.
+    #[serde(default)]
+    tag: Option<String>,
+    /// Block until the service's index differs from this.
+    #[serde(default)]
+    index: Option<u64>,
+    /// How long to block at most (default 5m, at most 10m).
+    #[serde(default)]
+    wait: Option<String>,
+    /// A linearizable read.
+    #[serde(default)]
+    consistent: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[utoipa::path(get, path = "/v1/services/{name}", tag = "services",
+    params(("name" = String, Path), ServiceQuery),
+    responses((status = 200, description = "its instances; `x-orion-index` is the service's index",
+        body = Vec<crate::catalog::Instance>), (status = 400, body = ErrorBody)))]
+async fn get_service(
+    State(c): State<Cluster>,
+    Path(name): Path<String>,
+    Query(q): Query<ServiceQuery>,
+) -> ApiResult<Response> {
+    if q.consistent {
+        c.sync().await?;
+    }
+    let (index, all) = match q.index {
+        None => c.service(&name),
+        Some(n) => {
+            let wait = match q.wait.as_deref() {
+                None => std::time::Duration::from_secs(300),
+                Some(w) => humantime::parse_duration(w).map_err(|e| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        json!({ "error": format!("wait: {w:?}: {e}") }),
+                    )
+                })?,
+            };
+            c.service_after(&name, n, wait.min(std::time::Duration::from_secs(600)))
+                .await
+        }
+    };
+    let shown: Vec<crate::catalog::Instance> = all
+        .into_iter()
+        .filter(|i| !q.healthy || i.healthy)
+        .filter(|i| q.tag.as_ref().is_none_or(|t| i.tags.contains(t)))
+        .collect();
+    let mut h = HeaderMap::new();
+    h.insert("x-orion-index", HeaderValue::from(index));
+    Ok((h, Json(shown)).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes",

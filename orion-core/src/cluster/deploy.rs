@@ -135,3 +135,71 @@ impl Cluster {
         )
     }
 }
+
+impl Cluster {
+    /// Every service in the catalog, from this node's replica.
+    pub fn services(&self) -> Vec<crate::catalog::ServiceSummary> {
+        self.inner.store.replica().read(crate::catalog::services)
+    }
+
+    /// A service's index and instances (healthy or not), from this node's
+    /// replica.
+    pub fn service(&self, name: &str) -> (u64, Vec<crate::catalog::Instance>) {
+        self.inner
+            .store
+            .replica()
+            .read(|s| crate::catalog::instances(s, name))
+    }
+
+    /// A blocking read of a service: answers as soon as its index is not
+    /// `index` any more, or after `wait` with it unchanged (Consul's and
+    /// Nomad's blocking queries).
+    pub async fn service_after(
+        &self,
+        name: &str,
+        index: u64,
+        wait: std::time::Duration,
+    ) -> (u64, Vec<crate::catalog::Instance>) {
+        let replica = self.inner.store.replica().clone();
+        let mut changes = replica.subscribe_changes();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let now = self.service(name);
+            if now.0 != index {
+                return now;
+            }
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Err(_) => return now,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return now,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// A service's instances now, then again each time they change (healthy
+    /// or not; filter on [`crate::catalog::Instance::healthy`]): what a
+    /// client-side load balancer follows.
+    pub fn watch_service(
+        &self,
+        name: &str,
+    ) -> futures::stream::BoxStream<'static, Vec<crate::catalog::Instance>> {
+        use futures::StreamExt;
+        let cluster = self.clone();
+        let name = name.to_string();
+        futures::stream::unfold(None, move |last: Option<u64>| {
+            let (cluster, name) = (cluster.clone(), name.clone());
+            async move {
+                let (index, instances) = match last {
+                    None => cluster.service(&name),
+                    Some(i) => {
+                        cluster
+                            .service_after(&name, i, std::time::Duration::from_secs(3600))
+                            .await
+                    }
+                };
+                Some((instances, Some(index)))
+            }
+        })
+        .boxed()
+    }
+}

@@ -285,6 +285,7 @@ mod tests {
             ports: Vec::new(),
             volumes: Vec::new(),
             health_checks: Vec::new(),
+            service: None,
             timeout: None,
         }
     }

@@ -328,6 +328,7 @@ mod tests {
                 ports: Vec::new(),
                 volumes: Vec::new(),
                 health_checks: Vec::new(),
+                service: None,
                 timeout: None,
             },
             ports: vec![

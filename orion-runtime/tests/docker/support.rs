@@ -121,6 +121,7 @@ pub fn task(argv: &[&str]) -> TaskSpec {
         ports: Vec::new(),
         volumes: Vec::new(),
         health_checks: Vec::new(),
+        service: None,
         timeout: None,
     }
 }

@@ -72,11 +72,14 @@ async fn a_crashing_task_backs_off_then_moves_node_then_stays_failed() {
         .windows(2)
         .map(|w| (w[1] - w[0]).as_secs_f64())
         .collect();
-    // The n-th restart waits delay × 2^n plus up to 25%, after an exit the
-    // agent notices within its 1 s tick, and a start of ~0.5 s.
+    // The n-th restart waits delay × 2^n plus up to 25%, after a run of 0.2 s
+    // and an exit the agent notices within its 1 s tick, then is started at
+    // the first tick past its time (up to 1 s more) in ~0.5 s, and seen by a
+    // 100 ms poll: up to ~3 s over the delay on a quiet machine, more on a
+    // busy one.
     for (gap, delay) in gaps.iter().zip([2.0, 4.0]) {
         assert!(
-            *gap >= delay - 0.3 && *gap <= delay * 1.25 + 2.5,
+            *gap >= delay - 0.3 && *gap <= delay * 1.25 + 4.0,
             "restart gaps {gaps:?} do not follow the 2 s, 4 s schedule"
         );
     }

@@ -10,13 +10,15 @@
 //!   when the engine is not in a swarm already; `docker swarm leave --force` on
 //!   the way out, also on a panic); service `orion-bench-roll` of 10 replicas of
 //!   the same image and command with the equivalent health check (`wget` of `/`
-//!   every second), limits and init (`--init`: Orion runs tasks under the
-//!   engine's init, so a SIGTERM stops them at once; without it busybox httpd as
-//!   PID 1 ignores SIGTERM and every stop waits out the 10 s grace — 72 s for
-//!   this update instead of 8); each sample times `docker service update
+//!   every second) and limits; each sample times `docker service update
 //!   --update-parallelism 2 --env-add V=n`, which returns once the update has
 //!   converged (Swarm moves on when a new task is running, which for a task with
 //!   a health check means healthy — the same bar as `min_healthy_time: 0s`).
+//!   Swarm's defaults otherwise: the old task, busybox httpd as PID 1, ignores
+//!   SIGTERM, so each batch waits out the 10 s stop grace.
+//! - `rolling/swarm_10x2_init`: the same with `--init`: the tasks run under the
+//!   engine's init, as Orion runs every task, so a SIGTERM stops them at once —
+//!   the like-for-like figure.
 //!
 //! Run: `cargo bench -p orion-node --bench rolling`
 
@@ -104,11 +106,14 @@ impl Drop for Swarm {
     }
 }
 
-fn swarm_create() {
+/// Creates the service, its tasks under the engine's init with `init`.
+fn swarm_create(init: bool) {
     let replicas = REPLICAS.to_string();
+    docker(&["service", "rm", "orion-bench-roll"]);
     let out = docker(&[
         "service",
         "create",
+        if init { "--init" } else { "--quiet" },
         "--quiet",
         "--detach=false",
         "--no-resolve-image",
@@ -201,9 +206,14 @@ fn rolling(cr: &mut Criterion) {
     drop(solo);
 
     if let Some(_swarm) = Swarm::init() {
-        swarm_create();
         let mut version = 0;
+        swarm_create(false);
         group.bench_function("swarm_10x2", |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| swarm_roll(&mut version)).sum())
+        });
+        // The same with its tasks under the engine's init, as Orion's are.
+        swarm_create(true);
+        group.bench_function("swarm_10x2_init", |b| {
             b.iter_custom(|iters| (0..iters).map(|_| swarm_roll(&mut version)).sum())
         });
     }

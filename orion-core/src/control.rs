@@ -78,6 +78,7 @@ pub(crate) struct Control {
     pub(crate) membership: Arc<dyn Membership>,
     pub(crate) scheduler: Arc<dyn Scheduler>,
     pub(crate) config: ControlConfig,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Control {
@@ -279,6 +280,7 @@ impl Control {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        let started = Instant::now();
         let plan = reconcile::plan_at(
             &state,
             &*self.scheduler,
@@ -286,6 +288,10 @@ impl Control {
             state.applied_index,
             Some(now_ms),
         );
+        self.metrics
+            .plan_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.unplaced.inc_by(plan.unplaced.len() as u64);
         drop(state);
         if plan.is_empty() {
             return;
@@ -298,6 +304,9 @@ impl Control {
         );
         match self.store.propose(Command::ApplyPlan { plan }).await {
             Ok(applied) => {
+                if let crate::command::Response::Plan { placed, .. } = &applied.response {
+                    self.metrics.placements.inc_by(*placed as u64);
+                }
                 debug!(index = applied.index, response = ?applied.response, "plan applied")
             }
             Err(e) => warn!(error = %e, "could not commit a plan"),
@@ -368,6 +377,7 @@ mod tests {
                 quorum_check: Duration::from_millis(20),
                 ..ControlConfig::default()
             },
+            metrics: Default::default(),
         };
         let (stop, rx) = watch::channel(false);
         (stop, tokio::spawn(control.run(rx)))

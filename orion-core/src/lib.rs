@@ -18,6 +18,7 @@
 //!   (`Membership`), [`scheduler`] (`Scheduler`).
 //! - [`reconcile`]: the pure reconciler (desired vs observed → plan).
 //! - [`catalog`]: services and their instances, read off the allocations.
+//! - [`metrics`]: the node's Prometheus registry (`GET /metrics`).
 //! - Loops: [`agent`] (every node: drive the runtime, probe health, restart
 //!   under the restart policy, judge deployments, remove deleted volumes),
 //!   [`control`] (the leader: liveness, reconciliation, progress deadlines).
@@ -34,6 +35,7 @@ pub mod cluster;
 pub mod command;
 pub mod control;
 pub mod membership;
+pub mod metrics;
 pub mod model;
 pub mod reconcile;
 pub mod replica;

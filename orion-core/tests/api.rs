@@ -966,3 +966,79 @@ async fn the_service_catalog_and_its_blocking_reads() {
     assert_eq!(status, 400, "{e}");
     cluster.shutdown().await;
 }
+
+/// `GET /metrics`: the node's registry in the Prometheus text format, with
+/// cluster state read at the scrape and API requests counted by route pattern
+/// (checked by promtool when it is installed, as in CI).
+#[tokio::test]
+async fn metrics_are_served_in_the_prometheus_text_format() {
+    let (cluster, base, _) = node().await;
+    let (status, _) = post(&base, "application/yaml", WEB).await;
+    assert_eq!(status, 201);
+    wait_for("running", || {
+        cluster
+            .allocations(Some("web"))
+            .iter()
+            .filter(|a| a.state == orion_core::AllocState::Running)
+            .count()
+            == 2
+    })
+    .await;
+    let _ = get(&base, "/v1/jobs/web").await;
+    let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ctype = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    let text = r.text().await.unwrap();
+    for want in [
+        "orion_allocations{state=\"running\"} 2",
+        "orion_nodes{state=\"ready\"} 1",
+        "orion_jobs 1",
+        "orion_deployments{state=",
+        "orion_api_requests_total{route=\"/v1/jobs/{name}\",method=\"GET\",status=\"200\"} 1",
+        "orion_api_request_duration_seconds_bucket{le=\"0.0005\",route=\"/v1/jobs\"}",
+        "orion_scheduler_placements_total 2",
+        "orion_scheduler_plan_duration_seconds_count",
+        "orion_store_applied_index",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    match promtool {
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("promtool is not installed and CI=true")
+        }
+        Err(_) => eprintln!("SKIP promtool check: promtool is not installed"),
+    }
+    let open = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    let ctype = open.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    assert!(open.text().await.unwrap().ends_with("# EOF\n"));
+    cluster.shutdown().await;
+}

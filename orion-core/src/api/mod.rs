@@ -62,6 +62,7 @@ use crate::store::{Peer, StoreError};
 pub fn router(cluster: Cluster) -> Router {
     let (router, doc) = routes().split_for_parts();
     let doc = std::sync::Arc::new(doc);
+    let metrics = cluster.metrics().clone();
     router
         .route(
             "/v1/openapi.json",
@@ -70,9 +71,69 @@ pub fn router(cluster: Cluster) -> Router {
                 async move { Json((*doc).clone()) }
             }),
         )
+        .route("/metrics", get(prometheus))
         .fallback(no_route)
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let metrics = metrics.clone();
+                count_request(metrics, req, next)
+            },
+        ))
         .with_state(cluster)
+}
+
+/// `GET /metrics`: the node's metrics in the Prometheus text format, or in
+/// OpenMetrics when the scraper asks for it (`Accept`).
+async fn prometheus(State(c): State<Cluster>, headers: HeaderMap) -> Response {
+    let state = c.store().replica().current();
+    let open = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let (ctype, body) = if open {
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            c.metrics().encode(&state),
+        )
+    } else {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            c.metrics().encode_text(&state),
+        )
+    };
+    ([(header::CONTENT_TYPE, ctype)], body).into_response()
+}
+
+/// Counts a request and times it, by the route's pattern (not the path, so
+/// ids do not explode the label set).
+async fn count_request(
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    let r = next.run(req).await;
+    metrics
+        .api_latency
+        .get_or_create(&crate::metrics::RouteOnly {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .api_requests
+        .get_or_create(&crate::metrics::RouteLabels {
+            route,
+            method,
+            status: r.status().as_u16(),
+        })
+        .inc();
+    r
 }
 
 /// The OpenAPI document of [`router`]'s routes.

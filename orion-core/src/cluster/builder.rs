@@ -333,6 +333,7 @@ impl ClusterBuilder {
             health_tx,
         );
         tasks.push(tokio::spawn(agent.run(shutdown_rx.clone())));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         if info.role == NodeRole::Manager {
             let control = Control {
                 node_id: info.id.clone(),
@@ -340,6 +341,7 @@ impl ClusterBuilder {
                 membership: membership.clone(),
                 scheduler: scheduler.clone(),
                 config: self.config.control,
+                metrics: metrics.clone(),
             };
             tasks.push(tokio::spawn(control.run(shutdown_rx.clone())));
         }
@@ -354,6 +356,7 @@ impl ClusterBuilder {
             http_addr,
             registered,
             scheduler,
+            metrics,
             closed: Default::default(),
         });
         let cluster = Cluster::owning(inner.clone());

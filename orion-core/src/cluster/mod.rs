@@ -160,6 +160,8 @@ pub(crate) struct Inner {
     pub(crate) registered: watch::Receiver<bool>,
     /// The scheduler the control loop uses, for dry runs (`plan_job`).
     pub(crate) scheduler: Arc<dyn crate::scheduler::Scheduler>,
+    /// This node's metrics.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Set by whoever first stops the node (`shutdown`, or the last owning
     /// handle's drop), so the store and membership are shut down once.
     pub(crate) closed: std::sync::atomic::AtomicBool,
@@ -269,6 +271,12 @@ impl Cluster {
     /// The store this node uses.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// This node's metrics (its own registry: add to it, or encode it into a
+    /// host's scrape).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
     }
 
     /// The runtime this node drives.

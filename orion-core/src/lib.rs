@@ -34,6 +34,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod command;
 pub mod control;
+pub mod dns;
 pub mod membership;
 pub mod metrics;
 pub mod model;

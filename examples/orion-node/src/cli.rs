@@ -101,6 +101,13 @@ pub struct AgentArgs {
     /// HTTP API address to listen on [default: 127.0.0.1:8080].
     #[arg(long)]
     pub http: Option<SocketAddr>,
+    /// DNS address to answer the service catalog on, UDP and TCP [default:
+    /// 127.0.0.1:8600; skipped with a warning when that port is taken].
+    #[arg(long, conflicts_with = "no_dns")]
+    pub dns: Option<SocketAddr>,
+    /// Serve no DNS.
+    #[arg(long)]
+    pub no_dns: bool,
     /// This node's id [default: the one stored in the data dir, else the host name].
     #[arg(long)]
     pub node_id: Option<String>,

@@ -20,7 +20,10 @@ pub fn node_config(args: &AgentArgs) -> Result<NodeConfig> {
         (opt $($f:ident),*) => { $( if let Some(v) = args.$f.clone() { c.$f = Some(v); } )* };
     }
     flag!(data_dir, http, raft, gossip, host_ip, port_range, role, engine, max_voters);
-    flag!(opt node_id, cpu, memory_mb, disk_mb, advertise_http);
+    flag!(opt node_id, cpu, memory_mb, disk_mb, advertise_http, dns);
+    if args.no_dns {
+        c.dns = None;
+    }
     if let Some(t) = args.join_timeout {
         c.join_timeout = t;
     }

@@ -145,6 +145,7 @@ pub struct ClusterBuilder {
     scheduler: Option<Arc<dyn Scheduler>>,
     config: ClusterConfig,
     http: Vec<HttpBind>,
+    dns: Option<SocketAddr>,
 }
 
 impl ClusterBuilder {
@@ -158,6 +159,7 @@ impl ClusterBuilder {
             scheduler: None,
             config: ClusterConfig::default(),
             http: Vec::new(),
+            dns: None,
         }
     }
 
@@ -226,6 +228,13 @@ impl ClusterBuilder {
     /// Serves the HTTP API on this address (port 0 picks a free port).
     pub fn http(mut self, addr: SocketAddr) -> Self {
         self.http.push(HttpBind::Addr(addr));
+        self
+    }
+
+    /// Answers DNS for the service catalog on this address, UDP and TCP
+    /// (port 0 picks a free port; see [`crate::dns`]). Off unless given.
+    pub fn dns(mut self, addr: SocketAddr) -> Self {
+        self.dns = Some(addr);
         self
     }
 
@@ -302,6 +311,14 @@ impl ClusterBuilder {
             None => None,
         };
         let http_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let dns = match self.dns {
+            Some(addr) => Some(
+                crate::dns::bind(addr)
+                    .map_err(|e| ClusterError::config("dns", format!("cannot bind {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        let dns_addr = dns.as_ref().map(|(u, _)| u.local_addr()).transpose()?;
         let info = node_info(&profile, http_addr);
         crate::spec::check_dns_label(&info.id).map_err(|p| ClusterError::config("node_id", p))?;
         // Every proposal from this node (API, agent, control loop) goes through one
@@ -354,6 +371,7 @@ impl ClusterBuilder {
             tasks: Mutex::new(tasks),
             runtime_health,
             http_addr,
+            dns_addr,
             registered,
             scheduler,
             metrics,
@@ -376,7 +394,16 @@ impl ClusterBuilder {
                 }
             }));
         }
-        info!(node_id = %cluster.node_id(), http = ?http_addr, "node started");
+        if let Some((udp, tcp)) = dns {
+            let replica = inner.store.replica().clone();
+            let stop = inner.shutdown.subscribe();
+            inner.tasks.lock().push(tokio::spawn(async move {
+                if let Err(e) = crate::dns::serve(replica, udp, tcp, stop).await {
+                    warn!(error = %e, "dns server failed");
+                }
+            }));
+        }
+        info!(node_id = %cluster.node_id(), http = ?http_addr, dns = ?dns_addr, "node started");
         Ok(cluster)
     }
 }

@@ -157,6 +157,7 @@ pub(crate) struct Inner {
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) runtime_health: watch::Receiver<Option<String>>,
     pub(crate) http_addr: Option<SocketAddr>,
+    pub(crate) dns_addr: Option<SocketAddr>,
     pub(crate) registered: watch::Receiver<bool>,
     /// The scheduler the control loop uses, for dry runs (`plan_job`).
     pub(crate) scheduler: Arc<dyn crate::scheduler::Scheduler>,
@@ -261,6 +262,11 @@ impl Cluster {
     /// What this node registered about itself.
     pub fn node_info(&self) -> &NodeInfo {
         &self.inner.node
+    }
+
+    /// The DNS server's bound address, when this node serves DNS.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.inner.dns_addr
     }
 
     /// The HTTP API's bound address, when this node serves it.

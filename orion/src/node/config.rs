@@ -45,6 +45,12 @@ pub struct NodeConfig {
     /// on loopback so nothing is exposed beyond the host unless asked. Port 0
     /// picks a free port (tests, several nodes in one process).
     pub http: SocketAddr,
+    /// Where the node answers DNS for the service catalog (UDP and TCP).
+    /// Default `127.0.0.1:8600`, Consul's DNS port, on loopback; when that
+    /// default port is taken (a second node on one host) the node warns and
+    /// serves no DNS, while an address given explicitly that cannot be bound
+    /// fails the start. `None`: no DNS.
+    pub dns: Option<SocketAddr>,
     /// The Raft transport's listen address. Default `127.0.0.1:7946`, Orion's Raft
     /// port. Port 0 picks a free port.
     pub raft: SocketAddr,
@@ -103,6 +109,10 @@ pub struct NodeConfig {
     pub loops: ClusterConfig,
 }
 
+/// The default DNS address ([`NodeConfig::dns`]).
+pub const DEFAULT_DNS: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8600);
+
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
@@ -110,6 +120,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("orion-data"),
             role: NodeRole::Manager,
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            dns: Some(DEFAULT_DNS),
             raft: SocketAddr::from(([127, 0, 0, 1], 7946)),
             gossip: SocketAddr::from(([127, 0, 0, 1], 7947)),
             advertise_http: None,

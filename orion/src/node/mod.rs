@@ -171,6 +171,8 @@ impl NodeBuilder {
         join_timeout: std::time::Duration => |c, v| c.join_timeout = v;
         /// The HTTP API's listen address ([`NodeConfig::http`]).
         http: SocketAddr => |c, v| c.http = v;
+        /// DNS listen address ([`NodeConfig::dns`]); port 0 picks a free one.
+        dns: SocketAddr => |c, v| c.dns = Some(v);
         /// The Raft listen address ([`NodeConfig::raft`]).
         raft: SocketAddr => |c, v| c.raft = v;
         /// The gossip listen address ([`NodeConfig::gossip`]).
@@ -205,7 +207,7 @@ impl NodeBuilder {
     /// for several nodes in one process.
     pub fn loopback_ports(self) -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        self.http(any).raft(any).gossip(any)
+        self.http(any).raft(any).gossip(any).dns(any)
     }
 
     /// The runtime this node drives.
@@ -285,15 +287,26 @@ impl NodeBuilder {
                     .iter()
                     .map(|p| p.to_string_lossy().into_owned())
                     .collect();
-                let started = Cluster::builder()
+                let mut builder = Cluster::builder()
                     .node(profile)
                     .runtime_shared(runtime)
                     .store(store.clone())
                     .membership(membership.clone())
                     .config(c.loops.clone())
-                    .http_listener(http)
-                    .start()
-                    .await;
+                    .http_listener(http);
+                match c.dns {
+                    // The default port taken (another node on this host): no DNS
+                    // here, said once.
+                    Some(addr)
+                        if addr == config::DEFAULT_DNS
+                            && std::net::UdpSocket::bind(addr).is_err() =>
+                    {
+                        tracing::warn!(%addr, "the default DNS port is taken: this node serves no DNS (give --dns ADDR)");
+                    }
+                    Some(addr) => builder = builder.dns(addr),
+                    None => {}
+                }
+                let started = builder.start().await;
                 match started {
                     Ok(cluster) => {
                         info!(node_id = %id, http = %http_addr, raft = %raft_addr, gossip = %gossip_addr, "orion node running");

@@ -58,6 +58,11 @@ pub enum Command {
         /// The version to go back to.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<u64>,
+        /// The job's version the writer saw: the revert is made from it, so
+        /// the same command applied twice reverts once (a later application
+        /// finds the job moved on and answers it unchanged).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<u64>,
     },
     /// A node joins, or rejoins with new facts about itself.
     RegisterNode {

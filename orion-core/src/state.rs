@@ -240,9 +240,11 @@ impl ClusterState {
                 reason.as_deref(),
                 &mut changes,
             ),
-            Command::RevertJob { name, version } => {
-                self.revert_job(index, name, *version, &mut changes)
-            }
+            Command::RevertJob {
+                name,
+                version,
+                from,
+            } => self.revert_job(index, name, *version, *from, &mut changes),
             Command::RegisterNode { info } => self.register_node(index, info, &mut changes),
             Command::SetNodeStatus { id, status, reason } => {
                 self.set_node_status(index, id, *status, reason.clone(), &mut changes)
@@ -375,6 +377,7 @@ impl ClusterState {
         index: u64,
         name: &str,
         version: Option<u64>,
+        from: Option<u64>,
         changes: &mut Vec<Change>,
     ) -> Response {
         let Some(job) = self.jobs.get(name) else {
@@ -382,6 +385,30 @@ impl ClusterState {
                 reason: format!("no job named {name:?}"),
             };
         };
+        if let Some(seen) = from.filter(|f| *f != job.version) {
+            // Applied before (a retried proposal), or the job moved on since
+            // the writer looked: the revert stands as made, or is refused.
+            let target = match version {
+                Some(v) => self.spec_of_version(name, v).cloned(),
+                None => self
+                    .spec_of_version(name, seen)
+                    .and_then(|s| self.last_stable(name, seen, s))
+                    .map(|v| v.spec.clone()),
+            };
+            return match target {
+                Some(t) if t == job.spec => Response::Job {
+                    name: name.to_string(),
+                    version: job.version,
+                    changed: false,
+                },
+                _ => Response::Refused {
+                    reason: format!(
+                        "job {name:?} changed since version {seen} (it is at {}): look again",
+                        job.version
+                    ),
+                },
+            };
+        }
         let spec = match version {
             Some(v) => match self.spec_of_version(name, v) {
                 Some(s) => s.clone(),

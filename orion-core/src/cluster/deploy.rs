@@ -126,10 +126,16 @@ impl Cluster {
                 });
             }
         }
+        let from = self
+            .inner
+            .store
+            .replica()
+            .read(|s| s.jobs.get(job).map(|j| j.version));
         submitted(
             self.propose(Command::RevertJob {
                 name: job.to_string(),
                 version,
+                from,
             })
             .await?,
         )

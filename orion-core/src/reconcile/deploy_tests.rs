@@ -335,11 +335,13 @@ fn bad_deployment_actions_and_reverts_are_refused_and_change_nothing() {
     let why = refused(b.apply(Command::RevertJob {
         name: "web".into(),
         version: Some(7),
+        from: None,
     }));
     assert!(why.contains("no version 7"), "{why}");
     let why = refused(b.apply(Command::RevertJob {
         name: "web".into(),
         version: None,
+        from: None,
     }));
     assert!(why.contains("no stable version"), "{why}");
     assert_eq!(facts(&b), before, "refusals change nothing");
@@ -357,6 +359,7 @@ fn revert_by_hand_goes_back_to_a_kept_version() {
     let r = b.apply(Command::RevertJob {
         name: "web".into(),
         version: None,
+        from: None,
     });
     assert!(
         matches!(
@@ -539,4 +542,49 @@ fn stagger_and_the_reschedule_interval_follow_the_leaders_clock() {
         third.is_some_and(|a| a.reschedules == 2),
         "an hour later it may be replaced again"
     );
+}
+
+/// A revert proposed twice (a retry after a timeout) reverts once; one made
+/// from a version the job has left is refused.
+#[test]
+fn a_revert_applied_twice_reverts_once() {
+    let mut b = running(2, UpdateSpec::default());
+    b.apply(v2(2, UpdateSpec::default()));
+    roll(&mut b, true);
+    let cmd = Command::RevertJob {
+        name: "web".into(),
+        version: None,
+        from: Some(2),
+    };
+    let first = b.apply(cmd.clone());
+    assert!(
+        matches!(
+            first,
+            Response::Job {
+                version: 3,
+                changed: true,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    let again = b.apply(cmd);
+    assert!(
+        matches!(
+            again,
+            Response::Job {
+                version: 3,
+                changed: false,
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    assert_eq!(b.state().jobs["web"].version, 3);
+    let stale = b.apply(Command::RevertJob {
+        name: "web".into(),
+        version: Some(2),
+        from: Some(2),
+    });
+    assert!(matches!(stale, Response::Refused { .. }), "{stale:?}");
 }

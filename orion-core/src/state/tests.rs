@@ -414,6 +414,24 @@ fn every_command_applied_twice_is_applied_once() {
             message: Some("start failed".into()),
             ..AllocUpdate::new(a0.id.clone(), "n1", AllocState::Failed)
         }),
+        report(AllocUpdate {
+            gave_up: true,
+            at_ms: Some(1_000),
+            deploy_healthy: Some(false),
+            message: Some("restarts spent".into()),
+            ..AllocUpdate::new(a0.id.clone(), "n1", AllocState::Failed)
+        }),
+        Command::Deployment {
+            job: "web".into(),
+            deployment: 1,
+            action: crate::state::DeploymentAction::Pause,
+            reason: None,
+        },
+        Command::RevertJob {
+            name: "web".into(),
+            version: Some(1),
+            from: Some(4),
+        },
         Command::CreateVolume {
             name: "data".into(),
             node: "n1".into(),

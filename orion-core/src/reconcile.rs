@@ -78,23 +78,8 @@ pub fn intent_at(state: &ClusterState, max_requests: usize, now_ms: Option<u64>)
         .filter(|n| n.draining)
         .filter_map(|n| state.usage_ref(n.id()))
         .collect();
-    // Fair order: higher priority first, then older jobs, then by name.
-    let mut jobs: Vec<&Job> = state
-        .jobs
-        .values()
-        .filter(|j| j.status == JobStatus::Running)
-        .collect();
-    jobs.sort_by_key(|j| (std::cmp::Reverse(j.spec.priority), j.create_index));
-    let per_job = (max_requests / 2).max(MIN_REQUESTS_PER_JOB);
-    for job in jobs {
-        // Each job may use at most half the pass, and gets a few requests even
-        // once the pass is full: a job that cannot be placed never holds up
-        // the others.
-        let used = out.requests.len();
-        let allowance = per_job
-            .min(max_requests.saturating_sub(used))
-            .max(MIN_REQUESTS_PER_JOB);
-        let limit = used + allowance;
+    for job in fair_order(state) {
+        let limit = request_limit(out.requests.len(), max_requests);
         if job.spec.kind == JobKind::System {
             system_intent(state, job, limit, now_ms, &mut out);
             continue;
@@ -116,6 +101,35 @@ pub fn intent_at(state: &ClusterState, max_requests: usize, now_ms: Option<u64>)
 /// Placement requests every job that needs some gets in a pass, however full
 /// the pass is.
 pub const MIN_REQUESTS_PER_JOB: usize = 16;
+
+/// The running jobs in the order a pass serves them: higher priority first,
+/// then older jobs.
+pub(crate) fn fair_order(state: &ClusterState) -> Vec<&Job> {
+    let mut jobs: Vec<&Job> = state
+        .jobs
+        .values()
+        .filter(|j| j.status == JobStatus::Running)
+        .collect();
+    jobs.sort_by_key(|j| (std::cmp::Reverse(j.spec.priority), j.create_index));
+    jobs
+}
+
+/// How many requests the pass may hold once the next job has had its share:
+/// at most half the pass for one job, and a few even once the pass is full,
+/// so a job that cannot be placed never holds up the others.
+pub(crate) fn request_limit(used: usize, max_requests: usize) -> usize {
+    let per_job = (max_requests / 2).max(MIN_REQUESTS_PER_JOB);
+    used + per_job
+        .min(max_requests.saturating_sub(used))
+        .max(MIN_REQUESTS_PER_JOB)
+}
+
+/// New copies of the current version its deployment waits on (placed or
+/// pending, not yet counted as healthy), among `live`.
+fn in_flight<'a>(live: impl Iterator<Item = &'a Allocation>, job: &Job, rollout: &Rollout) -> u32 {
+    live.filter(|a| a.job_version == job.version && a.deployment.is_some() && !rollout.counts(a))
+        .count() as u32
+}
 
 /// How a job's deployment, if it has one for its current version, paces the
 /// replacement of older copies.
@@ -197,12 +211,14 @@ fn job_intent(
             done_slots.push(a.slot);
         }
     }
-    let mut in_flight = by_slot
-        .iter()
-        .filter(|(s, _)| **s < spec.replicas)
-        .flat_map(|(_, v)| v.iter())
-        .filter(|a| a.job_version == job.version && a.deployment.is_some() && !rollout.counts(a))
-        .count() as u32;
+    let mut in_flight = in_flight(
+        by_slot
+            .iter()
+            .filter(|(s, _)| **s < spec.replicas)
+            .flat_map(|(_, v)| v.iter().copied()),
+        job,
+        &rollout,
+    );
     // Batch `parallelism`: new runs start only while fewer than that many live.
     let mut starts_left = spec
         .parallelism
@@ -360,11 +376,7 @@ fn system_intent(
     for a in state.allocs_of_job(&spec.name).filter(|a| a.is_live()) {
         by_slot.entry(a.slot).or_default().push(a);
     }
-    let mut in_flight = by_slot
-        .values()
-        .flatten()
-        .filter(|a| a.job_version == job.version && a.deployment.is_some() && !rollout.counts(a))
-        .count() as u32;
+    let mut in_flight = in_flight(by_slot.values().flatten().copied(), job, &rollout);
     for node in state.nodes.values() {
         let live = by_slot.remove(&node.seq).unwrap_or_default();
         let eligible = node.schedulable() && constraints.iter().all(|c| c.matches(&node.info.tags));

@@ -170,19 +170,9 @@ fn stopped_jobs_plan_nothing() {
 /// The intent as it was before jobs were skipped: every running job read.
 fn intent_reading_every_job(state: &ClusterState, max_requests: usize) -> Intent {
     let mut out = Intent::default();
-    let mut jobs: Vec<&Job> = state
-        .jobs
-        .values()
-        .filter(|j| j.status == JobStatus::Running)
-        .collect();
-    jobs.sort_by_key(|j| (std::cmp::Reverse(j.spec.priority), j.create_index));
-    let per_job = (max_requests / 2).max(MIN_REQUESTS_PER_JOB);
-    for job in jobs {
-        let used = out.requests.len();
-        let allowance = per_job
-            .min(max_requests.saturating_sub(used))
-            .max(MIN_REQUESTS_PER_JOB);
-        job_intent(state, job, used + allowance, None, &mut out);
+    for job in fair_order(state) {
+        let limit = request_limit(out.requests.len(), max_requests);
+        job_intent(state, job, limit, None, &mut out);
     }
     out
 }

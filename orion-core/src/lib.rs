@@ -18,7 +18,8 @@
 //!   (`Membership`), [`scheduler`] (`Scheduler`).
 //! - [`reconcile`]: the pure reconciler (desired vs observed → plan).
 //! - [`catalog`]: services and their instances, read off the allocations.
-//! - [`metrics`]: the node's Prometheus registry (`GET /metrics`).
+//! - [`metrics`]: the node's Prometheus registry (`GET /metrics`); [`events`]:
+//!   the event stream (`GET /v1/events`).
 //! - Loops: [`agent`] (every node: drive the runtime, probe health, restart
 //!   under the restart policy, judge deployments, remove deleted volumes),
 //!   [`control`] (the leader: liveness, reconciliation, progress deadlines).
@@ -35,6 +36,7 @@ pub mod cluster;
 pub mod command;
 pub mod control;
 pub mod dns;
+pub mod events;
 pub mod membership;
 pub mod metrics;
 pub mod model;

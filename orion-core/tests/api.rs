@@ -581,6 +581,7 @@ async fn the_openapi_document_matches_the_routes() {
             "/v1/allocations/{id}/stats",
             "/v1/cluster/peers",
             "/v1/deployments",
+            "/v1/events",
             "/v1/gc",
             "/v1/jobs",
             "/v1/jobs/plan",
@@ -619,7 +620,17 @@ async fn the_openapi_document_matches_the_routes() {
                 .await
                 .unwrap();
             let status = r.status().as_u16();
-            let body = r.text().await.unwrap_or_default();
+            // A stream (the event stream) is served when it starts; its body
+            // never ends.
+            let streams = r
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v.to_str().unwrap_or("").contains("ndjson"));
+            let body = if streams {
+                String::new()
+            } else {
+                r.text().await.unwrap_or_default()
+            };
             assert_ne!(status, 405, "{method} {path} is documented but not served");
             assert!(
                 !body.contains("no such endpoint"),
@@ -1040,5 +1051,82 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     let ctype = open.headers()["content-type"].to_str().unwrap().to_string();
     assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
     assert!(open.text().await.unwrap().ends_with("# EOF\n"));
+    cluster.shutdown().await;
+}
+
+/// The event stream: committed changes as ndjson with their index, topic, key
+/// and object; filtered by topic; a client that resumes from the last index
+/// it saw gets what followed and nothing twice; SSE on `Accept`.
+#[tokio::test]
+async fn the_event_stream_resumes_from_an_index() {
+    let (cluster, base, _) = node().await;
+    let open = |url: String, sse: bool| async move {
+        let mut req = reqwest::Client::new().get(url);
+        if sse {
+            req = req.header("accept", "text/event-stream");
+        }
+        req.send().await.unwrap()
+    };
+    let mut jobs = open(format!("{base}/v1/events?topic=job"), false).await;
+    let (status, _) = post(&base, "application/yaml", WEB).await;
+    assert_eq!(status, 201);
+    let mut buf = String::new();
+    let first: Value = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(line) = buf.split_once('\n').map(|(l, _)| l.to_string()) {
+                return serde_json::from_str(&line).unwrap();
+            }
+            let chunk = jobs.chunk().await.unwrap().unwrap();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("an event");
+    assert_eq!(
+        (first["topic"].as_str(), first["key"].as_str()),
+        (Some("Job"), Some("web")),
+        "{first}"
+    );
+    assert_eq!(first["object"]["spec"]["name"], "web");
+    let index = first["index"].as_u64().unwrap();
+    drop(jobs);
+
+    // Resume after that index: every later change, none before, none twice.
+    wait_for("running", || {
+        cluster
+            .allocations(Some("web"))
+            .iter()
+            .filter(|a| a.state == orion_core::AllocState::Running)
+            .count()
+            == 2
+    })
+    .await;
+    let mut resumed = open(
+        format!("{base}/v1/events?index={index}&topic=allocation"),
+        true,
+    )
+    .await;
+    let mut text = String::new();
+    let ids: Vec<u64> = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let frames: Vec<u64> = text
+                .split("\n\n")
+                .filter_map(|f| f.lines().find_map(|l| l.strip_prefix("id: ")))
+                .filter_map(|i| i.parse().ok())
+                .collect();
+            if frames.len() >= 4 {
+                return frames;
+            }
+            let chunk = resumed.chunk().await.unwrap().unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("the changes since");
+    assert!(ids.iter().all(|i| *i > index), "{ids:?}");
+    assert!(ids.windows(2).all(|w| w[0] <= w[1]), "in order: {ids:?}");
+    assert!(text.contains("event: Allocation"), "{text}");
+    let (status, e) = get(&base, "/v1/events?topic=pods").await;
+    assert_eq!(status, 400, "{e}");
     cluster.shutdown().await;
 }

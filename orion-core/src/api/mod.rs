@@ -10,6 +10,7 @@
 //! | `POST /v1/jobs/{name}/deployment/{promote,pause,resume,fail}` | act on its latest deployment (404 none, 409 unsuited) |
 //! | `GET /v1/jobs/{name}/versions` | its kept versions, oldest first |
 //! | `POST /v1/gc` | forget finished batch jobs and stopped ones (`job gc`) |
+//! | `GET /v1/events[?index=N&topic=job,allocation]` | committed changes as ndjson, or SSE on `Accept: text/event-stream`; resumes after `index` / `Last-Event-ID` |
 //! | `GET /v1/services`, `GET /v1/services/{name}[?healthy=false&tag=T&index=N&wait=30s]` | the catalog; a service's instances (healthy only by default), blocking on `index` |
 //! | `POST /v1/jobs/{name}/revert` `[{"version": N}]` | submit a kept version again (default: the last stable one) |
 //! | `GET /v1/nodes` | list nodes with use |
@@ -161,6 +162,7 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(job_versions))
         .routes(routes!(revert_job))
         .routes(routes!(gc))
+        .routes(routes!(event_stream))
         .routes(routes!(list_services))
         .routes(routes!(get_service))
         .routes(routes!(list_nodes))
@@ -551,6 +553,138 @@ async fn revert_job(
 async fn gc(State(c): State<Cluster>) -> ApiResult<Response> {
     let names = c.gc(None).await?;
     Ok(Json(json!({ "collected": names })).into_response())
+}
+
+/// The query of `GET /v1/events`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct EventQuery {
+    /// Resume after this log index (default: from now on).
+    #[serde(default)]
+    index: Option<u64>,
+    /// Comma-separated topics (job, allocation, node, deployment, volume);
+    /// default all.
+    #[serde(default)]
+    topic: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery),
+    responses((status = 200, description = "newline-delimited events (or SSE)", body = crate::events::Event),
+        (status = 400, body = ErrorBody)))]
+async fn event_stream(
+    State(c): State<Cluster>,
+    headers: HeaderMap,
+    Query(q): Query<EventQuery>,
+) -> ApiResult<Response> {
+    use crate::events::{events_of, Topic};
+    let topics: Vec<Topic> = match &q.topic {
+        None => Vec::new(),
+        Some(t) => t
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, String>>()
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, json!({ "error": e })))?,
+    };
+    let sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let from = last_id.or(q.index);
+    let replica = c.store().replica().clone();
+    // Subscribe before reading what is kept, so nothing falls between.
+    let live = replica.subscribe_changes();
+    let (kept, complete) = match from {
+        Some(i) => c.event_log().since(i),
+        None => (Vec::new(), true),
+    };
+    let frame = move |e: &crate::events::Event| -> axum::body::Bytes {
+        let json = serde_json::to_string(e).unwrap_or_default();
+        if sse {
+            format!("id: {}\nevent: {:?}\ndata: {json}\n\n", e.index, e.topic).into()
+        } else {
+            format!("{json}\n").into()
+        }
+    };
+    let notice = move |msg: String| -> axum::body::Bytes {
+        let json = json!({ "error": msg }).to_string();
+        if sse {
+            format!("event: error\ndata: {json}\n\n").into()
+        } else {
+            format!("{json}\n").into()
+        }
+    };
+    let mut pending: std::collections::VecDeque<axum::body::Bytes> = Default::default();
+    if !complete {
+        pending.push_back(notice(format!(
+            "index {} is older than what this node keeps: re-read state, then follow from its index",
+            from.unwrap_or(0)
+        )));
+    }
+    let mut last = from.unwrap_or(0);
+    {
+        let state = replica.current();
+        for b in &kept {
+            pending.extend(events_of(b, &topics, &state).iter().map(frame));
+            last = last.max(b.index);
+        }
+    }
+    struct Follow {
+        replica: std::sync::Arc<crate::replica::Replica>,
+        live: tokio::sync::broadcast::Receiver<std::sync::Arc<crate::replica::ChangeBatch>>,
+        pending: std::collections::VecDeque<axum::body::Bytes>,
+        last: u64,
+        topics: Vec<Topic>,
+        /// The stream ends when the node stops (else a graceful shutdown
+        /// would wait on it).
+        stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    }
+    let init = Follow {
+        replica,
+        live,
+        pending,
+        last,
+        topics,
+        stop: Box::pin(c.on_shutdown()),
+    };
+    let stream = futures::stream::unfold(init, move |mut f| async move {
+        loop {
+            if let Some(b) = f.pending.pop_front() {
+                return Some((Ok::<_, std::convert::Infallible>(b), f));
+            }
+            let next = tokio::select! {
+                _ = &mut f.stop => return None,
+                n = f.live.recv() => n,
+            };
+            match next {
+                Ok(batch) if batch.index <= f.last => {}
+                Ok(batch) => {
+                    f.last = batch.index;
+                    let state = f.replica.current();
+                    let events = events_of(&batch, &f.topics, &state);
+                    f.pending.extend(events.iter().map(frame));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    f.pending.push_back(notice(format!(
+                        "this client fell behind after index {}: resume from it",
+                        f.last
+                    )));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let body = axum::body::Body::from_stream(stream);
+    let ctype = if sse {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
+    };
+    Ok(([(header::CONTENT_TYPE, ctype)], body).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/services", tag = "services",

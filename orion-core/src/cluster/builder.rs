@@ -351,6 +351,8 @@ impl ClusterBuilder {
         );
         tasks.push(tokio::spawn(agent.run(shutdown_rx.clone())));
         let metrics = Arc::new(crate::metrics::Metrics::new());
+        let events = Arc::new(crate::events::EventLog::default());
+        tasks.push(events.follow(store.replica(), shutdown_rx.clone()));
         if info.role == NodeRole::Manager {
             let control = Control {
                 node_id: info.id.clone(),
@@ -375,6 +377,7 @@ impl ClusterBuilder {
             registered,
             scheduler,
             metrics,
+            events,
             closed: Default::default(),
         });
         let cluster = Cluster::owning(inner.clone());

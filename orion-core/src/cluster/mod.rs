@@ -163,6 +163,8 @@ pub(crate) struct Inner {
     pub(crate) scheduler: Arc<dyn crate::scheduler::Scheduler>,
     /// This node's metrics.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Recent changes, for event-stream clients that resume.
+    pub(crate) events: Arc<crate::events::EventLog>,
     /// Set by whoever first stops the node (`shutdown`, or the last owning
     /// handle's drop), so the store and membership are shut down once.
     pub(crate) closed: std::sync::atomic::AtomicBool,
@@ -277,6 +279,11 @@ impl Cluster {
     /// The store this node uses.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// The changes this node keeps for event-stream clients that resume.
+    pub fn event_log(&self) -> &Arc<crate::events::EventLog> {
+        &self.inner.events
     }
 
     /// This node's metrics (its own registry: add to it, or encode it into a

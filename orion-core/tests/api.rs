@@ -507,8 +507,29 @@ async fn health_follows_the_runtime() {
     let (status, body) = get(&base, "/health").await;
     assert_eq!(status, 503);
     assert!(body["reason"].as_str().unwrap().contains("engine stopped"));
+    let c = &body["components"];
+    assert_eq!(c["runtime"]["status"], "unhealthy", "{body}");
+    assert!(c["runtime"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("engine stopped"));
+    assert_eq!(
+        (
+            c["store"]["status"].as_str(),
+            c["store"]["is_leader"].as_bool()
+        ),
+        (Some("ok"), Some(true)),
+        "{body}"
+    );
+    assert_eq!(c["membership"]["live"], 1);
     runtime.set_unavailable(None);
     wait_for("healthy", || cluster.runtime_health().is_none()).await;
+    let (status, body) = get(&base, "/health").await;
+    assert_eq!(
+        (status, body["components"]["runtime"]["status"].as_str()),
+        (200, Some("ok")),
+        "{body}"
+    );
     cluster.shutdown().await;
 }
 

@@ -950,21 +950,50 @@ async fn leader(State(c): State<Cluster>, Query(p): Query<ReadParams>) -> ApiRes
 }
 
 #[utoipa::path(get, path = "/health", tag = "cluster",
-    responses((status = 200, description = "this node and its runtime answer"),
-              (status = 503, description = "the runtime does not answer, and why")))]
+    responses((status = 200, description = "this node and each of its components, with status ok"),
+              (status = 503, description = "a component is down, and why (status unhealthy)")))]
 async fn health(State(c): State<Cluster>) -> Response {
     let leader = c.leader();
-    match c.runtime_health() {
-        None => Json(json!({
-            "status": "ok",
-            "node": c.node_id(),
-            "leader": leader.leader,
-        }))
-        .into_response(),
-        Some(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unhealthy", "node": c.node_id(), "reason": why })),
-        )
-            .into_response(),
-    }
+    let runtime = c.runtime_health();
+    let store_ok = leader.leader.is_some() && !leader.quorum_lost;
+    let store_reason = if leader.quorum_lost {
+        Some("this node leads but hears from no majority of the managers")
+    } else if leader.leader.is_none() {
+        Some("no leader known")
+    } else {
+        None
+    };
+    let live = c.membership().live().len();
+    let known = c.store().replica().read(|s| s.nodes.len());
+    let healthy = runtime.is_none() && store_ok;
+    let component = |ok: bool, detail: serde_json::Value| {
+        let mut v = json!({ "status": if ok { "ok" } else { "unhealthy" } });
+        if let (Some(m), Some(d)) = (v.as_object_mut(), detail.as_object()) {
+            m.extend(d.clone());
+        }
+        v
+    };
+    let body = json!({
+        "status": if healthy { "ok" } else { "unhealthy" },
+        "node": c.node_id(),
+        "leader": leader.leader,
+        "reason": runtime.clone().or(store_reason.map(str::to_string)),
+        "components": {
+            "runtime": component(runtime.is_none(), json!({
+                "name": c.runtime().name(), "error": runtime,
+            })),
+            "store": component(store_ok, json!({
+                "leader": leader.leader, "term": leader.term, "is_leader": leader.is_self,
+                "applied_index": c.store().replica().applied_index(), "error": store_reason,
+            })),
+            "membership": component(true, json!({ "live": live, "known_nodes": known })),
+            "dns": component(true, json!({ "addr": c.dns_addr().map(|a| a.to_string()) })),
+        },
+    });
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
 }

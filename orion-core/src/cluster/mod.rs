@@ -292,6 +292,11 @@ impl Cluster {
         &self.inner.metrics
     }
 
+    /// This node's view of the cluster's membership.
+    pub fn membership(&self) -> &Arc<dyn crate::membership::Membership> {
+        &self.inner.membership
+    }
+
     /// The runtime this node drives.
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
         &self.inner.runtime

@@ -383,6 +383,52 @@ mod tests {
         (stop, tokio::spawn(control.run(rx)))
     }
 
+    /// A deployment in which no allocation comes to count (here no agent
+    /// reports at all) fails at its progress deadline, by the leader's clock.
+    #[tokio::test]
+    async fn a_deployment_without_progress_fails_at_its_deadline() {
+        let store = Arc::new(MemStore::new("n1"));
+        store.apply_now(&Command::InitCluster {
+            cluster_id: "c".into(),
+        });
+        store.apply_now(&Command::RegisterNode {
+            info: node("n1", 4.0, 4096),
+        });
+        let (stop, task) = run_solo(store.clone());
+        let spec = job("web", 1, 0.1, 64).update(crate::spec::UpdateSpec {
+            min_healthy_time: Duration::ZERO,
+            healthy_deadline: Duration::from_millis(100),
+            progress_deadline: Duration::from_millis(300),
+            ..Default::default()
+        });
+        store.apply_now(&Command::UpsertJob { spec });
+        let started = Instant::now();
+        let failed = loop {
+            let d = store
+                .replica()
+                .read(|s| s.latest_deployment("web").cloned())
+                .unwrap();
+            if d.status == crate::model::DeploymentStatus::Failed {
+                break d;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "never failed: {d:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(
+            failed
+                .description
+                .contains("no allocation became healthy within its progress_deadline of 300ms"),
+            "{}",
+            failed.description
+        );
+        stop.send_replace(true);
+        task.await.unwrap();
+    }
+
     /// A leader that cannot confirm its leadership with a quorum places nothing; once
     /// the quorum answers again it does.
     #[tokio::test]

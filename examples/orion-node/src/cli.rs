@@ -20,6 +20,16 @@ pub struct Cli {
     /// On an error, print its backtrace too (when `RUST_BACKTRACE` is set).
     #[arg(long, global = true)]
     pub debug: bool,
+    /// Log lines as text or as JSON objects (one per line: timestamp, level,
+    /// target, message and fields), for log shippers.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "ORION_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -203,6 +213,15 @@ pub struct Output {
     /// `-t '{{range .}}{{.name}} {{.health}}{{"\n"}}{{end}}'`.
     #[arg(short = 't', long = "template")]
     pub template: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `orion-node job …`.

@@ -64,14 +64,26 @@ where
 {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORION_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
+    let json = LOG_JSON.load(std::sync::atomic::Ordering::Relaxed);
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(writer)
-        .init();
+        .with_writer(writer);
+    if json {
+        builder.json().with_current_span(false).init();
+    } else {
+        builder.with_ansi(colour).init();
+    }
 }
 
+/// Whether log lines are JSON (`--log-format json`), set once from the flags
+/// before logging starts.
+static LOG_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 async fn run(cli: cli::Cli) -> Result<()> {
+    LOG_JSON.store(
+        cli.log_format == cli::LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let stderr_is_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
         cli::Command::Agent(_) => {

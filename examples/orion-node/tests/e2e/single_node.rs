@@ -1138,3 +1138,35 @@ async fn health_checks_pass_time_out_and_restart_in_place() {
         cli(&addr, &["job", "stop", job]);
     }
 }
+
+/// `--log-format json`: every line the agent logs is one JSON object with its
+/// timestamp, level, target and fields — and no colour codes.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    if !engine().await {
+        return;
+    }
+    let solo = Solo::start_with("e2e-jsonlog", |spec, _| {
+        spec.extra
+            .extend(["--log-format".to_string(), "json".to_string()]);
+    })
+    .await;
+    submit(&solo.addr, &web_json("logged", 1)).await.unwrap();
+    wait_for("running", Duration::from_secs(60), async || {
+        (running(&solo.addr, "logged").await.len() == 1).then_some(())
+    })
+    .await;
+    let log = solo.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+        assert!(v["fields"]["message"].is_string(), "{line}");
+        assert!(!line.contains('\u{1b}'), "no colour codes: {line}");
+    }
+    assert!(log.contains("\"message\":\"starting task\""), "{log}");
+}

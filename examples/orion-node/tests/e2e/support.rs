@@ -259,6 +259,11 @@ pub struct Solo {
 }
 
 impl Solo {
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        self._node.log()
+    }
+
     /// Starts node `test-<pid>` and waits until its API answers.
     pub async fn start(test: &str) -> Solo {
         Solo::start_with(test, |_, _| {}).await

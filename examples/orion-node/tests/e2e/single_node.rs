@@ -669,6 +669,16 @@ async fn named_volumes_keep_data_across_versions_and_host_paths_are_fenced() {
         running(&addr, "store").await.pop()
     })
     .await;
+    // Running is reported once the container starts: wait until its command
+    // has written the file before replacing it.
+    let v1 = first["id"].as_str().unwrap().to_string();
+    wait_for("v1 wrote its note", Duration::from_secs(30), async || {
+        let out = cli(&addr, &["alloc", "exec", &v1, "cat", "/data/note"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("v1-was-here")
+            .then_some(())
+    })
+    .await;
     submit(&addr, &job("2", serve)).await.unwrap();
     let second = wait_for("v2 running", Duration::from_secs(60), async || {
         running(&addr, "store")

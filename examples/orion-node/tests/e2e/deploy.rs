@@ -32,7 +32,7 @@ fn workload(name: &str, replicas: u32, v: u32, code: u16, update: Value) -> Valu
             "resources": { "cpu": 0.05, "memory_mb": 16 },
             "health_checks": [{
                 "type": "http", "port": "http", "path": "/cgi-bin/health",
-                "interval": "300ms", "timeout": "200ms", "grace": "0s", "failures": 2
+                "interval": "500ms", "timeout": "400ms", "grace": "0s", "failures": 3
             }]
         },
         "update": update

@@ -550,10 +550,7 @@ impl Agent {
             let Some((ok, why)) = verdict else { continue };
             info!(node_id = %self.node_id, alloc = %id, healthy = ok, reason = ?why, "deployment verdict");
             self.deploy_watch.remove(id);
-            let at_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_millis() as u64);
+            let at_ms = Some(crate::model::unix_ms());
             match updates.iter_mut().rev().find(|u| u.id == *id) {
                 Some(u) => {
                     u.deploy_healthy = Some(ok);
@@ -960,16 +957,9 @@ fn update(
 ) -> AllocUpdate {
     AllocUpdate {
         message,
-        at_ms: Some(unix_ms()),
+        at_ms: Some(crate::model::unix_ms()),
         ..AllocUpdate::new(a.id.clone(), node.clone(), state)
     }
-}
-
-/// This node's wall clock, in unix ms (for start and finish times).
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub mod health;

@@ -202,9 +202,7 @@ impl Control {
 
     /// Forgets batch jobs finished more than `gc_after` ago.
     async fn collect_finished_jobs(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = crate::model::unix_ms();
         let age = self.config.gc_after.as_millis() as u64;
         let names = self.store.replica().read(|s| s.finished_jobs(now, age));
         for name in names {
@@ -277,9 +275,7 @@ impl Control {
         // Plan on a snapshot: a whole reconcile-and-schedule pass must not hold
         // the replica's lock, which appliers and API reads wait on.
         let state = replica.current();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = crate::model::unix_ms();
         let started = Instant::now();
         let plan = reconcile::plan_at(
             &state,

@@ -12,6 +12,16 @@ use crate::spec::{JobSpec, Protocol, Resources};
 /// after about 7 s, while a one-off failure is simply retried.
 pub const RESCHEDULE_AFTER_FAILURES: u32 = 3;
 
+/// This host's wall clock in unix milliseconds (0 before 1970): the one
+/// clock reading behind start and finish times, deployment verdicts, plans'
+/// `now_ms` and garbage collection's ages. The state machine never calls it;
+/// times reach it inside commands.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A node's identity, unique in the cluster (`n1`, a host name).
 pub type NodeId = String;
 

@@ -379,7 +379,7 @@ fn system_intent(
     let mut in_flight = in_flight(by_slot.values().flatten().copied(), job, &rollout);
     for node in state.nodes.values() {
         let live = by_slot.remove(&node.seq).unwrap_or_default();
-        let eligible = node.schedulable() && constraints.iter().all(|c| c.matches(&node.info.tags));
+        let eligible = crate::state::system_eligible(node, &constraints);
         if !eligible {
             let why = if node.draining {
                 "node is draining".to_string()

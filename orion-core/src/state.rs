@@ -186,7 +186,7 @@ impl ClusterState {
         let constraints = spec.all_constraints();
         self.nodes
             .values()
-            .filter(|n| n.schedulable() && constraints.iter().all(|c| c.matches(&n.info.tags)))
+            .filter(|n| system_eligible(n, &constraints))
             .map(|n| n.seq)
             .collect()
     }
@@ -1021,6 +1021,12 @@ impl ClusterState {
             });
         }
     }
+}
+
+/// Whether a system job with these placement rules runs on `node`: it is
+/// schedulable and its tags match every rule.
+pub fn system_eligible(node: &Node, constraints: &[crate::spec::Constraint]) -> bool {
+    node.schedulable() && constraints.iter().all(|c| c.matches(&node.info.tags))
 }
 
 fn unknown_node(id: &str) -> Response {

@@ -85,9 +85,7 @@ impl Cluster {
         &self,
         min_age: Option<std::time::Duration>,
     ) -> Result<Vec<String>, ClusterError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = crate::model::unix_ms();
         let age = min_age.map_or(0, |d| d.as_millis() as u64);
         let names = self
             .inner

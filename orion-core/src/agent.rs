@@ -129,6 +129,10 @@ pub struct Agent {
     /// Whether this node's replica has caught up with the leader since start.
     caught_up: bool,
     health: watch::Sender<Option<String>>,
+    /// This node's load balancer, whose connections a stopping task drains.
+    lb: Option<Arc<crate::lb::Balancer>>,
+    /// Stopping allocations behind a load balancer: since when they drain.
+    draining: HashMap<AllocId, Instant>,
 }
 
 impl Agent {
@@ -156,7 +160,47 @@ impl Agent {
             runtime_down: None,
             caught_up: false,
             health,
+            lb: None,
+            draining: HashMap::new(),
         }
+    }
+
+    /// Drains tasks behind `lb` before stopping them: a task whose port has a
+    /// listener is stopped once no connection of this node's balancer to it is
+    /// open (after [`crate::lb::DRAIN_SETTLE`], by which time every node has
+    /// taken it out), or when its port's `lb.drain` has passed.
+    pub fn with_load_balancer(mut self, lb: Option<Arc<crate::lb::Balancer>>) -> Self {
+        self.lb = lb;
+        self
+    }
+
+    /// Whether `c` should stay up a while longer, draining; starts its drain.
+    fn still_draining(&mut self, c: &ContainerInfo, task: Option<&TaskSpec>) -> bool {
+        let (Some(lb), Some(task)) = (&self.lb, task) else {
+            return false;
+        };
+        let Some(limit) = task
+            .ports
+            .iter()
+            .filter_map(|p| p.lb.as_ref().map(|l| l.drain))
+            .max()
+        else {
+            return false;
+        };
+        if c.state != ContainerState::Running {
+            return false;
+        }
+        let since = *self
+            .draining
+            .entry(c.alloc_id.clone())
+            .or_insert_with(Instant::now);
+        let waited = since.elapsed();
+        let open = lb.active(&c.alloc_id);
+        let wait = waited < limit && (waited < crate::lb::DRAIN_SETTLE || open > 0);
+        if !wait {
+            info!(node_id = %self.node_id, alloc = %c.alloc_id, open, waited = ?waited, "drained");
+        }
+        wait
     }
 
     /// Runs until `shutdown` turns true, syncing on every change that touches this
@@ -255,10 +299,23 @@ impl Agent {
         // Containers nobody wants any more: stop and remove them first (in
         // parallel: each may take its whole stop grace), so their ports and memory
         // are free for what starts next.
-        let unwanted: Vec<&ContainerInfo> = containers
+        let tasks: HashMap<&str, &TaskSpec> = mine
+            .iter()
+            .filter_map(|(a, job)| job.as_ref().map(|(t, _, _)| (a.id.as_str(), t)))
+            .collect();
+        let mut unwanted: Vec<&ContainerInfo> = Vec::new();
+        let mut draining = HashSet::new();
+        for c in containers
             .iter()
             .filter(|c| !live.contains_key(c.alloc_id.as_str()))
-            .collect();
+        {
+            if self.still_draining(c, tasks.get(c.alloc_id.as_str()).copied()) {
+                draining.insert(c.alloc_id.as_str());
+            } else {
+                unwanted.push(c);
+            }
+        }
+        self.draining.retain(|id, _| draining.contains(id.as_str()));
         let this = &*self;
         futures::stream::iter(unwanted)
             .for_each_concurrent(PARALLEL_OPS, |c| async move {
@@ -269,6 +326,7 @@ impl Agent {
         for (a, _) in mine
             .iter()
             .filter(|(a, _)| !live.contains_key(a.id.as_str()))
+            .filter(|(a, _)| !draining.contains(a.id.as_str()))
         {
             let stopped = a.desired == DesiredState::Stop && !a.state.is_terminal();
             if stopped || (a.is_live() && !by_alloc.contains_key(a.id.as_str())) {

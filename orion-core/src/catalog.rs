@@ -39,7 +39,8 @@ pub struct Instance {
     /// The service's metadata.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
-    /// Running, and passing its checks if it has any: what discovery serves.
+    /// Running, and passing its checks if it has any (an instance whose checks
+    /// have not run yet is not): what discovery and the load balancer serve.
     pub healthy: bool,
     /// Its checks' verdict, when it has checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,6 +85,8 @@ pub fn instances(state: &ClusterState, service: &str) -> (u64, Vec<Instance>) {
             .as_ref()
             .map(|s| (s.tags.clone(), s.meta.clone()))
             .unwrap_or_default();
+        // With checks, an instance is healthy once they pass, not before.
+        let checked = !job.spec.task.health_checks.is_empty();
         for a in state.allocs_of_job(&job.spec.name) {
             index = index.max(a.modify_index);
             let (Some(node), Some(first)) = (a.node.as_ref(), a.ports.first()) else {
@@ -108,7 +111,10 @@ pub fn instances(state: &ClusterState, service: &str) -> (u64, Vec<Instance>) {
                     .collect(),
                 tags: tags.clone(),
                 meta: meta.clone(),
-                healthy: health.is_none_or(|h| h == HealthStatus::Healthy),
+                healthy: match health {
+                    None => !checked,
+                    Some(h) => h == HealthStatus::Healthy,
+                },
                 health,
             });
         }

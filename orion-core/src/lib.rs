@@ -37,6 +37,7 @@ pub mod command;
 pub mod control;
 pub mod dns;
 pub mod events;
+pub mod lb;
 pub mod membership;
 pub mod metrics;
 pub mod model;

@@ -41,6 +41,23 @@ pub struct StateLabel {
     pub state: String,
 }
 
+/// Labels of a load-balanced request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LbLabels {
+    /// The service.
+    pub service: String,
+    /// `ok`, `5xx`, `error`, `reset`, `connect_failed`, `no_backend`,
+    /// `rate_limited` or `breaker_open`.
+    pub outcome: String,
+}
+
+/// One label naming a service.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabel {
+    /// The service.
+    pub service: String,
+}
+
 /// A node's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -54,6 +71,14 @@ pub struct Metrics {
     pub unplaced: Counter,
     /// How long a reconcile-and-schedule pass took.
     pub plan_seconds: Histogram,
+    /// Connections (tcp) or requests (http) through this node's load
+    /// balancer, by service and outcome.
+    pub lb_requests: Family<LbLabels, Counter>,
+    /// How long they took (a whole connection in tcp mode; to the answer's
+    /// head in http mode), by service.
+    pub lb_duration: Family<ServiceLabel, Histogram>,
+    /// Connections or requests open through the balancer, by service.
+    pub lb_active: Family<ServiceLabel, Gauge>,
     /// Allocations by state (read at scrape).
     allocations: Family<StateLabel, Gauge>,
     /// Nodes by status (read at scrape).
@@ -84,6 +109,11 @@ impl Metrics {
             placements: Counter::default(),
             unplaced: Counter::default(),
             plan_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            lb_requests: Family::default(),
+            lb_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+            }),
+            lb_active: Family::default(),
             allocations: Family::default(),
             nodes: Family::default(),
             deployments: Family::default(),
@@ -116,6 +146,21 @@ impl Metrics {
                 "scheduler_plan_duration_seconds",
                 "Reconcile-and-schedule pass duration",
                 m.plan_seconds.clone(),
+            );
+            r.register(
+                "lb_requests",
+                "Connections or requests through this node's load balancer, by service and outcome",
+                m.lb_requests.clone(),
+            );
+            r.register(
+                "lb_request_duration_seconds",
+                "Load-balanced request (http) or connection (tcp) duration, by service",
+                m.lb_duration.clone(),
+            );
+            r.register(
+                "lb_active",
+                "Connections or requests open through this node's load balancer, by service",
+                m.lb_active.clone(),
             );
             r.register("allocations", "Allocations by state", m.allocations.clone());
             r.register("nodes", "Nodes by status", m.nodes.clone());

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub mod compose;
 mod health;
 pub use health::{CheckKind, HealthCheck};
+mod lb;
+pub use lb::{Algorithm, CircuitBreaker, LbMode, LbSpec, RateLimit, Sticky, MIN_LB_PORT};
 mod parse;
 mod policy;
 pub use parse::{parse_json_strict, parse_specs, parse_yaml_documents, parse_yaml_value};
@@ -351,6 +353,9 @@ pub struct PortSpec {
     /// `tcp` (default) or `udp`.
     #[serde(default)]
     pub protocol: Protocol,
+    /// A load-balancer listener on every node for this port (tcp only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb: Option<LbSpec>,
 }
 
 /// Transport protocol of a port.
@@ -564,6 +569,7 @@ impl JobSpec {
             container_port,
             host_port: None,
             protocol: Protocol::Tcp,
+            lb: None,
         });
         self
     }
@@ -731,6 +737,23 @@ impl JobSpec {
                     format!("{at}.container_port"),
                     format!("{} is out of range 1-65535", p.container_port),
                 );
+            }
+            if let Some(lb) = &p.lb {
+                if p.protocol != Protocol::Tcp {
+                    err(
+                        format!("{at}.lb"),
+                        "a load balancer needs protocol tcp".into(),
+                    );
+                }
+                for (field, problem) in lb.problems(&format!("{at}.lb")) {
+                    err(field, problem);
+                }
+                if !fixed.insert((u32::from(lb.port), Protocol::Tcp)) {
+                    err(
+                        format!("{at}.lb.port"),
+                        format!("port {} is used twice", lb.port),
+                    );
+                }
             }
             if let Some(h) = p.host_port {
                 if !(1..=65535).contains(&h) {

@@ -299,6 +299,11 @@ impl ClusterState {
         spec: &JobSpec,
         changes: &mut Vec<Change>,
     ) -> Response {
+        if let Some(e) = crate::lb::listener_conflicts(self, spec).first() {
+            return Response::Refused {
+                reason: e.to_string(),
+            };
+        }
         let prev = self.jobs.get(&spec.name);
         if let Some(job) = prev.filter(|j| j.spec == *spec && j.status == JobStatus::Running) {
             return Response::Job {

@@ -617,6 +617,7 @@ async fn the_openapi_document_matches_the_routes() {
             "/v1/nodes/{id}/undrain",
             "/v1/services",
             "/v1/services/{name}",
+            "/v1/services/{name}/lb",
             "/v1/status/leader",
             "/v1/volumes",
             "/v1/volumes/{name}",

@@ -118,6 +118,9 @@ pub struct AgentArgs {
     /// Serve no DNS.
     #[arg(long)]
     pub no_dns: bool,
+    /// Run no load balancer (no job's `lb.port` is listened on here).
+    #[arg(long)]
+    pub no_lb: bool,
     /// This node's id [default: the one stored in the data dir, else the host name].
     #[arg(long)]
     pub node_id: Option<String>,

@@ -24,6 +24,9 @@ pub fn node_config(args: &AgentArgs) -> Result<NodeConfig> {
     if args.no_dns {
         c.dns = None;
     }
+    if args.no_lb {
+        c.load_balancer = false;
+    }
     if let Some(t) = args.join_timeout {
         c.join_timeout = t;
     }

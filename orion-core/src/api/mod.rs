@@ -12,6 +12,7 @@
 //! | `POST /v1/gc` | forget finished batch jobs and stopped ones (`job gc`) |
 //! | `GET /v1/events[?index=N&topic=job,allocation]` | committed changes as ndjson, or SSE on `Accept: text/event-stream`; resumes after `index` / `Last-Event-ID` |
 //! | `GET /v1/services`, `GET /v1/services/{name}[?healthy=false&tag=T&index=N&wait=30s]` | the catalog; a service's instances (healthy only by default), blocking on `index` |
+//! | `GET /v1/services/{name}/lb` | this node's load-balancer listeners of the service: per backend requests, open connections, errors, latency |
 //! | `POST /v1/jobs/{name}/revert` `[{"version": N}]` | submit a kept version again (default: the last stable one) |
 //! | `GET /v1/nodes` | list nodes with use |
 //! | `POST /v1/nodes/{id}/drain`, `/undrain` | start or end a drain |
@@ -165,6 +166,7 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(event_stream))
         .routes(routes!(list_services))
         .routes(routes!(get_service))
+        .routes(routes!(service_lb))
         .routes(routes!(list_nodes))
         .routes(routes!(remove_node))
         .routes(routes!(drain))
@@ -761,6 +763,24 @@ async fn get_service(
     Ok((h, Json(shown)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/services/{name}/lb", tag = "services",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "this node's load-balancer listeners of the service and their backends' figures",
+        body = Vec<crate::lb::ListenerStats>), (status = 404, body = ErrorBody)))]
+async fn service_lb(State(c): State<Cluster>, Path(name): Path<String>) -> ApiResult<Response> {
+    let stats = c.lb_stats(Some(&name));
+    if stats.is_empty() {
+        let known = c.services().iter().any(|s| s.name == name);
+        let why = if known {
+            format!("service {name:?} has no load-balancer port on this node")
+        } else {
+            format!("no such service: {name:?}")
+        };
+        return Err(ApiError(StatusCode::NOT_FOUND, json!({ "error": why })));
+    }
+    Ok(Json(stats).into_response())
+}
+
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes",
     params(("consistent" = Option<bool>, Query)), responses((status = 200, body = Vec<NodeView>)))]
 async fn list_nodes(State(c): State<Cluster>, Query(p): Query<ReadParams>) -> ApiResult<Response> {
@@ -973,6 +993,12 @@ async fn health(State(c): State<Cluster>) -> Response {
         }
         v
     };
+    let problems = c.lb_problems();
+    let lb = json!({
+        "status": if problems.is_empty() { "ok" } else { "degraded" },
+        "listeners": c.lb_stats(None).iter().filter(|l| l.bound).map(|l| l.port).collect::<Vec<_>>(),
+        "problems": problems.iter().map(|(p, e)| json!({ "port": p, "error": e })).collect::<Vec<_>>(),
+    });
     let body = json!({
         "status": if healthy { "ok" } else { "unhealthy" },
         "node": c.node_id(),
@@ -988,6 +1014,7 @@ async fn health(State(c): State<Cluster>) -> Response {
             })),
             "membership": component(true, json!({ "live": live, "known_nodes": known })),
             "dns": component(true, json!({ "addr": c.dns_addr().map(|a| a.to_string()) })),
+            "lb": lb,
         },
     });
     let code = if healthy {

@@ -146,6 +146,7 @@ pub struct ClusterBuilder {
     config: ClusterConfig,
     http: Vec<HttpBind>,
     dns: Option<SocketAddr>,
+    load_balancer: bool,
 }
 
 impl ClusterBuilder {
@@ -160,6 +161,7 @@ impl ClusterBuilder {
             config: ClusterConfig::default(),
             http: Vec::new(),
             dns: None,
+            load_balancer: true,
         }
     }
 
@@ -235,6 +237,14 @@ impl ClusterBuilder {
     /// (port 0 picks a free port; see [`crate::dns`]). Off unless given.
     pub fn dns(mut self, addr: SocketAddr) -> Self {
         self.dns = Some(addr);
+        self
+    }
+
+    /// Whether this node runs the load balancer: listens on the `lb.port` of
+    /// every job that asks for one, on the node's host IP (see [`crate::lb`]).
+    /// On by default: nothing is bound until a job asks.
+    pub fn load_balancer(mut self, on: bool) -> Self {
+        self.load_balancer = on;
         self
     }
 
@@ -342,15 +352,30 @@ impl ClusterBuilder {
             registered_tx,
             shutdown_rx.clone(),
         )));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let lb = match self.load_balancer {
+            true => {
+                let ip = info.host_ip.parse().map_err(|_| {
+                    ClusterError::config(
+                        "host_ip",
+                        format!("{:?} is not an IP address", info.host_ip),
+                    )
+                })?;
+                let lb = crate::lb::Balancer::new(store.replica().clone(), ip, metrics.clone());
+                tasks.push(tokio::spawn(lb.clone().run(shutdown_rx.clone())));
+                Some(lb)
+            }
+            false => None,
+        };
         let agent = Agent::new(
             info.id.clone(),
             store.clone(),
             runtime.clone(),
             self.config.agent,
             health_tx,
-        );
+        )
+        .with_load_balancer(lb.clone());
         tasks.push(tokio::spawn(agent.run(shutdown_rx.clone())));
-        let metrics = Arc::new(crate::metrics::Metrics::new());
         let events = Arc::new(crate::events::EventLog::default());
         tasks.push(events.follow(store.replica(), shutdown_rx.clone()));
         if info.role == NodeRole::Manager {
@@ -378,6 +403,7 @@ impl ClusterBuilder {
             scheduler,
             metrics,
             events,
+            lb,
             closed: Default::default(),
         });
         let cluster = Cluster::owning(inner.clone());

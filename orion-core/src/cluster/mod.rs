@@ -158,6 +158,7 @@ pub(crate) struct Inner {
     pub(crate) runtime_health: watch::Receiver<Option<String>>,
     pub(crate) http_addr: Option<SocketAddr>,
     pub(crate) dns_addr: Option<SocketAddr>,
+    pub(crate) lb: Option<Arc<crate::lb::Balancer>>,
     pub(crate) registered: watch::Receiver<bool>,
     /// The scheduler the control loop uses, for dry runs (`plan_job`).
     pub(crate) scheduler: Arc<dyn crate::scheduler::Scheduler>,
@@ -271,6 +272,27 @@ impl Cluster {
         self.inner.dns_addr
     }
 
+    /// This node's load-balancer listeners of `service` (all of them when
+    /// `None`) with their backends' figures; empty when the node runs no
+    /// balancer.
+    pub fn lb_stats(&self, service: Option<&str>) -> Vec<crate::lb::ListenerStats> {
+        self.inner
+            .lb
+            .as_ref()
+            .map(|lb| lb.stats(service))
+            .unwrap_or_default()
+    }
+
+    /// Load-balancer ports this node was asked to listen on and could not,
+    /// with why (another process has the port, say).
+    pub fn lb_problems(&self) -> std::collections::BTreeMap<u16, String> {
+        self.inner
+            .lb
+            .as_ref()
+            .map(|lb| lb.problems())
+            .unwrap_or_default()
+    }
+
     /// The HTTP API's bound address, when this node serves it.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.inner.http_addr
@@ -321,7 +343,23 @@ impl Cluster {
     /// same version (so a client may retry); a different spec is a new version.
     pub async fn submit(&self, spec: JobSpec) -> Result<Submitted, ClusterError> {
         spec.validate()?;
+        self.check_ports(&spec)?;
         submitted(self.propose(Command::UpsertJob { spec }).await?)
+    }
+
+    /// The spec's load-balancer and fixed ports against the cluster as this
+    /// node's replica has it ([`crate::lb::conflicts`]).
+    fn check_ports(&self, spec: &JobSpec) -> Result<(), SpecError> {
+        let errors = self
+            .inner
+            .store
+            .replica()
+            .read(|s| crate::lb::conflicts(s, spec));
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError { errors })
+        }
     }
 
     /// As [`submit`](Self::submit), only if the job has not changed since
@@ -334,6 +372,7 @@ impl Cluster {
         index: u64,
     ) -> Result<Submitted, ClusterError> {
         spec.validate()?;
+        self.check_ports(&spec)?;
         submitted(
             self.propose(Command::UpsertJobIfUnchanged { spec, index })
                 .await?,
@@ -348,6 +387,8 @@ impl Cluster {
         let mut names = std::collections::BTreeSet::new();
         for (i, spec) in specs.iter().enumerate() {
             if let Err(e) = spec.validate() {
+                errors.extend(e.within(&format!("[{i}]")).errors);
+            } else if let Err(e) = self.check_ports(spec) {
                 errors.extend(e.within(&format!("[{i}]")).errors);
             }
             if !names.insert(spec.name.as_str()) {

@@ -65,6 +65,7 @@ fn make_job(i: usize, g: &JobGen) -> JobSpec {
             container_port: 9000,
             host_port: Some(h as u32),
             protocol: Protocol::Tcp,
+            lb: None,
         });
     }
     spec.distinct_hosts = distinct;

@@ -113,6 +113,7 @@ fn explanation_at_five_thousand_nodes_counts_each_filter() {
         container_port: 80,
         host_port: Some(80),
         protocol: Protocol::Tcp,
+        lb: None,
     });
     lb.distinct_hosts = true;
     let mut ml = job("ml", 1, 1.0, 4096).selector("gpu", "true");
@@ -292,6 +293,7 @@ fn static_port_conflicts_are_filtered_and_dynamic_ports_are_distinct() {
         container_port: 80,
         host_port: Some(8080),
         protocol: Protocol::Tcp,
+        lb: None,
     }];
     let s = StateBuilder::new()
         .node(node("a", 4.0, 4096))

@@ -306,6 +306,7 @@ fn port(v: &Value, at: &str) -> Result<PortSpec, FieldError> {
         container_port: target as u32,
         host_port: published.map(|p| p as u32),
         protocol,
+        lb: None,
     })
 }
 

@@ -51,6 +51,11 @@ pub struct NodeConfig {
     /// serves no DNS, while an address given explicitly that cannot be bound
     /// fails the start. `None`: no DNS.
     pub dns: Option<SocketAddr>,
+    /// Whether the node runs the load balancer: it listens, on `host_ip`, on
+    /// the `lb.port` of every job that asks for one and proxies to the
+    /// service's healthy instances. Default true: nothing is bound until a job
+    /// asks, and a service reached through any node is what users expect.
+    pub load_balancer: bool,
     /// The Raft transport's listen address. Default `127.0.0.1:7946`, Orion's Raft
     /// port. Port 0 picks a free port.
     pub raft: SocketAddr,
@@ -121,6 +126,7 @@ impl Default for NodeConfig {
             role: NodeRole::Manager,
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             dns: Some(DEFAULT_DNS),
+            load_balancer: true,
             raft: SocketAddr::from(([127, 0, 0, 1], 7946)),
             gossip: SocketAddr::from(([127, 0, 0, 1], 7947)),
             advertise_http: None,

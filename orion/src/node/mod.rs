@@ -173,6 +173,8 @@ impl NodeBuilder {
         http: SocketAddr => |c, v| c.http = v;
         /// DNS listen address ([`NodeConfig::dns`]); port 0 picks a free one.
         dns: SocketAddr => |c, v| c.dns = Some(v);
+        /// Whether to run the load balancer ([`NodeConfig::load_balancer`]).
+        load_balancer: bool => |c, v| c.load_balancer = v;
         /// The Raft listen address ([`NodeConfig::raft`]).
         raft: SocketAddr => |c, v| c.raft = v;
         /// The gossip listen address ([`NodeConfig::gossip`]).
@@ -293,6 +295,7 @@ impl NodeBuilder {
                     .store(store.clone())
                     .membership(membership.clone())
                     .config(c.loops.clone())
+                    .load_balancer(c.load_balancer)
                     .http_listener(http);
                 match c.dns {
                     // The default port taken (another node on this host): no DNS

@@ -96,6 +96,7 @@ pub fn mixed_job(i: usize, replicas: u32, nodes: usize) -> JobSpec {
                 container_port: 80,
                 host_port: Some(8000 + (i as u32 / 20) % 1000),
                 protocol: Protocol::Tcp,
+                lb: None,
             });
             spec.distinct_hosts = true;
             return spec.replicas(replicas.min((nodes as u32 / 4).max(1)));

@@ -658,16 +658,26 @@ impl Agent {
         a: &Allocation,
         task: &TaskSpec,
     ) -> Result<ContainerInfo, RuntimeError> {
+        let mut task = task.clone();
+        // Who and where the task is, as Nomad's NOMAD_ALLOC_ID and friends.
+        task.env.insert("ORION_ALLOC_ID".into(), a.id.clone());
+        task.env.insert("ORION_JOB".into(), a.job.clone());
+        task.env.insert("ORION_NODE".into(), self.node_id.clone());
+        for p in &a.ports {
+            let name = p.name.to_ascii_uppercase().replace('-', "_");
+            task.env
+                .insert(format!("ORION_HOST_PORT_{name}"), p.host_port.to_string());
+        }
         let launch = TaskLaunch {
             cluster_id: cluster_id.to_string(),
             node_id: self.node_id.clone(),
             alloc_id: a.id.clone(),
             job: a.job.clone(),
             job_version: a.job_version,
-            task: task.clone(),
+            task,
             ports: a.ports.clone(),
         };
-        info!(node_id = %self.node_id, alloc = %a.id, image = %task.image, "starting task");
+        info!(node_id = %self.node_id, alloc = %a.id, image = %launch.task.image, "starting task");
         self.create_and_start(&launch).await
     }
 

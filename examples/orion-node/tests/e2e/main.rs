@@ -12,6 +12,7 @@ mod cli;
 mod cluster;
 mod deploy;
 mod dev;
+mod discovery;
 mod partition;
 mod restart;
 mod single_node;

@@ -184,12 +184,12 @@ async fn catalog_dns_and_balancer_on_three_nodes_follow_kills_and_sickness() {
     assert!(dig(dns[0], "nothing.service.orion", "A").is_empty());
 
     // Round robin through any node's balancer reaches all three, evenly.
-    for i in 0..3 {
+    for a in &addrs {
         wait_for(
             "the balancer to list 3 backends",
             Duration::from_secs(10),
             async || {
-                let v = get_json(&format!("{}/v1/services/web/lb", addrs[i])).await?;
+                let v = get_json(&format!("{a}/v1/services/web/lb")).await?;
                 (v[0]["backends"].as_array()?.len() == 3).then_some(())
             },
         )

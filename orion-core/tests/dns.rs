@@ -174,3 +174,186 @@ async fn dns_answers_from_the_catalog() {
     assert_eq!(left, 0);
     cluster.shutdown().await;
 }
+
+/// Sends raw bytes; the answer's response code, or `None` when the server
+/// dropped them (no answer within 300 ms).
+fn raw(addr: SocketAddr, bytes: &[u8]) -> Option<ResponseCode> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    sock.send_to(bytes, addr).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    Some(Message::from_vec(&buf[..n]).ok()?.response_code())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_oversized_and_flooding_queries_cost_nothing() {
+    let cluster = Cluster::builder()
+        .node({
+            let mut p = NodeProfile::default();
+            p.id = Some("n2".into());
+            p
+        })
+        .runtime_shared(Arc::new(FakeRuntime::new()))
+        .store(MemStore::new("n2"))
+        .config(orion_core::testing::fast_loops())
+        .dns("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    cluster.ready(Duration::from_secs(5)).await.unwrap();
+    cluster
+        .submit(
+            JobSpec::service("web", "orion-test/web:1")
+                .port("http", 80)
+                .resources(0.1, 32),
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_running("web", 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let addr = cluster.dns_addr().unwrap();
+    let index = cluster.store().replica().applied_index();
+    let ok = move || {
+        let m = query(addr, "web.service.orion.", RecordType::A);
+        (m.response_code(), m.answers().len())
+    };
+    let results = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        // Shorter than a header: nothing to answer to.
+        out.push(("short", raw(addr, &[0x12, 0x34, 0x01])));
+        // A header, then garbage where the question should be.
+        let mut garbage = vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+        garbage.extend([0xff; 40]);
+        out.push(("garbage", raw(addr, &garbage)));
+        // Oversized: a valid query padded to 4,000 bytes.
+        let mut big = Message::new();
+        big.set_id(3)
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .add_query(Query::query(
+                Name::from_ascii("web.service.orion.").unwrap(),
+                RecordType::A,
+            ));
+        let mut bytes = big.to_vec().unwrap();
+        bytes.resize(4000, 0xaa);
+        out.push(("oversized", raw(addr, &bytes)));
+        // Two questions in one message.
+        let mut two = Message::new();
+        two.set_id(4)
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .add_query(Query::query(
+                Name::from_ascii("web.service.orion.").unwrap(),
+                RecordType::A,
+            ))
+            .add_query(Query::query(
+                Name::from_ascii("n2.node.orion.").unwrap(),
+                RecordType::A,
+            ));
+        out.push(("two questions", raw(addr, &two.to_vec().unwrap())));
+        // An UPDATE, not a query.
+        let mut upd = Message::new();
+        upd.set_id(5)
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Update)
+            .add_query(Query::query(
+                Name::from_ascii("service.orion.").unwrap(),
+                RecordType::SOA,
+            ));
+        out.push(("update", raw(addr, &upd.to_vec().unwrap())));
+        out
+    })
+    .await
+    .unwrap();
+    let want: &[(&str, &[Option<ResponseCode>])] = &[
+        ("short", &[None]),
+        ("garbage", &[None, Some(ResponseCode::FormErr)]),
+        (
+            "oversized",
+            &[
+                None,
+                Some(ResponseCode::FormErr),
+                Some(ResponseCode::NoError),
+            ],
+        ),
+        ("two questions", &[None, Some(ResponseCode::FormErr)]),
+        (
+            "update",
+            &[Some(ResponseCode::NotImp), Some(ResponseCode::Refused)],
+        ),
+    ];
+    for ((what, got), (_, allowed)) in results.iter().zip(want) {
+        assert!(
+            allowed.contains(got),
+            "{what}: {got:?}, want one of {allowed:?}"
+        );
+    }
+    assert_eq!(
+        tokio::task::spawn_blocking(ok).await.unwrap(),
+        (ResponseCode::NoError, 1)
+    );
+
+    // A flood: 8 sockets fire 5,000 queries each without waiting for answers.
+    let flood = tokio::task::spawn_blocking(move || {
+        let q = {
+            let mut m = Message::new();
+            m.set_id(6)
+                .set_message_type(MessageType::Query)
+                .set_op_code(OpCode::Query)
+                .add_query(Query::query(
+                    Name::from_ascii("web.service.orion.").unwrap(),
+                    RecordType::A,
+                ));
+            m.to_vec().unwrap()
+        };
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                    for _ in 0..5000 {
+                        let _ = s.send_to(&q, addr);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+    flood.await.unwrap();
+    // Still answering (a query that meets a full socket buffer is dropped, as
+    // UDP may: a client asks again), and nothing was written by any of it.
+    let after = tokio::task::spawn_blocking(move || {
+        (0..5).find_map(|_| {
+            let bytes = {
+                let mut m = Message::new();
+                m.set_id(8)
+                    .set_message_type(MessageType::Query)
+                    .set_op_code(OpCode::Query)
+                    .add_query(Query::query(
+                        Name::from_ascii("web.service.orion.").unwrap(),
+                        RecordType::A,
+                    ));
+                m.to_vec().unwrap()
+            };
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            sock.send_to(&bytes, addr).unwrap();
+            let mut buf = [0u8; 4096];
+            let (n, _) = sock.recv_from(&mut buf).ok()?;
+            let m = Message::from_vec(&buf[..n]).ok()?;
+            Some((m.response_code(), m.answers().len()))
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(after, Some((ResponseCode::NoError, 1)));
+    assert!(cluster.runtime_health().is_none());
+    assert_eq!(cluster.store().replica().applied_index(), index);
+    cluster.shutdown().await;
+}

@@ -396,3 +396,138 @@ async fn no_request_fails_through_the_balancer_during_rolling_updates() {
         assert!(body.trim().ends_with(&format!("v{version}")), "{body}");
     }
 }
+
+/// busybox httpd naming its allocation at `/`, and at `/cgi-bin/slow` after 3 s.
+fn named(name: &str, replicas: u32, lb: Value, service: &str) -> Value {
+    let script = "mkdir -p /tmp/www/cgi-bin; \
+        printf '#!/bin/sh\\nsleep 3\\necho\\necho %s\\n' \"$ORION_ALLOC_ID\" > /tmp/www/cgi-bin/slow; \
+        chmod +x /tmp/www/cgi-bin/slow; echo \"$ORION_ALLOC_ID\" > /tmp/www/index.html; \
+        exec httpd -f -p 80 -h /tmp/www";
+    json!({
+        "name": name,
+        "replicas": replicas,
+        "task": {
+            "image": image::DEMO_IMAGE,
+            "command": ["sh", "-c", script],
+            "ports": [{ "name": "http", "container_port": 80, "lb": lb }],
+            "resources": { "cpu": 0.05, "memory_mb": 16 },
+            "service": { "name": service }
+        }
+    })
+}
+
+async fn lb_ready(addr: &str, service: &str, n: usize) {
+    wait_for(
+        &format!("{n} backends of {service}"),
+        Duration::from_secs(90),
+        async || {
+            let v = get_json(&format!("{addr}/v1/services/{service}/lb")).await?;
+            (v[0]["bound"] == true && v[0]["backends"].as_array()?.len() == n).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn weighted_ip_hash_and_least_conn_on_real_containers() {
+    if !engine().await {
+        return;
+    }
+    let solo = Solo::start("e2e-lbalg").await;
+    let addr = solo.addr.clone();
+    let at = |port: u16| -> SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+
+    // Weighted: two jobs of one service, weights 1 and 3.
+    let wt = free_port();
+    let w = |weight: u32| json!({ "port": wt, "mode": "http", "algorithm": "weighted", "weight": weight });
+    submit(&addr, &named("wt-a", 1, w(1), "wt")).await.unwrap();
+    submit(&addr, &named("wt-b", 1, w(3), "wt")).await.unwrap();
+    // IP hash over three.
+    let ih = free_port();
+    submit(
+        &addr,
+        &named(
+            "ih",
+            3,
+            json!({ "port": ih, "mode": "http", "algorithm": "ip_hash" }),
+            "ih",
+        ),
+    )
+    .await
+    .unwrap();
+    // Least connections over three.
+    let lc = free_port();
+    submit(
+        &addr,
+        &named(
+            "lc",
+            3,
+            json!({ "port": lc, "mode": "http", "algorithm": "least_conn" }),
+            "lc",
+        ),
+    )
+    .await
+    .unwrap();
+    lb_ready(&addr, "wt", 2).await;
+    lb_ready(&addr, "ih", 3).await;
+    lb_ready(&addr, "lc", 3).await;
+
+    let got = spread(at(wt), 2000).await;
+    let job_of = |alloc: &str| alloc.rsplitn(3, '-').last().unwrap_or_default().to_string();
+    let mut by_job = BTreeMap::new();
+    for (alloc, n) in &got {
+        *by_job.entry(job_of(alloc)).or_insert(0) += n;
+    }
+    assert!(
+        by_job["wt-a"].abs_diff(500) <= 25 && by_job["wt-b"].abs_diff(1500) <= 75,
+        "weights 1:3: {by_job:?}"
+    );
+
+    let mut used = std::collections::BTreeSet::new();
+    for last in 10..30u8 {
+        let from: std::net::IpAddr = [127, 0, 0, last].into();
+        let http = reqwest::Client::builder()
+            .local_address(from)
+            .build()
+            .unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..10 {
+            let r = http
+                .get(format!("http://{}/", at(ih)))
+                .send()
+                .await
+                .unwrap();
+            seen.insert(r.text().await.unwrap().trim().to_string());
+        }
+        assert_eq!(seen.len(), 1, "client {from} moved: {seen:?}");
+        used.extend(seen);
+    }
+    assert!(used.len() >= 2, "20 clients on {used:?}");
+
+    // Two slow requests hold two instances; quick ones all go to the third.
+    let slow = |n: u64| {
+        let url = format!("http://{}/cgi-bin/slow", at(lc));
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(n * 200)).await;
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+    };
+    let (a, b) = (slow(0), slow(1));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let quick = spread(at(lc), 10).await;
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_ne!(a, b, "the two slow requests shared an instance");
+    assert_eq!(quick.len(), 1, "{quick:?}");
+    let idle = quick.keys().next().unwrap();
+    assert!(
+        idle != &a && idle != &b,
+        "quick requests went to a busy instance: {quick:?} ({a}, {b})"
+    );
+}

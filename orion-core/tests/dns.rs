@@ -357,3 +357,107 @@ async fn malformed_oversized_and_flooding_queries_cost_nothing() {
     assert_eq!(cluster.store().replica().applied_index(), index);
     cluster.shutdown().await;
 }
+
+async fn dns_node(name: &str, config: orion_core::dns::DnsConfig) -> Cluster {
+    let cluster = Cluster::builder()
+        .node({
+            let mut p = NodeProfile::default();
+            p.id = Some(name.into());
+            p
+        })
+        .runtime_shared(Arc::new(FakeRuntime::new()))
+        .store(MemStore::new(name))
+        .config(orion_core::testing::fast_loops())
+        .dns("127.0.0.1:0".parse().unwrap())
+        .dns_config(config)
+        .start()
+        .await
+        .unwrap();
+    cluster.ready(Duration::from_secs(5)).await.unwrap();
+    cluster
+        .submit(
+            JobSpec::service("web", "orion-test/web:1")
+                .port("http", 80)
+                .resources(0.1, 32),
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_running("web", 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_domain_and_ttl_are_configurable_and_other_names_go_upstream_only_when_asked() {
+    use orion_core::dns::DnsConfig;
+    // Upstream: a node with the defaults (domain orion., TTL 0).
+    let upstream = dns_node("up", DnsConfig::default()).await;
+    let up = upstream.dns_addr().unwrap();
+    let ttl0 = tokio::task::spawn_blocking(move || query(up, "web.service.orion.", RecordType::A))
+        .await
+        .unwrap();
+    assert_eq!(ttl0.answers()[0].ttl(), 0, "TTL 0 by default");
+    // This node: its own domain and TTL, and the upstream for the rest.
+    let node = dns_node(
+        "dc",
+        DnsConfig {
+            domain: "dc1.corp".into(),
+            ttl: 7,
+            forward: vec![up],
+        },
+    )
+    .await;
+    let addr = node.dns_addr().unwrap();
+    let own =
+        tokio::task::spawn_blocking(move || query(addr, "web.service.dc1.corp.", RecordType::A))
+            .await
+            .unwrap();
+    assert_eq!(own.response_code(), ResponseCode::NoError);
+    assert_eq!((own.answers().len(), own.answers()[0].ttl()), (1, 7));
+    let srv = tokio::task::spawn_blocking(move || {
+        query(addr, "_web._tcp.service.dc1.corp.", RecordType::SRV)
+    })
+    .await
+    .unwrap();
+    match srv.answers()[0].data() {
+        RData::SRV(s) => assert!(s.target().to_ascii().ends_with(".alloc.dc1.corp."), "{s:?}"),
+        other => panic!("{other:?}"),
+    }
+    let missing =
+        tokio::task::spawn_blocking(move || query(addr, "nope.service.dc1.corp.", RecordType::A))
+            .await
+            .unwrap();
+    assert_eq!(missing.response_code(), ResponseCode::NXDomain);
+    // Outside the domain: asked upstream, its answer relayed.
+    let relayed =
+        tokio::task::spawn_blocking(move || query(addr, "web.service.orion.", RecordType::A))
+            .await
+            .unwrap();
+    assert_eq!(relayed.response_code(), ResponseCode::NoError);
+    assert_eq!(relayed.answers().len(), 1, "{relayed:?}");
+    let unknown_up =
+        tokio::task::spawn_blocking(move || query(addr, "nope.service.orion.", RecordType::A))
+            .await
+            .unwrap();
+    assert_eq!(unknown_up.response_code(), ResponseCode::NXDomain);
+    // A domain that is not a name is refused at start, naming the field.
+    let bad = Cluster::builder()
+        .runtime(FakeRuntime::new())
+        .store(MemStore::new("bad"))
+        .dns("127.0.0.1:0".parse().unwrap())
+        .dns_config(DnsConfig {
+            domain: ".".into(),
+            ..Default::default()
+        })
+        .start()
+        .await;
+    let Err(err) = bad else {
+        panic!("the root as the domain is refused")
+    };
+    let err = err.to_string();
+    assert!(err.contains("dns.domain"), "{err}");
+    node.shutdown().await;
+    upstream.shutdown().await;
+}

@@ -118,6 +118,16 @@ pub struct AgentArgs {
     /// Serve no DNS.
     #[arg(long)]
     pub no_dns: bool,
+    /// The domain DNS answers for [default: orion.].
+    #[arg(long)]
+    pub dns_domain: Option<String>,
+    /// TTL of DNS records, seconds [default: 0].
+    #[arg(long)]
+    pub dns_ttl: Option<u32>,
+    /// An upstream DNS server (`IP:PORT`) for names outside the domain; repeat
+    /// for more [default: none, those are refused].
+    #[arg(long = "dns-forward")]
+    pub dns_forward: Vec<SocketAddr>,
     /// Run no load balancer (no job's `lb.port` is listened on here).
     #[arg(long)]
     pub no_lb: bool,

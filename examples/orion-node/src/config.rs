@@ -19,7 +19,13 @@ pub fn node_config(args: &AgentArgs) -> Result<NodeConfig> {
         ($($f:ident),*) => { $( if let Some(v) = args.$f.clone() { c.$f = v; } )* };
         (opt $($f:ident),*) => { $( if let Some(v) = args.$f.clone() { c.$f = Some(v); } )* };
     }
-    flag!(data_dir, http, raft, gossip, host_ip, port_range, role, engine, max_voters);
+    flag!(
+        data_dir, http, raft, gossip, host_ip, port_range, role, engine, max_voters, dns_domain,
+        dns_ttl
+    );
+    if !args.dns_forward.is_empty() {
+        c.dns_forward = args.dns_forward.clone();
+    }
     flag!(opt node_id, cpu, memory_mb, disk_mb, advertise_http, dns);
     if args.no_dns {
         c.dns = None;

@@ -146,6 +146,7 @@ pub struct ClusterBuilder {
     config: ClusterConfig,
     http: Vec<HttpBind>,
     dns: Option<SocketAddr>,
+    dns_config: crate::dns::DnsConfig,
     load_balancer: bool,
 }
 
@@ -161,6 +162,7 @@ impl ClusterBuilder {
             config: ClusterConfig::default(),
             http: Vec::new(),
             dns: None,
+            dns_config: crate::dns::DnsConfig::default(),
             load_balancer: true,
         }
     }
@@ -237,6 +239,14 @@ impl ClusterBuilder {
     /// (port 0 picks a free port; see [`crate::dns`]). Off unless given.
     pub fn dns(mut self, addr: SocketAddr) -> Self {
         self.dns = Some(addr);
+        self
+    }
+
+    /// How DNS answers: its domain, TTL and upstream servers for other names
+    /// (see [`crate::dns::DnsConfig`]; the default answers `orion.` with TTL 0
+    /// and refuses the rest).
+    pub fn dns_config(mut self, config: crate::dns::DnsConfig) -> Self {
+        self.dns_config = config;
         self
     }
 
@@ -321,6 +331,9 @@ impl ClusterBuilder {
             None => None,
         };
         let http_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let dns_handler =
+            crate::dns::DnsHandler::with_config(store.replica().clone(), &self.dns_config)
+                .map_err(|p| ClusterError::config("dns.domain", p))?;
         let dns = match self.dns {
             Some(addr) => Some(
                 crate::dns::bind(addr)
@@ -424,10 +437,9 @@ impl ClusterBuilder {
             }));
         }
         if let Some((udp, tcp)) = dns {
-            let replica = inner.store.replica().clone();
             let stop = inner.shutdown.subscribe();
             inner.tasks.lock().push(tokio::spawn(async move {
-                if let Err(e) = crate::dns::serve(replica, udp, tcp, stop).await {
+                if let Err(e) = crate::dns::serve(dns_handler, udp, tcp, stop).await {
                     warn!(error = %e, "dns server failed");
                 }
             }));

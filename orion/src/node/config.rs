@@ -51,6 +51,14 @@ pub struct NodeConfig {
     /// serves no DNS, while an address given explicitly that cannot be bound
     /// fails the start. `None`: no DNS.
     pub dns: Option<SocketAddr>,
+    /// The domain DNS answers for. Default `orion.` (`web.service.orion`).
+    pub dns_domain: String,
+    /// TTL of DNS records, seconds. Default 0, as Consul's: instances come and
+    /// go with allocations, so resolvers should ask again.
+    pub dns_ttl: u32,
+    /// Servers DNS asks for names outside its domain. Default none: those are
+    /// refused, so the node is never an open resolver by accident.
+    pub dns_forward: Vec<SocketAddr>,
     /// Whether the node runs the load balancer: it listens, on `host_ip`, on
     /// the `lb.port` of every job that asks for one and proxies to the
     /// service's healthy instances. Default true: nothing is bound until a job
@@ -126,6 +134,9 @@ impl Default for NodeConfig {
             role: NodeRole::Manager,
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             dns: Some(DEFAULT_DNS),
+            dns_domain: orion_core::dns::DOMAIN.into(),
+            dns_ttl: 0,
+            dns_forward: Vec::new(),
             load_balancer: true,
             raft: SocketAddr::from(([127, 0, 0, 1], 7946)),
             gossip: SocketAddr::from(([127, 0, 0, 1], 7947)),
@@ -174,6 +185,13 @@ impl NodeConfig {
         let bad = |field, problem: String| Err(ConfigError::new(field, problem));
         if let Some(id) = &self.node_id {
             orion_core::spec::check_dns_label(id).map_err(|p| ConfigError::new("node_id", p))?;
+        }
+        let dns = orion_core::dns::DnsConfig {
+            domain: self.dns_domain.clone(),
+            ..Default::default()
+        };
+        if let Err(p) = dns.domain_name() {
+            return bad("dns_domain", p);
         }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "is empty".into());

@@ -173,6 +173,12 @@ impl NodeBuilder {
         http: SocketAddr => |c, v| c.http = v;
         /// DNS listen address ([`NodeConfig::dns`]); port 0 picks a free one.
         dns: SocketAddr => |c, v| c.dns = Some(v);
+        /// DNS domain ([`NodeConfig::dns_domain`]).
+        dns_domain: impl Into<String> => |c, v| c.dns_domain = v.into();
+        /// DNS record TTL, seconds ([`NodeConfig::dns_ttl`]).
+        dns_ttl: u32 => |c, v| c.dns_ttl = v;
+        /// Adds an upstream DNS server for other names ([`NodeConfig::dns_forward`]).
+        dns_forward: SocketAddr => |c, v| c.dns_forward.push(v);
         /// Whether to run the load balancer ([`NodeConfig::load_balancer`]).
         load_balancer: bool => |c, v| c.load_balancer = v;
         /// The Raft listen address ([`NodeConfig::raft`]).
@@ -296,6 +302,11 @@ impl NodeBuilder {
                     .membership(membership.clone())
                     .config(c.loops.clone())
                     .load_balancer(c.load_balancer)
+                    .dns_config(orion_core::dns::DnsConfig {
+                        domain: c.dns_domain.clone(),
+                        ttl: c.dns_ttl,
+                        forward: c.dns_forward.clone(),
+                    })
                     .http_listener(http);
                 match c.dns {
                     // The default port taken (another node on this host): no DNS

@@ -26,10 +26,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// 16 consecutive loopback ports that are free now: the node's dynamic range.
+/// 16 consecutive loopback ports that are free now, below Linux's ephemeral
+/// range (32768+) so that no listener picked by port 0 and no client socket
+/// takes one later: the node's dynamic range.
 fn free_block() -> (u16, u16) {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let base = 24000 + (std::process::id() % 32) as u16 * 256;
     loop {
-        let lo = free_port().min(65000);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst) % 16;
+        let lo = base + n * 16;
         if (lo..lo + 16).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return (lo, lo + 15);
         }

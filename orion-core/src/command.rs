@@ -64,6 +64,37 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         from: Option<u64>,
     },
+    /// Starts a periodic job's clock: its ticks after `since_ms` (Unix ms)
+    /// are due. Ignored when the job's clock already runs. Proposed by the
+    /// leader when it first sees the job.
+    PeriodicStart {
+        /// The periodic job.
+        job: String,
+        /// When its schedule starts.
+        since_ms: u64,
+    },
+    /// One tick of a periodic job, decided by the leader: its run is launched
+    /// (as the job's `concurrency` allows), or, when `missed`, the tick is
+    /// recorded as past its starting deadline. Ticks apply once and in order: a
+    /// tick at or before the last one handled is refused, so no leader change
+    /// launches one twice.
+    PeriodicTick {
+        /// The periodic job.
+        job: String,
+        /// The tick, Unix ms (the run is named after it).
+        tick_ms: u64,
+        /// Record it as missed instead of launching.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        missed: bool,
+    },
+    /// Launches a run of a periodic job now, off its schedule
+    /// (`job periodic force`).
+    PeriodicForce {
+        /// The periodic job.
+        job: String,
+        /// Now, Unix ms (the run is named after it).
+        now_ms: u64,
+    },
     /// A node joins, or rejoins with new facts about itself.
     RegisterNode {
         /// What the node says of itself.

@@ -122,6 +122,7 @@ impl Control {
             }
             self.liveness(&mut absent_since, std::mem::take(&mut dead))
                 .await;
+            self.periodic().await;
             self.reconcile().await;
             self.progress_deadlines(&mut progress).await;
             if last_gc.elapsed() >= GC_EVERY {
@@ -201,6 +202,27 @@ impl Control {
     }
 
     /// Forgets batch jobs finished more than `gc_after` ago.
+    /// Commits the periodic jobs' ticks that are due ([`crate::periodic::due`]),
+    /// one after another: each is keyed by its tick, so one proposed twice (a
+    /// retry, a leader change) is refused, not launched again.
+    async fn periodic(&self) {
+        let now = crate::model::unix_ms();
+        let due = self.store.replica().read(|s| crate::periodic::due(s, now));
+        for cmd in due {
+            match self.store.propose(cmd).await {
+                Ok(crate::store::Applied {
+                    response: crate::command::Response::Refused { reason },
+                    ..
+                }) => debug!(%reason, "periodic tick refused"),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(error = %e, "could not commit a periodic tick");
+                    return;
+                }
+            }
+        }
+    }
+
     async fn collect_finished_jobs(&self) {
         let now = crate::model::unix_ms();
         let age = self.config.gc_after.as_millis() as u64;

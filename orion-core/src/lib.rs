@@ -41,6 +41,7 @@ pub mod lb;
 pub mod membership;
 pub mod metrics;
 pub mod model;
+pub mod periodic;
 pub mod reconcile;
 pub mod replica;
 pub mod runtime;

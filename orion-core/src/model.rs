@@ -234,6 +234,8 @@ pub enum JobHealth {
     /// A batch job with a replica that failed for good (no restart or
     /// reschedule left).
     Failed,
+    /// A periodic job: it runs nothing itself; its runs are jobs of their own.
+    Periodic,
 }
 
 impl JobHealth {
@@ -252,6 +254,9 @@ impl JobHealth {
             if a.is_live() && a.failed_here() && a.finished_ms.is_some() {
                 failed = true;
             }
+        }
+        if job.spec.schedule.is_some() && job.status == JobStatus::Running {
+            return JobHealth::Periodic;
         }
         match job.spec.kind {
             crate::spec::JobKind::Batch if job.status == JobStatus::Running => {
@@ -290,6 +295,7 @@ impl fmt::Display for JobHealth {
             JobHealth::Stopped => "stopped",
             JobHealth::Complete => "complete",
             JobHealth::Failed => "failed",
+            JobHealth::Periodic => "periodic",
         })
     }
 }
@@ -314,6 +320,31 @@ pub struct Job {
     /// so without a record per replica).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unplaced: Option<String>,
+    /// For a periodic job's run: the periodic job that launched it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+}
+
+/// What the cluster keeps of a periodic job's schedule.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PeriodicState {
+    /// Ticks after this (Unix ms) are due; the last tick handled, or when the
+    /// schedule started.
+    pub last_tick_ms: u64,
+    /// Runs launched.
+    pub launched: u64,
+    /// Ticks not launched, most recent last (the last 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedTick>,
+}
+
+/// A tick that launched no run, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SkippedTick {
+    /// The tick, Unix ms.
+    pub tick_ms: u64,
+    /// Why (`run web-periodic-1767600000 still running`).
+    pub reason: String,
 }
 
 /// One version of a job as it was submitted, kept for `job history` and

@@ -108,7 +108,8 @@ pub(crate) fn fair_order(state: &ClusterState) -> Vec<&Job> {
     let mut jobs: Vec<&Job> = state
         .jobs
         .values()
-        .filter(|j| j.status == JobStatus::Running)
+        // A periodic job runs nothing itself: its runs are jobs of their own.
+        .filter(|j| j.status == JobStatus::Running && j.spec.schedule.is_none())
         .collect();
     jobs.sort_by_key(|j| (std::cmp::Reverse(j.spec.priority), j.create_index));
     jobs

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub mod compose;
 mod health;
 pub use health::{CheckKind, HealthCheck};
+mod schedule;
+pub use schedule::{parse_cron, parse_time_zone, Concurrency, History, ScheduleSpec};
 mod lb;
 pub use lb::{Algorithm, CircuitBreaker, LbMode, LbSpec, RateLimit, Sticky, MIN_LB_PORT};
 mod parse;
@@ -110,6 +112,37 @@ pub struct JobSpec {
     /// [`RescheduleSpec`] when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reschedule: Option<RescheduleSpec>,
+    /// Makes a batch job periodic: the job itself runs nothing, and each tick
+    /// of the schedule launches a run, a child job
+    /// `<name>-periodic-<unix seconds of the tick>` (a run forced by hand:
+    /// `<name>-periodic-<unix milliseconds>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleSpec>,
+}
+
+/// The infix of a periodic job's runs' names: `<name>-periodic-<unix seconds>`.
+pub const PERIODIC_INFIX: &str = "-periodic-";
+
+/// The longest name a periodic job may have: its runs' names add
+/// `-periodic-` and up to thirteen digits and must stay DNS labels.
+pub const MAX_PERIODIC_NAME: usize = 63 - PERIODIC_INFIX.len() - 13;
+
+/// The name of the run of periodic job `job` launched for the tick at
+/// `tick_ms`: the tick's Unix seconds.
+pub fn periodic_child(job: &str, tick_ms: u64) -> String {
+    format!("{job}{PERIODIC_INFIX}{}", tick_ms / 1000)
+}
+
+/// The name of a run of `job` forced at `now_ms`: its Unix milliseconds, so it
+/// never takes a tick's name.
+pub fn periodic_forced_child(job: &str, now_ms: u64) -> String {
+    format!("{job}{PERIODIC_INFIX}{now_ms}")
+}
+
+/// Whether `name` is that of a periodic job's run.
+pub fn is_periodic_child(name: &str) -> bool {
+    name.rsplit_once(PERIODIC_INFIX)
+        .is_some_and(|(_, t)| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()))
 }
 
 fn default_replicas() -> u32 {
@@ -497,6 +530,7 @@ impl JobSpec {
             update: None,
             restart: None,
             reschedule: None,
+            schedule: None,
         }
     }
 
@@ -657,6 +691,31 @@ impl JobSpec {
             if let Err(p) = check_dns_label(name) {
                 err("task.service.name".into(), p);
             }
+        }
+        if let Some(sched) = &self.schedule {
+            if self.kind != JobKind::Batch {
+                err(
+                    "schedule".into(),
+                    "only a batch job can be periodic (type: batch)".into(),
+                );
+            }
+            if self.name.len() > MAX_PERIODIC_NAME {
+                err(
+                    "name".into(),
+                    format!(
+                        "a periodic job's name is at most {MAX_PERIODIC_NAME} characters: its runs add -periodic-<unix time>"
+                    ),
+                );
+            }
+            for (field, problem) in sched.problems("schedule") {
+                err(field, problem);
+            }
+        }
+        if is_periodic_child(&self.name) {
+            err(
+                "name".into(),
+                format!("{:?} has the form of a periodic job's run (<name>-periodic-<unix time>), which only the cluster launches", self.name),
+            );
         }
         if self.parallelism == Some(0) {
             err("parallelism".into(), "must be at least 1".into());

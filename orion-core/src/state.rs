@@ -18,6 +18,7 @@ use crate::spec::{JobSpec, Protocol, Resources};
 
 mod allocs;
 mod deploy;
+mod periodic;
 mod tally;
 
 pub use allocs::AllocTable;
@@ -105,6 +106,9 @@ pub struct ClusterState {
     /// Versions per job, oldest first (the last [`KEPT_VERSIONS`]).
     #[serde(default)]
     pub versions: BTreeMap<String, Vec<crate::model::JobVersion>>,
+    /// Periodic jobs' clocks, by job.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub periodic: BTreeMap<String, crate::model::PeriodicState>,
     /// Index of the last command applied.
     pub applied_index: u64,
     /// Source of allocation ids; bumped on each new allocation.
@@ -245,6 +249,17 @@ impl ClusterState {
                 version,
                 from,
             } => self.revert_job(index, name, *version, *from, &mut changes),
+            Command::PeriodicStart { job, since_ms } => {
+                self.periodic_start(job, *since_ms, &mut changes)
+            }
+            Command::PeriodicTick {
+                job,
+                tick_ms,
+                missed,
+            } => self.periodic_tick(index, job, *tick_ms, *missed, &mut changes),
+            Command::PeriodicForce { job, now_ms } => {
+                self.periodic_force(index, job, *now_ms, &mut changes)
+            }
             Command::RegisterNode { info } => self.register_node(index, info, &mut changes),
             Command::SetNodeStatus { id, status, reason } => {
                 self.set_node_status(index, id, *status, reason.clone(), &mut changes)
@@ -343,6 +358,7 @@ impl ClusterState {
                 modify_index: index,
                 create_index,
                 unplaced: None,
+                parent: None,
             },
         );
         let ids: Vec<AllocId> = self
@@ -446,7 +462,7 @@ impl ClusterState {
         self.upsert_job(index, &spec, changes)
     }
 
-    fn stop_job(
+    pub(crate) fn stop_job(
         &mut self,
         index: u64,
         name: &str,
@@ -487,6 +503,7 @@ impl ClusterState {
             self.jobs.remove(name);
             self.deployments.remove(name);
             self.versions.remove(name);
+            self.periodic.remove(name);
         }
         changes.push(Change::Job { name: name.into() });
         Response::Job {

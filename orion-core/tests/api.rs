@@ -609,6 +609,7 @@ async fn the_openapi_document_matches_the_routes() {
             "/v1/jobs/{name}",
             "/v1/jobs/{name}/deployment",
             "/v1/jobs/{name}/deployment/{action}",
+            "/v1/jobs/{name}/periodic/force",
             "/v1/jobs/{name}/revert",
             "/v1/jobs/{name}/versions",
             "/v1/nodes",

@@ -237,6 +237,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// `orion-node job periodic …`.
+#[derive(Debug, Subcommand)]
+pub enum PeriodicCommand {
+    /// Launch a run of a periodic job now, off its schedule.
+    Force {
+        /// The periodic job's name.
+        name: String,
+    },
+}
+
 /// `orion-node job …`.
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
@@ -273,6 +283,9 @@ pub enum JobCommand {
     /// Forget finished batch jobs and stopped jobs (the leader also forgets
     /// finished batch jobs a day after they finished).
     Gc,
+    /// A periodic job: launch a run now.
+    #[command(subcommand)]
+    Periodic(PeriodicCommand),
     /// A job's kept versions, each with its diff from the one before.
     History {
         /// The job's name.

@@ -159,6 +159,16 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
                 say!("collected {} jobs: {}", names.len(), names.join(", "));
             }
         }
+        JobCommand::Periodic(crate::cli::PeriodicCommand::Force { name }) => {
+            let r = send(
+                http.post(format!("{base}/v1/jobs/{name}/periodic/force")),
+                "job periodic force",
+                &base,
+            )
+            .await?;
+            let v: Value = r.json().await?;
+            say!("job {name}: launched {}", v["run"].as_str().unwrap_or("?"));
+        }
         JobCommand::History { name, patch } => {
             let r = send(
                 http.get(format!("{base}/v1/jobs/{name}/versions")),
@@ -425,6 +435,36 @@ fn print_job(v: &JobView, all: bool) {
     );
     if let Some(why) = &v.job.unplaced {
         say!("not placed: {why}");
+    }
+    if let (Some(p), Some(sched)) = (&v.periodic, &spec.schedule) {
+        let when = |ms: u64| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+            )
+            .to_string()
+        };
+        say!(
+            "schedule {:?} ({}), concurrency {:?}; {} runs launched",
+            sched.cron,
+            sched.time_zone.as_deref().unwrap_or("UTC"),
+            sched.concurrency,
+            p.launched
+        );
+        let next: Vec<String> = p.next_ms.iter().map(|t| when(*t)).collect();
+        say!(
+            "next: {}",
+            if next.is_empty() {
+                "-".to_string()
+            } else {
+                next.join(", ")
+            }
+        );
+        for r in &p.runs {
+            say!("run {}  {}", r.name, r.health);
+        }
+        for s in &p.skipped {
+            say!("skipped {}: {}", when(s.tick_ms), s.reason);
+        }
     }
     if let Some(d) = &v.deployment {
         say!(

@@ -9,6 +9,7 @@
 //! | `GET /v1/jobs/{name}/deployment`, `GET /v1/deployments` | a job's latest deployment; every kept one |
 //! | `POST /v1/jobs/{name}/deployment/{promote,pause,resume,fail}` | act on its latest deployment (404 none, 409 unsuited) |
 //! | `GET /v1/jobs/{name}/versions` | its kept versions, oldest first |
+//! | `POST /v1/jobs/{name}/periodic/force` | launch a run of a periodic job now |
 //! | `POST /v1/gc` | forget finished batch jobs and stopped ones (`job gc`) |
 //! | `GET /v1/events[?index=N&topic=job,allocation]` | committed changes as ndjson, or SSE on `Accept: text/event-stream`; resumes after `index` / `Last-Event-ID` |
 //! | `GET /v1/services`, `GET /v1/services/{name}[?healthy=false&tag=T&index=N&wait=30s]` | the catalog; a service's instances (healthy only by default), blocking on `index` |
@@ -162,6 +163,7 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(list_deployments))
         .routes(routes!(job_versions))
         .routes(routes!(revert_job))
+        .routes(routes!(force_periodic))
         .routes(routes!(gc))
         .routes(routes!(event_stream))
         .routes(routes!(list_services))
@@ -548,6 +550,15 @@ async fn revert_job(
     };
     let done = c.revert(&name, body.version).await?;
     Ok(Json(done).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/jobs/{name}/periodic/force", tag = "jobs",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "the run launched (`{\"run\": name}`)"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn force_periodic(State(c): State<Cluster>, Path(name): Path<String>) -> ApiResult<Response> {
+    let run = c.force_periodic(&name).await?;
+    Ok(Json(json!({ "job": name, "run": run })).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/gc", tag = "jobs",

@@ -134,6 +134,31 @@ pub struct JobView {
     pub deployment: Option<crate::model::Deployment>,
     /// Its allocations, newest first.
     pub allocations: Vec<Allocation>,
+    /// For a periodic job: its next launches and its runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub periodic: Option<PeriodicView>,
+}
+
+/// A periodic job's schedule as `job status` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PeriodicView {
+    /// The next launch times (Unix ms).
+    pub next_ms: Vec<u64>,
+    /// Runs launched so far.
+    pub launched: u64,
+    /// Its runs still kept, oldest first, each with its health.
+    pub runs: Vec<PeriodicRun>,
+    /// Recent ticks that launched nothing, and why.
+    pub skipped: Vec<crate::model::SkippedTick>,
+}
+
+/// One run of a periodic job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PeriodicRun {
+    /// The run's job name.
+    pub name: String,
+    /// How it is doing.
+    pub health: JobHealth,
 }
 
 /// A node with what is in use on it, as `GET /v1/nodes` shows it.
@@ -450,7 +475,24 @@ impl Cluster {
                 .iter()
                 .filter(|a| a.is_live() && a.state == crate::model::AllocState::Running)
                 .count();
+            let periodic = job.spec.schedule.as_ref().map(|_| {
+                let clock = s.periodic.get(name).cloned().unwrap_or_default();
+                PeriodicView {
+                    next_ms: crate::periodic::next_launches(s, name, crate::model::unix_ms(), 3),
+                    launched: clock.launched,
+                    runs: s
+                        .periodic_runs(name)
+                        .into_iter()
+                        .map(|r| PeriodicRun {
+                            name: r.spec.name.clone(),
+                            health: s.run_health(r),
+                        })
+                        .collect(),
+                    skipped: clock.skipped,
+                }
+            });
             Some(JobView {
+                periodic,
                 health: crate::model::JobHealth::assess(&job, allocations.iter()),
                 running,
                 deployment: s.latest_deployment(name).cloned(),
@@ -459,6 +501,33 @@ impl Cluster {
                 allocations,
             })
         })
+    }
+
+    /// Launches a run of periodic job `name` now, off its schedule; the run's
+    /// name.
+    pub async fn force_periodic(&self, name: &str) -> Result<String, ClusterError> {
+        let now = crate::model::unix_ms();
+        if self
+            .inner
+            .store
+            .replica()
+            .read(|s| !s.jobs.contains_key(name))
+        {
+            return Err(ClusterError::JobNotFound(name.to_string()));
+        }
+        match self
+            .propose(Command::PeriodicForce {
+                job: name.to_string(),
+                now_ms: now,
+            })
+            .await?
+        {
+            Response::Refused { reason } if reason.starts_with("no job named") => {
+                Err(ClusterError::JobNotFound(name.to_string()))
+            }
+            Response::Refused { reason } => Err(ClusterError::Refused(reason)),
+            _ => Ok(crate::spec::periodic_forced_child(name, now)),
+        }
     }
 
     /// Every job, from this node's replica.

@@ -14,6 +14,7 @@ mod deploy;
 mod dev;
 mod discovery;
 mod partition;
+mod periodic;
 mod restart;
 mod single_node;
 mod system;

@@ -133,6 +133,30 @@ pub struct Agent {
     lb: Option<Arc<crate::lb::Balancer>>,
     /// Stopping allocations behind a load balancer: since when they drain.
     draining: HashMap<AllocId, Instant>,
+    /// Where script tasks' scripts are written, and the runner images.
+    scripts: Scripts,
+}
+
+/// Where a node writes script tasks' scripts, and which image runs each
+/// language when a task names none.
+#[derive(Clone, Debug)]
+pub struct Scripts {
+    /// The directory (one subdirectory per allocation); it must be visible to
+    /// the engine at the same path (the node's data dir is).
+    pub dir: std::path::PathBuf,
+    /// Runner image per language; [`crate::spec::Lang::default_image`] for
+    /// the others.
+    pub images: std::collections::BTreeMap<crate::spec::Lang, String>,
+}
+
+impl Scripts {
+    /// Scripts under `dir`, the default runner images.
+    pub fn in_dir(dir: impl Into<std::path::PathBuf>) -> Self {
+        Scripts {
+            dir: dir.into(),
+            images: Default::default(),
+        }
+    }
 }
 
 impl Agent {
@@ -162,7 +186,14 @@ impl Agent {
             health,
             lb: None,
             draining: HashMap::new(),
+            scripts: Scripts::in_dir(std::env::temp_dir().join("orion-scripts")),
         }
+    }
+
+    /// Where this node writes scripts, and its runner images.
+    pub fn with_scripts(mut self, scripts: Scripts) -> Self {
+        self.scripts = scripts;
+        self
     }
 
     /// Drains tasks behind `lb` before stopping them: a task whose port has a
@@ -383,7 +414,7 @@ impl Agent {
         let attempts: Vec<_> = to_launch
             .into_iter()
             .map(|(a, task, kind)| {
-                let attempt = this.launch(cluster_id, a, task);
+                let attempt = this.launch(cluster_id, a, task, kind);
                 async move { (a, kind, attempt.await) }
             })
             .collect();
@@ -657,8 +688,13 @@ impl Agent {
         cluster_id: &str,
         a: &Allocation,
         task: &TaskSpec,
+        kind: JobKind,
     ) -> Result<ContainerInfo, RuntimeError> {
+        let security = task.security_for(kind);
         let mut task = task.clone();
+        if let Some(script) = task.script.clone() {
+            self.prepare_script(a, &script, &mut task)?;
+        }
         // Who and where the task is, as Nomad's NOMAD_ALLOC_ID and friends.
         task.env.insert("ORION_ALLOC_ID".into(), a.id.clone());
         task.env.insert("ORION_JOB".into(), a.job.clone());
@@ -676,9 +712,54 @@ impl Agent {
             job_version: a.job_version,
             task,
             ports: a.ports.clone(),
+            security,
         };
         info!(node_id = %self.node_id, alloc = %a.id, image = %launch.task.image, "starting task");
         self.create_and_start(&launch).await
+    }
+
+    /// Writes a script task's script where its container mounts it read-only
+    /// (`<scripts dir>/<alloc>/script` at [`crate::spec::SCRIPT_PATH`]), and
+    /// makes the task run it: the language's interpreter as the command, the
+    /// node's runner image for the language when the task names no image.
+    fn prepare_script(
+        &self,
+        a: &Allocation,
+        script: &crate::spec::ScriptSpec,
+        task: &mut TaskSpec,
+    ) -> Result<(), RuntimeError> {
+        let dir = self.scripts.dir.join(&a.id);
+        let path = dir.join("script");
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&path, script.content.as_bytes()))
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+            });
+        if let Err(e) = written {
+            return Err(RuntimeError::Engine {
+                op: "writing the script",
+                source: format!("{}: {e}", path.display()).into(),
+            });
+        }
+        task.volumes.push(crate::spec::VolumeMount {
+            name: None,
+            host_path: Some(path.to_string_lossy().into_owned()),
+            target: crate::spec::SCRIPT_PATH.into(),
+            read_only: true,
+        });
+        task.command = script.command();
+        task.args.clear();
+        if task.image.is_empty() {
+            task.image = self
+                .scripts
+                .images
+                .get(&script.lang)
+                .cloned()
+                .unwrap_or_else(|| script.lang.default_image().to_string());
+        }
+        Ok(())
     }
 
     /// What a launch attempt means for the allocation, and for its backoff.
@@ -930,6 +1011,8 @@ impl Agent {
     }
 
     async fn stop_and_remove(&self, c: &ContainerInfo) {
+        // A script task's script goes with its container.
+        let _ = std::fs::remove_dir_all(self.scripts.dir.join(&c.alloc_id));
         if c.state == ContainerState::Running {
             if let Err(e) = self.runtime.stop(&c.id, self.config.stop_grace).await {
                 if !matches!(e, RuntimeError::NotFound(_)) {

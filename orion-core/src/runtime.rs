@@ -46,6 +46,9 @@ pub struct TaskLaunch {
     pub task: TaskSpec,
     /// Host ports to publish.
     pub ports: Vec<PortBinding>,
+    /// How locked down it runs (resolved from the job's kind and the task's
+    /// `security`).
+    pub security: crate::spec::Security,
 }
 
 impl TaskLaunch {

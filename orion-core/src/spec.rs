@@ -12,6 +12,12 @@ use serde::{Deserialize, Serialize};
 pub mod compose;
 mod health;
 pub use health::{CheckKind, HealthCheck};
+mod script;
+pub use script::{Lang, ScriptSpec, MAX_SCRIPT_BYTES, SCRIPT_PATH};
+mod security;
+pub use security::{
+    Profile, Security, SecurityOverrides, SecuritySpec, RESTRICTED_PIDS, RESTRICTED_USER,
+};
 mod schedule;
 pub use schedule::{parse_cron, parse_time_zone, Concurrency, History, ScheduleSpec};
 mod lb;
@@ -118,6 +124,28 @@ pub struct JobSpec {
     /// `<name>-periodic-<unix milliseconds>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleSpec>,
+}
+
+impl JobSpec {
+    /// The security settings its task runs with: its `security`, on top of
+    /// the restricted profile for batch and script tasks and the engine's
+    /// defaults for the others.
+    pub fn security(&self) -> Security {
+        self.task.security_for(self.kind)
+    }
+}
+
+impl TaskSpec {
+    /// The security settings of this task in a job of `kind` (see
+    /// [`JobSpec::security`]).
+    pub fn security_for(&self, kind: JobKind) -> Security {
+        let default = if kind == JobKind::Batch || self.script.is_some() {
+            Profile::Restricted
+        } else {
+            Profile::Default
+        };
+        Security::resolve(self.security.as_ref(), default)
+    }
 }
 
 /// The infix of a periodic job's runs' names: `<name>-periodic-<unix seconds>`.
@@ -230,8 +258,17 @@ impl fmt::Display for Constraint {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
-    /// Container image reference (`orion-test/web:1`).
+    /// Container image reference (`orion-test/web:1`). A script task may leave
+    /// it out: the node's runner image for the script's language runs it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
+    /// A script to run instead of a command (see [`ScriptSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<ScriptSpec>,
+    /// How locked down it runs: `restricted` by default for batch and script
+    /// tasks, the engine's defaults for services (see [`SecuritySpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecuritySpec>,
     /// The command and its arguments; the image's default when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
@@ -511,6 +548,8 @@ impl JobSpec {
             replicas: 1,
             task: TaskSpec {
                 image: image.into(),
+                script: None,
+                security: None,
                 command: Vec::new(),
                 args: Vec::new(),
                 env: BTreeMap::new(),
@@ -736,7 +775,29 @@ impl JobSpec {
             );
         }
         let t = &self.task;
-        if t.image.trim().is_empty() {
+        if let Some(script) = &t.script {
+            if !t.command.is_empty() {
+                err(
+                    "task.script".into(),
+                    "give a script or a command, not both".into(),
+                );
+            }
+            if script.content.len() > MAX_SCRIPT_BYTES {
+                err(
+                    "task.script.content".into(),
+                    format!(
+                        "{} bytes is over the limit of {MAX_SCRIPT_BYTES} (1 MiB)",
+                        script.content.len()
+                    ),
+                );
+            }
+        }
+        if let Some(sec) = &t.security {
+            for (field, problem) in sec.problems("task.security") {
+                err(field, problem);
+            }
+        }
+        if t.image.trim().is_empty() && t.script.is_none() {
             err("task.image".into(), "must not be empty".into());
         } else if t.image.chars().any(char::is_whitespace) {
             err(

@@ -128,6 +128,11 @@ pub struct AgentArgs {
     /// for more [default: none, those are refused].
     #[arg(long = "dns-forward")]
     pub dns_forward: Vec<SocketAddr>,
+    /// The image that runs a script language when a script task names none,
+    /// `LANG=IMAGE` (`sh=alpine:3`); repeat for more [default: alpine:3, bash:5,
+    /// python:3-slim, node:22-slim — which must be on the node].
+    #[arg(long = "script-image", value_parser = parse_script_image)]
+    pub script_images: Vec<(orion_core::spec::Lang, String)>,
     /// Run no load balancer (no job's `lb.port` is listened on here).
     #[arg(long)]
     pub no_lb: bool,
@@ -184,6 +189,20 @@ pub struct AgentArgs {
     /// Storage engine of the Raft log: redb or sled [default: redb].
     #[arg(long)]
     pub engine: Option<orion::Engine>,
+}
+
+fn parse_script_image(s: &str) -> Result<(orion_core::spec::Lang, String), String> {
+    let (lang, image) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: give LANG=IMAGE (sh=alpine:3)"))?;
+    let lang = orion_core::spec::Lang::ALL
+        .into_iter()
+        .find(|l| l.name() == lang)
+        .ok_or_else(|| format!("{lang:?} is not a script language: sh, bash, python or node"))?;
+    if image.is_empty() {
+        return Err("the image is empty".into());
+    }
+    Ok((lang, image.to_string()))
 }
 
 /// `orion-node dev` flags.

@@ -30,6 +30,9 @@ pub fn node_config(args: &AgentArgs) -> Result<NodeConfig> {
     if args.no_dns {
         c.dns = None;
     }
+    for (lang, image) in &args.script_images {
+        c.script_images.insert(*lang, image.clone());
+    }
     if args.no_lb {
         c.load_balancer = false;
     }

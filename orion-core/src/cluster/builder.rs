@@ -148,6 +148,7 @@ pub struct ClusterBuilder {
     dns: Option<SocketAddr>,
     dns_config: crate::dns::DnsConfig,
     load_balancer: bool,
+    scripts: Option<crate::agent::Scripts>,
 }
 
 impl ClusterBuilder {
@@ -164,6 +165,7 @@ impl ClusterBuilder {
             dns: None,
             dns_config: crate::dns::DnsConfig::default(),
             load_balancer: true,
+            scripts: None,
         }
     }
 
@@ -247,6 +249,14 @@ impl ClusterBuilder {
     /// and refuses the rest).
     pub fn dns_config(mut self, config: crate::dns::DnsConfig) -> Self {
         self.dns_config = config;
+        self
+    }
+
+    /// Where script tasks' scripts are written (a directory the engine sees
+    /// at the same path) and the runner image of each language. Default: a
+    /// directory under the system's temporary one, the default images.
+    pub fn scripts(mut self, scripts: crate::agent::Scripts) -> Self {
+        self.scripts = Some(scripts);
         self
     }
 
@@ -387,7 +397,12 @@ impl ClusterBuilder {
             self.config.agent,
             health_tx,
         )
-        .with_load_balancer(lb.clone());
+        .with_load_balancer(lb.clone())
+        .with_scripts(self.scripts.clone().unwrap_or_else(|| {
+            crate::agent::Scripts::in_dir(
+                std::env::temp_dir().join(format!("orion-scripts-{}", info.id)),
+            )
+        }));
         tasks.push(tokio::spawn(agent.run(shutdown_rx.clone())));
         let events = Arc::new(crate::events::EventLog::default());
         tasks.push(events.follow(store.replica(), shutdown_rx.clone()));

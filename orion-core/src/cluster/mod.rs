@@ -137,6 +137,9 @@ pub struct JobView {
     /// For a periodic job: its next launches and its runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub periodic: Option<PeriodicView>,
+    /// The security settings its task runs with (its profile, with what the
+    /// spec relaxed).
+    pub security: crate::spec::Security,
 }
 
 /// A periodic job's schedule as `job status` shows it.
@@ -493,6 +496,7 @@ impl Cluster {
             });
             Some(JobView {
                 periodic,
+                security: job.spec.security(),
                 health: crate::model::JobHealth::assess(&job, allocations.iter()),
                 running,
                 deployment: s.latest_deployment(name).cloned(),

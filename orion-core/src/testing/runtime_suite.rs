@@ -113,6 +113,7 @@ fn launch(owner: &Owner, task: &TaskSpec) -> TaskLaunch {
         job_version: 1,
         task: task.clone(),
         ports: Vec::new(),
+        security: Default::default(),
     }
 }
 
@@ -278,6 +279,8 @@ mod tests {
     fn task() -> TaskSpec {
         TaskSpec {
             image: "orion-test/any:1".into(),
+            script: None,
+            security: None,
             command: vec!["sleep".into(), "3600".into()],
             args: Vec::new(),
             env: Default::default(),

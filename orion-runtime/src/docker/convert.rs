@@ -131,8 +131,36 @@ pub fn create_body(launch: &TaskLaunch, config: &DockerConfig) -> ContainerCreat
     exposed.sort();
     let memory = i64::try_from(task.resources.memory_mb.saturating_mul(1024 * 1024)).ok();
     let nano_cpus = (task.resources.cpu > 0.0).then(|| (task.resources.cpu * 1e9).round() as i64);
+    let sec = &launch.security;
+    let memory = memory.filter(|m| *m > 0);
+    // A read-only root keeps two writable places, in memory: /tmp for anyone,
+    // and /workspace, owned by the task's numeric user and its working
+    // directory (the engine resets a working directory's mode, so only its
+    // owner can write there: with a user by name, it stays mode 1777 and is
+    // not made the working directory).
+    let numeric = sec.user.as_deref().and_then(|u| {
+        let (uid, gid) = u.split_once(':').unwrap_or((u, u));
+        (uid.parse::<u32>().is_ok() && gid.parse::<u32>().is_ok())
+            .then(|| (uid.to_string(), gid.to_string()))
+    });
+    let tmpfs = sec.read_only_root.then(|| {
+        let owner = numeric
+            .as_ref()
+            .map(|(u, g)| format!(",uid={u},gid={g}"))
+            .unwrap_or_default();
+        HashMap::from([
+            ("/tmp".to_string(), "rw,nosuid,nodev,mode=1777".to_string()),
+            (
+                "/workspace".to_string(),
+                format!("rw,nosuid,nodev,mode=1777{owner}"),
+            ),
+        ])
+    });
+    let working_dir = (sec.read_only_root && numeric.is_some()).then(|| "/workspace".to_string());
     ContainerCreateBody {
         image: Some(task.image.clone()),
+        user: sec.user.clone(),
+        working_dir,
         cmd: command(launch),
         env: Some(task.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         labels: Some(labels),
@@ -140,9 +168,18 @@ pub fn create_body(launch: &TaskLaunch, config: &DockerConfig) -> ContainerCreat
         stop_timeout: Some(config.stop_grace.as_secs().try_into().unwrap_or(i64::MAX)),
         host_config: Some(HostConfig {
             port_bindings: (!ports.is_empty()).then_some(ports),
-            memory: memory.filter(|m| *m > 0),
+            memory,
+            // No swap beyond memory: the engine's `memory_swap` is the total.
+            memory_swap: memory.filter(|_| sec.no_swap),
             nano_cpus,
-            pids_limit: config.pids_limit.map(i64::from),
+            pids_limit: sec.pids_limit.or(config.pids_limit).map(i64::from),
+            cap_drop: sec.drop_all_capabilities.then(|| vec!["ALL".to_string()]),
+            cap_add: (!sec.cap_add.is_empty()).then(|| sec.cap_add.clone()),
+            security_opt: sec
+                .no_new_privileges
+                .then(|| vec!["no-new-privileges:true".to_string()]),
+            readonly_rootfs: sec.read_only_root.then_some(true),
+            tmpfs,
             // Orion restarts tasks itself, with backoff and rescheduling; an engine
             // restart behind its back would hide exits from it.
             restart_policy: Some(RestartPolicy {
@@ -317,6 +354,8 @@ mod tests {
             job_version: 3,
             task: TaskSpec {
                 image: "orion-test/web:1".into(),
+                script: None,
+                security: None,
                 command: vec!["/bin/httpd".into(), "-f".into()],
                 args: vec!["-p".into(), "80".into()],
                 env: [("GREETING".to_string(), "hi".to_string())].into(),
@@ -335,6 +374,7 @@ mod tests {
                 binding("http", 80, 8080, Protocol::Tcp, "127.0.0.1"),
                 binding("dns", 53, 5353, Protocol::Udp, ""),
             ],
+            security: Default::default(),
         }
     }
 
@@ -347,6 +387,44 @@ mod tests {
         assert_eq!(names[&(80, Protocol::Tcp)], "http");
         assert_eq!(names[&(53, Protocol::Udp)], "dns");
         assert!(decode_port_names("junk,x=nope/sctp").is_empty());
+    }
+
+    #[test]
+    fn the_restricted_profile_maps_to_the_engine_and_the_default_adds_nothing() {
+        let mut l = launch();
+        l.security = orion_core::spec::Security::of(orion_core::spec::Profile::Restricted);
+        let b = create_body(&l, &DockerConfig::default());
+        let h = b.host_config.as_ref().unwrap();
+        assert_eq!(b.user.as_deref(), Some("65534:65534"));
+        assert_eq!(b.working_dir.as_deref(), Some("/workspace"));
+        assert_eq!(h.cap_drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert_eq!(
+            h.security_opt.as_deref(),
+            Some(&["no-new-privileges:true".to_string()][..])
+        );
+        assert_eq!(h.readonly_rootfs, Some(true));
+        let tmpfs = h.tmpfs.as_ref().unwrap();
+        assert!(tmpfs["/workspace"].ends_with("uid=65534,gid=65534"));
+        assert_eq!(tmpfs["/tmp"], "rw,nosuid,nodev,mode=1777");
+        assert_eq!(h.pids_limit, Some(256));
+        assert_eq!(h.memory_swap, h.memory);
+        // A user by name: /workspace stays writable by all, not the working dir.
+        l.security.user = Some("nobody".into());
+        let b = create_body(&l, &DockerConfig::default());
+        assert_eq!(b.working_dir, None);
+        assert!(!b.host_config.unwrap().tmpfs.unwrap()["/workspace"].contains("uid="));
+        let plain = create_body(&launch(), &DockerConfig::default());
+        let h = plain.host_config.unwrap();
+        assert_eq!(
+            (
+                plain.user,
+                h.cap_drop,
+                h.readonly_rootfs,
+                h.tmpfs,
+                h.memory_swap
+            ),
+            (None, None, None, None, None)
+        );
     }
 
     #[test]

@@ -103,6 +103,7 @@ pub fn launch_for(owner: &Owner, task: TaskSpec) -> TaskLaunch {
         job_version: 1,
         task,
         ports: Vec::new(),
+        security: Default::default(),
     }
 }
 
@@ -110,6 +111,8 @@ pub fn launch_for(owner: &Owner, task: TaskSpec) -> TaskLaunch {
 pub fn task(argv: &[&str]) -> TaskSpec {
     TaskSpec {
         image: image::DEMO_IMAGE.to_string(),
+        script: None,
+        security: None,
         command: argv.iter().map(|s| s.to_string()).collect(),
         args: Vec::new(),
         env: Default::default(),

@@ -59,6 +59,10 @@ pub struct NodeConfig {
     /// Servers DNS asks for names outside its domain. Default none: those are
     /// refused, so the node is never an open resolver by accident.
     pub dns_forward: Vec<SocketAddr>,
+    /// The image that runs each script language when a script task names
+    /// none (`sh: alpine:3`). Default none: [`orion_core::spec::Lang::default_image`].
+    /// Nothing is pulled here: the image must be on the node.
+    pub script_images: BTreeMap<orion_core::spec::Lang, String>,
     /// Whether the node runs the load balancer: it listens, on `host_ip`, on
     /// the `lb.port` of every job that asks for one and proxies to the
     /// service's healthy instances. Default true: nothing is bound until a job
@@ -138,6 +142,7 @@ impl Default for NodeConfig {
             dns_ttl: 0,
             dns_forward: Vec::new(),
             load_balancer: true,
+            script_images: BTreeMap::new(),
             raft: SocketAddr::from(([127, 0, 0, 1], 7946)),
             gossip: SocketAddr::from(([127, 0, 0, 1], 7947)),
             advertise_http: None,

@@ -179,6 +179,8 @@ impl NodeBuilder {
         dns_ttl: u32 => |c, v| c.dns_ttl = v;
         /// Adds an upstream DNS server for other names ([`NodeConfig::dns_forward`]).
         dns_forward: SocketAddr => |c, v| c.dns_forward.push(v);
+        /// The image that runs a script language ([`NodeConfig::script_images`]).
+        script_image: (orion_core::spec::Lang, &str) => |c, v| { c.script_images.insert(v.0, v.1.into()); };
         /// Whether to run the load balancer ([`NodeConfig::load_balancer`]).
         load_balancer: bool => |c, v| c.load_balancer = v;
         /// The Raft listen address ([`NodeConfig::raft`]).
@@ -302,6 +304,12 @@ impl NodeBuilder {
                     .membership(membership.clone())
                     .config(c.loops.clone())
                     .load_balancer(c.load_balancer)
+                    .scripts(orion_core::agent::Scripts {
+                        // The engine binds it by path: make it absolute.
+                        dir: std::path::absolute(c.data_dir.join("scripts"))
+                            .unwrap_or_else(|_| c.data_dir.join("scripts")),
+                        images: c.script_images.clone(),
+                    })
                     .dns_config(orion_core::dns::DnsConfig {
                         domain: c.dns_domain.clone(),
                         ttl: c.dns_ttl,

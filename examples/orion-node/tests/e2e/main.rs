@@ -16,5 +16,6 @@ mod discovery;
 mod partition;
 mod periodic;
 mod restart;
+mod scripts;
 mod single_node;
 mod system;

@@ -79,6 +79,10 @@ pub fn intent_at(state: &ClusterState, max_requests: usize, now_ms: Option<u64>)
         .filter_map(|n| state.usage_ref(n.id()))
         .collect();
     for job in fair_order(state) {
+        // A job waiting for (or failed by) its dependencies starts nothing.
+        if state.gate(job) != crate::state::Gate::Open {
+            continue;
+        }
         let limit = request_limit(out.requests.len(), max_requests);
         if job.spec.kind == JobKind::System {
             system_intent(state, job, limit, now_ms, &mut out);

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub mod compose;
 mod health;
 pub use health::{CheckKind, HealthCheck};
+mod deps;
+pub use deps::{Condition, Dependency};
 mod script;
 pub use script::{Lang, ScriptSpec, MAX_SCRIPT_BYTES, SCRIPT_PATH};
 mod security;
@@ -124,6 +126,9 @@ pub struct JobSpec {
     /// `<name>-periodic-<unix milliseconds>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleSpec>,
+    /// Jobs this one waits for before it starts (see [`Dependency`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<Dependency>,
 }
 
 impl JobSpec {
@@ -570,6 +575,7 @@ impl JobSpec {
             restart: None,
             reschedule: None,
             schedule: None,
+            after: Vec::new(),
         }
     }
 
@@ -755,6 +761,16 @@ impl JobSpec {
                 "name".into(),
                 format!("{:?} has the form of a periodic job's run (<name>-periodic-<unix time>), which only the cluster launches", self.name),
             );
+        }
+        for (i, d) in self.after.iter().enumerate() {
+            if let Err(p) = check_dns_label(&d.job) {
+                err(format!("after[{i}].job"), p);
+            } else if d.job == self.name {
+                err(
+                    format!("after[{i}].job"),
+                    "a job cannot wait for itself".into(),
+                );
+            }
         }
         if self.parallelism == Some(0) {
             err("parallelism".into(), "must be at least 1".into());

@@ -18,6 +18,8 @@ use crate::spec::{JobSpec, Protocol, Resources};
 
 mod allocs;
 mod deploy;
+mod deps;
+pub use deps::{dependency_cycle, Gate};
 mod periodic;
 mod tally;
 

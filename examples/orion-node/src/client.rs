@@ -436,6 +436,9 @@ fn print_job(v: &JobView, all: bool) {
     if let Some(why) = &v.job.unplaced {
         say!("not placed: {why}");
     }
+    if let Some(why) = &v.waiting {
+        say!("not started: {why}");
+    }
     if let (Some(p), Some(sched)) = (&v.periodic, &spec.schedule) {
         let when = |ms: u64| {
             humantime::format_rfc3339_seconds(

@@ -420,8 +420,13 @@ async fn list_jobs(State(c): State<Cluster>, Query(p): Query<ReadParams>) -> Api
                 .iter()
                 .filter(|a| a.state == crate::model::AllocState::Running && a.is_live())
                 .count();
+            let gate = c.store().replica().read(|s| s.gate(&j));
             JobLine {
-                health: crate::model::JobHealth::assess(&j, allocs.iter()),
+                health: match gate {
+                    crate::state::Gate::Open => crate::model::JobHealth::assess(&j, allocs.iter()),
+                    crate::state::Gate::Waiting(_) => crate::model::JobHealth::Pending,
+                    crate::state::Gate::Failed(_) => crate::model::JobHealth::Failed,
+                },
                 running,
                 name: j.spec.name,
                 kind: j.spec.kind,

@@ -140,6 +140,10 @@ pub struct JobView {
     /// The security settings its task runs with (its profile, with what the
     /// spec relaxed).
     pub security: crate::spec::Security,
+    /// Why it has not started: the dependency it waits for, or the one that
+    /// failed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// A periodic job's schedule as `job status` shows it.
@@ -378,11 +382,11 @@ impl Cluster {
     /// The spec's load-balancer and fixed ports against the cluster as this
     /// node's replica has it ([`crate::lb::conflicts`]).
     fn check_ports(&self, spec: &JobSpec) -> Result<(), SpecError> {
-        let errors = self
-            .inner
-            .store
-            .replica()
-            .read(|s| crate::lb::conflicts(s, spec));
+        let errors = self.inner.store.replica().read(|s| {
+            let mut e = crate::lb::conflicts(s, spec);
+            e.extend(crate::state::dependency_cycle(s, spec));
+            e
+        });
         if errors.is_empty() {
             Ok(())
         } else {
@@ -494,10 +498,19 @@ impl Cluster {
                     skipped: clock.skipped,
                 }
             });
+            let (health, waiting) = match s.gate(&job) {
+                crate::state::Gate::Open => (
+                    crate::model::JobHealth::assess(&job, allocations.iter()),
+                    None,
+                ),
+                crate::state::Gate::Waiting(why) => (crate::model::JobHealth::Pending, Some(why)),
+                crate::state::Gate::Failed(why) => (crate::model::JobHealth::Failed, Some(why)),
+            };
             Some(JobView {
                 periodic,
                 security: job.spec.security(),
-                health: crate::model::JobHealth::assess(&job, allocations.iter()),
+                waiting,
+                health,
                 running,
                 deployment: s.latest_deployment(name).cloned(),
                 job,

@@ -389,7 +389,7 @@ impl Agent {
                 None => {}
                 Some(c) => {
                     let timeout = task.timeout;
-                    updates.extend(self.tend(a, *kind, policy, timeout, c).await)
+                    updates.extend(self.tend(a, *kind, policy, timeout, &task.outputs, c).await)
                 }
             }
         }
@@ -695,6 +695,7 @@ impl Agent {
         if let Some(script) = task.script.clone() {
             self.prepare_script(a, &script, &mut task)?;
         }
+        self.prepare_files(a, &security, &mut task)?;
         // Who and where the task is, as Nomad's NOMAD_ALLOC_ID and friends.
         task.env.insert("ORION_ALLOC_ID".into(), a.id.clone());
         task.env.insert("ORION_JOB".into(), a.job.clone());
@@ -716,6 +717,126 @@ impl Agent {
         };
         info!(node_id = %self.node_id, alloc = %a.id, image = %launch.task.image, "starting task");
         self.create_and_start(&launch).await
+    }
+
+    /// The outputs a completed task left, base64-encoded by path, and what
+    /// could not be read (`output /out/x: not found`).
+    async fn read_outputs(
+        &self,
+        c: &ContainerInfo,
+        outputs: &[String],
+    ) -> (std::collections::BTreeMap<String, String>, Vec<String>) {
+        use base64::Engine as _;
+        let mut kept = std::collections::BTreeMap::new();
+        let mut problems = Vec::new();
+        for path in outputs {
+            match self
+                .runtime
+                .read_file(&c.id, path, crate::spec::MAX_OUTPUT_BYTES)
+                .await
+            {
+                Ok(bytes) => {
+                    kept.insert(
+                        path.clone(),
+                        base64::engine::general_purpose::STANDARD.encode(bytes),
+                    );
+                }
+                Err(RuntimeError::NotFound(_)) => {
+                    problems.push(format!("output {path}: not found"))
+                }
+                Err(e) => problems.push(format!("output {path}: {e}")),
+            }
+        }
+        if !problems.is_empty() {
+            warn!(node_id = %self.node_id, alloc = %c.alloc_id, problems = ?problems, "outputs not kept");
+        }
+        (kept, problems)
+    }
+
+    /// What a restricted task may write (a directory of the node mounted at
+    /// `/workspace`, so what it leaves there outlives the run for its outputs),
+    /// and the outputs of the jobs it waited for, read-only under
+    /// [`crate::spec::INPUTS_DIR`].
+    fn prepare_files(
+        &self,
+        a: &Allocation,
+        security: &crate::spec::Security,
+        task: &mut TaskSpec,
+    ) -> Result<(), RuntimeError> {
+        use base64::Engine as _;
+        use std::os::unix::fs::PermissionsExt;
+        let io = |what: &'static str, e: std::io::Error| RuntimeError::Engine {
+            op: what,
+            source: Box::new(e),
+        };
+        let base = self.scripts.dir.join(&a.id);
+        if security.read_only_root && !task.volumes.iter().any(|v| v.target == "/workspace") {
+            let ws = base.join("workspace");
+            std::fs::create_dir_all(&ws).map_err(|e| io("preparing /workspace", e))?;
+            std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755))
+                .and_then(|()| {
+                    std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o1777))
+                })
+                .map_err(|e| io("preparing /workspace", e))?;
+            task.volumes.push(crate::spec::VolumeMount {
+                name: None,
+                host_path: Some(ws.to_string_lossy().into_owned()),
+                target: "/workspace".into(),
+                read_only: false,
+            });
+        }
+        let inputs = self.store.replica().read(|s| {
+            let mut out: Vec<(String, String, Vec<u8>)> = Vec::new();
+            let Some(job) = s.jobs.get(&a.job) else {
+                return out;
+            };
+            for d in &job.spec.after {
+                let done: Vec<&Allocation> = s
+                    .allocs_of_job(&d.job)
+                    .filter(|x| x.state == AllocState::Complete && !x.outputs.is_empty())
+                    .collect();
+                let many = done.len() > 1;
+                for x in done {
+                    for (path, b64) in &x.outputs {
+                        let name = path.rsplit('/').next().unwrap_or("output");
+                        let rel = if many {
+                            format!("{}/{}/{name}", d.job, x.slot)
+                        } else {
+                            format!("{}/{name}", d.job)
+                        };
+                        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) {
+                            out.push((d.job.clone(), rel, bytes));
+                        }
+                    }
+                }
+            }
+            out
+        });
+        let mut mounted = std::collections::BTreeSet::new();
+        for (dep, rel, bytes) in inputs {
+            let path = base.join("inputs").join(&rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io("writing inputs", e))?;
+            }
+            std::fs::write(&path, bytes).map_err(|e| io("writing inputs", e))?;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
+            if mounted.insert(dep.clone()) {
+                let dir = base.join("inputs").join(&dep);
+                task.volumes.push(crate::spec::VolumeMount {
+                    name: None,
+                    host_path: Some(dir.to_string_lossy().into_owned()),
+                    target: format!("{}/{dep}", crate::spec::INPUTS_DIR),
+                    read_only: true,
+                });
+            }
+        }
+        // Directories under inputs are readable by the task's user.
+        for dep in &mounted {
+            let _ = set_tree_readable(&base.join("inputs").join(dep));
+        }
+        let _ =
+            std::fs::set_permissions(base.join("inputs"), std::fs::Permissions::from_mode(0o755));
+        Ok(())
     }
 
     /// Writes a script task's script where its container mounts it read-only
@@ -822,6 +943,7 @@ impl Agent {
         kind: JobKind,
         policy: &RestartSpec,
         timeout: Option<Duration>,
+        outputs: &[String],
         c: &ContainerInfo,
     ) -> Option<AllocUpdate> {
         if c.state != ContainerState::Running {
@@ -851,9 +973,13 @@ impl Agent {
                 Some(u).filter(|u| a.changed_by(u))
             }
             ContainerState::Exited { code: 0 } if kind == JobKind::Batch => {
+                // Its outputs are read before its container goes.
+                let (kept, problems) = self.read_outputs(c, outputs).await;
                 self.stop_and_remove(c).await;
-                let mut u = update(&self.node_id, a, AllocState::Complete, None);
+                let why = (!problems.is_empty()).then(|| problems.join("; "));
+                let mut u = update(&self.node_id, a, AllocState::Complete, why);
                 u.exit_code = Some(0);
+                u.outputs = (!kept.is_empty()).then_some(kept);
                 Some(u)
             }
             ContainerState::Exited { code } => self.restart(a, c, *code, policy).await,
@@ -1098,6 +1224,19 @@ impl Agent {
             warn!(node_id = %self.node_id, error = %e, "could not report to the store; will retry");
         }
     }
+}
+
+/// Makes every directory under `dir` (and it) mode 0755.
+fn set_tree_readable(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            set_tree_readable(&e.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn update(

@@ -260,6 +260,9 @@ pub struct AllocUpdate {
     /// Exit code, for exits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
+    /// The outputs a completed batch task left, by path, base64-encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<std::collections::BTreeMap<String, String>>,
     /// Host ports as the runtime bound them, for running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<PortBinding>>,
@@ -330,6 +333,7 @@ impl AllocUpdate {
             state,
             message: None,
             exit_code: None,
+            outputs: None,
             ports: None,
             health: None,
             restarts: None,

@@ -589,6 +589,9 @@ pub struct Allocation {
     /// Exit code of its last exit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
+    /// The outputs it left when it completed, by path, base64-encoded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
     /// Its health, for a task with health checks once it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,

@@ -293,6 +293,17 @@ pub trait Runtime: Send + Sync + 'static {
     /// A sample of the container's resource use.
     async fn stats(&self, id: &str) -> Result<Stats, RuntimeError>;
 
+    /// The contents of regular file `path` in container `id`, running or
+    /// exited; [`RuntimeError::NotFound`] when there is no such file, an
+    /// [`RuntimeError::Engine`] error when it is larger than `limit` bytes.
+    async fn read_file(&self, id: &str, path: &str, limit: u64) -> Result<Vec<u8>, RuntimeError> {
+        let _ = (id, path, limit);
+        Err(RuntimeError::Unsupported(format!(
+            "{} cannot read files out of a task",
+            self.name()
+        )))
+    }
+
     /// Runs a command inside the running container and collects its output.
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, RuntimeError>;
 

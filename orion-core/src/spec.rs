@@ -153,6 +153,12 @@ impl TaskSpec {
     }
 }
 
+/// The largest output file a batch task may leave.
+pub const MAX_OUTPUT_BYTES: u64 = 1024 * 1024;
+
+/// Where a dependent finds the outputs of the jobs it waited for.
+pub const INPUTS_DIR: &str = "/orion/inputs";
+
 /// The infix of a periodic job's runs' names: `<name>-periodic-<unix seconds>`.
 pub const PERIODIC_INFIX: &str = "-periodic-";
 
@@ -267,6 +273,13 @@ pub struct TaskSpec {
     /// it out: the node's runner image for the script's language runs it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
+    /// Files a batch task leaves for the jobs that wait for it (`after`):
+    /// read from its container when it completes (at most 1 MiB each), kept
+    /// with the allocation, and mounted read-only in each dependent at
+    /// `/orion/inputs/<job>/<file name>`. A restricted task writes them under
+    /// its writable `/workspace`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
     /// A script to run instead of a command (see [`ScriptSpec`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<ScriptSpec>,
@@ -553,6 +566,7 @@ impl JobSpec {
             replicas: 1,
             task: TaskSpec {
                 image: image.into(),
+                outputs: Vec::new(),
                 script: None,
                 security: None,
                 command: Vec::new(),
@@ -807,6 +821,20 @@ impl JobSpec {
                     ),
                 );
             }
+        }
+        for (i, o) in t.outputs.iter().enumerate() {
+            if !o.starts_with('/') || o.ends_with('/') || o.split('/').any(|c| c == "..") {
+                err(
+                    format!("task.outputs[{i}]"),
+                    format!("{o:?} must be an absolute path to a file, without `..`"),
+                );
+            }
+        }
+        if !t.outputs.is_empty() && self.kind != JobKind::Batch {
+            err(
+                "task.outputs".into(),
+                "only a batch task has outputs: they are read when it completes".into(),
+            );
         }
         if let Some(sec) = &t.security {
             for (field, problem) in sec.problems("task.security") {

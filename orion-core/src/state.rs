@@ -867,6 +867,7 @@ impl ClusterState {
             state: AllocState::Pending,
             message: None,
             exit_code: None,
+            outputs: Default::default(),
             health: None,
             restarts: 0,
             failures: 0,
@@ -936,6 +937,9 @@ impl ClusterState {
                 a.message = u.message.clone();
                 if let Some(code) = u.exit_code {
                     a.exit_code = Some(code);
+                }
+                if let Some(o) = &u.outputs {
+                    a.outputs = o.clone();
                 }
                 if let Some(p) = &u.ports {
                     a.ports = p.clone();

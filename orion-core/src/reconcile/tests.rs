@@ -139,6 +139,7 @@ fn completed_batch_slots_are_not_run_again() {
             state: AllocState::Complete,
             message: None,
             exit_code: Some(0),
+            outputs: None,
             ports: None,
             health: None,
             restarts: None,

@@ -287,6 +287,7 @@ mod tests {
             state: AllocState::Running,
             message: None,
             exit_code: None,
+            outputs: Default::default(),
             health: None,
             restarts: 0,
             failures: 0,

@@ -37,6 +37,8 @@ struct Inner {
     unavailable: Option<String>,
     missing_images: BTreeSet<String>,
     next_id: u64,
+    /// Files tasks "wrote", by allocation and path.
+    files: BTreeMap<(String, String), Vec<u8>>,
 }
 
 /// A runtime whose containers are entries in a map.
@@ -77,6 +79,15 @@ impl FakeRuntime {
             }
             None => false,
         }
+    }
+
+    /// The task of an allocation "writes" `path` (what [`Runtime::read_file`]
+    /// then reads from its container).
+    pub fn write_file(&self, alloc_id: &str, path: &str, content: &[u8]) {
+        self.inner
+            .lock()
+            .files
+            .insert((alloc_id.to_string(), path.to_string()), content.to_vec());
     }
 
     /// Every call so far, in order.
@@ -240,6 +251,26 @@ impl Runtime for FakeRuntime {
 
     async fn stats(&self, id: &str) -> Result<Stats, RuntimeError> {
         self.with(None, id, |_| Stats::default())
+    }
+
+    async fn read_file(&self, id: &str, path: &str, limit: u64) -> Result<Vec<u8>, RuntimeError> {
+        let alloc = self.with(None, id, |c| c.alloc_id.clone())?;
+        let inner = self.inner.lock();
+        let content = inner
+            .files
+            .get(&(alloc, path.to_string()))
+            .ok_or_else(|| RuntimeError::NotFound(format!("{path} in {id}")))?;
+        if content.len() as u64 > limit {
+            return Err(RuntimeError::Engine {
+                op: "reading a file",
+                source: format!(
+                    "{path} is {} bytes, over the limit of {limit}",
+                    content.len()
+                )
+                .into(),
+            });
+        }
+        Ok(content.clone())
     }
 
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, RuntimeError> {

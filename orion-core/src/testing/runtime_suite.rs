@@ -279,6 +279,7 @@ mod tests {
     fn task() -> TaskSpec {
         TaskSpec {
             image: "orion-test/any:1".into(),
+            outputs: Vec::new(),
             script: None,
             security: None,
             command: vec!["sleep".into(), "3600".into()],

@@ -143,20 +143,25 @@ pub fn create_body(launch: &TaskLaunch, config: &DockerConfig) -> ContainerCreat
         (uid.parse::<u32>().is_ok() && gid.parse::<u32>().is_ok())
             .then(|| (uid.to_string(), gid.to_string()))
     });
+    // The agent mounts a directory of the node at /workspace (so outputs
+    // outlive the run); without one, a tmpfs.
+    let workspace_mounted = task.volumes.iter().any(|v| v.target == "/workspace");
     let tmpfs = sec.read_only_root.then(|| {
         let owner = numeric
             .as_ref()
             .map(|(u, g)| format!(",uid={u},gid={g}"))
             .unwrap_or_default();
-        HashMap::from([
-            ("/tmp".to_string(), "rw,nosuid,nodev,mode=1777".to_string()),
-            (
+        let mut t = HashMap::from([("/tmp".to_string(), "rw,nosuid,nodev,mode=1777".to_string())]);
+        if !workspace_mounted {
+            t.insert(
                 "/workspace".to_string(),
                 format!("rw,nosuid,nodev,mode=1777{owner}"),
-            ),
-        ])
+            );
+        }
+        t
     });
-    let working_dir = (sec.read_only_root && numeric.is_some()).then(|| "/workspace".to_string());
+    let working_dir = (sec.read_only_root && (numeric.is_some() || workspace_mounted))
+        .then(|| "/workspace".to_string());
     ContainerCreateBody {
         image: Some(task.image.clone()),
         user: sec.user.clone(),
@@ -354,6 +359,7 @@ mod tests {
             job_version: 3,
             task: TaskSpec {
                 image: "orion-test/web:1".into(),
+                outputs: Vec::new(),
                 script: None,
                 security: None,
                 command: vec!["/bin/httpd".into(), "-f".into()],

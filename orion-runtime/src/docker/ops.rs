@@ -162,6 +162,67 @@ impl DockerRuntime {
         }
     }
 
+    /// One file out of a container (the engine's archive endpoint: a tar of
+    /// it), refusing more than `limit` bytes.
+    pub(crate) async fn download(
+        &self,
+        id: &str,
+        path: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        let docker = self.client().await?;
+        let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        let mut stream = docker.download_from_container(id, Some(options));
+        let mut tar_bytes = Vec::new();
+        // The tar adds a header and padding: allow a little over the limit.
+        let cap = limit.saturating_add(64 * 1024) as usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| match error::status(&e) {
+                Some(404) => RuntimeError::NotFound(format!("{path} in {id}")),
+                _ => error::on_container("reading a file", id, e),
+            })?;
+            tar_bytes.extend_from_slice(&chunk);
+            if tar_bytes.len() > cap {
+                return Err(RuntimeError::Engine {
+                    op: "reading a file",
+                    source: format!("{path} is over the limit of {limit} bytes").into(),
+                });
+            }
+        }
+        let mut archive = tar::Archive::new(std::io::Cursor::new(tar_bytes));
+        let entries = archive.entries().map_err(|e| RuntimeError::Engine {
+            op: "reading a file",
+            source: Box::new(e),
+        })?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| RuntimeError::Engine {
+                op: "reading a file",
+                source: Box::new(e),
+            })?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let size = entry.header().size().unwrap_or(0);
+            if size > limit {
+                return Err(RuntimeError::Engine {
+                    op: "reading a file",
+                    source: format!("{path} is {size} bytes, over the limit of {limit}").into(),
+                });
+            }
+            let mut out = Vec::with_capacity(size as usize);
+            std::io::Read::read_to_end(&mut entry, &mut out).map_err(|e| RuntimeError::Engine {
+                op: "reading a file",
+                source: Box::new(e),
+            })?;
+            return Ok(out);
+        }
+        Err(RuntimeError::NotFound(format!(
+            "{path} in {id} is not a regular file"
+        )))
+    }
+
     /// Runs a command in the container, collecting its output, within the exec timeout.
     pub(crate) async fn run_exec(
         &self,

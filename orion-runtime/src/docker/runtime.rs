@@ -145,6 +145,10 @@ impl Runtime for DockerRuntime {
         self.sample(id).await
     }
 
+    async fn read_file(&self, id: &str, path: &str, limit: u64) -> Result<Vec<u8>, RuntimeError> {
+        self.download(id, path, limit).await
+    }
+
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, RuntimeError> {
         self.run_exec(id, cmd).await
     }

@@ -111,6 +111,7 @@ pub fn launch_for(owner: &Owner, task: TaskSpec) -> TaskLaunch {
 pub fn task(argv: &[&str]) -> TaskSpec {
     TaskSpec {
         image: image::DEMO_IMAGE.to_string(),
+        outputs: Vec::new(),
         script: None,
         security: None,
         command: argv.iter().map(|s| s.to_string()).collect(),

@@ -11,6 +11,7 @@ mod boxed;
 mod cli;
 mod cluster;
 mod deploy;
+mod deps;
 mod dev;
 mod discovery;
 mod partition;

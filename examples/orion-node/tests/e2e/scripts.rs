@@ -1,7 +1,7 @@
 //! Script tasks and secure defaults on the real engine: a `sh` script with
 //! no image runs in the node's runner image, mounted read-only at
-//! /orion/script, as 65534 with a read-only root, a writable /tmp and
-//! /workspace; `docker inspect` of the real containers shows each setting of
+//! /orion/script, as 65534 with a read-only root, a writable /tmp (tmpfs)
+//! and /workspace (a directory of the node); `docker inspect` of the real containers shows each setting of
 //! the restricted profile, a relaxed one, and a service's defaults; bad
 //! scripts are refused naming the field.
 
@@ -97,9 +97,18 @@ async fn scripts_run_restricted_and_profiles_show_on_the_container() {
         "{h}"
     );
     assert_eq!(h["ReadonlyRootfs"], true);
-    assert!(
-        h["Tmpfs"]["/tmp"].is_string() && h["Tmpfs"]["/workspace"].is_string(),
-        "{h}"
+    assert!(h["Tmpfs"]["/tmp"].is_string(), "{h}");
+    // /workspace is a directory of the node (so outputs outlive the run).
+    let ws = c["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Destination"] == "/workspace")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (ws["Type"].as_str(), ws["RW"].as_bool()),
+        (Some("bind"), Some(true))
     );
     assert_eq!(h["PidsLimit"], 256);
     assert_eq!(h["MemorySwap"], h["Memory"]);

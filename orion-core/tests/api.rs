@@ -599,6 +599,7 @@ async fn the_openapi_document_matches_the_routes() {
             "/v1/allocations/{id}/exec",
             "/v1/allocations/{id}/exec/ws",
             "/v1/allocations/{id}/logs",
+            "/v1/allocations/{id}/logs/ws",
             "/v1/allocations/{id}/stats",
             "/v1/cluster/peers",
             "/v1/deployments",

@@ -23,7 +23,8 @@
 //! | `POST /v1/cluster/peers` | add a node to the replication group (join) |
 //! | `GET /v1/allocations[?job=NAME]` | allocations |
 //! | `GET /v1/allocations/{id}` | one allocation |
-//! | `GET /v1/allocations/{id}/logs[?follow=true]` | its output (text, streamed) |
+//! | `GET /v1/allocations/{id}/logs[?follow=true]` | its output (text, streamed; numbered lines as SSE on `Accept: text/event-stream`, resumable: see [`logs`]) |
+//! | `GET /v1/allocations/{id}/logs/ws[?from_seq=N]` | numbered lines over a WebSocket |
 //! | `POST /v1/allocations/{id}/exec` | run `{"command": [...]}` in it |
 //! | `GET /v1/allocations/{id}/stats` | its resource use |
 //! | `GET /v1/allocations/{id}/exec/ws?command=[..]&tty=true` | an interactive command over a WebSocket (see [`exec_ws`]) |
@@ -41,6 +42,7 @@
 //! to the leader by the store.
 
 pub mod exec_ws;
+pub mod logs;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -179,6 +181,7 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(list_allocations))
         .routes(routes!(get_allocation))
         .routes(routes!(alloc_logs))
+        .routes(routes!(logs::alloc_logs_ws))
         .routes(routes!(alloc_exec))
         .routes(routes!(exec_ws::alloc_exec_ws))
         .routes(routes!(alloc_stats))
@@ -922,19 +925,28 @@ async fn get_allocation(
 struct LogParams {
     #[serde(default)]
     follow: bool,
+    /// With SSE: only the lines after this one (as `Last-Event-ID`).
+    #[serde(default)]
+    from_seq: Option<u64>,
 }
 
 #[utoipa::path(get, path = "/v1/allocations/{id}/logs", tag = "allocations",
-    params(("id" = String, Path), ("follow" = Option<bool>, Query, description = "stream until the task exits")),
-    responses((status = 200, description = "the task's output", content_type = "text/plain"),
+    params(("id" = String, Path), ("follow" = Option<bool>, Query, description = "stream until the task exits"),
+        ("from_seq" = Option<u64>, Query, description = "with SSE: only the lines after this one")),
+    responses((status = 200, description = "the task's output as text, or with `Accept: text/event-stream` as numbered lines (see `api::logs`), resumable with `Last-Event-ID`", content_type = "text/plain"),
               (status = 421, description = "another node runs it: ask node_http", body = ErrorBody)))]
 async fn alloc_logs(
     State(c): State<Cluster>,
     Path(id): Path<String>,
     Query(p): Query<LogParams>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     use futures::StreamExt;
     let logs = c.logs(&id, p.follow).await?;
+    if logs::wants_sse(&headers) {
+        let from = logs::resume_from(&headers, p.from_seq);
+        return Ok(logs::sse(logs::numbered(logs, from)));
+    }
     let body = logs.map(|chunk| chunk.map(|c| c.data).map_err(std::io::Error::other));
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -14,6 +14,7 @@ mod deploy;
 mod deps;
 mod dev;
 mod discovery;
+mod logs;
 mod partition;
 mod periodic;
 mod restart;

@@ -456,6 +456,12 @@ impl Agent {
         self.judge_deployments(&live, &by_alloc, &watched, &mut updates);
         self.report(updates).await;
         self.remove_deleted_volumes().await;
+        let known = replica.read(|s| {
+            s.allocs_on_node(&self.node_id)
+                .map(|a| a.id.clone())
+                .collect::<HashSet<AllocId>>()
+        });
+        kept_logs::prune(&self.scripts.dir, |a| known.contains(a));
     }
 
     /// Runs the health probes that are due on the running allocations that have
@@ -1137,8 +1143,6 @@ impl Agent {
     }
 
     async fn stop_and_remove(&self, c: &ContainerInfo) {
-        // A script task's script goes with its container.
-        let _ = std::fs::remove_dir_all(self.scripts.dir.join(&c.alloc_id));
         if c.state == ContainerState::Running {
             if let Err(e) = self.runtime.stop(&c.id, self.config.stop_grace).await {
                 if !matches!(e, RuntimeError::NotFound(_)) {
@@ -1146,10 +1150,27 @@ impl Agent {
                 }
             }
         }
+        // Stopped: its output is complete; kept before the container goes,
+        // with the task's files (script, workspace, inputs).
+        self.keep_logs(c).await;
+        let _ = std::fs::remove_dir_all(self.scripts.dir.join(&c.alloc_id));
         if let Err(e) = self.runtime.remove(&c.id).await {
             if !matches!(e, RuntimeError::NotFound(_)) {
                 warn!(container = %c.id, error = %e, "remove failed");
             }
+        }
+    }
+
+    /// Copies a stopped container's output where the node keeps it once the
+    /// container is gone (see [`kept_logs`]).
+    async fn keep_logs(&self, c: &ContainerInfo) {
+        match self.runtime.logs(&c.id, false).await {
+            Ok(logs) => {
+                if let Err(e) = kept_logs::keep(&self.scripts.dir, &c.alloc_id, logs).await {
+                    warn!(alloc = %c.alloc_id, error = %e, "could not keep the task's logs");
+                }
+            }
+            Err(e) => debug!(alloc = %c.alloc_id, error = %e, "no logs to keep"),
         }
     }
 
@@ -1253,6 +1274,7 @@ fn update(
 }
 
 pub mod health;
+pub mod kept_logs;
 
 #[cfg(test)]
 mod tests;

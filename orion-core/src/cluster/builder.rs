@@ -376,6 +376,11 @@ impl ClusterBuilder {
             shutdown_rx.clone(),
         )));
         let metrics = Arc::new(crate::metrics::Metrics::new());
+        let scripts = self.scripts.clone().unwrap_or_else(|| {
+            crate::agent::Scripts::in_dir(
+                std::env::temp_dir().join(format!("orion-scripts-{}", info.id)),
+            )
+        });
         let lb = match self.load_balancer {
             true => {
                 let ip = info.host_ip.parse().map_err(|_| {
@@ -398,11 +403,7 @@ impl ClusterBuilder {
             health_tx,
         )
         .with_load_balancer(lb.clone())
-        .with_scripts(self.scripts.clone().unwrap_or_else(|| {
-            crate::agent::Scripts::in_dir(
-                std::env::temp_dir().join(format!("orion-scripts-{}", info.id)),
-            )
-        }));
+        .with_scripts(scripts.clone());
         tasks.push(tokio::spawn(agent.run(shutdown_rx.clone())));
         let events = Arc::new(crate::events::EventLog::default());
         tasks.push(events.follow(store.replica(), shutdown_rx.clone()));
@@ -432,6 +433,7 @@ impl ClusterBuilder {
             metrics,
             events,
             lb,
+            task_files: scripts.dir.clone(),
             closed: Default::default(),
         });
         let cluster = Cluster::owning(inner.clone());

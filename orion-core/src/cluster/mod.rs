@@ -191,6 +191,8 @@ pub(crate) struct Inner {
     pub(crate) http_addr: Option<SocketAddr>,
     pub(crate) dns_addr: Option<SocketAddr>,
     pub(crate) lb: Option<Arc<crate::lb::Balancer>>,
+    /// Where the agent keeps task files and kept logs.
+    pub(crate) task_files: std::path::PathBuf,
     pub(crate) registered: watch::Receiver<bool>,
     /// The scheduler the control loop uses, for dry runs (`plan_job`).
     pub(crate) scheduler: Arc<dyn crate::scheduler::Scheduler>,

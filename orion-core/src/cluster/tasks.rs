@@ -42,9 +42,19 @@ impl Cluster {
     }
 
     /// The output of an allocation's task; with `follow`, streams until it exits.
+    ///
+    /// Once the container is gone (the task finished or was replaced) this
+    /// node's kept copy of its output is served instead (see
+    /// [`crate::agent::kept_logs`]).
     pub async fn logs(&self, id: &str, follow: bool) -> Result<Logs, ClusterError> {
-        let c = self.container_of(id).await?;
-        Ok(self.inner.runtime.logs(&c.id, follow).await?)
+        match self.container_of(id).await {
+            Ok(c) => Ok(self.inner.runtime.logs(&c.id, follow).await?),
+            Err(ClusterError::NoContainer(_)) => {
+                crate::agent::kept_logs::read(&self.inner.task_files, id)
+                    .ok_or_else(|| ClusterError::NoContainer(id.into()))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs a command inside an allocation's running task.

@@ -319,6 +319,16 @@ pub enum JobCommand {
         /// The spec file (`-` for standard input).
         file: PathBuf,
     },
+    /// The output of every allocation of a job, across nodes, each line
+    /// prefixed with its allocation; with -f, follows them, and the
+    /// allocations that replace them, until interrupted.
+    Logs {
+        /// The job's name.
+        name: String,
+        /// Keep streaming, picking up new allocations as they start.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Show a job and where its allocations run.
     Status {
         /// The job's name.

@@ -206,6 +206,7 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
                 prev = Some(v);
             }
         }
+        JobCommand::Logs { name, follow } => job_logs(&base, &name, follow).await?,
         JobCommand::Status { name, out, all } => {
             let template = template(&out)?;
             let r = send(
@@ -801,6 +802,84 @@ async fn to_runner(
     Ok(r)
 }
 
+/// Streams one allocation's output to stdout, each line prefixed `[alloc] `.
+async fn prefixed(base: String, alloc: String, follow: bool) -> Result<()> {
+    use std::io::Write;
+    let http = reqwest::Client::new();
+    let mut r = to_runner(&base, "job logs", |b| {
+        http.get(format!("{b}/v1/allocations/{alloc}/logs?follow={follow}"))
+    })
+    .await?;
+    let mut partial = Vec::new();
+    let emit = |line: &[u8]| {
+        let mut out = std::io::stdout().lock();
+        let _ = out
+            .write_all(format!("[{alloc}] ").as_bytes())
+            .and_then(|_| out.write_all(line))
+            .and_then(|_| out.write_all(b"\n"))
+            .and_then(|_| out.flush());
+    };
+    while let Some(chunk) = r.chunk().await? {
+        partial.extend_from_slice(&chunk);
+        while let Some(i) = partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=i).collect();
+            emit(&line[..line.len() - 1]);
+        }
+    }
+    if !partial.is_empty() {
+        emit(&partial);
+    }
+    Ok(())
+}
+
+/// `orion-node job logs NAME [-f]`.
+async fn job_logs(base: &str, name: &str, follow: bool) -> Result<()> {
+    let http = reqwest::Client::new();
+    let allocs = |view: &JobView| -> Vec<(String, bool)> {
+        let mut a: Vec<(String, bool)> = view
+            .allocations
+            .iter()
+            .filter(|a| a.node.is_some() && a.state != orion_core::model::AllocState::Pending)
+            .map(|a| (a.id.clone(), a.is_live()))
+            .collect();
+        a.reverse(); // oldest first
+        a
+    };
+    let view: JobView = send(http.get(format!("{base}/v1/jobs/{name}")), "job logs", base)
+        .await?
+        .json()
+        .await?;
+    if !follow {
+        for (id, _) in allocs(&view) {
+            if let Err(e) = prefixed(base.to_string(), id.clone(), false).await {
+                eprintln!("[{id}] {e:#}");
+            }
+        }
+        return Ok(());
+    }
+    let mut started = std::collections::BTreeSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let view: JobView = send(http.get(format!("{base}/v1/jobs/{name}")), "job logs", base)
+            .await?
+            .json()
+            .await?;
+        for (id, live) in allocs(&view) {
+            // Live ones are followed; finished ones are printed once.
+            if started.insert(id.clone()) {
+                let base = base.to_string();
+                tasks.spawn(async move {
+                    if let Err(e) = prefixed(base, id.clone(), live).await {
+                        eprintln!("[{id}] {e:#}");
+                    }
+                });
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        while tasks.try_join_next().is_some() {}
+    }
+}
+
 /// `orion-node alloc …`.
 pub async fn alloc(addr: &str, cmd: AllocCommand) -> Result<()> {
     use std::io::Write;
@@ -830,6 +909,52 @@ pub async fn alloc(addr: &str, cmd: AllocCommand) -> Result<()> {
                 if out.write_all(&chunk).and_then(|_| out.flush()).is_err() {
                     // The reader went away (`| head`): it has what it wanted.
                     return Ok(());
+                }
+            }
+            if follow {
+                // The stream ended: say why, so a replaced allocation does
+                // not end silently.
+                let a: Value = send(
+                    http.get(format!("{base}/v1/allocations/{id}")),
+                    "alloc logs",
+                    &base,
+                )
+                .await?
+                .json()
+                .await?;
+                let by: Vec<String> = send(
+                    http.get(format!(
+                        "{base}/v1/allocations?job={}",
+                        a["job"].as_str().unwrap_or_default()
+                    )),
+                    "alloc logs",
+                    &base,
+                )
+                .await?
+                .json::<Vec<Value>>()
+                .await?
+                .into_iter()
+                .filter(|b| {
+                    b["replaces"] == id.as_str()
+                        || (b["slot"] == a["slot"]
+                            && b["desired"] == "run"
+                            && b["id"] != id.as_str()
+                            && a["desired"] != "run")
+                })
+                .filter_map(|b| b["id"].as_str().map(str::to_string))
+                .collect();
+                match by.first() {
+                    Some(next) => eprintln!(
+                        "allocation {id} was replaced by {next}: orion-node alloc logs -f {next}"
+                    ),
+                    None => eprintln!(
+                        "allocation {id} ended: {}{}",
+                        a["state"].as_str().unwrap_or("?"),
+                        a["message"]
+                            .as_str()
+                            .map(|m| format!(" ({m})"))
+                            .unwrap_or_default()
+                    ),
                 }
             }
         }

@@ -189,32 +189,7 @@ fn raw(addr: SocketAddr, bytes: &[u8]) -> Option<ResponseCode> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_oversized_and_flooding_queries_cost_nothing() {
-    let cluster = Cluster::builder()
-        .node({
-            let mut p = NodeProfile::default();
-            p.id = Some("n2".into());
-            p
-        })
-        .runtime_shared(Arc::new(FakeRuntime::new()))
-        .store(MemStore::new("n2"))
-        .config(orion_core::testing::fast_loops())
-        .dns("127.0.0.1:0".parse().unwrap())
-        .start()
-        .await
-        .unwrap();
-    cluster.ready(Duration::from_secs(5)).await.unwrap();
-    cluster
-        .submit(
-            JobSpec::service("web", "orion-test/web:1")
-                .port("http", 80)
-                .resources(0.1, 32),
-        )
-        .await
-        .unwrap();
-    cluster
-        .wait_running("web", 1, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let cluster = dns_node("n2", orion_core::dns::DnsConfig::default()).await;
     let addr = cluster.dns_addr().unwrap();
     let index = cluster.store().replica().applied_index();
     let ok = move || {

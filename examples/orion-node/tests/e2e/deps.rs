@@ -62,15 +62,7 @@ async fn a_chain_passes_a_file_along_and_a_failure_stops_it() {
             .starts_with("waiting for job second"),
         "{waiting}"
     );
-    let alloc = wait_for("third to run", Duration::from_secs(90), async || {
-        let j = get_json(&format!("{addr}/v1/jobs/third")).await?;
-        let a = j["allocations"]
-            .as_array()?
-            .iter()
-            .find(|a| a["state"] == "running")?;
-        Some(a["id"].as_str()?.to_string())
-    })
-    .await;
+    let alloc = running_alloc(&addr, "third", Duration::from_secs(90)).await;
     let logs = wait_for("third's output", Duration::from_secs(30), async || {
         let t = get_text(&format!("{addr}/v1/allocations/{alloc}/logs")).await?;
         t.contains("done").then_some(t)

@@ -65,15 +65,7 @@ async fn numbered_lines_resume_exactly_once_over_sse_and_websocket() {
         }
     });
     submit(&addr, &job).await.unwrap();
-    let alloc = wait_for("the task to run", Duration::from_secs(60), async || {
-        let j = get_json(&format!("{addr}/v1/jobs/lines")).await?;
-        let a = j["allocations"]
-            .as_array()?
-            .iter()
-            .find(|a| a["state"] == "running")?;
-        Some(a["id"].as_str()?.to_string())
-    })
-    .await;
+    let alloc = running_alloc(&addr, "lines", Duration::from_secs(60)).await;
     let url = format!("{addr}/v1/allocations/{alloc}/logs?follow=true");
     let mut got: Vec<(u64, String)> = Vec::new();
     // Three disconnects, then to the end.

@@ -23,22 +23,12 @@ fn inspect(container: &str) -> Value {
 }
 
 async fn running_container(addr: &str, job: &str) -> (String, String) {
-    wait_for(
-        &format!("{job} running"),
-        Duration::from_secs(60),
-        async || {
-            let j = get_json(&format!("{addr}/v1/jobs/{job}")).await?;
-            let a = j["allocations"]
-                .as_array()?
-                .iter()
-                .find(|a| a["state"] == "running")?
-                .clone();
-            let id = a["id"].as_str()?.to_string();
-            let c = Containers::running_of_alloc(&id).into_iter().next()?;
-            Some((id, c))
-        },
-    )
-    .await
+    let id = running_alloc(addr, job, Duration::from_secs(60)).await;
+    let c = wait_for("its container", Duration::from_secs(10), async || {
+        Containers::running_of_alloc(&id).into_iter().next()
+    })
+    .await;
+    (id, c)
 }
 
 #[tokio::test]

@@ -583,6 +583,19 @@ pub async fn submit(addr: &str, spec: &Value) -> Result<u64, String> {
     }
 }
 
+/// Waits (up to `limit`) for a running allocation of `job`; its id.
+pub async fn running_alloc(addr: &str, job: &str, limit: Duration) -> String {
+    wait_for(&format!("{job} to run"), limit, async || {
+        let j = get_json(&format!("{addr}/v1/jobs/{job}")).await?;
+        let a = j["allocations"]
+            .as_array()?
+            .iter()
+            .find(|a| a["state"] == "running")?;
+        Some(a["id"].as_str()?.to_string())
+    })
+    .await
+}
+
 /// A JSON job spec for the demo web image.
 pub fn web_json(name: &str, replicas: u32) -> Value {
     serde_json::json!({

@@ -390,9 +390,16 @@ pub async fn serve(
 
 /// Binds DNS's UDP and TCP sockets on `addr` (the same port for both).
 pub fn bind(addr: SocketAddr) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
-    let udp = std::net::UdpSocket::bind(addr)?;
-    let addr = udp.local_addr()?;
-    let tcp = std::net::TcpListener::bind(addr)?;
+    // With port 0 the free UDP port may be taken for TCP: try a few.
+    let mut tries = if addr.port() == 0 { 20 } else { 1 };
+    let (udp, tcp) = loop {
+        let udp = std::net::UdpSocket::bind(addr)?;
+        match std::net::TcpListener::bind(udp.local_addr()?) {
+            Ok(tcp) => break (udp, tcp),
+            Err(e) if tries <= 1 => return Err(e),
+            Err(_) => tries -= 1,
+        }
+    };
     udp.set_nonblocking(true)?;
     tcp.set_nonblocking(true)?;
     Ok((udp, tcp))

@@ -29,6 +29,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod poller;
+pub use poller::{LogEntry, Poller, PollerConfig};
+
 use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
@@ -253,6 +256,21 @@ where
             return;
         };
         let alloc = view.allocations.first().cloned();
+        // A run too quick to be seen running still ran: say so first.
+        if matches!(view.health, JobHealth::Complete | JobHealth::Failed) && attempt == 0 {
+            if let Some(a) = alloc.as_ref().filter(|a| a.node.is_some()) {
+                attempt = a.restarts + 1;
+                send(ExecutionUpdate::Status {
+                    status: "running".into(),
+                })
+                .await;
+                send(ExecutionUpdate::Progress {
+                    attempt,
+                    of: attempts,
+                })
+                .await;
+            }
+        }
         match (view.health, alloc) {
             (JobHealth::Complete, a) => {
                 drain_logs(cluster, a.as_ref().map(|a| a.id.as_str()), &mut seq, &send).await;

@@ -5,7 +5,8 @@
 //!
 //! - `logs/orion_sse_N` and `logs/docker_logs_N`: criterion's time from the
 //!   request to the last of N lines received (lines/s = N / the median).
-//! - Printed: the p50 / p99 delay from each line's engine timestamp (when the
+//! - Printed: for a second task writing 100 lines/s while both clients
+//!   follow, the p50 / p99 delay from each line's engine timestamp (when the
 //!   engine took it from the container's stdout, `docker logs -t`) to its
 //!   receipt by each client — the same clock on this host.
 //!

@@ -260,20 +260,14 @@ where
         if matches!(view.health, JobHealth::Complete | JobHealth::Failed) && attempt == 0 {
             if let Some(a) = alloc.as_ref().filter(|a| a.node.is_some()) {
                 attempt = a.restarts + 1;
-                send(ExecutionUpdate::Status {
-                    status: "running".into(),
-                })
-                .await;
-                send(ExecutionUpdate::Progress {
-                    attempt,
-                    of: attempts,
-                })
-                .await;
+                started(attempt, attempts, &send).await;
             }
         }
         match (view.health, alloc) {
             (JobHealth::Complete, a) => {
-                drain_logs(cluster, a.as_ref().map(|a| a.id.as_str()), &mut seq, &send).await;
+                if let Some(a) = &a {
+                    forward_logs(cluster, &a.id, false, &mut seq, &send).await;
+                }
                 send(ExecutionUpdate::Complete {
                     status: "completed".into(),
                     exit_code: a.and_then(|a| a.exit_code).or(Some(0)),
@@ -282,7 +276,9 @@ where
                 return;
             }
             (JobHealth::Failed, a) => {
-                drain_logs(cluster, a.as_ref().map(|a| a.id.as_str()), &mut seq, &send).await;
+                if let Some(a) = &a {
+                    forward_logs(cluster, &a.id, false, &mut seq, &send).await;
+                }
                 let message = a
                     .as_ref()
                     .and_then(|a| a.message.clone())
@@ -308,31 +304,11 @@ where
                         }
                     }
                     attempt = this;
-                    send(ExecutionUpdate::Status {
-                        status: "running".into(),
-                    })
-                    .await;
-                    send(ExecutionUpdate::Progress {
-                        attempt,
-                        of: attempts,
-                    })
-                    .await;
+                    started(attempt, attempts, &send).await;
                 }
                 // Until this run's output ends (its container stops).
-                if let Ok(logs) = cluster.logs(&a.id, true).await {
-                    let mut lines = numbered(logs, seq);
-                    while let Some(Ok(l)) = lines.next().await {
-                        seq = l.seq;
-                        if !send(ExecutionUpdate::Log {
-                            seq: l.seq,
-                            stream: l.stream,
-                            line: l.line,
-                        })
-                        .await
-                        {
-                            return;
-                        }
-                    }
+                if !forward_logs(cluster, &a.id, true, &mut seq, &send).await {
+                    return;
                 }
             }
             _ => {}
@@ -341,23 +317,47 @@ where
     }
 }
 
-/// Sends the lines after `seq` that the last run left (its kept logs).
-async fn drain_logs<F, Fut>(cluster: &Cluster, alloc: Option<&str>, seq: &mut u64, send: &F)
+/// Says an attempt started: `running`, then its progress.
+async fn started<F, Fut>(attempt: u32, of: u32, send: &F)
 where
     F: Fn(ExecutionUpdate) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let Some(alloc) = alloc else { return };
-    if let Ok(logs) = cluster.logs(alloc, false).await {
-        let mut lines = numbered(logs, *seq);
-        while let Some(Ok(l)) = lines.next().await {
-            *seq = l.seq;
-            send(ExecutionUpdate::Log {
-                seq: l.seq,
-                stream: l.stream,
-                line: l.line,
-            })
-            .await;
+    send(ExecutionUpdate::Status {
+        status: "running".into(),
+    })
+    .await;
+    send(ExecutionUpdate::Progress { attempt, of }).await;
+}
+
+/// Sends an allocation's lines after `seq` (following them while its task
+/// runs, with `follow`; its kept logs once it is gone); false once the
+/// receiver has gone.
+async fn forward_logs<F, Fut>(
+    cluster: &Cluster,
+    alloc: &str,
+    follow: bool,
+    seq: &mut u64,
+    send: &F,
+) -> bool
+where
+    F: Fn(ExecutionUpdate) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let Ok(logs) = cluster.logs(alloc, follow).await else {
+        return true;
+    };
+    let mut lines = numbered(logs, *seq);
+    while let Some(Ok(l)) = lines.next().await {
+        *seq = l.seq;
+        let line = ExecutionUpdate::Log {
+            seq: l.seq,
+            stream: l.stream,
+            line: l.line,
+        };
+        if !send(line).await {
+            return false;
         }
     }
+    true
 }

@@ -2,39 +2,14 @@
 //! whole update stream of each — lines in order with their numbers, status
 //! changes, the exit code; a timeout; a retry whose second attempt succeeds.
 
+mod common;
+use common::Cleanup;
+
 use std::time::Duration;
 
 use cronium_executor::{CroniumJob, ExecutionUpdate, Executor};
 use futures::StreamExt;
 use orion::{image, DockerRuntime, Node};
-
-/// Removes the test node's containers when dropped, also on failure.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let out = std::process::Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=orion.node={}", self.0),
-            ])
-            .output();
-        if let Ok(out) = out {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = std::process::Command::new("docker")
-                    .args(["rm", "-f"])
-                    .args(&ids)
-                    .output();
-            }
-        }
-    }
-}
 
 fn node_id() -> String {
     format!("cronium-{}", std::process::id())
@@ -42,16 +17,9 @@ fn node_id() -> String {
 
 async fn executor(data: &std::path::Path) -> Option<Executor> {
     let docker = DockerRuntime::connect_local().expect("docker client");
-    if let Err(e) = orion::Runtime::ping(&docker).await {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("docker engine unreachable and CI=true: {e}");
-        }
-        eprintln!("SKIP: docker engine unreachable: {e}");
+    if !common::engine(&docker).await {
         return None;
     }
-    image::ensure_demo_image(&docker, image::DEMO_IMAGE)
-        .await
-        .expect("the demo image");
     let cluster = Node::builder()
         .node_id(node_id())
         .data_dir(data)

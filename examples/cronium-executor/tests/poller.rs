@@ -3,6 +3,9 @@
 //! on real Docker, reports their statuses and streams their logs, and backs
 //! off while the queue is empty.
 
+mod common;
+use common::Cleanup;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,16 +71,9 @@ async fn serve(q: Shared) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_poller_runs_queued_jobs_by_priority_and_reports_them() {
     let docker = DockerRuntime::connect_local().expect("docker client");
-    if let Err(e) = orion::Runtime::ping(&docker).await {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("docker engine unreachable and CI=true: {e}");
-        }
-        eprintln!("SKIP: docker engine unreachable: {e}");
+    if !common::engine(&docker).await {
         return;
     }
-    image::ensure_demo_image(&docker, image::DEMO_IMAGE)
-        .await
-        .unwrap();
     let data = tempfile::tempdir().unwrap();
     let node = format!("cronium-poll-{}", std::process::id());
     let _cleanup = Cleanup(node.clone());
@@ -194,32 +190,4 @@ async fn the_poller_runs_queued_jobs_by_priority_and_reports_them() {
         last >= Duration::from_millis(380) && last <= Duration::from_millis(600),
         "{gaps:?}"
     );
-}
-
-/// Removes the test node's containers when dropped, also on failure.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let out = std::process::Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=orion.node={}", self.0),
-            ])
-            .output();
-        if let Ok(out) = out {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = std::process::Command::new("docker")
-                    .args(["rm", "-f"])
-                    .args(&ids)
-                    .output();
-            }
-        }
-    }
 }

@@ -256,10 +256,22 @@ where
             return;
         };
         let alloc = view.allocations.first().cloned();
-        // A run too quick to be seen running still ran: say so first.
-        if matches!(view.health, JobHealth::Complete | JobHealth::Failed) && attempt == 0 {
-            if let Some(a) = alloc.as_ref().filter(|a| a.node.is_some()) {
-                attempt = a.restarts + 1;
+        // Every attempt that has started, each said once, in order — also
+        // those too quick to be seen running (a retry that ran and ended
+        // between two looks).
+        let finished = matches!(view.health, JobHealth::Complete | JobHealth::Failed);
+        if let Some(a) = alloc
+            .as_ref()
+            .filter(|a| a.node.is_some() && (a.state == AllocState::Running || finished))
+        {
+            while attempt < a.restarts + 1 {
+                if attempt > 0 {
+                    send(ExecutionUpdate::Status {
+                        status: "retrying".into(),
+                    })
+                    .await;
+                }
+                attempt += 1;
                 started(attempt, attempts, &send).await;
             }
         }
@@ -291,25 +303,12 @@ where
                 .await;
                 return;
             }
-            (_, Some(a)) if a.state == AllocState::Running => {
-                let this = a.restarts + 1;
-                if this > attempt {
-                    if attempt > 0 {
-                        send(ExecutionUpdate::Status {
-                            status: "retrying".into(),
-                        })
-                        .await;
-                        if let Some(m) = &a.message {
-                            send(ExecutionUpdate::Error { message: m.clone() }).await;
-                        }
-                    }
-                    attempt = this;
-                    started(attempt, attempts, &send).await;
-                }
-                // Until this run's output ends (its container stops).
-                if !forward_logs(cluster, &a.id, true, &mut seq, &send).await {
-                    return;
-                }
+            // Until this run's output ends (its container stops).
+            (_, Some(a))
+                if a.state == AllocState::Running
+                    && !forward_logs(cluster, &a.id, true, &mut seq, &send).await =>
+            {
+                return;
             }
             _ => {}
         }

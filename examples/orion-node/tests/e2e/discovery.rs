@@ -471,6 +471,24 @@ async fn weighted_ip_hash_and_least_conn_on_real_containers() {
     lb_ready(&addr, "wt", 2).await;
     lb_ready(&addr, "ih", 3).await;
     lb_ready(&addr, "lc", 3).await;
+    // These have no health checks: an instance is a backend once it runs,
+    // maybe before httpd listens. Wait until each answers through its listener.
+    for port in [wt, ih, lc] {
+        wait_for(
+            "the instances to answer",
+            Duration::from_secs(30),
+            async || {
+                let ok = (0..6).all(|_| true);
+                let mut fine = ok;
+                for _ in 0..6 {
+                    let r = reqwest::get(format!("http://{}/", at(port))).await.ok()?;
+                    fine &= r.status() == 200;
+                }
+                fine.then_some(())
+            },
+        )
+        .await;
+    }
 
     let got = spread(at(wt), 2000).await;
     let job_of = |alloc: &str| alloc.rsplitn(3, '-').last().unwrap_or_default().to_string();

@@ -202,6 +202,9 @@ pub struct LogChunk {
 /// Logs as a stream of chunks; ends when the container does (with `follow`) or at the end.
 pub type Logs = BoxStream<'static, Result<LogChunk, RuntimeError>>;
 
+/// The allocation ids of an owner's containers as they exit (see [`Runtime::exits`]).
+pub type Exits = BoxStream<'static, Result<AllocId, RuntimeError>>;
+
 /// Boxed cause of a runtime failure.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -286,6 +289,18 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Every container the owner created, in any state.
     async fn list(&self, owner: &Owner) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    /// The allocation id of each of the owner's containers as it exits (ends,
+    /// is stopped or killed, from inside or behind Orion's back), for as long
+    /// as the stream is held, so that the agent notices an exit when it
+    /// happens instead of on its next tick. An id may come more than once and
+    /// an exit while no stream is held is not replayed: the agent still
+    /// lists on its tick, this only makes it prompt. Runtimes without an event
+    /// feed answer [`RuntimeError::Unsupported`] (the default).
+    async fn exits(&self, owner: &Owner) -> Result<Exits, RuntimeError> {
+        let _ = owner;
+        Err(RuntimeError::Unsupported("exit events".into()))
+    }
 
     /// The container's output; with `follow`, keeps streaming until it exits.
     async fn logs(&self, id: &str, follow: bool) -> Result<Logs, RuntimeError>;

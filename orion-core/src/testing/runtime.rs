@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use crate::runtime::{
-    labels, ContainerInfo, ContainerState, ExecOutput, LogChunk, LogStream, Logs, Owner, Runtime,
-    RuntimeError, Stats, TaskLaunch,
+    labels, ContainerInfo, ContainerState, ExecOutput, Exits, LogChunk, LogStream, Logs, Owner,
+    Runtime, RuntimeError, Stats, TaskLaunch,
 };
 
 /// One call a [`FakeRuntime`] received.
@@ -39,6 +39,33 @@ struct Inner {
     next_id: u64,
     /// Files tasks "wrote", by allocation and path.
     files: BTreeMap<(String, String), Vec<u8>>,
+    /// Open [`Runtime::exits`] streams.
+    exit_watchers: Vec<(Owner, ExitSender)>,
+}
+
+type ExitSender = tokio::sync::mpsc::UnboundedSender<Result<String, RuntimeError>>;
+
+impl Inner {
+    /// Moves container `id` to `state`, telling the exit watchers of its
+    /// owner when it stops running.
+    fn set_state(&mut self, id: &str, state: ContainerState) {
+        let Some((labels, c)) = self.containers.get_mut(id) else {
+            return;
+        };
+        let was_running = c.state == ContainerState::Running;
+        c.state = state;
+        if !was_running || c.state == ContainerState::Running {
+            return;
+        }
+        let (cluster, node) = (labels.get(labels::CLUSTER), labels.get(labels::NODE));
+        let alloc = c.alloc_id.clone();
+        self.exit_watchers.retain(|(owner, tx)| {
+            if cluster != Some(&owner.cluster_id) || node != Some(&owner.node_id) {
+                return !tx.is_closed();
+            }
+            tx.send(Ok(alloc.clone())).is_ok()
+        });
+    }
 }
 
 /// A runtime whose containers are entries in a map.
@@ -70,11 +97,12 @@ impl FakeRuntime {
         let mut inner = self.inner.lock();
         let found = inner
             .containers
-            .values_mut()
-            .find(|(_, c)| c.alloc_id == alloc_id);
+            .iter()
+            .find(|(_, (_, c))| c.alloc_id == alloc_id)
+            .map(|(id, _)| id.clone());
         match found {
-            Some((_, c)) => {
-                c.state = ContainerState::Exited { code };
+            Some(id) => {
+                inner.set_state(&id, ContainerState::Exited { code });
                 true
             }
             None => false,
@@ -199,21 +227,39 @@ impl Runtime for FakeRuntime {
     }
 
     async fn stop(&self, id: &str, _grace: Duration) -> Result<(), RuntimeError> {
-        self.with(Some(RuntimeCall::Stop(id.into())), id, |c| {
-            if c.state == ContainerState::Running {
-                c.state = ContainerState::Exited { code: 143 };
+        let mut inner = self.check(Some(RuntimeCall::Stop(id.into())))?;
+        match inner.containers.get(id) {
+            Some((_, c)) if c.state == ContainerState::Running => {
+                inner.set_state(id, ContainerState::Exited { code: 143 });
+                Ok(())
             }
-        })
+            Some(_) => Ok(()),
+            None => Err(RuntimeError::NotFound(id.to_string())),
+        }
     }
 
     async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
-        self.with(Some(RuntimeCall::Kill(id.into())), id, |c| {
-            c.state = ContainerState::Exited { code: 137 }
-        })
+        let mut inner = self.check(Some(RuntimeCall::Kill(id.into())))?;
+        if !inner.containers.contains_key(id) {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        inner.set_state(id, ContainerState::Exited { code: 137 });
+        Ok(())
+    }
+
+    async fn exits(&self, owner: &Owner) -> Result<Exits, RuntimeError> {
+        let mut inner = self.check(None)?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        inner.exit_watchers.push((owner.clone(), tx));
+        Ok(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        ))
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let mut inner = self.check(Some(RuntimeCall::Remove(id.into())))?;
+        // Forced removal of a running container is an exit too.
+        inner.set_state(id, ContainerState::Exited { code: 137 });
         inner
             .containers
             .remove(id)

@@ -45,7 +45,26 @@ pub async fn run_all<R: Runtime + ?Sized>(
 ) -> Result<(), SuiteFailure> {
     lifecycle(runtime, cluster_id, task).await?;
     duplicate_name(runtime, cluster_id, task).await?;
+    exits(runtime, cluster_id, task).await?;
     unknown_ids(runtime).await
+}
+
+/// A runtime with an exit feed ([`Runtime::exits`]) reports the exit of each
+/// of the owner's containers, whether it is killed or stopped, and none of
+/// another owner's. A runtime that answers [`RuntimeError::Unsupported`]
+/// passes: its agent relies on its tick.
+pub async fn exits<R: Runtime + ?Sized>(
+    runtime: &R,
+    cluster_id: &str,
+    task: &TaskSpec,
+) -> Result<(), SuiteFailure> {
+    let mine = owner(cluster_id, "suite-node-exits");
+    let neighbour = owner(cluster_id, "suite-node-exits-b");
+    let result = Check::new("exits")
+        .exits(runtime, task, &mine, &neighbour)
+        .await;
+    clean(runtime, &[mine, neighbour]).await;
+    result
 }
 
 /// create → inspect Created → start → Running → listed for its owner only → stop →
@@ -248,6 +267,53 @@ impl Check {
         self.not_found("inspect after remove", runtime.inspect(&id).await.map(drop))?;
         self.not_found("second remove", runtime.remove(&id).await)?;
         self.expect_listed(runtime, mine, &[]).await
+    }
+
+    async fn exits<R: Runtime + ?Sized>(
+        &self,
+        runtime: &R,
+        task: &TaskSpec,
+        mine: &Owner,
+        neighbour: &Owner,
+    ) -> Result<(), SuiteFailure> {
+        use futures::StreamExt;
+        let mut feed = match runtime.exits(mine).await {
+            Err(RuntimeError::Unsupported(_)) => return Ok(()),
+            other => self.ok("exits", other)?,
+        };
+        self.ok("ensure_image", runtime.ensure_image(&task.image).await)?;
+        let (a, b, other) = (
+            launch(mine, task),
+            launch(mine, task),
+            launch(neighbour, task),
+        );
+        let mut ids = Vec::new();
+        for l in [&a, &b, &other] {
+            let created = self.ok("create", runtime.create(l).await)?;
+            self.ok("start", runtime.start(&created.id).await)?;
+            ids.push(created.id);
+        }
+        // The neighbour's exit first: it must not show up in this feed.
+        self.ok("kill", runtime.kill(&ids[2]).await)?;
+        self.ok("kill", runtime.kill(&ids[0]).await)?;
+        self.ok("stop", runtime.stop(&ids[1], GRACE).await)?;
+        let mut want: Vec<&str> = vec![&a.alloc_id, &b.alloc_id];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !want.is_empty() {
+            let next = tokio::time::timeout_at(deadline, feed.next()).await;
+            let alloc = match next {
+                Err(_) => {
+                    return Err(self.fail(format!("no exit reported for {want:?} within 30 s")))
+                }
+                Ok(None) => return Err(self.fail("the exit feed ended")),
+                Ok(Some(r)) => self.ok("exit feed", r)?,
+            };
+            if alloc == other.alloc_id {
+                return Err(self.fail(format!("another owner's exit {alloc} was reported")));
+            }
+            want.retain(|w| *w != alloc);
+        }
+        Ok(())
     }
 
     async fn duplicate_name<R: Runtime + ?Sized>(

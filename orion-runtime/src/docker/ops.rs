@@ -6,13 +6,13 @@ use std::time::Duration;
 use bollard::exec::StartExecResults;
 use bollard::models::ExecConfig;
 use bollard::query_parameters::{
-    CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, StatsOptionsBuilder,
+    CreateImageOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, StatsOptionsBuilder,
 };
 use bollard::{container::LogOutput, Docker};
 use futures::{StreamExt, TryStreamExt};
 use orion_core::runtime::{
-    labels, ContainerInfo, ExecOutput, LogChunk, LogStream, Logs, Owner, Stats,
+    labels, ContainerInfo, ExecOutput, Exits, LogChunk, LogStream, Logs, Owner, Stats,
 };
 use orion_core::RuntimeError;
 
@@ -62,6 +62,45 @@ impl DockerRuntime {
             ))),
             Ok(Ok(())) => Ok(()),
         }
+    }
+
+    /// The engine's `die` events for the owner's containers, from now on: the
+    /// request asks for events `since` the call, so one that happens before
+    /// the stream is first polled (when the request is actually sent) is
+    /// still delivered.
+    pub(crate) async fn watch_exits(&self, owner: &Owner) -> Result<Exits, RuntimeError> {
+        let docker = self.client().await?.clone();
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let filters: std::collections::HashMap<&str, Vec<String>> = [
+            ("type", vec!["container".to_string()]),
+            ("event", vec!["die".to_string()]),
+            (
+                "label",
+                vec![
+                    format!("{}={}", labels::CLUSTER, owner.cluster_id),
+                    format!("{}={}", labels::NODE, owner.node_id),
+                ],
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let options = EventsOptionsBuilder::new()
+            .since(&format!("{}.{:09}", since.as_secs(), since.subsec_nanos()))
+            .filters(&filters)
+            .build();
+        let feed = docker.events(Some(options)).filter_map(|event| async move {
+            match event {
+                Err(e) => Some(Err(error::general("events", e))),
+                Ok(event) => event
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .and_then(|mut a| a.remove(labels::ALLOC))
+                    .map(Ok),
+            }
+        });
+        Ok(Box::pin(feed))
     }
 
     /// Every container with the owner's labels, inspected.

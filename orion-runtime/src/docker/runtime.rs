@@ -7,7 +7,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, KillContainerOptionsBuilder,
     RemoveContainerOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
 };
-use orion_core::runtime::{ContainerInfo, ContainerState, ExecOutput, Logs, Owner, Stats};
+use orion_core::runtime::{ContainerInfo, ContainerState, ExecOutput, Exits, Logs, Owner, Stats};
 use orion_core::{Runtime, RuntimeError, TaskLaunch};
 use tracing::{debug, warn};
 
@@ -135,6 +135,10 @@ impl Runtime for DockerRuntime {
 
     async fn list(&self, owner: &Owner) -> Result<Vec<ContainerInfo>, RuntimeError> {
         self.list_owned(owner).await
+    }
+
+    async fn exits(&self, owner: &Owner) -> Result<Exits, RuntimeError> {
+        self.watch_exits(owner).await
     }
 
     async fn logs(&self, id: &str, follow: bool) -> Result<Logs, RuntimeError> {

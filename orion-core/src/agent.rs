@@ -1331,6 +1331,7 @@ fn update(
 
 pub mod health;
 pub mod kept_logs;
+pub mod stats;
 
 #[cfg(test)]
 mod tests;

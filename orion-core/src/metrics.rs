@@ -58,6 +58,20 @@ pub struct ServiceLabel {
     pub service: String,
 }
 
+/// Labels of one task's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    /// The job.
+    pub job: String,
+    /// The allocation.
+    pub alloc: String,
+    /// The node that runs it.
+    pub node: String,
+}
+
+/// A counter of seconds or bytes that can grow by fractions.
+type FloatCounter = Counter<f64, std::sync::atomic::AtomicU64>;
+
 /// A node's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -79,6 +93,14 @@ pub struct Metrics {
     pub lb_duration: Family<ServiceLabel, Histogram>,
     /// Connections or requests open through the balancer, by service.
     pub lb_active: Family<ServiceLabel, Gauge>,
+    /// CPU time of each task of this node, from the agent's samples.
+    task_cpu: Family<TaskLabels, FloatCounter>,
+    /// Memory in use by each task.
+    task_memory: Family<TaskLabels, Gauge>,
+    /// Bytes received by each task.
+    task_rx: Family<TaskLabels, Counter>,
+    /// Bytes sent by each task.
+    task_tx: Family<TaskLabels, Counter>,
     /// Allocations by state (read at scrape).
     allocations: Family<StateLabel, Gauge>,
     /// Nodes by status (read at scrape).
@@ -114,6 +136,10 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.00005, 2.0, 20))
             }),
             lb_active: Family::default(),
+            task_cpu: Family::default(),
+            task_memory: Family::default(),
+            task_rx: Family::default(),
+            task_tx: Family::default(),
             allocations: Family::default(),
             nodes: Family::default(),
             deployments: Family::default(),
@@ -162,6 +188,26 @@ impl Metrics {
                 "Connections or requests open through this node's load balancer, by service",
                 m.lb_active.clone(),
             );
+            r.register(
+                "task_cpu_seconds",
+                "CPU time used by a task of this node, sampled by its agent",
+                m.task_cpu.clone(),
+            );
+            r.register(
+                "task_memory_bytes",
+                "Memory in use by a task of this node, sampled by its agent",
+                m.task_memory.clone(),
+            );
+            r.register(
+                "task_network_receive_bytes",
+                "Bytes received by a task of this node, sampled by its agent",
+                m.task_rx.clone(),
+            );
+            r.register(
+                "task_network_transmit_bytes",
+                "Bytes sent by a task of this node, sampled by its agent",
+                m.task_tx.clone(),
+            );
             r.register("allocations", "Allocations by state", m.allocations.clone());
             r.register("nodes", "Nodes by status", m.nodes.clone());
             r.register(
@@ -177,6 +223,40 @@ impl Metrics {
             );
         }
         m
+    }
+
+    /// Brings a task's series up to `now`, a raw sample that follows `before`
+    /// (none for its first): counters grow by the difference (by all of it
+    /// after a counter went back, as a restarted container's does).
+    pub fn record_task(
+        &self,
+        task: &TaskLabels,
+        before: Option<&crate::runtime::Stats>,
+        now: &crate::runtime::Stats,
+    ) {
+        let grow = |b: u64, n: u64| if n >= b { n - b } else { n };
+        let (cpu, rx, tx) = match before {
+            Some(b) => (
+                grow(b.cpu_total_ns, now.cpu_total_ns),
+                grow(b.network_rx_bytes, now.network_rx_bytes),
+                grow(b.network_tx_bytes, now.network_tx_bytes),
+            ),
+            None => (now.cpu_total_ns, now.network_rx_bytes, now.network_tx_bytes),
+        };
+        self.task_cpu.get_or_create(task).inc_by(cpu as f64 / 1e9);
+        self.task_rx.get_or_create(task).inc_by(rx);
+        self.task_tx.get_or_create(task).inc_by(tx);
+        self.task_memory
+            .get_or_create(task)
+            .set(now.memory_bytes.min(i64::MAX as u64) as i64);
+    }
+
+    /// Drops a task's series (its container is gone).
+    pub fn forget_task(&self, task: &TaskLabels) {
+        self.task_cpu.remove(task);
+        self.task_memory.remove(task);
+        self.task_rx.remove(task);
+        self.task_tx.remove(task);
     }
 
     /// The registry, for a host that adds its own metrics or merges these.

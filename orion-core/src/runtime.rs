@@ -140,6 +140,12 @@ pub struct Stats {
     pub cpu_total_ns: u64,
     /// Processes running.
     pub pids: u64,
+    /// Bytes received over the network since the task started.
+    #[serde(default)]
+    pub network_rx_bytes: u64,
+    /// Bytes sent over the network since the task started.
+    #[serde(default)]
+    pub network_tx_bytes: u64,
 }
 
 /// The result of running a command in a container.

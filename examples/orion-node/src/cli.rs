@@ -133,6 +133,10 @@ pub struct AgentArgs {
     /// python:3-slim, node:22-slim — which must be on the node].
     #[arg(long = "script-image", value_parser = parse_script_image)]
     pub script_images: Vec<(orion_core::spec::Lang, String)>,
+    /// How often the agent samples each task's CPU, memory and network for
+    /// `alloc stats --history` and `/metrics` [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    pub stats_interval: Option<std::time::Duration>,
     /// Run no load balancer (no job's `lb.port` is listened on here).
     #[arg(long)]
     pub no_lb: bool,
@@ -426,10 +430,14 @@ pub enum AllocCommand {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
-    /// Show the task's resource use.
+    /// Show the task's resource use: CPU in percent of a core, memory of its
+    /// limit (`--json` for the raw figures).
     Stats {
         /// The allocation's id.
         id: String,
+        /// Also show the samples the node kept (every 10 s, the last hour).
+        #[arg(long)]
+        history: bool,
         /// Output: a Go template over the JSON.
         #[command(flatten)]
         out: Output,

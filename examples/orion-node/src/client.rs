@@ -984,17 +984,77 @@ pub async fn alloc(addr: &str, cmd: AllocCommand) -> Result<()> {
                 std::process::exit(code.clamp(1, 255) as i32);
             }
         }
-        AllocCommand::Stats { id, out } => {
+        AllocCommand::Stats { id, history, out } => {
             let template = template(&out)?;
             let r = to_runner(&base, "alloc stats", |b| {
-                http.get(format!("{b}/v1/allocations/{id}/stats"))
+                http.get(format!("{b}/v1/allocations/{id}/stats?history={history}"))
             })
             .await?;
             let v: Value = r.json().await?;
             if !print_raw(&out, template.as_ref(), &v)? {
-                say!("{}", serde_json::to_string_pretty(&v)?);
+                say!("{}", stats_text(&v["current"]));
+                if let Some(samples) = v["history"].as_array() {
+                    say!("\n{:<10} {:>8} {:>12}", "AGE", "CPU", "MEMORY");
+                    let now = v["history"]
+                        .as_array()
+                        .and_then(|h| h.last())
+                        .and_then(|s| s["at_ms"].as_u64())
+                        .unwrap_or(0);
+                    for s in samples {
+                        let age = now.saturating_sub(s["at_ms"].as_u64().unwrap_or(0)) / 1000;
+                        let cpu = s["cpu_percent"]
+                            .as_f64()
+                            .map_or("-".to_string(), |p| format!("{p:.1}%"));
+                        say!(
+                            "{:<10} {cpu:>8} {:>12}",
+                            format!("-{age}s"),
+                            human_bytes(s["memory_bytes"].as_u64().unwrap_or(0))
+                        );
+                    }
+                }
             }
         }
     }
     Ok(())
+}
+
+/// `alloc stats` for people: CPU in percent of a core, memory against its
+/// limit, network and processes in human units.
+fn stats_text(c: &Value) -> String {
+    let n = |k: &str| c[k].as_u64().unwrap_or(0);
+    let cpu = c["cpu_percent"]
+        .as_f64()
+        .map_or("- (measured from the next sample on)".to_string(), |p| {
+            format!("{p:.1}% of a core")
+        });
+    let memory = match c["memory_percent"].as_f64() {
+        Some(p) => format!(
+            "{} of {} ({p:.1}%)",
+            human_bytes(n("memory_bytes")),
+            human_bytes(n("memory_limit_bytes"))
+        ),
+        None => format!("{} (no limit)", human_bytes(n("memory_bytes"))),
+    };
+    format!(
+        "cpu      {cpu}\nmemory   {memory}\nnetwork  {} in, {} out\npids     {}",
+        human_bytes(n("network_rx_bytes")),
+        human_bytes(n("network_tx_bytes")),
+        n("pids")
+    )
+}
+
+/// Bytes in binary units (`3.1 MiB`).
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }

@@ -36,6 +36,9 @@ pub fn node_config(args: &AgentArgs) -> Result<NodeConfig> {
     if args.no_lb {
         c.load_balancer = false;
     }
+    if let Some(t) = args.stats_interval {
+        c.loops.stats.interval = t;
+    }
     if let Some(t) = args.join_timeout {
         c.join_timeout = t;
     }

@@ -26,7 +26,7 @@
 //! | `GET /v1/allocations/{id}/logs[?follow=true]` | its output (text, streamed; numbered lines as SSE on `Accept: text/event-stream`, resumable: see [`logs`]) |
 //! | `GET /v1/allocations/{id}/logs/ws[?from_seq=N]` | numbered lines over a WebSocket |
 //! | `POST /v1/allocations/{id}/exec` | run `{"command": [...]}` in it |
-//! | `GET /v1/allocations/{id}/stats` | its resource use |
+//! | `GET /v1/allocations/{id}/stats[?history=true]` | its resource use now (CPU %, memory % of the limit), and the samples kept (see [`crate::agent::stats`]) |
 //! | `GET /v1/allocations/{id}/exec/ws?command=[..]&tty=true` | an interactive command over a WebSocket (see [`exec_ws`]) |
 //!
 //! Logs, exec and stats are served by the node that runs the allocation; another
@@ -977,10 +977,23 @@ async fn alloc_exec(
     Ok(Json(c.exec(&id, &body.command).await?).into_response())
 }
 
+/// `?history=true` adds the samples kept by the node.
+#[derive(Deserialize, utoipa::IntoParams)]
+struct StatsParams {
+    /// Also return the kept samples (every 10 s, the last hour by default).
+    #[serde(default)]
+    history: bool,
+}
+
 #[utoipa::path(get, path = "/v1/allocations/{id}/stats", tag = "allocations",
-    params(("id" = String, Path)), responses((status = 200, body = crate::runtime::Stats), (status = 421, body = ErrorBody)))]
-async fn alloc_stats(State(c): State<Cluster>, Path(id): Path<String>) -> ApiResult<Response> {
-    Ok(Json(c.stats(&id).await?).into_response())
+    params(("id" = String, Path), StatsParams),
+    responses((status = 200, body = crate::agent::stats::TaskStats), (status = 404, body = ErrorBody), (status = 421, body = ErrorBody)))]
+async fn alloc_stats(
+    State(c): State<Cluster>,
+    Path(id): Path<String>,
+    Query(q): Query<StatsParams>,
+) -> ApiResult<Response> {
+    Ok(Json(c.stats(&id, q.history).await?).into_response())
 }
 
 /// This node's view of leadership: `local` unless `?consistent=true`, which first

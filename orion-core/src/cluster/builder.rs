@@ -33,6 +33,8 @@ pub struct ClusterConfig {
     pub scheduler: SchedulerConfig,
     /// Group commit of concurrent proposals.
     pub batch: BatchConfig,
+    /// Task stats sampling.
+    pub stats: crate::agent::stats::StatsConfig,
 }
 
 impl ClusterConfig {
@@ -46,6 +48,7 @@ impl ClusterConfig {
             ("control.quorum_check", c.quorum_check),
             ("agent.tick", a.tick),
             ("agent.max_backoff", a.max_backoff),
+            ("stats.interval", self.stats.interval),
         ] {
             if d.is_zero() {
                 return Err(ClusterError::config(field, "is zero"));
@@ -56,6 +59,7 @@ impl ClusterConfig {
             ("scheduler.candidates", self.scheduler.candidates),
             ("batch.max_batch", self.batch.max_batch),
             ("batch.in_flight", self.batch.in_flight),
+            ("stats.kept", self.stats.kept),
         ] {
             if n == 0 {
                 return Err(ClusterError::config(field, "is zero"));
@@ -405,6 +409,17 @@ impl ClusterBuilder {
         .with_load_balancer(lb.clone())
         .with_scripts(scripts.clone());
         tasks.push(tokio::spawn(agent.run(shutdown_rx.clone())));
+        let stats = Arc::new(crate::agent::stats::StatsHistory::new(
+            self.config.stats.clone(),
+        ));
+        tasks.push(tokio::spawn(crate::agent::stats::run_sampler(
+            info.id.clone(),
+            store.clone(),
+            runtime.clone(),
+            stats.clone(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        )));
         let events = Arc::new(crate::events::EventLog::default());
         tasks.push(events.follow(store.replica(), shutdown_rx.clone()));
         if info.role == NodeRole::Manager {
@@ -432,6 +447,7 @@ impl ClusterBuilder {
             scheduler,
             metrics,
             events,
+            stats,
             lb,
             task_files: scripts.dir.clone(),
             closed: Default::default(),

@@ -200,6 +200,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Recent changes, for event-stream clients that resume.
     pub(crate) events: Arc<crate::events::EventLog>,
+    /// Samples of this node's tasks over time.
+    pub(crate) stats: Arc<crate::agent::stats::StatsHistory>,
     /// Set by whoever first stops the node (`shutdown`, or the last owning
     /// handle's drop), so the store and membership are shut down once.
     pub(crate) closed: std::sync::atomic::AtomicBool,

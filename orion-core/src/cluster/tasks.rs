@@ -1,8 +1,9 @@
 //! Reaching a running task: its logs, a command run in it, its resource use.
 //! Only the node that runs an allocation can; others say which node does.
 
+use crate::agent::stats::{Sample, TaskStats};
 use crate::model::Allocation;
-use crate::runtime::{ContainerInfo, ExecOutput, ExecSession, Logs, Owner, Stats};
+use crate::runtime::{ContainerInfo, ExecOutput, ExecSession, Logs, Owner};
 
 use super::{Cluster, ClusterError};
 
@@ -85,9 +86,23 @@ impl Cluster {
         Ok(self.inner.runtime.exec_exit_code(exec).await?)
     }
 
-    /// A sample of an allocation's resource use.
-    pub async fn stats(&self, id: &str) -> Result<Stats, ClusterError> {
+    /// A sample of an allocation's resource use taken now, with CPU and
+    /// memory as percentages; with `history`, the samples this node kept
+    /// too (see [`crate::agent::stats`]).
+    pub async fn stats(&self, id: &str, history: bool) -> Result<TaskStats, ClusterError> {
         let c = self.container_of(id).await?;
-        Ok(self.inner.runtime.stats(&c.id).await?)
+        let raw = self.inner.runtime.stats(&c.id).await?;
+        let kept = &self.inner.stats;
+        Ok(TaskStats {
+            alloc: id.to_string(),
+            interval_s: kept.config().interval.as_secs_f64(),
+            current: kept.current(id, raw),
+            history: history.then(|| kept.samples(id)),
+        })
+    }
+
+    /// The latest kept sample of every task this node runs.
+    pub fn task_samples(&self) -> Vec<(crate::metrics::TaskLabels, Sample)> {
+        self.inner.stats.latest()
     }
 }

@@ -321,6 +321,7 @@ pub fn stats(s: &ContainerStatsResponse) -> Stats {
         })
         .copied()
         .unwrap_or(0);
+    let networks: Vec<_> = s.networks.iter().flat_map(|n| n.values()).collect();
     Stats {
         memory_bytes: usage.saturating_sub(cache),
         memory_limit_bytes: mem.and_then(|m| m.limit).unwrap_or(0),
@@ -331,6 +332,8 @@ pub fn stats(s: &ContainerStatsResponse) -> Stats {
             .and_then(|u| u.total_usage)
             .unwrap_or(0),
         pids: s.pids_stats.as_ref().and_then(|p| p.current).unwrap_or(0),
+        network_rx_bytes: networks.iter().filter_map(|n| n.rx_bytes).sum(),
+        network_tx_bytes: networks.iter().filter_map(|n| n.tx_bytes).sum(),
     }
 }
 

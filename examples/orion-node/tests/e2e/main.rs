@@ -20,4 +20,5 @@ mod periodic;
 mod restart;
 mod scripts;
 mod single_node;
+mod stats;
 mod system;

@@ -52,7 +52,15 @@ struct Inner {
     endpoint: Endpoint,
     /// The client, opened and version-negotiated on first use.
     client: OnceCell<Docker>,
+    /// Containers inspected by `list`, per owner (`cluster/node`): id →
+    /// (what the listing said of it then, the inspection).
+    inspected: std::sync::Mutex<InspectCache>,
 }
+
+type InspectCache = std::collections::HashMap<
+    String,
+    std::collections::HashMap<String, (String, orion_core::runtime::ContainerInfo)>,
+>;
 
 impl fmt::Debug for DockerRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -119,6 +127,7 @@ impl DockerRuntime {
                 config,
                 endpoint,
                 client: OnceCell::new(),
+                inspected: Default::default(),
             }),
         })
     }

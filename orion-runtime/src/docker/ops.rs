@@ -36,6 +36,21 @@ pub(crate) fn split_reference(image: &str) -> (&str, &str) {
     }
 }
 
+/// What of a listed container says whether its inspection is still good:
+/// its state, the exit code of an exited one (`Exited (0) …`), the health of
+/// a running one (`Up 3 seconds (healthy)`).
+fn summary_key(s: &bollard::models::ContainerSummary) -> String {
+    let status = s.status.as_deref().unwrap_or("");
+    let detail = if status.starts_with("Exited") {
+        status.split_inclusive(')').next().unwrap_or(status)
+    } else if status.ends_with(')') {
+        status.rfind('(').map_or("", |i| &status[i..])
+    } else {
+        ""
+    };
+    format!("{:?}|{detail}", s.state)
+}
+
 impl DockerRuntime {
     /// Pulls an image, within the pull timeout; any failure is an image error.
     pub(crate) async fn pull(&self, docker: &Docker, image: &str) -> Result<(), RuntimeError> {
@@ -126,27 +141,69 @@ impl DockerRuntime {
             .list_containers(Some(options))
             .await
             .map_err(|e| error::general("list", e))?;
-        let ids = summaries.into_iter().filter_map(|s| s.id);
-        let inspected: Vec<_> = futures::stream::iter(ids)
-            .map(|id| async move {
+        // Inspect only what changed since the last listing: a node's agent
+        // lists on every pass, and inspecting every container each time costs
+        // the engine one call per container per pass.
+        let owner_key = format!("{}/{}", owner.cluster_id, owner.node_id);
+        let keys: Vec<(String, String)> = summaries
+            .iter()
+            .filter_map(|s| Some((s.id.clone()?, summary_key(s))))
+            .collect();
+        let mut known = Vec::new();
+        let mut stale = Vec::new();
+        {
+            let cache = self.inner.inspected.lock().expect("inspect cache");
+            let mine = cache.get(&owner_key);
+            for (id, key) in &keys {
+                match mine.and_then(|m| m.get(id)) {
+                    Some((k, info)) if k == key => {
+                        known.push((id.clone(), key.clone(), info.clone()))
+                    }
+                    _ => stale.push((id.clone(), key.clone())),
+                }
+            }
+        }
+        let inspected: Vec<_> = futures::stream::iter(stale)
+            .map(|(id, key)| async move {
                 let found = docker
                     .inspect_container(&id, None::<InspectContainerOptions>)
                     .await;
-                (id, found)
+                (id, key, found)
             })
             .buffered(LIST_CONCURRENCY)
             .collect()
             .await;
-        let mut out = Vec::new();
-        for (id, found) in inspected {
+        for (id, key, found) in inspected {
             match found {
-                Ok(c) => out.push(convert::info(&id, &c)),
+                Ok(c) => known.push((id.clone(), key, convert::info(&id, &c))),
                 // Removed between the listing and the inspection: not there any more.
                 Err(e) if error::status(&e) == Some(404) => {}
                 Err(e) => return Err(error::on_container("list", &id, e)),
             }
         }
+        let mut cache = self.inner.inspected.lock().expect("inspect cache");
+        let mine = cache.entry(owner_key).or_default();
+        mine.clear();
+        let mut out = Vec::with_capacity(known.len());
+        for (id, key, info) in known {
+            mine.insert(id, (key, info.clone()));
+            out.push(info);
+        }
         Ok(out)
+    }
+
+    /// Drops what is known of container `id` (it was started, stopped or
+    /// removed: the next listing inspects it again).
+    pub(crate) fn forget(&self, id: &str) {
+        for mine in self
+            .inner
+            .inspected
+            .lock()
+            .expect("inspect cache")
+            .values_mut()
+        {
+            mine.remove(id);
+        }
     }
 
     /// The container's output as a stream; checks first that it exists.

@@ -73,6 +73,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.forget(id);
         let docker = self.client().await?;
         docker
             .start_container(id, None::<StartContainerOptions>)
@@ -81,6 +82,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        self.forget(id);
         // The engine answers only once the container is gone: allow it the grace too.
         let docker = self
             .client()
@@ -97,6 +99,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
+        self.forget(id);
         let docker = self.client().await?;
         let options = KillContainerOptionsBuilder::new().signal("SIGKILL").build();
         match docker.kill_container(id, Some(options)).await {
@@ -107,6 +110,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.forget(id);
         let docker = self.client().await?;
         let options = RemoveContainerOptionsBuilder::new()
             .force(true)

@@ -43,6 +43,7 @@
 
 pub mod exec_ws;
 pub mod logs;
+mod ui;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -77,6 +78,10 @@ pub fn router(cluster: Cluster) -> Router {
             }),
         )
         .route("/metrics", get(prometheus))
+        .route("/", get(ui::root))
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .fallback(no_route)
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(

@@ -22,3 +22,4 @@ mod scripts;
 mod single_node;
 mod stats;
 mod system;
+mod ui;

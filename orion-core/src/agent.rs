@@ -177,6 +177,8 @@ pub struct Agent {
     health: watch::Sender<Option<String>>,
     /// This node's load balancer, whose connections a stopping task drains.
     lb: Option<Arc<crate::lb::Balancer>>,
+    /// Where restarts and probe results are counted.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Stopping allocations behind a load balancer: since when they drain.
     draining: HashMap<AllocId, Instant>,
     /// Where script tasks' scripts are written, and the runner images.
@@ -231,6 +233,7 @@ impl Agent {
             caught_up: false,
             health,
             lb: None,
+            metrics: None,
             draining: HashMap::new(),
             scripts: Scripts::in_dir(std::env::temp_dir().join("orion-scripts")),
         }
@@ -248,6 +251,12 @@ impl Agent {
     /// taken it out), or when its port's `lb.drain` has passed.
     pub fn with_load_balancer(mut self, lb: Option<Arc<crate::lb::Balancer>>) -> Self {
         self.lb = lb;
+        self
+    }
+
+    /// Counts restarts and health probe results into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -558,6 +567,14 @@ impl Agent {
         .await;
         let now = Instant::now().into_std();
         for ((k, i), result) in due.into_iter().zip(results) {
+            if let Some(m) = &self.metrics {
+                let outcome = if result.is_ok() { "pass" } else { "fail" };
+                m.agent_probes
+                    .get_or_create(&crate::metrics::OutcomeLabel {
+                        outcome: outcome.into(),
+                    })
+                    .inc();
+            }
             let (a, task, policy, c) = running[k];
             let Some(t) = self.trackers.get_mut(&a.id) else {
                 continue;
@@ -1107,6 +1124,9 @@ impl Agent {
                 u.ports = self.runtime.inspect(&c.id).await.ok().map(|i| i.ports);
                 u.exit_code = Some(code);
                 u.restarts = Some(a.restarts + 1);
+                if let Some(m) = &self.metrics {
+                    m.agent_restarts.inc();
+                }
                 Some(u)
             }
             Err(e) => {

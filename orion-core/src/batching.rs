@@ -54,6 +54,9 @@ pub struct BatchingStore {
     queue: mpsc::UnboundedSender<(Command, Reply)>,
 }
 
+/// Counts proposals, entry sizes and commit latency, when given metrics.
+type Meter = Option<Arc<crate::metrics::Metrics>>;
+
 impl std::fmt::Debug for BatchingStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BatchingStore").finish_non_exhaustive()
@@ -63,8 +66,18 @@ impl std::fmt::Debug for BatchingStore {
 impl BatchingStore {
     /// Wraps `inner`; spawns the batching task (it ends when the wrapper drops).
     pub fn new(inner: Arc<dyn Store>, config: BatchConfig) -> Self {
+        Self::metered(inner, config, None)
+    }
+
+    /// As [`BatchingStore::new`], counting into `metrics`: proposals by
+    /// outcome, commands per entry, and each entry's commit latency.
+    pub fn metered(
+        inner: Arc<dyn Store>,
+        config: BatchConfig,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(batcher(inner.clone(), rx, config));
+        tokio::spawn(batcher(inner.clone(), rx, config, metrics));
         BatchingStore { inner, queue }
     }
 }
@@ -73,6 +86,7 @@ async fn batcher(
     inner: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<(Command, Reply)>,
     config: BatchConfig,
+    meter: Meter,
 ) {
     let slots = Arc::new(Semaphore::new(config.in_flight.max(1)));
     while let Some(first) = rx.recv().await {
@@ -87,21 +101,57 @@ async fn batcher(
             return;
         };
         let inner = inner.clone();
+        let meter = meter.clone();
         tokio::spawn(async move {
-            commit(&*inner, batch).await;
+            commit(&*inner, batch, meter.as_deref()).await;
             drop(permit);
         });
     }
 }
 
-async fn commit(inner: &dyn Store, mut batch: Vec<(Command, Reply)>) {
+/// What a proposal's result is counted as.
+fn outcome(r: &Result<Applied, StoreError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(StoreError::NoLeader(_)) => "no_leader",
+        Err(StoreError::Timeout) => "timeout",
+        Err(StoreError::Shutdown) => "shutdown",
+        Err(_) => "error",
+    }
+}
+
+async fn commit(
+    inner: &dyn Store,
+    mut batch: Vec<(Command, Reply)>,
+    meter: Option<&crate::metrics::Metrics>,
+) {
+    let started = std::time::Instant::now();
+    let n = batch.len();
+    let count = |r: &Result<Applied, StoreError>| {
+        if let Some(m) = meter {
+            m.store_batch_size.observe(n as f64);
+            if r.is_ok() {
+                m.store_commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            m.store_proposals
+                .get_or_create(&crate::metrics::OutcomeLabel {
+                    outcome: outcome(r).to_string(),
+                })
+                .inc_by(n as u64);
+        }
+    };
     if batch.len() == 1 {
         let (cmd, reply) = batch.pop().expect("one");
-        let _ = reply.send(inner.propose(cmd).await);
+        let r = inner.propose(cmd).await;
+        count(&r);
+        let _ = reply.send(r);
         return;
     }
     let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
-    match inner.propose(Command::Batch { commands }).await {
+    let r = inner.propose(Command::Batch { commands }).await;
+    count(&r);
+    match r {
         Ok(Applied {
             index,
             response: Response::Batch { responses },

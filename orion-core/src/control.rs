@@ -180,6 +180,7 @@ impl Control {
                     >= self.config.absent_grace;
             let cmd = if status != NodeStatus::Down && (declared_dead || absent_too_long) {
                 info!(node_id = %id, "node is dead; marking it down");
+                self.metrics.failure_detections.inc();
                 Command::SetNodeStatus {
                     id,
                     status: NodeStatus::Down,
@@ -309,7 +310,14 @@ impl Control {
         self.metrics
             .plan_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.metrics.unplaced.inc_by(plan.unplaced.len() as u64);
+        for u in &plan.unplaced {
+            self.metrics
+                .unplaced
+                .get_or_create(&crate::metrics::ReasonLabel {
+                    reason: crate::metrics::unplaced_reason(&u.reason).into(),
+                })
+                .inc();
+        }
         drop(state);
         if plan.is_empty() {
             return;

@@ -39,6 +39,7 @@ pub mod dns;
 pub mod events;
 pub mod lb;
 pub mod membership;
+pub mod metered;
 pub mod metrics;
 pub mod model;
 pub mod periodic;

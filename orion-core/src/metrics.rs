@@ -69,6 +69,76 @@ pub struct TaskLabels {
     pub node: String,
 }
 
+/// Labels of a runtime operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// The operation (`create`, `start`, `ensure_image`, …).
+    pub op: String,
+    /// `ok` or `error`.
+    pub outcome: String,
+}
+
+/// One label naming a runtime operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpOnly {
+    /// The operation.
+    pub op: String,
+}
+
+/// One label naming an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// The outcome.
+    pub outcome: String,
+}
+
+/// Labels of this node's allocations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateHealthLabels {
+    /// The allocation's state.
+    pub state: String,
+    /// Its health (`none` without checks).
+    pub health: String,
+}
+
+/// One label naming why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The reason's class.
+    pub reason: String,
+}
+
+/// The class of a scheduler's explanation (`"0/3 nodes: 3 insufficient
+/// memory"` → `memory`), so the label set stays small: the first reason it
+/// names, of `no_nodes`, `cpu`, `memory`, `disk`, `ports`, `selector`,
+/// `distinct_hosts`, `volume`, `host_path`, `node_not_ready`,
+/// `contention`, else `other`.
+pub fn unplaced_reason(explanation: &str) -> &'static str {
+    const CLASSES: [(&str, &str); 12] = [
+        ("no nodes", "no_nodes"),
+        ("insufficient cpu", "cpu"),
+        ("insufficient memory", "memory"),
+        ("insufficient disk", "disk"),
+        ("port", "ports"),
+        ("selector", "selector"),
+        ("distinct hosts", "distinct_hosts"),
+        ("volume", "volume"),
+        ("host path", "host_path"),
+        ("node draining", "node_not_ready"),
+        ("node down", "node_not_ready"),
+        ("node ", "node_not_ready"),
+    ];
+    if explanation.contains("taken by other tasks") {
+        return "contention";
+    }
+    let (_, after) = explanation.split_once(": ").unwrap_or(("", explanation));
+    CLASSES
+        .iter()
+        .filter_map(|(k, class)| after.find(k).map(|at| (at, *class)))
+        .min_by_key(|(at, _)| *at)
+        .map_or("other", |(_, c)| c)
+}
+
 /// A counter of seconds or bytes that can grow by fractions.
 type FloatCounter = Counter<f64, std::sync::atomic::AtomicU64>;
 
@@ -81,8 +151,9 @@ pub struct Metrics {
     pub api_latency: Family<RouteOnly, Histogram>,
     /// Placements the leader committed.
     pub placements: Counter,
-    /// Slots the scheduler could not place, per pass.
-    pub unplaced: Counter,
+    /// Slots the scheduler could not place, per pass, by reason (see
+    /// [`unplaced_reason`]).
+    pub unplaced: Family<ReasonLabel, Counter>,
     /// How long a reconcile-and-schedule pass took.
     pub plan_seconds: Histogram,
     /// Connections (tcp) or requests (http) through this node's load
@@ -93,6 +164,33 @@ pub struct Metrics {
     pub lb_duration: Family<ServiceLabel, Histogram>,
     /// Connections or requests open through the balancer, by service.
     pub lb_active: Family<ServiceLabel, Gauge>,
+    /// Commands proposed through this node, by outcome (`ok`, `no_leader`,
+    /// `timeout`, `error`).
+    pub store_proposals: Family<OutcomeLabel, Counter>,
+    /// Time from proposing an entry to its commit.
+    pub store_commit_seconds: Histogram,
+    /// Commands per committed entry (group commit).
+    pub store_batch_size: Histogram,
+    /// Leader changes this node saw.
+    pub store_leader_changes: Counter,
+    /// The Raft term (read at scrape).
+    store_term: Gauge,
+    /// 1 when this node leads (read at scrape).
+    store_is_leader: Gauge,
+    /// Runtime operations by operation and outcome.
+    pub runtime_ops: Family<OpLabels, Counter>,
+    /// Runtime operation latency by operation.
+    pub runtime_op_seconds: Family<OpOnly, Histogram>,
+    /// Tasks the agent restarted in place.
+    pub agent_restarts: Counter,
+    /// Health probes the agent ran, by outcome (`pass`, `fail`).
+    pub agent_probes: Family<OutcomeLabel, Counter>,
+    /// This node's allocations by state and health (read at scrape).
+    node_allocations: Family<StateHealthLabels, Gauge>,
+    /// Members by gossip state (`live`, `dead`; read at scrape).
+    gossip_members: Family<StateLabel, Gauge>,
+    /// Nodes this node, leading, marked down.
+    pub failure_detections: Counter,
     /// CPU time of each task of this node, from the agent's samples.
     task_cpu: Family<TaskLabels, FloatCounter>,
     /// Memory in use by each task.
@@ -129,13 +227,28 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
             }),
             placements: Counter::default(),
-            unplaced: Counter::default(),
+            unplaced: Family::default(),
             plan_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             lb_requests: Family::default(),
             lb_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.00005, 2.0, 20))
             }),
             lb_active: Family::default(),
+            store_proposals: Family::default(),
+            store_commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            store_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            store_leader_changes: Counter::default(),
+            store_term: Gauge::default(),
+            store_is_leader: Gauge::default(),
+            runtime_ops: Family::default(),
+            runtime_op_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
+            agent_restarts: Counter::default(),
+            agent_probes: Family::default(),
+            node_allocations: Family::default(),
+            gossip_members: Family::default(),
+            failure_detections: Counter::default(),
             task_cpu: Family::default(),
             task_memory: Family::default(),
             task_rx: Family::default(),
@@ -165,7 +278,7 @@ impl Metrics {
             );
             r.register(
                 "scheduler_unplaced",
-                "Slots left unplaced, counted per pass",
+                "Slots left unplaced, counted per pass, by reason",
                 m.unplaced.clone(),
             );
             r.register(
@@ -187,6 +300,67 @@ impl Metrics {
                 "lb_active",
                 "Connections or requests open through this node's load balancer, by service",
                 m.lb_active.clone(),
+            );
+            r.register(
+                "store_proposals",
+                "Commands proposed through this node, by outcome",
+                m.store_proposals.clone(),
+            );
+            r.register(
+                "store_commit_duration_seconds",
+                "Time from proposing a log entry to its commit",
+                m.store_commit_seconds.clone(),
+            );
+            r.register(
+                "store_batch_commands",
+                "Commands per committed log entry (group commit)",
+                m.store_batch_size.clone(),
+            );
+            r.register(
+                "store_leader_changes",
+                "Leader changes this node saw",
+                m.store_leader_changes.clone(),
+            );
+            r.register("store_raft_term", "The Raft term", m.store_term.clone());
+            r.register(
+                "store_is_leader",
+                "1 when this node leads the Raft group",
+                m.store_is_leader.clone(),
+            );
+            r.register(
+                "runtime_operations",
+                "Runtime (engine) operations by operation and outcome",
+                m.runtime_ops.clone(),
+            );
+            r.register(
+                "runtime_operation_duration_seconds",
+                "Runtime (engine) operation latency by operation",
+                m.runtime_op_seconds.clone(),
+            );
+            r.register(
+                "agent_restarts",
+                "Tasks this node's agent restarted in place",
+                m.agent_restarts.clone(),
+            );
+            r.register(
+                "agent_health_probes",
+                "Health probes this node's agent ran, by outcome",
+                m.agent_probes.clone(),
+            );
+            r.register(
+                "node_allocations",
+                "This node's allocations by state and health",
+                m.node_allocations.clone(),
+            );
+            r.register(
+                "gossip_members",
+                "Cluster members by gossip state, as this node sees them",
+                m.gossip_members.clone(),
+            );
+            r.register(
+                "failure_detections",
+                "Nodes this node, as leader, marked down",
+                m.failure_detections.clone(),
             );
             r.register(
                 "task_cpu_seconds",
@@ -249,6 +423,59 @@ impl Metrics {
         self.task_memory
             .get_or_create(task)
             .set(now.memory_bytes.min(i64::MAX as u64) as i64);
+    }
+
+    /// Reads this node's own state into the gauges that are set at scrape:
+    /// leadership, the allocations it runs, and what gossip says of the
+    /// members.
+    pub fn scrape_node(
+        &self,
+        node_id: &str,
+        leadership: &crate::store::Leadership,
+        live_members: &std::collections::HashSet<String>,
+        state: &ClusterState,
+    ) {
+        self.store_term
+            .set(leadership.term.min(i64::MAX as u64) as i64);
+        self.store_is_leader.set(i64::from(leadership.is_self));
+        self.node_allocations.clear();
+        for a in state.allocs_on_node(node_id) {
+            let health = a
+                .health
+                .as_ref()
+                .map_or("none".to_string(), |h| h.status.to_string());
+            self.node_allocations
+                .get_or_create(&StateHealthLabels {
+                    state: a.state.to_string(),
+                    health,
+                })
+                .inc();
+        }
+        let known = state.nodes.len();
+        let live = state
+            .nodes
+            .keys()
+            .filter(|id| live_members.contains(*id))
+            .count();
+        self.gossip_members.clear();
+        for (s, n) in [("live", live), ("dead", known - live)] {
+            self.gossip_members
+                .get_or_create(&StateLabel { state: s.into() })
+                .set(n as i64);
+        }
+    }
+
+    /// Counts a runtime operation and its latency.
+    pub fn runtime_op(&self, op: &str, ok: bool, took: std::time::Duration) {
+        self.runtime_ops
+            .get_or_create(&OpLabels {
+                op: op.to_string(),
+                outcome: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .inc();
+        self.runtime_op_seconds
+            .get_or_create(&OpOnly { op: op.to_string() })
+            .observe(took.as_secs_f64());
     }
 
     /// Drops a task's series (its container is gone).
@@ -329,5 +556,29 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unplaced_reasons_fall_into_few_classes() {
+        for (text, class) in [
+            ("0/3 nodes: 3 insufficient memory", "memory"),
+            ("1 node: insufficient cpu (2 asked, 1 free)", "cpu"),
+            ("0/2 nodes: 1 port 8080 taken, 1 insufficient disk", "ports"),
+            ("no nodes in the cluster", "no_nodes"),
+            ("0/4 nodes: 4 selector zone=eu", "selector"),
+            ("1 node: node draining", "node_not_ready"),
+            (
+                "every feasible node was taken by other tasks in the same plan",
+                "contention",
+            ),
+            ("something new", "other"),
+        ] {
+            assert_eq!(unplaced_reason(text), class, "{text}");
+        }
     }
 }

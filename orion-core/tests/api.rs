@@ -1035,6 +1035,20 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
         "orion_scheduler_placements_total 2",
         "orion_scheduler_plan_duration_seconds_count",
         "orion_store_applied_index",
+        "orion_store_proposals_total{outcome=\"ok\"}",
+        "orion_store_commit_duration_seconds_count",
+        "orion_store_batch_commands_bucket",
+        "orion_store_raft_term",
+        "orion_store_is_leader 1",
+        "orion_store_leader_changes_total",
+        "orion_runtime_operations_total{op=\"create\",outcome=\"ok\"} 2",
+        "orion_runtime_operations_total{op=\"list\",outcome=\"ok\"}",
+        "orion_runtime_operation_duration_seconds_bucket{le=",
+        "orion_node_allocations{state=\"running\",health=\"none\"} 2",
+        "orion_gossip_members{state=\"live\"} 1",
+        "orion_gossip_members{state=\"dead\"} 0",
+        "orion_agent_restarts_total 0",
+        "orion_failure_detections_total 0",
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }

@@ -97,6 +97,9 @@ pub fn router(cluster: Cluster) -> Router {
 /// OpenMetrics when the scraper asks for it (`Accept`).
 async fn prometheus(State(c): State<Cluster>, headers: HeaderMap) -> Response {
     let state = c.store().replica().current();
+    let live = c.membership().live().into_iter().map(|m| m.id).collect();
+    c.metrics()
+        .scrape_node(c.node_id(), &c.leader(), &live, &state);
     let open = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

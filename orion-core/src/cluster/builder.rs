@@ -360,7 +360,16 @@ impl ClusterBuilder {
         crate::spec::check_dns_label(&info.id).map_err(|p| ClusterError::config("node_id", p))?;
         // Every proposal from this node (API, agent, control loop) goes through one
         // group-commit queue.
-        let store: Arc<dyn Store> = Arc::new(BatchingStore::new(store, self.config.batch.clone()));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let store: Arc<dyn Store> = Arc::new(BatchingStore::metered(
+            store,
+            self.config.batch.clone(),
+            Some(metrics.clone()),
+        ));
+        let runtime: Arc<dyn crate::Runtime> = Arc::new(crate::metered::MeteredRuntime::new(
+            runtime,
+            metrics.clone(),
+        ));
         let membership = self
             .membership
             .unwrap_or_else(|| Arc::new(SoloMembership::new(member_of(&info))));
@@ -379,7 +388,11 @@ impl ClusterBuilder {
             registered_tx,
             shutdown_rx.clone(),
         )));
-        let metrics = Arc::new(crate::metrics::Metrics::new());
+        tasks.push(tokio::spawn(count_leader_changes(
+            store.leadership(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        )));
         let scripts = self.scripts.clone().unwrap_or_else(|| {
             crate::agent::Scripts::in_dir(
                 std::env::temp_dir().join(format!("orion-scripts-{}", info.id)),
@@ -407,6 +420,7 @@ impl ClusterBuilder {
             health_tx,
         )
         .with_load_balancer(lb.clone())
+        .with_metrics(metrics.clone())
         .with_scripts(scripts.clone());
         tasks.push(tokio::spawn(agent.run(shutdown_rx.clone())));
         let stats = Arc::new(crate::agent::stats::StatsHistory::new(
@@ -479,6 +493,26 @@ impl ClusterBuilder {
         }
         info!(node_id = %cluster.node_id(), http = ?http_addr, dns = ?dns_addr, "node started");
         Ok(cluster)
+    }
+}
+
+/// Counts every change of leader this node sees (`orion_store_leader_changes`).
+async fn count_leader_changes(
+    mut leadership: watch::Receiver<crate::store::Leadership>,
+    metrics: Arc<crate::metrics::Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut leader = leadership.borrow().leader.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            r = leadership.changed() => if r.is_err() { return },
+        }
+        let now = leadership.borrow().leader.clone();
+        if now != leader && now.is_some() {
+            metrics.store_leader_changes.inc();
+        }
+        leader = now;
     }
 }
 

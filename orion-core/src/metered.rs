@@ -50,6 +50,9 @@ impl Runtime for MeteredRuntime {
     async fn ping(&self) -> Result<(), RuntimeError> {
         self.timed("ping", self.inner.ping()).await
     }
+    async fn version(&self) -> Result<String, RuntimeError> {
+        self.inner.version().await
+    }
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
         self.timed("ensure_image", self.inner.ensure_image(image))
             .await

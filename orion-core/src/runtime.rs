@@ -272,6 +272,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Whether the engine answers.
     async fn ping(&self) -> Result<(), RuntimeError>;
 
+    /// The engine's version, for `/health`; [`RuntimeError::Unsupported`] by
+    /// default.
+    async fn version(&self) -> Result<String, RuntimeError> {
+        Err(RuntimeError::Unsupported("version".into()))
+    }
+
     /// Makes sure the image is present locally, pulling it when it is not.
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError>;
 

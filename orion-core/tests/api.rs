@@ -148,7 +148,7 @@ async fn submit_run_read_and_stop() {
     let (_, leader) = get(&base, "/v1/status/leader").await;
     assert_eq!(leader["is_self"], true);
     let (status, health) = get(&base, "/health").await;
-    assert_eq!((status, &health["status"]), (200, &Value::from("ok")));
+    assert_eq!((status, &health["status"]), (200, &Value::from("healthy")));
 
     let r = reqwest::Client::new()
         .delete(format!("{base}/v1/jobs/web"))
@@ -518,18 +518,34 @@ async fn health_follows_the_runtime() {
             c["store"]["status"].as_str(),
             c["store"]["is_leader"].as_bool()
         ),
-        (Some("ok"), Some(true)),
+        (Some("healthy"), Some(true)),
         "{body}"
     );
     assert_eq!(c["membership"]["live"], 1);
+    assert_eq!(c["membership"]["dead"], 0);
+    assert_eq!(body["status"], "unhealthy");
+    let (status, ready) = get(&base, "/health/ready").await;
+    assert_eq!((status, &ready["status"]), (503, &Value::from("not ready")));
+    assert!(ready["reason"].as_str().unwrap().contains("engine stopped"));
+    let (status, live) = get(&base, "/health/live").await;
+    assert_eq!((status, &live["status"]), (200, &Value::from("alive")));
     runtime.set_unavailable(None);
     wait_for("healthy", || cluster.runtime_health().is_none()).await;
     let (status, body) = get(&base, "/health").await;
     assert_eq!(
         (status, body["components"]["runtime"]["status"].as_str()),
-        (200, Some("ok")),
+        (200, Some("healthy")),
         "{body}"
     );
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["components"]["runtime"]["version"], "fake");
+    assert!(
+        body["components"]["runtime"]["containers"].is_u64(),
+        "{body}"
+    );
+    assert_eq!(body["components"]["api"]["status"], "healthy");
+    let (status, _) = get(&base, "/health/ready").await;
+    assert_eq!(status, 200);
     cluster.shutdown().await;
 }
 
@@ -594,6 +610,8 @@ async fn the_openapi_document_matches_the_routes() {
         listed,
         [
             "/health",
+            "/health/live",
+            "/health/ready",
             "/v1/allocations",
             "/v1/allocations/{id}",
             "/v1/allocations/{id}/exec",

@@ -32,7 +32,8 @@
 //! Logs, exec and stats are served by the node that runs the allocation; another
 //! node answers 421 with `{"error", "node", "node_http"}` naming the right one.
 //! | `GET /v1/status/leader` | who leads, and the Raft voters |
-//! | `GET /health` | 200 when this node and its runtime are healthy, else 503 |
+//! | `GET /health` | this node and its components, `healthy` / `degraded` (200) or `unhealthy` (503) |
+//! | `GET /health/live`, `GET /health/ready` | for liveness and readiness probes |
 //!
 //! Reads (every `GET` above but logs and stats, which ask the runtime) come from
 //! this node's replica and may lag the leader by a heartbeat; add
@@ -195,6 +196,8 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(alloc_stats))
         .routes(routes!(leader))
         .routes(routes!(health))
+        .routes(routes!(health_live))
+        .routes(routes!(health_ready))
 }
 
 /// The shape of every error answer.
@@ -1018,58 +1021,159 @@ async fn leader(State(c): State<Cluster>, Query(p): Query<ReadParams>) -> ApiRes
     Ok((h, Json(status)).into_response())
 }
 
-#[utoipa::path(get, path = "/health", tag = "cluster",
-    responses((status = 200, description = "this node and each of its components, with status ok"),
-              (status = 503, description = "a component is down, and why (status unhealthy)")))]
-async fn health(State(c): State<Cluster>) -> Response {
+/// A component's or the node's condition, worst last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Condition {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+impl Condition {
+    fn word(self) -> &'static str {
+        match self {
+            Condition::Healthy => "healthy",
+            Condition::Degraded => "degraded",
+            Condition::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// This node and each of its components (Cronium's shape): the store (leader,
+/// term, applied index), the runtime (engine, version, containers), membership
+/// (live and dead members), the API, DNS and the load balancer. The node is
+/// as bad as its worst component; `degraded` still answers 200.
+async fn node_health(c: &Cluster) -> (Condition, serde_json::Value) {
     let leader = c.leader();
-    let runtime = c.runtime_health();
-    let store_ok = leader.leader.is_some() && !leader.quorum_lost;
-    let store_reason = if leader.quorum_lost {
-        Some("this node leads but hears from no majority of the managers")
+    let runtime_error = c.runtime_health();
+    let (store_cond, store_reason) = if leader.quorum_lost {
+        (
+            Condition::Unhealthy,
+            Some("this node leads but hears from no majority of the managers"),
+        )
     } else if leader.leader.is_none() {
-        Some("no leader known")
+        (Condition::Unhealthy, Some("no leader known"))
     } else {
-        None
+        (Condition::Healthy, None)
     };
-    let live = c.membership().live().len();
-    let known = c.store().replica().read(|s| s.nodes.len());
-    let healthy = runtime.is_none() && store_ok;
-    let component = |ok: bool, detail: serde_json::Value| {
-        let mut v = json!({ "status": if ok { "ok" } else { "unhealthy" } });
+    let (engine, containers) = match runtime_error {
+        Some(_) => (None, None),
+        None => c.runtime_summary().await,
+    };
+    let runtime_cond = if runtime_error.is_some() {
+        Condition::Unhealthy
+    } else {
+        Condition::Healthy
+    };
+    let live: std::collections::HashSet<String> =
+        c.membership().live().into_iter().map(|m| m.id).collect();
+    let (known, dead): (usize, Vec<String>) = c.store().replica().read(|s| {
+        let dead = s
+            .nodes
+            .keys()
+            .filter(|id| !live.contains(*id))
+            .cloned()
+            .collect();
+        (s.nodes.len(), dead)
+    });
+    let membership_cond = if dead.is_empty() {
+        Condition::Healthy
+    } else {
+        Condition::Degraded
+    };
+    let problems = c.lb_problems();
+    let lb_cond = if problems.is_empty() {
+        Condition::Healthy
+    } else {
+        Condition::Degraded
+    };
+    let worst = [store_cond, runtime_cond, membership_cond, lb_cond]
+        .into_iter()
+        .max()
+        .unwrap_or(Condition::Healthy);
+    let component = |cond: Condition, detail: serde_json::Value| {
+        let mut v = json!({ "status": cond.word() });
         if let (Some(m), Some(d)) = (v.as_object_mut(), detail.as_object()) {
             m.extend(d.clone());
         }
         v
     };
-    let problems = c.lb_problems();
-    let lb = json!({
-        "status": if problems.is_empty() { "ok" } else { "degraded" },
-        "listeners": c.lb_stats(None).iter().filter(|l| l.bound).map(|l| l.port).collect::<Vec<_>>(),
-        "problems": problems.iter().map(|(p, e)| json!({ "port": p, "error": e })).collect::<Vec<_>>(),
-    });
+    let reason = runtime_error
+        .clone()
+        .or(store_reason.map(str::to_string))
+        .or_else(|| {
+            (!dead.is_empty()).then(|| format!("members not answering gossip: {}", dead.join(", ")))
+        })
+        .or_else(|| {
+            problems
+                .iter()
+                .next()
+                .map(|(p, e)| format!("load balancer port {p}: {e}"))
+        });
     let body = json!({
-        "status": if healthy { "ok" } else { "unhealthy" },
+        "status": worst.word(),
         "node": c.node_id(),
         "leader": leader.leader,
-        "reason": runtime.clone().or(store_reason.map(str::to_string)),
+        "reason": reason,
         "components": {
-            "runtime": component(runtime.is_none(), json!({
-                "name": c.runtime().name(), "error": runtime,
-            })),
-            "store": component(store_ok, json!({
+            "store": component(store_cond, json!({
                 "leader": leader.leader, "term": leader.term, "is_leader": leader.is_self,
                 "applied_index": c.store().replica().applied_index(), "error": store_reason,
             })),
-            "membership": component(true, json!({ "live": live, "known_nodes": known })),
-            "dns": component(true, json!({ "addr": c.dns_addr().map(|a| a.to_string()) })),
-            "lb": lb,
+            "runtime": component(runtime_cond, json!({
+                "name": c.runtime().name(), "version": engine, "containers": containers,
+                "error": runtime_error,
+            })),
+            "membership": component(membership_cond, json!({
+                "live": live.len(), "dead": dead.len(), "dead_members": dead, "known_nodes": known,
+            })),
+            "api": component(Condition::Healthy, json!({ "addr": c.http_addr().map(|a| a.to_string()) })),
+            "dns": component(Condition::Healthy, json!({ "addr": c.dns_addr().map(|a| a.to_string()) })),
+            "lb": component(lb_cond, json!({
+                "listeners": c.lb_stats(None).iter().filter(|l| l.bound).map(|l| l.port).collect::<Vec<_>>(),
+                "problems": problems.iter().map(|(p, e)| json!({ "port": p, "error": e })).collect::<Vec<_>>(),
+            })),
         },
     });
-    let code = if healthy {
+    (worst, body)
+}
+
+#[utoipa::path(get, path = "/health", tag = "cluster",
+    responses((status = 200, description = "this node and each of its components: status healthy or degraded"),
+              (status = 503, description = "a component is unhealthy, and why")))]
+async fn health(State(c): State<Cluster>) -> Response {
+    let (cond, body) = node_health(&c).await;
+    let code = if cond == Condition::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(body)).into_response()
+}
+
+/// For a liveness probe: the process answers.
+#[utoipa::path(get, path = "/health/live", tag = "cluster",
+    responses((status = 200, description = "the node's process answers")))]
+async fn health_live(State(c): State<Cluster>) -> Response {
+    Json(json!({ "status": "alive", "node": c.node_id() })).into_response()
+}
+
+/// For a readiness probe: 200 once the node can serve (a leader is known, the
+/// runtime answers), 503 with why until then.
+#[utoipa::path(get, path = "/health/ready", tag = "cluster",
+    responses((status = 200, description = "ready"), (status = 503, description = "not ready, and why")))]
+async fn health_ready(State(c): State<Cluster>) -> Response {
+    let (cond, body) = node_health(&c).await;
+    let ready = cond != Condition::Unhealthy;
+    let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(body)).into_response()
+    let answer = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "node": c.node_id(),
+        "reason": body["reason"],
+    });
+    (code, Json(answer)).into_response()
 }

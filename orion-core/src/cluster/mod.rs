@@ -360,6 +360,27 @@ impl Cluster {
         &self.inner.runtime
     }
 
+    /// The engine's version and how many containers this node has in it
+    /// (either unknown when the engine does not say).
+    pub async fn runtime_summary(&self) -> (Option<String>, Option<usize>) {
+        let rt = &self.inner.runtime;
+        let owner = self
+            .inner
+            .store
+            .replica()
+            .read(|s| s.cluster_id.clone())
+            .map(|cluster_id| crate::runtime::Owner {
+                cluster_id,
+                node_id: self.inner.node.id.clone(),
+            });
+        let version = rt.version().await.ok();
+        let containers = match owner {
+            Some(o) => rt.list(&o).await.ok().map(|l| l.len()),
+            None => None,
+        };
+        (version, containers)
+    }
+
     /// Waits until this node has registered with the cluster.
     pub async fn ready(&self, timeout: Duration) -> Result<(), ClusterError> {
         let mut rx = self.inner.registered.clone();

@@ -179,6 +179,10 @@ impl Runtime for FakeRuntime {
         self.check(None).map(|_| ())
     }
 
+    async fn version(&self) -> Result<String, RuntimeError> {
+        self.check(None).map(|_| "fake".to_string())
+    }
+
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
         let inner = self.check(Some(RuntimeCall::EnsureImage(image.to_string())))?;
         if inner.missing_images.contains(image) {

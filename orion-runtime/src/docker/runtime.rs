@@ -34,6 +34,15 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    async fn version(&self) -> Result<String, RuntimeError> {
+        let docker = self.client().await?;
+        let v = docker
+            .version()
+            .await
+            .map_err(|e| error::general("version", e))?;
+        Ok(v.version.unwrap_or_else(|| "unknown".into()))
+    }
+
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
         if self.has_image(image).await? {
             return Ok(());

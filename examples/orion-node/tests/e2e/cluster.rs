@@ -172,6 +172,19 @@ async fn killing_a_worker_reschedules_its_replicas() {
         .iter()
         .all(|a| !lost.contains(&a["id"].as_str().unwrap().to_string())));
     assert_eq!(node_status(&addr, &worker).await.as_deref(), Some("down"));
+    // A survivor's health says the cluster is degraded, not down, and names
+    // the lost member.
+    let health = wait_for("degraded health", Duration::from_secs(30), async || {
+        let r = reqwest::get(format!("{addr}/health")).await.ok()?;
+        let code = r.status().as_u16();
+        let h: serde_json::Value = r.json().await.ok()?;
+        (h["status"] == "degraded").then_some((code, h))
+    })
+    .await;
+    assert_eq!(health.0, 200, "{}", health.1);
+    let m = &health.1["components"]["membership"];
+    assert_eq!(m["dead"], 1, "{m}");
+    assert_eq!(m["dead_members"][0], worker.as_str(), "{m}");
 
     // The worker comes back: it rejoins, and stops its stale containers.
     // restart() waits until it is ready again and caught up.

@@ -232,7 +232,11 @@ async fn a_missing_image_is_reported_on_the_allocation() {
     .await;
     assert!(msg.contains("orion-test/does-not-exist:404"), "{msg}");
     let health = get_json(&format!("{addr}/health")).await.unwrap();
-    assert_eq!(health["status"], "ok");
+    assert_eq!(health["status"], "healthy");
+    assert!(
+        health["components"]["runtime"]["version"].is_string(),
+        "{health}"
+    );
 
     // A job too big for the node is accepted and waits, and `job status` says why.
     std::fs::write(
@@ -373,7 +377,7 @@ async fn an_unreachable_engine_makes_the_node_unhealthy_until_it_returns() {
     wait_for("healthy again", Duration::from_secs(30), async || {
         get_json(&format!("{addr}/health"))
             .await
-            .filter(|h| h["status"] == "ok")
+            .filter(|h| h["status"] == "healthy")
     })
     .await;
     wait_for("running again", Duration::from_secs(30), async || {

@@ -29,6 +29,8 @@ pub enum Topic {
     Deployment,
     /// A named volume.
     Volume,
+    /// The Raft leader changed (live only: not kept for clients that resume).
+    Leader,
 }
 
 impl std::str::FromStr for Topic {
@@ -40,11 +42,71 @@ impl std::str::FromStr for Topic {
             "node" => Ok(Topic::Node),
             "deployment" => Ok(Topic::Deployment),
             "volume" => Ok(Topic::Volume),
+            "leader" => Ok(Topic::Leader),
             other => Err(format!(
-                "unknown topic {other:?}: expected job, allocation, node, deployment or volume"
+                "unknown topic {other:?}: expected job, allocation, node, deployment, volume or leader"
             )),
         }
     }
+}
+
+/// The longest `?topic=` filter list accepted, all values together.
+pub const MAX_FILTER_CHARS: usize = 4096;
+
+/// One `?topic=` filter: a topic and, after a colon, one key of it
+/// (`job:web`) or any (`job`, `job:*`); `*` alone is every topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicFilter {
+    /// The topic; none for `*`.
+    pub topic: Option<Topic>,
+    /// The key; none for any.
+    pub key: Option<String>,
+}
+
+impl std::str::FromStr for TopicFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (topic, key) = s.split_once(':').unwrap_or((s, "*"));
+        let topic = match topic {
+            "*" => None,
+            t => Some(t.parse()?),
+        };
+        let key = match key {
+            "*" => None,
+            "" => {
+                return Err(format!(
+                    "topic filter {s:?} has an empty key: write {s}* for any"
+                ))
+            }
+            k => Some(k.to_string()),
+        };
+        Ok(TopicFilter { topic, key })
+    }
+}
+
+/// The filters of `?topic=` values (each may hold several, comma-separated);
+/// none means every event.
+pub fn parse_filters(values: &[String]) -> Result<Vec<TopicFilter>, String> {
+    let chars: usize = values.iter().map(String::len).sum();
+    if chars > MAX_FILTER_CHARS {
+        return Err(format!(
+            "topic: the filters are {chars} characters long; at most {MAX_FILTER_CHARS}"
+        ));
+    }
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|e| format!("topic: {e}")))
+        .collect()
+}
+
+/// Whether an event passes the filters (every event when there are none).
+pub fn wanted(filters: &[TopicFilter], topic: Topic, key: &str) -> bool {
+    filters.is_empty()
+        || filters.iter().any(|f| {
+            f.topic.is_none_or(|t| t == topic) && f.key.as_deref().is_none_or(|k| k == key)
+        })
 }
 
 /// One event.
@@ -111,9 +173,9 @@ impl EventLog {
     }
 }
 
-/// The events of one batch on `topics` (all when empty), with each object
+/// The events of one batch that pass `topics` (all when empty), with each object
 /// read from `state`.
-pub fn events_of(batch: &ChangeBatch, topics: &[Topic], state: &ClusterState) -> Vec<Event> {
+pub fn events_of(batch: &ChangeBatch, topics: &[TopicFilter], state: &ClusterState) -> Vec<Event> {
     let mut out = Vec::new();
     for c in &batch.changes {
         let (topic, key, object) = match c {
@@ -157,7 +219,7 @@ pub fn events_of(batch: &ChangeBatch, topics: &[Topic], state: &ClusterState) ->
                     .and_then(|v| serde_json::to_value(v).ok()),
             ),
         };
-        if topics.is_empty() || topics.contains(&topic) {
+        if wanted(topics, topic, &key) {
             out.push(Event {
                 index: batch.index,
                 topic,
@@ -167,4 +229,37 @@ pub fn events_of(batch: &ChangeBatch, topics: &[Topic], state: &ClusterState) ->
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filters(v: &[&str]) -> Result<Vec<TopicFilter>, String> {
+        parse_filters(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn filters_name_a_topic_and_maybe_a_key() {
+        let f = filters(&["job:web", "node:*"]).unwrap();
+        assert!(wanted(&f, Topic::Job, "web"));
+        assert!(!wanted(&f, Topic::Job, "api"));
+        assert!(wanted(&f, Topic::Node, "n7"));
+        assert!(!wanted(&f, Topic::Allocation, "web-0-1"));
+        let f = filters(&["allocation,deployment"]).unwrap();
+        assert!(wanted(&f, Topic::Deployment, "web"));
+        assert!(wanted(&filters(&["*"]).unwrap(), Topic::Leader, "n1"));
+        assert!(wanted(&[], Topic::Volume, "data"));
+    }
+
+    #[test]
+    fn bad_filters_name_the_problem() {
+        let e = filters(&["jobz:web"]).unwrap_err();
+        assert!(e.contains("unknown topic \"jobz\""), "{e}");
+        let e = filters(&["job:"]).unwrap_err();
+        assert!(e.contains("empty key"), "{e}");
+        let long = "job:".to_string() + &"x".repeat(10_000);
+        let e = filters(&[long.as_str()]).unwrap_err();
+        assert!(e.contains("10004 characters"), "{e}");
+    }
 }

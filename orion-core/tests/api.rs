@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use orion_core::testing::{FakeRuntime, MemStore};
 use orion_core::{Cluster, ClusterConfig, NodeProfile, Resources};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const WEB: &str = r#"
 name: web
@@ -1184,5 +1184,117 @@ async fn the_event_stream_resumes_from_an_index() {
     assert!(text.contains("event: Allocation"), "{text}");
     let (status, e) = get(&base, "/v1/events?topic=pods").await;
     assert_eq!(status, 400, "{e}");
+    cluster.shutdown().await;
+}
+
+/// Reads ndjson events from `url` until `n` or the stream stays quiet for 2 s;
+/// their (index, topic, key).
+async fn read_events(url: &str, n: usize) -> Vec<(u64, String, String)> {
+    let mut r = reqwest::get(url).await.unwrap();
+    assert_eq!(r.status(), 200, "{url}");
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_secs(2), r.chunk()).await
+        else {
+            break;
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some((line, rest)) = buf.split_once('\n') {
+            let e: Value = serde_json::from_str(line).unwrap();
+            buf = rest.to_string();
+            out.push((
+                e["index"].as_u64().unwrap(),
+                e["topic"].as_str().unwrap().to_string(),
+                e["key"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out
+}
+
+/// A client that reads 50 events, disconnects and resumes from the last
+/// index it saw gets every later event exactly once: the two reads together
+/// are what one read from the start gives. Filters by topic and key; bad
+/// queries are refused naming the parameter.
+#[tokio::test]
+async fn events_resume_exactly_once_and_filter_by_key() {
+    let (cluster, base, _) = node().await;
+    let start = cluster.store().replica().applied_index();
+    for i in 0..40 {
+        let spec = json!({"name": format!("e{i}"), "task": {"image": "orion-test/web:1",
+            "resources": {"cpu": 0.01, "memory_mb": 8}}});
+        let (status, body) = post(&base, "application/json", &spec.to_string()).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    wait_for("every job placed", || {
+        cluster
+            .allocations(None)
+            .iter()
+            .filter(|a| a.state == orion_core::AllocState::Running)
+            .count()
+            == 40
+    })
+    .await;
+    let everything = read_events(&format!("{base}/v1/events?index={start}"), usize::MAX).await;
+    assert!(
+        everything.len() > 80,
+        "jobs and their allocations: {}",
+        everything.len()
+    );
+    let first = read_events(&format!("{base}/v1/events?index={start}"), 50).await;
+    assert_eq!(first.len(), 50);
+    // Resume after the last whole index seen (a batch's events share one).
+    let last = first.last().unwrap().0;
+    let before: Vec<_> = first.iter().filter(|e| e.0 <= last).cloned().collect();
+    let later = read_events(&format!("{base}/v1/events?index={last}"), usize::MAX).await;
+    let seen_first = everything.iter().filter(|e| e.0 <= last).count();
+    let mut joined = everything[..seen_first].to_vec();
+    joined.extend(later.iter().cloned());
+    assert_eq!(joined, everything, "resumed read = one read from the start");
+    assert!(before.len() <= seen_first);
+    assert!(later.iter().all(|e| e.0 > last));
+
+    // Filters: one job's events only; a topic with any key.
+    let one = read_events(
+        &format!("{base}/v1/events?index={start}&topic=job:e7"),
+        usize::MAX,
+    )
+    .await;
+    assert!(
+        !one.is_empty() && one.iter().all(|e| e.1 == "Job" && e.2 == "e7"),
+        "{one:?}"
+    );
+    let mixed = read_events(
+        &format!("{base}/v1/events?index={start}&topic=job:e7&topic=allocation:*"),
+        usize::MAX,
+    )
+    .await;
+    assert!(
+        mixed
+            .iter()
+            .all(|e| (e.1 == "Job" && e.2 == "e7") || e.1 == "Allocation"),
+        "{mixed:?}"
+    );
+    assert!(
+        mixed.iter().filter(|e| e.1 == "Allocation").count() >= 40,
+        "{mixed:?}"
+    );
+
+    // Bad input names the parameter.
+    for (query, want) in [
+        ("index=soon", "index: \"soon\" is not a log index"),
+        ("topic=pods", "unknown topic \"pods\""),
+        ("topic=job:", "empty key"),
+        ("since=4", "unknown query parameter \"since\""),
+    ] {
+        let (status, e) = get(&base, &format!("/v1/events?{query}")).await;
+        assert_eq!(status, 400, "{query}: {e}");
+        assert!(e["error"].as_str().unwrap().contains(want), "{query}: {e}");
+    }
+    let long = format!("/v1/events?topic=job:{}", "x".repeat(10_000));
+    let (status, e) = get(&base, &long).await;
+    assert_eq!(status, 400, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("at most 4096"), "{e}");
     cluster.shutdown().await;
 }

@@ -75,6 +75,24 @@ pub enum Command {
         #[arg(long, default_value = "/www")]
         dir: PathBuf,
     },
+    /// Show the cluster's events (committed changes, leader changes): those the
+    /// node still keeps, or with `-f` new ones as they happen.
+    Events {
+        /// Keep following.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only these topics, `job`, `allocation`, `node`, `deployment`,
+        /// `volume`, `leader`, each optionally with a key (`job:web`); repeat
+        /// for more.
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Start after this log index [default: the oldest kept, or now with -f].
+        #[arg(long)]
+        index: Option<u64>,
+        /// Print each event's JSON, one per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the shell code that registers completions
     /// (`source <(orion-node completions bash)`).
     Completions {

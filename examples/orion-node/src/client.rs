@@ -1058,3 +1058,122 @@ fn human_bytes(b: u64) -> String {
         format!("{v:.1} {}", UNITS[unit])
     }
 }
+
+/// `orion-node events`: the event stream as lines (`INDEX TOPIC KEY what`),
+/// or its JSON. Without `--follow`, stops at the index the node had applied
+/// when asked (or when the stream stays quiet for a second).
+pub async fn events(
+    addr: &str,
+    follow: bool,
+    topics: &[String],
+    index: Option<u64>,
+    json: bool,
+) -> Result<()> {
+    let base = base_url(addr);
+    let http = reqwest::Client::new();
+    let mut query: Vec<(&str, String)> = topics.iter().map(|t| ("topic", t.clone())).collect();
+    let until = if follow {
+        None
+    } else {
+        let r = send(
+            http.get(format!("{base}/v1/status/leader")),
+            "events",
+            &base,
+        )
+        .await?;
+        r.headers()
+            .get("x-orion-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    match (index, follow) {
+        (Some(i), _) => query.push(("index", i.to_string())),
+        (None, false) => query.push(("index", "0".into())),
+        (None, true) => {}
+    }
+    let qs: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", query_escape(v)))
+        .collect();
+    let url = format!("{base}/v1/events?{}", qs.join("&"));
+    let mut r = send(http.get(url), "events", &base).await?;
+    let mut buf = Vec::new();
+    loop {
+        let chunk = if follow {
+            r.chunk().await?
+        } else {
+            match tokio::time::timeout(std::time::Duration::from_secs(1), r.chunk()).await {
+                Ok(c) => c?,
+                Err(_) => None,
+            }
+        };
+        let Some(chunk) = chunk else { return Ok(()) };
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            let v: Value = serde_json::from_slice(&line)?;
+            if let Some(e) = v.get("error").and_then(Value::as_str) {
+                eprintln!("warning: {e}");
+                continue;
+            }
+            let at = v["index"].as_u64().unwrap_or(0);
+            if json {
+                crate::out::raw(format_args!("{}\n", v), true);
+            } else {
+                say!("{}", event_line(&v));
+            }
+            if until.is_some_and(|u| at >= u) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `v` fit for a query string.
+fn query_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':' | b'*' | b',' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One event for people: index, topic, key and what it now is.
+fn event_line(v: &Value) -> String {
+    let o = &v["object"];
+    let what = match v["topic"].as_str().unwrap_or("") {
+        _ if o.is_null() => "removed".to_string(),
+        "Job" => format!(
+            "version {} {}",
+            o["version"],
+            o["status"].as_str().unwrap_or("")
+        ),
+        "Allocation" => format!(
+            "{} on {}{}",
+            o["state"].as_str().unwrap_or("?"),
+            o["node"].as_str().unwrap_or("-"),
+            o["message"]
+                .as_str()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ),
+        "Node" => o["status"].as_str().unwrap_or("?").to_string(),
+        "Deployment" => format!(
+            "#{} of v{} {}",
+            o["id"],
+            o["job_version"],
+            o["status"].as_str().unwrap_or("")
+        ),
+        "Leader" => format!("leads in term {}", o["term"]),
+        _ => String::new(),
+    };
+    format!(
+        "{:<8} {:<11} {:<24} {what}",
+        v["index"],
+        v["topic"].as_str().unwrap_or("?"),
+        v["key"].as_str().unwrap_or("?")
+    )
+}

@@ -104,6 +104,12 @@ async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Alloc(cmd) => client::alloc(&cli.addr, cmd).await,
         cli::Command::DemoWeb { port, dir } => demo::serve(port, dir).await,
         cli::Command::Completions { shell } => completions(shell),
+        cli::Command::Events {
+            follow,
+            topics,
+            index,
+            json,
+        } => client::events(&cli.addr, follow, &topics, index, json).await,
     }
 }
 

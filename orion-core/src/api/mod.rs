@@ -587,15 +587,17 @@ async fn gc(State(c): State<Cluster>) -> ApiResult<Response> {
     Ok(Json(json!({ "collected": names })).into_response())
 }
 
-/// The query of `GET /v1/events`.
+/// The query of `GET /v1/events` (for the document: the handler reads the
+/// pairs itself, since `topic` repeats).
 #[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
 struct EventQuery {
     /// Resume after this log index (default: from now on).
     #[serde(default)]
     index: Option<u64>,
-    /// Comma-separated topics (job, allocation, node, deployment, volume);
-    /// default all.
+    /// Topics, repeatable and comma-separated: `job`, `allocation`, `node`,
+    /// `deployment`, `volume`, `leader`, each optionally with one key
+    /// (`job:web`, `node:*`); `*` for all; default all.
     #[serde(default)]
     topic: Option<String>,
 }
@@ -606,18 +608,28 @@ struct EventQuery {
 async fn event_stream(
     State(c): State<Cluster>,
     headers: HeaderMap,
-    Query(q): Query<EventQuery>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
-    use crate::events::{events_of, Topic};
-    let topics: Vec<Topic> = match &q.topic {
-        None => Vec::new(),
-        Some(t) => t
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::parse)
-            .collect::<Result<_, String>>()
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, json!({ "error": e })))?,
-    };
+    use crate::events::{events_of, parse_filters, wanted, Topic, TopicFilter};
+    let bad = |e: String| ApiError(StatusCode::BAD_REQUEST, json!({ "error": e }));
+    let mut index = None;
+    let mut topic_values = Vec::new();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "index" => {
+                index = Some(v.parse::<u64>().map_err(|_| {
+                    bad(format!("index: {v:?} is not a log index (a whole number)"))
+                })?)
+            }
+            "topic" => topic_values.push(v),
+            other => {
+                return Err(bad(format!(
+                    "unknown query parameter {other:?}: expected index or topic"
+                )))
+            }
+        }
+    }
+    let topics: Vec<TopicFilter> = parse_filters(&topic_values).map_err(bad)?;
     let sse = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -626,7 +638,7 @@ async fn event_stream(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let from = last_id.or(q.index);
+    let from = last_id.or(index);
     let replica = c.store().replica().clone();
     // Subscribe before reading what is kept, so nothing falls between.
     let live = replica.subscribe_changes();
@@ -667,16 +679,23 @@ async fn event_stream(
     }
     struct Follow {
         replica: std::sync::Arc<crate::replica::Replica>,
+        /// None once the store stopped reporting.
+        leadership: Option<tokio::sync::watch::Receiver<crate::store::Leadership>>,
+        leader: Option<String>,
         live: tokio::sync::broadcast::Receiver<std::sync::Arc<crate::replica::ChangeBatch>>,
         pending: std::collections::VecDeque<axum::body::Bytes>,
         last: u64,
-        topics: Vec<Topic>,
+        topics: Vec<TopicFilter>,
         /// The stream ends when the node stops (else a graceful shutdown
         /// would wait on it).
         stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     }
+    let leadership = c.store().leadership();
+    let leader = leadership.borrow().leader.clone();
     let init = Follow {
         replica,
+        leadership: Some(leadership),
+        leader,
         live,
         pending,
         last,
@@ -691,6 +710,31 @@ async fn event_stream(
             let next = tokio::select! {
                 _ = &mut f.stop => return None,
                 n = f.live.recv() => n,
+                r = async {
+                    match f.leadership.as_mut() {
+                        Some(l) => l.changed().await.map(|()| l.borrow_and_update().clone()),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let Ok(l) = r else {
+                        f.leadership = None;
+                        continue;
+                    };
+                    if l.leader.is_some() && l.leader != f.leader {
+                        f.leader = l.leader.clone();
+                        let key = l.leader.clone().unwrap_or_default();
+                        if wanted(&f.topics, Topic::Leader, &key) {
+                            let e = crate::events::Event {
+                                index: f.replica.applied_index(),
+                                topic: Topic::Leader,
+                                key,
+                                object: Some(json!({ "leader": l.leader, "term": l.term })),
+                            };
+                            f.pending.push_back(frame(&e));
+                        }
+                    }
+                    continue;
+                }
             };
             match next {
                 Ok(batch) if batch.index <= f.last => {}

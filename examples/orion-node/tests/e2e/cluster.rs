@@ -105,6 +105,11 @@ async fn killing_the_leader_elects_one_that_accepts_writes() {
     })
     .await;
     let survivor = c.other_than(leader);
+    // A survivor's event stream tells of the new leader.
+    let mut leader_events = reqwest::get(format!("{survivor}/v1/events?topic=leader"))
+        .await
+        .unwrap();
+    assert_eq!(leader_events.status(), 200);
     let killed = Instant::now();
     c.nodes[leader].kill9();
     let mut tries = 0;
@@ -125,6 +130,25 @@ async fn killing_the_leader_elects_one_that_accepts_writes() {
     })
     .await;
     assert_ne!(new_leader, leader);
+    let event: serde_json::Value = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = String::new();
+        loop {
+            if let Some((line, _)) = buf.split_once('\n') {
+                return serde_json::from_str(line).unwrap();
+            }
+            let chunk = leader_events.chunk().await.unwrap().unwrap();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("a leader event");
+    assert_eq!(event["topic"], "Leader", "{event}");
+    assert_eq!(
+        event["key"],
+        c.nodes[new_leader].spec.id.as_str(),
+        "{event}"
+    );
+    assert!(event["object"]["term"].as_u64().unwrap() > 1, "{event}");
 }
 
 /// SIGKILL a worker holding replicas: gossip declares it dead, the leader marks it

@@ -178,3 +178,79 @@ async fn cpu_and_memory_are_sampled_kept_and_exported_per_task() {
     )
     .await;
 }
+
+/// `orion-node events`: the kept events as lines, filtered by topic and key,
+/// or as JSON; and `-f` prints a change as it happens.
+#[tokio::test]
+async fn the_events_command_lists_filters_and_follows() {
+    if !engine().await {
+        return;
+    }
+    let solo = Solo::start("e2e-events").await;
+    let addr = solo.addr.clone();
+    submit(&addr, &web_json("evweb", 1)).await.unwrap();
+    running_alloc(&addr, "evweb", Duration::from_secs(60)).await;
+    let out = cli(&addr, &["events"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("Job") && l.contains("evweb")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("Allocation") && l.contains("running on")),
+        "{text}"
+    );
+    let out = cli(&addr, &["events", "--topic", "job:evweb", "--json"]);
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty());
+    assert!(
+        lines
+            .iter()
+            .all(|e| e["topic"] == "Job" && e["key"] == "evweb"),
+        "{lines:?}"
+    );
+    let out = cli(&addr, &["events", "--topic", "pods"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown topic \"pods\"") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // Following: a job stopped after the command starts shows up.
+    let mut follow = std::process::Command::new(BIN)
+        .args(["--addr", &addr, "events", "-f", "--topic", "job"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reqwest::Client::new()
+        .delete(format!("{addr}/v1/jobs/evweb"))
+        .send()
+        .await
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout).lines().next()
+    });
+    let line = tokio::time::timeout(Duration::from_secs(10), line)
+        .await
+        .expect("a followed event")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(line.contains("Job") && line.contains("evweb"), "{line}");
+}

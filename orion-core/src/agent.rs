@@ -331,6 +331,7 @@ impl Agent {
     }
 
     /// One pass: make the runtime match the committed allocations of this node.
+    #[tracing::instrument(name = "agent_sync", skip_all, fields(node_id = %self.node_id))]
     pub async fn sync(&mut self) {
         if !self.caught_up {
             let barrier = tokio::time::timeout(CATCH_UP_WAIT, self.store.read_barrier()).await;

@@ -280,6 +280,7 @@ impl Control {
         }
     }
 
+    #[tracing::instrument(name = "control_pass", skip_all, fields(node_id = %self.node_id))]
     async fn reconcile(&self) {
         let replica = self.store.replica();
         if replica.read(|s| s.cluster_id.is_none()) {

@@ -30,6 +30,11 @@ pub struct Cli {
         env = "ORION_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
+    /// Log level or filter (`debug`, `info,orion_core::agent=debug`)
+    /// [default: info for the agent, warn for the CLI]; `ORION_LOG` or
+    /// `RUST_LOG` win over it.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

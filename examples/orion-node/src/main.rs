@@ -56,24 +56,38 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Logs to `writer` at `ORION_LOG`'s filter, else `default_level`; coloured only
-/// when `colour` (a person reads it: never into a file or a pipe).
+/// Logs to `writer` at `ORION_LOG`'s filter, else `RUST_LOG`'s, else
+/// `--log-level`, else `default_level`; coloured only when `colour` (a person
+/// reads it: never into a file or a pipe). JSON lines carry the fields of the
+/// spans they happen in (the node id of an agent pass, an API request's route).
 pub(crate) fn init_logging<W>(default_level: &str, writer: W, colour: bool)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
+    let level = LOG_LEVEL
+        .get()
+        .and_then(Clone::clone)
+        .unwrap_or_else(|| default_level.to_string());
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORION_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let json = LOG_JSON.load(std::sync::atomic::Ordering::Relaxed);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
     if json {
-        builder.json().with_current_span(false).init();
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     } else {
         builder.with_ansi(colour).init();
     }
 }
+
+/// `--log-level`, set once from the flags before logging starts.
+static LOG_LEVEL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 /// Whether log lines are JSON (`--log-format json`), set once from the flags
 /// before logging starts.
@@ -84,6 +98,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
         cli.log_format == cli::LogFormat::Json,
         std::sync::atomic::Ordering::Relaxed,
     );
+    let _ = LOG_LEVEL.set(cli.log_level.clone());
     let stderr_is_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
         cli::Command::Agent(_) => {

@@ -132,7 +132,8 @@ async fn count_request(
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let method = req.method().to_string();
     let started = std::time::Instant::now();
-    let r = next.run(req).await;
+    let span = tracing::info_span!("api", method = %method, route = %route);
+    let r = tracing::Instrument::instrument(next.run(req), span).await;
     metrics
         .api_latency
         .get_or_create(&crate::metrics::RouteOnly {

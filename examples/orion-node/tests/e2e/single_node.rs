@@ -1183,4 +1183,15 @@ async fn json_logs_are_one_object_per_line() {
         assert!(!line.contains('\u{1b}'), "no colour codes: {line}");
     }
     assert!(log.contains("\"message\":\"starting task\""), "{log}");
+    // Lines inside an agent pass carry the pass's span and its node id.
+    let in_pass = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["span"]["name"] == "agent_sync")
+        .unwrap_or_else(|| panic!("no line from inside an agent pass:\n{log}"));
+    assert_eq!(
+        in_pass["span"]["node_id"],
+        solo.spec.id.as_str(),
+        "{in_pass}"
+    );
 }

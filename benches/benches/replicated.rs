@@ -11,6 +11,10 @@
 //!   them, 64 updates per `UpdateAllocs` command (elements = updates), batched.
 //! - `replicated/submit_via_follower/<clients>`: submissions sent to a follower,
 //!   which forwards them to the leader.
+//! - `replicated/submit_metered/<clients>`: as `submit`, with the store's
+//!   metrics on (`BatchingStore::metered`: proposals by outcome, commands per
+//!   entry, commit latency), as a node runs it; against `submit`, the cost of
+//!   metrics on the replicated path.
 //!
 //! Run: `cargo bench -p orion-benches --bench replicated -- --warm-up-time 1 --measurement-time 5`
 
@@ -81,6 +85,14 @@ impl Rig {
     fn batched(&self, i: usize) -> Arc<dyn Store> {
         Arc::new(BatchingStore::new(self.raw(i), BatchConfig::default()))
     }
+
+    fn metered(&self, i: usize) -> Arc<dyn Store> {
+        Arc::new(BatchingStore::metered(
+            self.raw(i),
+            BatchConfig::default(),
+            Some(Arc::new(orion_core::metrics::Metrics::new())),
+        ))
+    }
 }
 
 /// Runs `total` commands from `clients` concurrent tasks against `store`.
@@ -115,6 +127,10 @@ fn submissions(c: &mut Criterion) {
     let seq = Arc::new(AtomicU64::new(0));
     let targets = [
         ("replicated/submit", rt.block_on(async { rig.batched(0) })),
+        (
+            "replicated/submit_metered",
+            rt.block_on(async { rig.metered(0) }),
+        ),
         ("replicated/submit_unbatched", rig.raw(0)),
         (
             "replicated/submit_via_follower",

@@ -84,9 +84,12 @@ async fn three_managers_and_a_worker_form_a_cluster() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = cli(&first, &["alloc", "stats", id]);
+    let out = cli(&first, &["alloc", "stats", id, "--json"]);
     let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(stats["memory_bytes"].as_u64().unwrap() > 0, "{stats}");
+    assert!(
+        stats["current"]["memory_bytes"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
     let missing = cli(&first, &["alloc", "logs", "nope"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no allocation \"nope\""));
 }

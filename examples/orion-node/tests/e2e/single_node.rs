@@ -1090,9 +1090,13 @@ async fn health_checks_pass_time_out_and_restart_in_place() {
         "-c",
         "touch /tmp/ok; (sleep 2; rm /tmp/ok) & exec httpd -f -p 80 -h /www"
     ]);
-    flaky["task"]["health_checks"] = serde_json::json!([fast(
-        serde_json::json!({ "type": "command", "command": ["test", "-f", "/tmp/ok"] })
-    )]);
+    // A command probe is a `docker exec`, which can take longer than 200 ms
+    // on a busy engine: this one has 800 ms (every second).
+    let mut flaky_check =
+        fast(serde_json::json!({ "type": "command", "command": ["test", "-f", "/tmp/ok"] }));
+    flaky_check["timeout"] = "800ms".into();
+    flaky_check["interval"] = "1s".into();
+    flaky["task"]["health_checks"] = serde_json::json!([flaky_check]);
     for job in [&good, &hangs, &flaky] {
         submit(&addr, job).await.unwrap();
     }

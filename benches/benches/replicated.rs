@@ -11,10 +11,11 @@
 //!   them, 64 updates per `UpdateAllocs` command (elements = updates), batched.
 //! - `replicated/submit_via_follower/<clients>`: submissions sent to a follower,
 //!   which forwards them to the leader.
-//! - `replicated/submit_metered/<clients>`: as `submit`, with the store's
-//!   metrics on (`BatchingStore::metered`: proposals by outcome, commands per
-//!   entry, commit latency), as a node runs it; against `submit`, the cost of
-//!   metrics on the replicated path.
+//! - `replicated/metrics/{off,on}/<clients>`: `submit` without and with the
+//!   store's metrics (`BatchingStore::metered`: proposals by outcome, commands
+//!   per entry, commit latency, as a node runs it), each on a fresh three-node
+//!   cluster so neither inherits the other's log, off and on alternating per
+//!   client count. The ratio is the cost of metrics on the replicated path.
 //!
 //! Run: `cargo bench -p orion-benches --bench replicated -- --warm-up-time 1 --measurement-time 5`
 
@@ -127,10 +128,6 @@ fn submissions(c: &mut Criterion) {
     let seq = Arc::new(AtomicU64::new(0));
     let targets = [
         ("replicated/submit", rt.block_on(async { rig.batched(0) })),
-        (
-            "replicated/submit_metered",
-            rt.block_on(async { rig.metered(0) }),
-        ),
         ("replicated/submit_unbatched", rig.raw(0)),
         (
             "replicated/submit_via_follower",
@@ -160,6 +157,45 @@ fn submissions(c: &mut Criterion) {
         }
         group.finish();
     }
+}
+
+fn metrics_cost(c: &mut Criterion) {
+    let rt = Runtime::new().expect("runtime");
+    let seq = Arc::new(AtomicU64::new(0));
+    let mut group = c.benchmark_group("replicated/metrics");
+    group.throughput(Throughput::Elements(1));
+    for clients in [16, 64] {
+        for on in [false, true] {
+            // A fresh cluster each: a longer log or a warmer cache must not
+            // favour whichever runs second.
+            let rig = rt.block_on(cluster());
+            let store = rt.block_on(async {
+                if on {
+                    rig.metered(0)
+                } else {
+                    rig.batched(0)
+                }
+            });
+            let seq = seq.clone();
+            let make: Arc<dyn Fn(u64) -> Command + Send + Sync> = Arc::new(move |_| {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                Command::UpsertJob {
+                    spec: JobSpec::service(format!("job-{n}"), "registry.local/app:1").replicas(0),
+                }
+            });
+            let id = BenchmarkId::new(if on { "on" } else { "off" }, clients);
+            group.bench_function(id, |b| {
+                b.to_async(&rt)
+                    .iter_custom(|iters| drive(&store, clients, iters, make.clone()));
+            });
+            rt.block_on(async {
+                for s in &rig.stores {
+                    let _ = s.shutdown().await;
+                }
+            });
+        }
+    }
+    group.finish();
 }
 
 fn alloc_updates(c: &mut Criterion) {
@@ -243,6 +279,6 @@ fn alloc_updates(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
-    targets = submissions, alloc_updates
+    targets = submissions, alloc_updates, metrics_cost
 }
 criterion_main!(benches);

@@ -6,6 +6,12 @@
 //!   four sizes, 20% tagged; the jobs mix dynamic ports, a fixed host port with
 //!   distinct hosts, selectors and memory- and CPU-heavy tasks
 //!   (`orion_core::testing::sim::workload`).
+//! - `scheduler/metrics/{off,on}/<nodes>`: the same call, without and with what
+//!   the control loop records around it when metrics are on (the pass's
+//!   duration in a histogram, each unplaced slot counted by reason, the
+//!   placements counted: `Metrics::record_plan`); off and on alternate per size
+//!   so machine noise falls on both alike. The ratio is the cost of metrics on
+//!   the scheduling path.
 //! - Printed first, not timed: packing quality of the default (bounded) scheduler
 //!   against exhaustive scoring on the same input, placed in passes of 5,000 and
 //!   committed through the state machine, in three cases:
@@ -188,6 +194,29 @@ fn place(c: &mut Criterion) {
     group.finish();
 }
 
+fn metrics_cost(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scheduler/metrics");
+    let sched = FilterScoreScheduler::default();
+    let metrics = orion_core::metrics::Metrics::new();
+    for nodes in [1_000, 10_000] {
+        let (state, reqs) = half_full(nodes);
+        group.throughput(Throughput::Elements(reqs.len() as u64));
+        group.bench_function(BenchmarkId::new("off", nodes), |b| {
+            b.iter(|| sched.schedule(&state, &reqs, &[], 7))
+        });
+        group.bench_function(BenchmarkId::new("on", nodes), |b| {
+            b.iter(|| {
+                let t = Instant::now();
+                let s = sched.schedule(&state, &reqs, &[], 7);
+                metrics.record_plan(t.elapsed(), &s.unplaced);
+                metrics.placements.inc_by(s.placements.len() as u64);
+                s
+            })
+        });
+    }
+    group.finish();
+}
+
 fn main() {
     if let Ok(nodes) = std::env::var("SCHED_PROFILE") {
         let nodes: usize = nodes.parse().expect("node count");
@@ -228,5 +257,6 @@ fn main() {
     quality();
     let mut c = Criterion::default().configure_from_args();
     place(&mut c);
+    metrics_cost(&mut c);
     c.final_summary();
 }

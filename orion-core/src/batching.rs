@@ -221,6 +221,10 @@ impl Store for BatchingStore {
         self.inner.voters()
     }
 
+    fn status(&self) -> crate::store::StoreStatus {
+        self.inner.status()
+    }
+
     async fn shutdown(&self) -> Result<(), StoreError> {
         self.inner.shutdown().await
     }

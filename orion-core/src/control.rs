@@ -308,17 +308,7 @@ impl Control {
             state.applied_index,
             Some(now_ms),
         );
-        self.metrics
-            .plan_seconds
-            .observe(started.elapsed().as_secs_f64());
-        for u in &plan.unplaced {
-            self.metrics
-                .unplaced
-                .get_or_create(&crate::metrics::ReasonLabel {
-                    reason: crate::metrics::unplaced_reason(&u.reason).into(),
-                })
-                .inc();
-        }
+        self.metrics.record_plan(started.elapsed(), &plan.unplaced);
         drop(state);
         if plan.is_empty() {
             return;

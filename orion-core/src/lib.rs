@@ -74,4 +74,4 @@ pub use spec::{
     TaskSpec,
 };
 pub use state::{Change, ClusterState};
-pub use store::{Applied, Leadership, Peer, Store, StoreError};
+pub use store::{Applied, Leadership, Peer, SnapshotStatus, Store, StoreError, StoreStatus};

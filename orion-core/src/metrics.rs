@@ -34,6 +34,20 @@ pub struct RouteOnly {
     pub route: String,
 }
 
+/// One label naming a Raft peer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    /// The peer's node id.
+    pub peer: String,
+}
+
+/// One label naming a kind of thing.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// The kind.
+    pub kind: String,
+}
+
 /// One label naming a state or status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
@@ -209,6 +223,18 @@ pub struct Metrics {
     jobs: Gauge,
     /// The replica's applied log index (read at scrape).
     applied_index: Gauge,
+    /// The last index in this node's log (read at scrape).
+    last_log_index: Gauge,
+    /// Entries in this node's log not yet applied (read at scrape).
+    unapplied: Gauge,
+    /// On the leader, entries each other voter trails (read at scrape).
+    follower_lag: Family<PeerLabel, Gauge>,
+    /// Snapshots built or installed here, by kind (from the store's count).
+    snapshots: Family<KindLabel, Counter>,
+    /// Size of the latest snapshot (read at scrape).
+    snapshot_bytes: Gauge,
+    /// How long building the latest snapshot took (read at scrape).
+    snapshot_seconds: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -258,6 +284,12 @@ impl Metrics {
             deployments: Family::default(),
             jobs: Gauge::default(),
             applied_index: Gauge::default(),
+            last_log_index: Gauge::default(),
+            unapplied: Gauge::default(),
+            follower_lag: Family::default(),
+            snapshots: Family::default(),
+            snapshot_bytes: Gauge::default(),
+            snapshot_seconds: Default::default(),
         };
         {
             let mut r = m.registry.lock().expect("metrics registry");
@@ -395,6 +427,36 @@ impl Metrics {
                 "Last log index applied by this node's replica",
                 m.applied_index.clone(),
             );
+            r.register(
+                "store_last_log_index",
+                "Last index in this node's Raft log",
+                m.last_log_index.clone(),
+            );
+            r.register(
+                "store_unapplied_entries",
+                "Entries in this node's log not yet applied to its replica",
+                m.unapplied.clone(),
+            );
+            r.register(
+                "store_follower_lag_entries",
+                "On the leader, how many entries each other voter's log trails",
+                m.follower_lag.clone(),
+            );
+            r.register(
+                "store_snapshots",
+                "Snapshots this node built (log compaction) or installed from its leader",
+                m.snapshots.clone(),
+            );
+            r.register(
+                "store_snapshot_size_bytes",
+                "Size of the latest snapshot built or installed here",
+                m.snapshot_bytes.clone(),
+            );
+            r.register(
+                "store_snapshot_build_duration_seconds",
+                "How long building the latest snapshot took, capture to durable",
+                m.snapshot_seconds.clone(),
+            );
         }
         m
     }
@@ -462,6 +524,41 @@ impl Metrics {
             self.gossip_members
                 .get_or_create(&StateLabel { state: s.into() })
                 .set(n as i64);
+        }
+    }
+
+    /// Reads the store's log, lag and snapshot figures into their gauges.
+    pub fn scrape_store(&self, status: &crate::store::StoreStatus) {
+        let clamp = |v: u64| v.min(i64::MAX as u64) as i64;
+        self.last_log_index.set(clamp(status.last_log_index));
+        self.unapplied.set(clamp(status.unapplied));
+        self.follower_lag.clear();
+        for (peer, behind) in &status.followers_behind {
+            self.follower_lag
+                .get_or_create(&PeerLabel { peer: peer.clone() })
+                .set(clamp(*behind));
+        }
+        let snap = &status.snapshots;
+        for (kind, n) in [("built", snap.built), ("installed", snap.installed)] {
+            let c = self
+                .snapshots
+                .get_or_create(&KindLabel { kind: kind.into() });
+            c.inc_by(n.saturating_sub(c.get()));
+        }
+        self.snapshot_bytes.set(clamp(snap.size_bytes));
+        self.snapshot_seconds.set(snap.build_seconds);
+    }
+
+    /// Plans (reconcile and schedule) and what they could not place: the
+    /// pass's duration and each unplaced slot by reason class.
+    pub fn record_plan(&self, took: std::time::Duration, unplaced: &[crate::command::Unplaced]) {
+        self.plan_seconds.observe(took.as_secs_f64());
+        for u in unplaced {
+            self.unplaced
+                .get_or_create(&ReasonLabel {
+                    reason: unplaced_reason(&u.reason).into(),
+                })
+                .inc();
         }
     }
 

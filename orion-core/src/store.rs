@@ -53,6 +53,55 @@ pub struct Peer {
     pub role: NodeRole,
 }
 
+/// Where a node's store stands: its log against its replica, how far the
+/// followers trail (seen from the leader), and its snapshots. Read by
+/// `/health` (the store component's `lag`) and the metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StoreStatus {
+    /// Index of the last entry in this node's log.
+    pub last_log_index: u64,
+    /// Index of the last entry applied to this node's replica.
+    pub applied_index: u64,
+    /// Entries in this node's log not yet applied: how far its reads trail
+    /// what it has received.
+    pub unapplied: u64,
+    /// On the leader, how many entries each other voter's log trails the
+    /// leader's (an unreachable one counts from 0); empty on a follower, which
+    /// cannot know.
+    pub followers_behind: std::collections::BTreeMap<String, u64>,
+    /// Snapshots built and installed here.
+    pub snapshots: SnapshotStatus,
+}
+
+impl StoreStatus {
+    /// How far this node's view trails: the largest of its own unapplied
+    /// entries and (on the leader) any follower's lag.
+    pub fn lag(&self) -> u64 {
+        self.followers_behind
+            .values()
+            .copied()
+            .chain([self.unapplied])
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// What a node's store has done with snapshots since it opened.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SnapshotStatus {
+    /// Snapshots this node built (compacting its log).
+    pub built: u64,
+    /// Snapshots this node installed from its leader.
+    pub installed: u64,
+    /// Log index the latest snapshot covers (0: none).
+    pub index: u64,
+    /// Size in bytes of the latest snapshot built or installed.
+    pub size_bytes: u64,
+    /// How long building the latest snapshot took, capture to durable, in
+    /// seconds (0 before the first).
+    pub build_seconds: f64,
+}
+
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -135,6 +184,17 @@ pub trait Store: Send + Sync + 'static {
     /// The current voters.
     fn voters(&self) -> Vec<Peer> {
         Vec::new()
+    }
+
+    /// Where this store stands (log, lag, snapshots); a store without a log
+    /// reports its replica's applied index as both ends and no lag.
+    fn status(&self) -> StoreStatus {
+        let applied = self.replica().applied_index();
+        StoreStatus {
+            last_log_index: applied,
+            applied_index: applied,
+            ..StoreStatus::default()
+        }
     }
 
     /// Stops replication and flushes what is durable.

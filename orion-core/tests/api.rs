@@ -549,6 +549,109 @@ async fn health_follows_the_runtime() {
     cluster.shutdown().await;
 }
 
+/// A store whose leader sees a follower trailing by `behind` entries.
+struct Trailing {
+    inner: MemStore,
+    behind: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl orion_core::Store for Trailing {
+    async fn propose(
+        &self,
+        cmd: orion_core::Command,
+    ) -> Result<orion_core::Applied, orion_core::StoreError> {
+        self.inner.propose(cmd).await
+    }
+    fn replica(&self) -> &Arc<orion_core::Replica> {
+        self.inner.replica()
+    }
+    async fn read_barrier(&self) -> Result<(), orion_core::StoreError> {
+        self.inner.read_barrier().await
+    }
+    fn leadership(&self) -> tokio::sync::watch::Receiver<orion_core::Leadership> {
+        self.inner.leadership()
+    }
+    fn status(&self) -> orion_core::StoreStatus {
+        let mut s = self.inner.status();
+        s.followers_behind.insert(
+            "n2".into(),
+            self.behind.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        s
+    }
+    async fn shutdown(&self) -> Result<(), orion_core::StoreError> {
+        self.inner.shutdown().await
+    }
+}
+
+/// `/health` shows the store's log, lag and snapshots; a store trailing by more
+/// than 1,000 entries makes the node degraded (still 200) and says by how much,
+/// and `/metrics` has the same figures.
+#[tokio::test]
+async fn health_and_metrics_show_the_store_lag() {
+    let store = Arc::new(Trailing {
+        inner: MemStore::new("n1"),
+        behind: 3.into(),
+    });
+    let cluster = Cluster::builder()
+        .node({
+            let mut p = NodeProfile::default();
+            p.id = Some("n1".into());
+            p
+        })
+        .runtime(FakeRuntime::new())
+        .store_shared(store.clone())
+        .config(fast())
+        .http("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    cluster.ready(Duration::from_secs(5)).await.unwrap();
+    let base = format!("http://{}", cluster.http_addr().unwrap());
+    let (status, body) = get(&base, "/health").await;
+    let s = &body["components"]["store"];
+    assert_eq!(
+        (status, s["status"].as_str()),
+        (200, Some("healthy")),
+        "{body}"
+    );
+    assert_eq!(s["lag"], 3, "{body}");
+    assert_eq!(s["followers_behind"]["n2"], 3, "{body}");
+    assert_eq!(s["unapplied"], 0, "{body}");
+    assert_eq!(s["last_log_index"], s["applied_index"], "{body}");
+    assert_eq!(s["snapshot"]["built"], 0, "{body}");
+
+    store
+        .behind
+        .store(5_000, std::sync::atomic::Ordering::Relaxed);
+    let (status, body) = get(&base, "/health").await;
+    assert_eq!(status, 200, "degraded still answers 200: {body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["components"]["store"]["status"], "degraded", "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("trails by 5000 log entries")),
+        "{body}"
+    );
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "orion_store_follower_lag_entries{peer=\"n2\"} 5000",
+        "orion_store_unapplied_entries 0",
+        "orion_store_snapshots_total{kind=\"built\"} 0",
+        "orion_store_snapshot_size_bytes 0",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    cluster.shutdown().await;
+}
+
 /// Many specs in one body (a JSON array, a YAML stream) are written together in
 /// one commit, or, when any is invalid, none is.
 #[tokio::test]
@@ -1057,6 +1160,11 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
         "orion_store_commit_duration_seconds_count",
         "orion_store_batch_commands_bucket",
         "orion_store_raft_term",
+        "orion_store_last_log_index",
+        "orion_store_unapplied_entries 0",
+        "orion_store_snapshots_total{kind=\"installed\"} 0",
+        "orion_store_snapshot_size_bytes 0",
+        "orion_store_snapshot_build_duration_seconds 0",
         "orion_store_is_leader 1",
         "orion_store_leader_changes_total",
         "orion_runtime_operations_total{op=\"create\",outcome=\"ok\"} 2",

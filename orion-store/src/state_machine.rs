@@ -7,13 +7,14 @@
 
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::Instant;
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageError,
     StorageIOError, StoredMembership,
 };
-use orion_core::{ClusterState, Replica, Response};
+use orion_core::{ClusterState, Replica, Response, SnapshotStatus};
 use tokio::sync::Mutex;
 
 use crate::engine::{EngineError, LogEngine, MetaKey};
@@ -62,6 +63,8 @@ pub struct StateMachine {
     current: Arc<Mutex<Option<StoredSnapshot>>>,
     /// Tells snapshots built in the same term and index apart.
     builds: u64,
+    /// What this node did with snapshots, for [`Store::status`](orion_core::Store::status).
+    stats: Arc<parking_lot::Mutex<SnapshotStatus>>,
 }
 
 impl StateMachine {
@@ -74,6 +77,7 @@ impl StateMachine {
             membership: StoredMembership::default(),
             current: Arc::new(Mutex::new(None)),
             builds: 0,
+            stats: Default::default(),
         };
         let meta = sm.engine.get_meta(MetaKey::SnapshotMeta)?;
         let data = sm.engine.get_meta(MetaKey::SnapshotData)?;
@@ -84,9 +88,20 @@ impl StateMachine {
             sm.replica.restore(state);
             sm.last_applied = meta.last_log_id;
             sm.membership = meta.last_membership.clone();
+            {
+                let mut st = sm.stats.lock();
+                st.index = meta.last_log_id.map_or(0, |l| l.index);
+                st.size_bytes = data.len() as u64;
+            }
             sm.current = Arc::new(Mutex::new(Some(StoredSnapshot { meta, data })));
         }
         Ok(sm)
+    }
+
+    /// The snapshot figures this state machine keeps, shared (the machine itself
+    /// moves into Raft).
+    pub fn snapshot_stats(&self) -> Arc<parking_lot::Mutex<SnapshotStatus>> {
+        self.stats.clone()
     }
 }
 
@@ -127,6 +142,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Capture the state now: the builder runs beside the applier, which keeps going.
         self.builds += 1;
+        let started = Instant::now();
         let id = match &self.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.builds),
             None => format!("none-{}", self.builds),
@@ -142,6 +158,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             },
             engine: self.engine.clone(),
             current: self.current.clone(),
+            stats: self.stats.clone(),
+            started,
         }
     }
 
@@ -171,6 +189,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.replica.restore(state);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        {
+            let mut st = self.stats.lock();
+            st.installed += 1;
+            st.index = meta.last_log_id.map_or(0, |l| l.index);
+            st.size_bytes = snap.data.len() as u64;
+        }
         *current = Some(snap);
         Ok(())
     }
@@ -188,6 +212,9 @@ pub struct SnapshotBuilder {
     snapshot: StoredSnapshot,
     engine: Arc<dyn LogEngine>,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
+    stats: Arc<parking_lot::Mutex<SnapshotStatus>>,
+    /// When the state was captured: the build's duration counts from here.
+    started: Instant,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -202,6 +229,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .await
                 .map_err(snapshot_err)?;
             *current = Some(self.snapshot.clone());
+            let mut st = self.stats.lock();
+            st.built += 1;
+            st.index = self.snapshot.meta.last_log_id.map_or(0, |l| l.index);
+            st.size_bytes = self.snapshot.data.len() as u64;
+            st.build_seconds = self.started.elapsed().as_secs_f64();
         }
         Ok(Snapshot {
             meta: self.snapshot.meta.clone(),

@@ -46,7 +46,7 @@ use async_trait::async_trait;
 use openraft::error::{InitializeError, RaftError};
 use openraft::Raft;
 use orion_core::{
-    Applied, Command, Leadership, NodeId, NodeRole, Peer, Replica, Store, StoreError,
+    Applied, Command, Leadership, NodeId, NodeRole, Peer, Replica, Store, StoreError, StoreStatus,
 };
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -91,6 +91,8 @@ pub(crate) struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Serializes membership changes made through this node.
     pub(crate) membership_lock: tokio::sync::Mutex<()>,
+    /// Snapshot figures, shared with the state machine.
+    snapshots: Arc<parking_lot::Mutex<orion_core::SnapshotStatus>>,
 }
 
 /// Orion's replicated store: openraft 0.9 over sled or redb, with its own HTTP
@@ -139,6 +141,7 @@ impl RaftStore {
             .map_err(storage)?;
         let replica = Arc::new(Replica::default());
         let sm = StateMachine::open(engine.clone(), replica.clone()).map_err(storage)?;
+        let snapshots = sm.snapshot_stats();
         let client = reqwest::Client::builder()
             .connect_timeout(config.rpc_timeout)
             .no_proxy()
@@ -179,6 +182,7 @@ impl RaftStore {
                 closed: AtomicBool::new(false),
                 tasks: Mutex::new(vec![tracker]),
                 membership_lock: tokio::sync::Mutex::new(()),
+                snapshots,
             }),
         })
     }
@@ -441,6 +445,34 @@ impl Store for RaftStore {
         let budget = self.inner.config.membership_timeout;
         let call = LeaderCall::RemovePeer { id: id.clone() };
         self.call_leader(call, budget).await.map(drop)
+    }
+
+    fn status(&self) -> StoreStatus {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let last = m.last_log_index.unwrap_or(0);
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        let membership = m.membership_config.membership();
+        let followers_behind = m
+            .replication
+            .iter()
+            .flatten()
+            .filter(|(id, _)| **id != self.inner.id && membership.voter_ids().any(|v| v == **id))
+            .filter_map(|(id, matched)| {
+                let node = membership.get_node(id)?;
+                Some((
+                    node.id.clone(),
+                    last.saturating_sub(matched.map_or(0, |l| l.index)),
+                ))
+            })
+            .collect();
+        StoreStatus {
+            last_log_index: last,
+            applied_index: applied,
+            unapplied: last.saturating_sub(applied),
+            followers_behind,
+            snapshots: self.inner.snapshots.lock().clone(),
+        }
     }
 
     fn voters(&self) -> Vec<Peer> {

@@ -101,6 +101,7 @@ async fn prometheus(State(c): State<Cluster>, headers: HeaderMap) -> Response {
     let live = c.membership().live().into_iter().map(|m| m.id).collect();
     c.metrics()
         .scrape_node(c.node_id(), &c.leader(), &live, &state);
+    c.metrics().scrape_store(&c.store().status());
     let open = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -1084,20 +1085,32 @@ impl Condition {
     }
 }
 
+/// Log entries a store may trail (its own unapplied entries, or on the leader
+/// a follower's) before `/health` calls it degraded: a burst of writes passes
+/// in well under this, a follower that has stopped keeping up does not.
+const STORE_LAG_DEGRADED: u64 = 1_000;
+
 /// This node and each of its components (Cronium's shape): the store (leader,
-/// term, applied index), the runtime (engine, version, containers), membership
+/// term, applied index, lag, snapshots), the runtime (engine, version, containers), membership
 /// (live and dead members), the API, DNS and the load balancer. The node is
 /// as bad as its worst component; `degraded` still answers 200.
 async fn node_health(c: &Cluster) -> (Condition, serde_json::Value) {
     let leader = c.leader();
     let runtime_error = c.runtime_health();
+    let store_status = c.store().status();
+    let lag = store_status.lag();
     let (store_cond, store_reason) = if leader.quorum_lost {
         (
             Condition::Unhealthy,
-            Some("this node leads but hears from no majority of the managers"),
+            Some("this node leads but hears from no majority of the managers".to_string()),
         )
     } else if leader.leader.is_none() {
-        (Condition::Unhealthy, Some("no leader known"))
+        (Condition::Unhealthy, Some("no leader known".to_string()))
+    } else if lag > STORE_LAG_DEGRADED {
+        (
+            Condition::Degraded,
+            Some(format!("the store trails by {lag} log entries")),
+        )
     } else {
         (Condition::Healthy, None)
     };
@@ -1145,7 +1158,7 @@ async fn node_health(c: &Cluster) -> (Condition, serde_json::Value) {
     };
     let reason = runtime_error
         .clone()
-        .or(store_reason.map(str::to_string))
+        .or(store_reason.clone())
         .or_else(|| {
             (!dead.is_empty()).then(|| format!("members not answering gossip: {}", dead.join(", ")))
         })
@@ -1164,6 +1177,9 @@ async fn node_health(c: &Cluster) -> (Condition, serde_json::Value) {
             "store": component(store_cond, json!({
                 "leader": leader.leader, "term": leader.term, "is_leader": leader.is_self,
                 "applied_index": c.store().replica().applied_index(), "error": store_reason,
+                "last_log_index": store_status.last_log_index, "lag": lag,
+                "unapplied": store_status.unapplied, "followers_behind": store_status.followers_behind,
+                "snapshot": store_status.snapshots,
             })),
             "runtime": component(runtime_cond, json!({
                 "name": c.runtime().name(), "version": engine, "containers": containers,

@@ -220,3 +220,79 @@ async fn a_leader_without_a_majority_refuses_writes_at_once() {
     assert!(!n1.store.replica().read(|s| s.jobs.contains_key("ghost")));
     n1.store.shutdown().await.expect("shutdown n1");
 }
+
+/// Waits until `store`'s status matches `pred`, polling (openraft reports
+/// replication progress through its metrics, a little after the fact).
+async fn wait_status(
+    store: &RaftStore,
+    what: &str,
+    pred: impl Fn(&orion_core::StoreStatus) -> bool,
+) -> orion_core::StoreStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = store.status();
+        if pred(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: last status {s:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The leader's status says how far each other voter trails, a follower's says
+/// only its own unapplied entries; a follower that goes away falls behind by
+/// the writes it missed, and `lag` is the worst of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_reports_how_far_each_follower_trails() {
+    init_tracing();
+    let root = tempfile::tempdir().expect("tempdir");
+    let n1 = start_single("n1", &root.path().join("n1"), Engine::Redb, |_| {}).await;
+    let n2 = start_node("n2", &root.path().join("n2"), Engine::Redb, |_| {}).await;
+    let n3 = start_node("n3", &root.path().join("n3"), Engine::Redb, |_| {}).await;
+    for n in [&n2, &n3] {
+        n1.store
+            .add_peer(n.peer(NodeRole::Manager))
+            .await
+            .expect("add");
+    }
+    let a = n1.store.propose(upsert("web")).await.expect("propose");
+    let s = wait_status(&n1.store, "followers caught up", |s| {
+        s.followers_behind.len() == 2 && s.lag() == 0
+    })
+    .await;
+    assert!(
+        s.last_log_index >= a.index && s.applied_index >= a.index,
+        "{s:?}"
+    );
+    assert_eq!(
+        s.followers_behind.keys().cloned().collect::<BTreeSet<_>>(),
+        ["n2", "n3"].map(String::from).into()
+    );
+    wait_applied(&n2.store, a.index).await;
+    let f = n2.store.status();
+    assert!(
+        f.followers_behind.is_empty(),
+        "a follower cannot know: {f:?}"
+    );
+    assert_eq!(f.unapplied, f.last_log_index - f.applied_index);
+
+    n3.store.shutdown().await.expect("shutdown n3");
+    let mut last = 0;
+    for i in 0..5 {
+        last = n1
+            .store
+            .propose(upsert(&format!("missed-{i}")))
+            .await
+            .expect("n1 and n2 are a majority")
+            .index;
+    }
+    let s = wait_status(&n1.store, "n3 trails, n2 does not", |s| {
+        s.followers_behind.get("n2") == Some(&0)
+            && s.followers_behind.get("n3").is_some_and(|b| *b >= 5)
+    })
+    .await;
+    assert!(s.lag() >= 5 && s.last_log_index >= last, "{s:?}");
+    for n in [n1, n2] {
+        n.store.shutdown().await.expect("shutdown");
+    }
+}

@@ -108,6 +108,12 @@ async fn late_learner_catches_up_from_a_snapshot() {
         .wait_log_status(WAIT, |s| s.snapshot > 0)
         .await
         .expect("came by snapshot");
+    // Both say so in their status: n1 built one, n2 installed one, of the same size.
+    let (built, got) = (n1.store.status().snapshots, n2.store.status().snapshots);
+    assert!(built.built >= 1 && built.size_bytes > 0, "{built:?}");
+    assert!(built.build_seconds > 0.0 && built.index > 0, "{built:?}");
+    assert!(got.installed >= 1, "{got:?}");
+    assert!(got.size_bytes > 0 && got.index > 0, "{got:?}");
     for n in [n1, n2] {
         n.store.shutdown().await.expect("shutdown");
     }

@@ -6,6 +6,8 @@
 
 mod support;
 
+mod browser;
+
 mod batch;
 mod boxed;
 mod cli;

@@ -47,6 +47,7 @@ pub mod reconcile;
 pub mod replica;
 pub mod runtime;
 pub mod scheduler;
+pub mod serve;
 pub mod spec;
 pub mod state;
 pub mod store;

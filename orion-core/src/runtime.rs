@@ -157,7 +157,16 @@ pub struct ExecOutput {
     pub stdout: String,
     /// What it wrote to stderr.
     pub stderr: String,
+    /// Whether either stream went past [`EXEC_OUTPUT_MAX`] and was cut there
+    /// (the command still ran to its end; `alloc exec -i` streams it whole).
+    #[serde(default)]
+    pub truncated: bool,
 }
+
+/// The most of each stream (stdout, stderr) a collected exec keeps: 1 MiB.
+/// Past it the output is read and dropped, so a command printing 50 MB costs
+/// the node 2 MiB, not 50 (or the 300 MB a JSON answer of it took).
+pub const EXEC_OUTPUT_MAX: usize = 1024 * 1024;
 
 /// A command running in a container with its input and output attached
 /// (`alloc exec -i -t`).
@@ -331,7 +340,9 @@ pub trait Runtime: Send + Sync + 'static {
         )))
     }
 
-    /// Runs a command inside the running container and collects its output.
+    /// Runs a command inside the running container and collects its output,
+    /// the first [`EXEC_OUTPUT_MAX`] bytes of each stream (`truncated` says
+    /// when there was more).
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput, RuntimeError>;
 
     /// Starts `cmd` in the running container with stdin, stdout and stderr

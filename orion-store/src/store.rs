@@ -52,7 +52,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::RaftStoreConfig;
 use crate::engine::{open_engine, LogEngine};
@@ -237,12 +237,8 @@ impl RaftStore {
             let signal = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(signal)
-                .await
-            {
-                warn!(node_id = %node, error = %e, "raft server failed");
-            }
+            orion_core::serve::serve(listener, router, raft_listener(), signal).await;
+            debug!(node_id = %node, "raft server stopped");
         });
         self.inner.tasks.lock().push(task);
         Ok(addr)
@@ -397,6 +393,17 @@ impl RaftStore {
         timeout_at(deadline, self.inner.replica.wait_for(index))
             .await
             .map_err(|_| StoreError::Timeout)
+    }
+}
+
+/// How the Raft port faces its clients: its own listener with its own room
+/// (1,024 connections: peers keep a few each), so no flood of API clients can
+/// take the connections Raft needs; heads and idle connections timed out as
+/// on the API.
+fn raft_listener() -> orion_core::serve::ServeConfig {
+    orion_core::serve::ServeConfig {
+        max_connections: 1_024,
+        ..Default::default()
     }
 }
 

@@ -979,6 +979,11 @@ pub async fn alloc(addr: &str, cmd: AllocCommand) -> Result<()> {
             let v: Value = r.json().await?;
             crate::out::raw(format_args!("{}", v["stdout"].as_str().unwrap_or("")), true);
             eprint!("{}", v["stderr"].as_str().unwrap_or(""));
+            if v["truncated"] == true {
+                eprintln!(
+                    "orion-node: output cut at 1 MiB per stream; `alloc exec -i {id} …` streams it whole"
+                );
+            }
             let code = v["exit_code"].as_i64().unwrap_or(0);
             if code != 0 {
                 std::process::exit(code.clamp(1, 255) as i32);

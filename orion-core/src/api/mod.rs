@@ -84,6 +84,8 @@ pub fn router(cluster: Cluster) -> Router {
         .route("/ui/", get(ui::index))
         .route("/ui/{file}", get(ui::asset))
         .fallback(no_route)
+        .layer(axum::middleware::from_fn(body_limit))
+        .layer(axum::extract::DefaultBodyLimit::max(SPEC_BODY_MAX))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
@@ -150,6 +152,68 @@ async fn count_request(
         })
         .inc();
     r
+}
+
+/// Largest body of a route that takes job specs (`POST /v1/jobs`, many specs
+/// at once; `POST /v1/jobs/plan`): 4 MiB, some thousands of specs.
+pub const SPEC_BODY_MAX: usize = 4 * 1024 * 1024;
+
+/// Largest body of every other route (a scale, a drain, an exec command, a
+/// peer): 64 KiB, far above any of them.
+pub const SMALL_BODY_MAX: usize = 64 * 1024;
+
+/// The body cap of a route (by its pattern).
+fn body_cap(route: &str) -> usize {
+    match route {
+        "/v1/jobs" | "/v1/jobs/plan" => SPEC_BODY_MAX,
+        _ => SMALL_BODY_MAX,
+    }
+}
+
+/// Caps each request's body by route: a declared length over the cap is
+/// refused at once (413, naming the cap), a body that runs past it while
+/// streaming fails the read the same way. Nothing is written either way.
+async fn body_limit(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let cap = route.as_deref().map_or(SMALL_BODY_MAX, body_cap);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let place = route.clone().unwrap_or_else(|| "this route".into());
+    let too_big = |what: &str| {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({ "error": format!(
+                "request body{what} is over the {} KiB limit of {place}",
+                cap / 1024
+            ) }),
+        )
+        .into_response()
+    };
+    if declared.is_some_and(|n| n > cap as u64) {
+        return too_big(&format!(" of {} bytes", declared.unwrap_or_default()));
+    }
+    let (parts, body) = req.into_parts();
+    let body = axum::body::Body::new(http_body_util::Limited::new(body, cap));
+    let r = next
+        .run(axum::extract::Request::from_parts(parts, body))
+        .await;
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(&r) {
+        return too_big("");
+    }
+    r
+}
+
+fn is_json(r: &Response) -> bool {
+    r.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
 }
 
 /// The OpenAPI document of [`router`]'s routes.

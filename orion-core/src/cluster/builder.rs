@@ -35,6 +35,9 @@ pub struct ClusterConfig {
     pub batch: BatchConfig,
     /// Task stats sampling.
     pub stats: crate::agent::stats::StatsConfig,
+    /// How the HTTP API's listener faces clients: connection limit, head and
+    /// idle timeouts.
+    pub http: crate::serve::ServeConfig,
 }
 
 impl ClusterConfig {
@@ -49,6 +52,8 @@ impl ClusterConfig {
             ("agent.tick", a.tick),
             ("agent.max_backoff", a.max_backoff),
             ("stats.interval", self.stats.interval),
+            ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.idle_timeout", self.http.idle_timeout),
         ] {
             if d.is_zero() {
                 return Err(ClusterError::config(field, "is zero"));
@@ -60,6 +65,7 @@ impl ClusterConfig {
             ("batch.max_batch", self.batch.max_batch),
             ("batch.in_flight", self.batch.in_flight),
             ("stats.kept", self.stats.kept),
+            ("http.max_connections", self.http.max_connections),
         ] {
             if n == 0 {
                 return Err(ClusterError::config(field, "is zero"));
@@ -328,6 +334,7 @@ impl ClusterBuilder {
     /// Starts the node: registers it, and spawns the agent, the control loop (on
     /// a manager) and, when asked, the HTTP API.
     pub async fn start(mut self) -> Result<Cluster, ClusterError> {
+        let http_serve = self.config.http.clone();
         let profile = self.checked_profile()?;
         let runtime = self
             .runtime
@@ -474,14 +481,10 @@ impl ClusterBuilder {
             // the caller's last handle still stops everything.
             let app = crate::api::router(Cluster::internal(inner.clone()));
             let stop = cluster.on_shutdown();
-            inner.tasks.lock().push(tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    warn!(error = %e, "http server failed");
-                }
-            }));
+            let serve = http_serve;
+            inner.tasks.lock().push(tokio::spawn(crate::serve::serve(
+                listener, app, serve, stop,
+            )));
         }
         if let Some((udp, tcp)) = dns {
             let stop = inner.shutdown.subscribe();

@@ -328,6 +328,7 @@ impl Runtime for FakeRuntime {
             exit_code: 0,
             stdout: cmd.join(" "),
             stderr: String::new(),
+            truncated: false,
         })
     }
 

@@ -445,11 +445,19 @@ async fn collect_exec(
     let mut out = ExecOutput::default();
     if let StartExecResults::Attached { mut output, .. } = docker.start_exec(exec_id, None).await? {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        // Keeps the first EXEC_OUTPUT_MAX bytes of a stream; reads on past it.
+        let mut keep = |to: &mut Vec<u8>, bytes: &[u8]| {
+            let room = orion_core::runtime::EXEC_OUTPUT_MAX.saturating_sub(to.len());
+            if bytes.len() > room {
+                out.truncated = true;
+            }
+            to.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        };
         while let Some(chunk) = output.next().await {
             match chunk? {
-                LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                LogOutput::StdErr { message } => keep(&mut stderr, &message),
                 LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    stdout.extend_from_slice(&message)
+                    keep(&mut stdout, &message)
                 }
                 LogOutput::StdIn { .. } => {}
             }

@@ -91,4 +91,26 @@ async fn exec_collects_output_and_exit_code() {
         .await
         .expect("exec");
     assert_eq!(ok.exit_code, 0);
+    assert!(!ok.truncated);
+}
+
+/// A command printing 50 MB keeps only the first MiB of it, says it was cut,
+/// and still reports how it exited.
+#[tokio::test]
+async fn exec_output_is_capped() {
+    let ctx = ctx_or_skip!();
+    let id = ctx.run(&ctx.launch("n1", task(POLITE))).await;
+    let cmd: Vec<String> = [
+        "/bin/sh",
+        "-c",
+        "head -c 50000000 /dev/zero | tr '\\0' a; echo done >&2; exit 4",
+    ]
+    .map(String::from)
+    .to_vec();
+    let out = ctx.rt.exec(&id, &cmd).await.expect("exec");
+    assert_eq!(out.exit_code, 4);
+    assert!(out.truncated);
+    assert_eq!(out.stdout.len(), orion_core::runtime::EXEC_OUTPUT_MAX);
+    assert!(out.stdout.bytes().all(|b| b == b'a'));
+    assert_eq!(out.stderr, "done\n");
 }

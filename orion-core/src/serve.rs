@@ -1,0 +1,233 @@
+//! Serving a router on a listener the way a node must face the network: a
+//! bounded number of connections, a deadline for each request's head, and
+//! idle connections closed.
+//!
+//! `axum::serve` accepts every connection and waits forever for a request's
+//! head, so 5,000 half-open requests were held for over a minute and about
+//! 20,000 used up the process's file descriptors, starving health checks and
+//! Raft (which shares the table). [`serve`] is the accept loop every Orion
+//! listener uses instead (the HTTP API here, the Raft port in `orion-store`):
+//!
+//! - at most [`ServeConfig::max_connections`] at once; past it the listener
+//!   stops accepting, so new ones wait in the kernel's backlog instead of
+//!   taking descriptors. The Raft port is a listener of its own with its own
+//!   limit, so a flood of API clients cannot take Raft's room.
+//! - a request's head must arrive within [`ServeConfig::header_read_timeout`]
+//!   (hyper's), or the connection is closed;
+//! - a connection that moves no byte for [`ServeConfig::idle_timeout`] is shut
+//!   down gracefully: a request still in flight (a blocking query) finishes
+//!   first, an idle keep-alive closes at once.
+//!
+//! HTTP/1.1 with upgrades (the exec WebSocket) over hyper; graceful
+//! shutdown on `stop`, in-flight requests given [`ServeConfig::drain`].
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+/// How a listener faces its clients. Each default says why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// Connections open at once. Default 4,096: far above what a cluster's
+    /// own nodes, CLIs and dashboards open, and well inside a process's usual
+    /// 1,048,576 (or 20,000) descriptors next to Raft, Docker and the
+    /// balancer.
+    pub max_connections: usize,
+    /// Time a client has to send a whole request head. Default 10 s: a slow
+    /// link sends a head in milliseconds; a client holding one open is an
+    /// attack (Slowloris).
+    pub header_read_timeout: Duration,
+    /// A connection that moves no byte this long is shut down gracefully.
+    /// Default 120 s: longer than any blocking query's wait (`wait` is capped
+    /// at 10 min but a request in flight finishes first anyway), short enough
+    /// that abandoned keep-alives give their room back.
+    pub idle_timeout: Duration,
+    /// On shutdown, how long in-flight requests get before connections are
+    /// dropped. Default 5 s.
+    pub drain: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            max_connections: 4_096,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            drain: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `stop` resolves, under `config`.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    config: ServeConfig,
+    stop: impl Future<Output = ()> + Send,
+) {
+    let max = config.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let room = Arc::new(Semaphore::new(max));
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    // hyper's own HTTP/1 builder: hyper-util's `auto` first waits, with no
+    // deadline, for the bytes that tell HTTP/1 from HTTP/2.
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    tokio::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            p = room.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut stop => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let io = TokioIo::new(Tracked {
+            inner: stream,
+            activity: activity.clone(),
+            started,
+        });
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let idle = config.idle_timeout;
+        let mut closed = closed.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = builder.serve_connection(io, service).with_upgrades();
+            tokio::pin!(conn);
+            let check = idle.clamp(Duration::from_millis(10), Duration::from_secs(5));
+            let mut tick = tokio::time::interval(check);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            debug!(%peer, error = %e, "connection ended");
+                        }
+                        return;
+                    }
+                    _ = closed.wait_for(|c| *c) => break,
+                    _ = tick.tick() => {
+                        let last = Duration::from_micros(activity.load(Ordering::Relaxed));
+                        if started.elapsed().saturating_sub(last) >= idle {
+                            debug!(%peer, "closing an idle connection");
+                            break;
+                        }
+                    }
+                }
+            }
+            // Take no further request; one in flight still finishes (its
+            // handler bounds it: blocking queries cap their wait).
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    closing.send_replace(true);
+    // Every connection gives its permit back when it ends.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(config.drain, room.acquire_many(all))
+        .await
+        .is_err()
+    {
+        debug!("connections still open after the drain period");
+    }
+}
+
+/// A stream that records when it last moved a byte (microseconds since the
+/// connection started).
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl<S> Tracked<S> {
+    fn touch(&self) {
+        self.activity
+            .store(self.started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

@@ -149,6 +149,24 @@ pub enum Command {
         /// Its name.
         name: String,
     },
+    /// Turns API tokens on: the hash key and the first (management) token.
+    /// Taken once; refused when the cluster already has a key.
+    AclBootstrap {
+        /// The key token hashes are made with (64 hex digits).
+        key: String,
+        /// The bootstrap token (its hash, never its secret).
+        token: crate::acl::AclToken,
+    },
+    /// Writes a token (made by [`crate::acl::new_token`] under the cluster's key).
+    AclUpsertToken {
+        /// The token (its hash, never its secret).
+        token: crate::acl::AclToken,
+    },
+    /// Revokes a token: from this index on it is refused on every node.
+    AclRevokeToken {
+        /// Its accessor.
+        accessor: String,
+    },
     /// Several commands committed as one log entry and applied in order (group
     /// commit: see [`crate::batching::BatchingStore`]).
     Batch {

@@ -28,6 +28,7 @@
 //! - [`testing`] (feature `testing`): fakes of the seams.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod acl;
 pub mod agent;
 pub mod api;
 pub mod batching;

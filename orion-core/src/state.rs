@@ -111,6 +111,9 @@ pub struct ClusterState {
     /// Periodic jobs' clocks, by job.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub periodic: BTreeMap<String, crate::model::PeriodicState>,
+    /// API tokens (hashed) and their key.
+    #[serde(default, skip_serializing_if = "crate::acl::AclState::is_empty")]
+    pub acl: crate::acl::AclState,
     /// Index of the last command applied.
     pub applied_index: u64,
     /// Source of allocation ids; bumped on each new allocation.
@@ -287,6 +290,37 @@ impl ClusterState {
                 }
                 Response::Done
             }
+            Command::AclBootstrap { key, token } => {
+                if self.acl.key.is_some() {
+                    Response::Refused {
+                        reason: "API tokens are already bootstrapped".into(),
+                    }
+                } else {
+                    self.acl.key = Some(key.clone());
+                    self.acl
+                        .tokens
+                        .insert(token.accessor.clone(), token.clone());
+                    Response::Done
+                }
+            }
+            Command::AclUpsertToken { token } => {
+                if self.acl.key.is_none() {
+                    Response::Refused {
+                        reason: "API tokens are not bootstrapped".into(),
+                    }
+                } else {
+                    self.acl
+                        .tokens
+                        .insert(token.accessor.clone(), token.clone());
+                    Response::Done
+                }
+            }
+            Command::AclRevokeToken { accessor } => match self.acl.tokens.remove(accessor) {
+                Some(_) => Response::Done,
+                None => Response::Refused {
+                    reason: format!("no token with accessor {accessor}"),
+                },
+            },
             Command::Batch { commands } => {
                 let mut responses = Vec::with_capacity(commands.len());
                 for c in commands {

@@ -19,14 +19,18 @@ use orion_core::testing::FakeRuntime;
 /// One node: a manager named `name` in `dir/name`, joining `first` if given.
 async fn node(name: &str, dir: &Path, first: Option<&Cluster>) -> anyhow::Result<Cluster> {
     let join = first.and_then(|f| f.http_addr()).map(|a| a.to_string());
-    let cluster = Node::builder()
+    let mut builder = Node::builder()
         .node_id(name)
         .data_dir(dir.join(name))
         .loopback_ports()
-        .join(join)
-        .runtime(FakeRuntime::new())
-        .start()
-        .await?;
+        .join(join.clone());
+    if join.is_some() {
+        // The first node made the management token at bootstrap; joining
+        // takes a token with the operator scope.
+        let token = std::fs::read_to_string(dir.join("n1").join(orion::MANAGEMENT_TOKEN_FILE))?;
+        builder = builder.token(token.trim());
+    }
+    let cluster = builder.runtime(FakeRuntime::new()).start().await?;
     cluster.ready(Duration::from_secs(30)).await?;
     Ok(cluster)
 }

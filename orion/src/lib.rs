@@ -35,7 +35,9 @@
 
 mod node;
 
-pub use node::{parse_port_range, ConfigError, Node, NodeBuilder, NodeConfig, NodeError};
+pub use node::{
+    parse_port_range, ConfigError, Node, NodeBuilder, NodeConfig, NodeError, MANAGEMENT_TOKEN_FILE,
+};
 pub use orion_core::*;
 pub use orion_gossip::{ChitchatMembership, GossipConfig};
 pub use orion_runtime::{image, DockerConfig, DockerRuntime};

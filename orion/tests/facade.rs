@@ -301,6 +301,8 @@ async fn a_job_with_a_volume_runs_on_the_volumes_node_only() {
             .loopback_ports()
             .loops(orion_core::testing::fast_loops())
             .join(join)
+            // Joins without a token: tokens have their own tests (acl.rs).
+            .insecure_dev(true)
             .runtime(FakeRuntime::new())
             .start()
     };

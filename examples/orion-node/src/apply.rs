@@ -56,7 +56,7 @@ pub async fn apply(addr: &str, paths: &[PathBuf]) -> Result<()> {
     let body: Vec<&JobSpec> = specs.iter().map(|(_, s)| s).collect();
     let base = crate::client::base_url(addr);
     let r = crate::client::send(
-        reqwest::Client::new()
+        crate::client::http_client()
             .post(format!("{base}/v1/jobs"))
             .json(&body),
         "apply",

@@ -115,7 +115,19 @@ async fn connect(base: &str, id: &str, command: &[String], tty: bool) -> Result<
             .append_pair("tty", &tty.to_string());
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
         url.set_scheme(scheme).ok();
-        match tokio_tungstenite::connect_async(url.as_str()).await {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                url.as_str(),
+            )?;
+        if let Some(t) = crate::client::token() {
+            req.headers_mut().insert(
+                "authorization",
+                format!("Bearer {t}")
+                    .parse()
+                    .context("the API token is not a valid header")?,
+            );
+        }
+        match tokio_tungstenite::connect_async(req).await {
             Ok((socket, _)) => return Ok((socket, base)),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let body: Value = resp

@@ -17,6 +17,11 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     pub addr: String,
+    /// The API token to send (`Authorization: Bearer`); an agent presents it
+    /// when it joins. A new cluster's first node writes its management token
+    /// to `<data-dir>/management.token`.
+    #[arg(long, global = true, env = "ORION_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// On an error, print its backtrace too (when `RUST_BACKTRACE` is set).
     #[arg(long, global = true)]
     pub debug: bool,
@@ -67,6 +72,9 @@ pub enum Command {
     /// The service catalog: running allocations with named ports.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// API tokens and their scopes.
+    #[command(subcommand)]
+    Acl(AclCommand),
     /// Reach an allocation's task: logs, exec, stats.
     #[command(subcommand)]
     Alloc(AllocCommand),
@@ -163,6 +171,10 @@ pub struct AgentArgs {
     /// Run no load balancer (no job's `lb.port` is listened on here).
     #[arg(long)]
     pub no_lb: bool,
+    /// Check no API tokens: for a throwaway cluster on one machine only (the
+    /// node warns at every start and in `/health`).
+    #[arg(long)]
+    pub insecure_dev: bool,
     /// This node's id [default: the one stored in the data dir, else the host name].
     #[arg(long)]
     pub node_id: Option<String>,
@@ -510,6 +522,39 @@ pub enum VolumeCommand {
     Delete {
         /// Its name.
         name: String,
+    },
+}
+
+/// `orion-node acl …`.
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `orion-node acl token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; its secret is printed this once.
+    Create {
+        /// What it is for.
+        #[arg(long)]
+        name: String,
+        /// A scope: read, submit, exec, operator, management; repeat for more.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Output: the API's JSON, or a Go template over it.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Revoke a token: refused on every node from now on.
+    Revoke {
+        /// Its accessor (from `acl token list`).
+        accessor: String,
     },
 }
 

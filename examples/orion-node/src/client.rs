@@ -13,6 +13,39 @@ use crate::cli::{
 use crate::out::{say, Table};
 use crate::template::Template;
 
+/// The API token from `--token` / `ORION_TOKEN`, set once at start.
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Keeps the token every request of this process sends.
+pub fn set_token(token: Option<String>) {
+    let _ = TOKEN.set(
+        token
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty()),
+    );
+}
+
+/// The token requests send, if one was given.
+pub fn token() -> Option<&'static str> {
+    TOKEN.get().and_then(|t| t.as_deref())
+}
+
+/// An HTTP client that sends the token (when given) with every request.
+pub fn http_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(v) =
+        token().and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+    {
+        let mut v = v;
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap_or_default()
+}
+
 /// `http://` added when the address has no scheme.
 pub fn base_url(addr: &str) -> String {
     let addr = addr.trim_end_matches('/');
@@ -58,10 +91,86 @@ pub(crate) async fn send(
     Ok(r)
 }
 
+/// `orion-node acl …`.
+pub async fn acl(addr: &str, cmd: crate::cli::AclCommand) -> Result<()> {
+    use crate::cli::{AclCommand, TokenCommand};
+    let base = base_url(addr);
+    let http = http_client();
+    let AclCommand::Token(cmd) = cmd;
+    match cmd {
+        TokenCommand::Create { name, scopes } => {
+            let body = serde_json::json!({ "name": name, "scopes": scopes });
+            let r = send(
+                http.post(format!("{base}/v1/acl/tokens")).json(&body),
+                "acl token create",
+                &base,
+            )
+            .await?;
+            let v: Value = r.json().await?;
+            eprintln!(
+                "token {} ({}), scopes {}; its secret, shown this once:",
+                v["accessor"].as_str().unwrap_or("?"),
+                name,
+                scopes.join(", ")
+            );
+            // The secret alone on stdout, for `$(orion-node acl token create …)`.
+            crate::out::raw(
+                format_args!("{}\n", v["secret"].as_str().unwrap_or("")),
+                true,
+            );
+        }
+        TokenCommand::List { out } => {
+            let template = template(&out)?;
+            let r = send(
+                http.get(format!("{base}/v1/acl/tokens")),
+                "acl token list",
+                &base,
+            )
+            .await?;
+            let v: Value = r.json().await?;
+            if print_raw(&out, template.as_ref(), &v)? {
+                return Ok(());
+            }
+            let tokens: Vec<Value> = serde_json::from_value(v)?;
+            let mut t = Table::new(&["ACCESSOR", "NAME", "SCOPES", "CREATED"]);
+            for k in tokens {
+                let scopes: Vec<&str> = k["scopes"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let created = k["created_ms"]
+                    .as_u64()
+                    .map(|ms| {
+                        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                        humantime::format_rfc3339_seconds(at).to_string()
+                    })
+                    .unwrap_or_default();
+                t.row(vec![
+                    k["accessor"].as_str().unwrap_or("").to_string(),
+                    k["name"].as_str().unwrap_or("").to_string(),
+                    scopes.join(","),
+                    created,
+                ]);
+            }
+            t.print();
+        }
+        TokenCommand::Revoke { accessor } => {
+            send(
+                http.delete(format!("{base}/v1/acl/tokens/{accessor}")),
+                "acl token revoke",
+                &base,
+            )
+            .await?;
+            say!("token {accessor} revoked on every node");
+        }
+    }
+    Ok(())
+}
+
 /// `orion-node job …`.
 pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
     let base = base_url(addr);
-    let http = reqwest::Client::new();
+    let http = http_client();
     match cmd {
         JobCommand::Plan { file } => {
             let (text, ctype) = read_spec(&file)?;
@@ -553,7 +662,7 @@ fn print_raw(out: &Output, template: Option<&Template>, v: &Value) -> Result<boo
 /// `orion-node service …`.
 pub async fn service(addr: &str, cmd: ServiceCommand) -> Result<()> {
     let base = base_url(addr);
-    let http = reqwest::Client::new();
+    let http = http_client();
     match cmd {
         ServiceCommand::List { out } => {
             let template = template(&out)?;
@@ -615,7 +724,7 @@ pub async fn service(addr: &str, cmd: ServiceCommand) -> Result<()> {
 /// `orion-node volume …`.
 pub async fn volume(addr: &str, cmd: VolumeCommand) -> Result<()> {
     let base = base_url(addr);
-    let http = reqwest::Client::new();
+    let http = http_client();
     match cmd {
         VolumeCommand::Create { name, node } => {
             let body = serde_json::json!({ "name": name, "node": node });
@@ -662,7 +771,7 @@ pub async fn volume(addr: &str, cmd: VolumeCommand) -> Result<()> {
 /// `orion-node node …`.
 pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
     let base = base_url(addr);
-    let http = reqwest::Client::new();
+    let http = http_client();
     match cmd {
         NodeCommand::List { out } => {
             let template = template(&out)?;
@@ -805,7 +914,7 @@ async fn to_runner(
 /// Streams one allocation's output to stdout, each line prefixed `[alloc] `.
 async fn prefixed(base: String, alloc: String, follow: bool) -> Result<()> {
     use std::io::Write;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let mut r = to_runner(&base, "job logs", |b| {
         http.get(format!("{b}/v1/allocations/{alloc}/logs?follow={follow}"))
     })
@@ -834,7 +943,7 @@ async fn prefixed(base: String, alloc: String, follow: bool) -> Result<()> {
 
 /// `orion-node job logs NAME [-f]`.
 async fn job_logs(base: &str, name: &str, follow: bool) -> Result<()> {
-    let http = reqwest::Client::new();
+    let http = http_client();
     let allocs = |view: &JobView| -> Vec<(String, bool)> {
         let mut a: Vec<(String, bool)> = view
             .allocations
@@ -884,7 +993,7 @@ async fn job_logs(base: &str, name: &str, follow: bool) -> Result<()> {
 pub async fn alloc(addr: &str, cmd: AllocCommand) -> Result<()> {
     use std::io::Write;
     let base = base_url(addr);
-    let http = reqwest::Client::new();
+    let http = http_client();
     match cmd {
         AllocCommand::Status { id, out } => {
             let template = template(&out)?;
@@ -1075,7 +1184,7 @@ pub async fn events(
     json: bool,
 ) -> Result<()> {
     let base = base_url(addr);
-    let http = reqwest::Client::new();
+    let http = http_client();
     let mut query: Vec<(&str, String)> = topics.iter().map(|t| ("topic", t.clone())).collect();
     let until = if follow {
         None

@@ -36,6 +36,12 @@ pub fn node_config(args: &AgentArgs) -> Result<NodeConfig> {
     if args.no_lb {
         c.load_balancer = false;
     }
+    if args.insecure_dev {
+        c.insecure_dev = true;
+    }
+    if let Some(t) = crate::client::token() {
+        c.token = Some(t.to_string());
+    }
     if let Some(t) = args.stats_interval {
         c.loops.stats.interval = t;
     }

@@ -109,6 +109,9 @@ fn config(
     c.port_range = range;
     c.join = join.into_iter().collect();
     c.join_timeout = Duration::from_secs(60);
+    // A throwaway cluster on loopback, one command: no tokens to pass around
+    // (each node warns about it at start and in /health).
+    c.insecure_dev = true;
     Ok(c)
 }
 

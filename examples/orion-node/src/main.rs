@@ -99,6 +99,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
         std::sync::atomic::Ordering::Relaxed,
     );
     let _ = LOG_LEVEL.set(cli.log_level.clone());
+    client::set_token(cli.token.clone());
     let stderr_is_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
         cli::Command::Agent(_) => {
@@ -116,6 +117,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Node(cmd) => client::node(&cli.addr, cmd).await,
         cli::Command::Volume(cmd) => client::volume(&cli.addr, cmd).await,
         cli::Command::Service(cmd) => client::service(&cli.addr, cmd).await,
+        cli::Command::Acl(cmd) => client::acl(&cli.addr, cmd).await,
         cli::Command::Alloc(cmd) => client::alloc(&cli.addr, cmd).await,
         cli::Command::DemoWeb { port, dir } => demo::serve(port, dir).await,
         cli::Command::Completions { shell } => completions(shell),

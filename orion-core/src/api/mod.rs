@@ -17,7 +17,6 @@
 //! | `POST /v1/jobs/{name}/revert` `[{"version": N}]` | submit a kept version again (default: the last stable one) |
 //! | `GET /v1/nodes` | list nodes with use |
 //! | `POST /v1/nodes/{id}/drain`, `/undrain` | start or end a drain |
-//! | `DELETE /v1/nodes/{id}` | remove a node |
 //! | `DELETE /v1/nodes/{id}[?force=true]` | remove a node; one still alive is refused (409) unless forced |
 //! | `GET /v1/volumes`, `POST /v1/volumes` `{name, node}`, `DELETE /v1/volumes/{name}` | named volumes (a task mounting one runs on its node) |
 //! | `POST /v1/cluster/peers` | add a node to the replication group (join) |
@@ -29,11 +28,20 @@
 //! | `GET /v1/allocations/{id}/stats[?history=true]` | its resource use now (CPU %, memory % of the limit), and the samples kept (see [`crate::agent::stats`]) |
 //! | `GET /v1/allocations/{id}/exec/ws?command=[..]&tty=true` | an interactive command over a WebSocket (see [`exec_ws`]) |
 //!
-//! Logs, exec and stats are served by the node that runs the allocation; another
-//! node answers 421 with `{"error", "node", "node_http"}` naming the right one.
 //! | `GET /v1/status/leader` | who leads, and the Raft voters |
 //! | `GET /health` | this node and its components, `healthy` / `degraded` (200) or `unhealthy` (503) |
 //! | `GET /health/live`, `GET /health/ready` | for liveness and readiness probes |
+//! | `POST /v1/acl/tokens` `{name, scopes}`, `GET /v1/acl/tokens`, `DELETE /v1/acl/tokens/{accessor}` | API tokens (the secret is answered once, at creation) |
+//! | `GET /v1/acl/token/self` | the caller's token |
+//!
+//! Logs, exec and stats are served by the node that runs the allocation; another
+//! node answers 421 with `{"error", "node", "node_http"}` naming the right one.
+//!
+//! When the node enforces tokens ([`crate::acl`]) every route but `/health*` and
+//! the dashboard's files asks for `Authorization: Bearer <token>` with the
+//! route's scope (401 without, 403 with the wrong one). Bodies are capped by
+//! route ([`SPEC_BODY_MAX`], [`SMALL_BODY_MAX`]); the listener itself bounds
+//! connections and times out heads and idle connections ([`crate::serve`]).
 //!
 //! Reads (every `GET` above but logs and stats, which ask the runtime) come from
 //! this node's replica and may lag the leader by a heartbeat; add
@@ -42,6 +50,7 @@
 //! `x-orion-index`, the replica's applied index. Writes on a follower are forwarded
 //! to the leader by the store.
 
+mod acl;
 pub mod exec_ws;
 pub mod logs;
 mod ui;
@@ -86,6 +95,10 @@ pub fn router(cluster: Cluster) -> Router {
         .fallback(no_route)
         .layer(axum::middleware::from_fn(body_limit))
         .layer(axum::extract::DefaultBodyLimit::max(SPEC_BODY_MAX))
+        .layer(axum::middleware::from_fn_with_state(
+            cluster.clone(),
+            authorize,
+        ))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
@@ -152,6 +165,94 @@ async fn count_request(
         })
         .inc();
     r
+}
+
+/// Asks for a token with the route's scope ([`crate::acl::required_scope`])
+/// when the node enforces tokens: from `Authorization: Bearer`, or a `token`
+/// query parameter (browsers cannot set headers on an EventSource or a
+/// WebSocket), which is taken off the URI before the route sees it. No token
+/// or an unknown one: 401; a token without the scope: 403. Neither says
+/// anything about what exists.
+async fn authorize(
+    State(c): State<Cluster>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !c.acl_enforced() {
+        return next.run(req).await;
+    }
+    let need = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or(crate::acl::Need::Scope(crate::acl::Scope::Read), |m| {
+            crate::acl::required_scope(req.method(), m.as_str())
+        });
+    if need == crate::acl::Need::Nothing {
+        return next.run(req).await;
+    }
+    let from_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|v| v.trim().to_string());
+    let (from_query, rest) = take_token_param(req.uri());
+    if let Some(uri) = rest {
+        *req.uri_mut() = uri;
+    }
+    let refuse =
+        |status: StatusCode, msg: &str| ApiError(status, json!({ "error": msg })).into_response();
+    let Some(secret) = from_header.or(from_query) else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "this node asks for an API token: send `Authorization: Bearer <token>` (the CLI reads ORION_TOKEN or --token)",
+        );
+    };
+    if !crate::acl::is_secret_shaped(&secret) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "the API token is malformed: tokens look like orn_ and 64 hex digits",
+        );
+    }
+    match c.token_for(&secret) {
+        None => refuse(StatusCode::UNAUTHORIZED, "the API token is not valid"),
+        Some(t) if !t.allows(need) => refuse(
+            StatusCode::FORBIDDEN,
+            "this token's scopes do not allow this request",
+        ),
+        Some(t) => {
+            req.extensions_mut().insert(t);
+            next.run(req).await
+        }
+    }
+}
+
+/// The `token` query parameter and, when there was one, the URI without it.
+fn take_token_param(uri: &axum::http::Uri) -> (Option<String>, Option<axum::http::Uri>) {
+    let Some(q) = uri.query() else {
+        return (None, None);
+    };
+    let mut token = None;
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|kv| match kv.strip_prefix("token=") {
+            Some(v) => {
+                token = Some(v.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if token.is_none() {
+        return (None, None);
+    }
+    let path = uri.path();
+    let rebuilt = if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    };
+    (token, rebuilt.parse().ok())
 }
 
 /// Largest body of a route that takes job specs (`POST /v1/jobs`, many specs
@@ -264,6 +365,9 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(health))
         .routes(routes!(health_live))
         .routes(routes!(health_ready))
+        .routes(routes!(acl::create_token, acl::list_tokens))
+        .routes(routes!(acl::revoke_token))
+        .routes(routes!(acl::token_self))
 }
 
 /// The shape of every error answer.
@@ -334,7 +438,8 @@ impl From<ClusterError> for ApiError {
             | ClusterError::NodeNotFound(_)
             | ClusterError::VolumeNotFound(_)
             | ClusterError::DeploymentNotFound(_)
-            | ClusterError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
+            | ClusterError::VersionNotFound { .. }
+            | ClusterError::TokenNotFound(_) => StatusCode::NOT_FOUND,
             ClusterError::Refused(_) | ClusterError::NodeAlive(_) => StatusCode::CONFLICT,
             ClusterError::Store(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::Store(StoreError::Membership(_)) => StatusCode::CONFLICT,
@@ -1232,8 +1337,14 @@ async fn node_health(c: &Cluster) -> (Condition, serde_json::Value) {
                 .next()
                 .map(|(p, e)| format!("load balancer port {p}: {e}"))
         });
+    let warnings: Vec<&str> = if c.insecure_dev() {
+        vec![crate::cluster::INSECURE_DEV_WARNING]
+    } else {
+        Vec::new()
+    };
     let body = json!({
         "status": worst.word(),
+        "warnings": warnings,
         "node": c.node_id(),
         "leader": leader.leader,
         "reason": reason,

@@ -21,6 +21,9 @@ use crate::scheduler::{FilterScoreScheduler, Scheduler, SchedulerConfig};
 use crate::spec::Resources;
 use crate::store::Store;
 
+/// What a node started with `--insecure-dev` says at every start and in `/health`.
+pub const INSECURE_DEV_WARNING: &str = "insecure-dev: this node checks no API tokens; anyone who reaches its API may run, stop and exec into anything. For a throwaway cluster on one machine only";
+
 /// Everything tunable about a node's loops.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -38,6 +41,8 @@ pub struct ClusterConfig {
     /// How the HTTP API's listener faces clients: connection limit, head and
     /// idle timeouts.
     pub http: crate::serve::ServeConfig,
+    /// API tokens.
+    pub acl: crate::acl::AclConfig,
 }
 
 impl ClusterConfig {
@@ -335,6 +340,11 @@ impl ClusterBuilder {
     /// a manager) and, when asked, the HTTP API.
     pub async fn start(mut self) -> Result<Cluster, ClusterError> {
         let http_serve = self.config.http.clone();
+        let acl_enforced = self.config.acl.enforce;
+        let insecure_dev = self.config.acl.insecure_dev;
+        if insecure_dev {
+            warn!("{INSECURE_DEV_WARNING}");
+        }
         let profile = self.checked_profile()?;
         let runtime = self
             .runtime
@@ -471,6 +481,8 @@ impl ClusterBuilder {
             stats,
             lb,
             task_files: scripts.dir.clone(),
+            acl_enforced,
+            insecure_dev,
             closed: Default::default(),
         });
         let cluster = Cluster::owning(inner.clone());

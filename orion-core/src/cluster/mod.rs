@@ -4,6 +4,7 @@
 //! task it spawns (agent, control loop, registration, HTTP server) belongs to it
 //! and ends on [`Cluster::shutdown`].
 
+mod acl;
 pub(crate) mod builder;
 mod deploy;
 mod detect;
@@ -24,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::BroadcastStream;
 
-pub use builder::{ClusterBuilder, ClusterConfig, NodeProfile};
+pub use builder::{ClusterBuilder, ClusterConfig, NodeProfile, INSECURE_DEV_WARNING};
 pub use detect::{host_capacity, host_name};
 pub use plan::JobPlan;
 
@@ -90,6 +91,9 @@ pub enum ClusterError {
     /// No such allocation.
     #[error("no allocation {0:?}")]
     AllocNotFound(String),
+    /// No API token with this accessor.
+    #[error("no token with accessor {0:?}")]
+    TokenNotFound(String),
     /// The allocation runs on another node; ask that one.
     #[error("allocation runs on node {node:?}{}", .http.as_ref().map(|h| format!(" at {h}")).unwrap_or_default())]
     Elsewhere {
@@ -193,6 +197,10 @@ pub(crate) struct Inner {
     pub(crate) lb: Option<Arc<crate::lb::Balancer>>,
     /// Where the agent keeps task files and kept logs.
     pub(crate) task_files: std::path::PathBuf,
+    /// Whether the API asks every caller for a token.
+    pub(crate) acl_enforced: bool,
+    /// Token checks turned off on purpose (`--insecure-dev`).
+    pub(crate) insecure_dev: bool,
     pub(crate) registered: watch::Receiver<bool>,
     /// The scheduler the control loop uses, for dry runs (`plan_job`).
     pub(crate) scheduler: Arc<dyn crate::scheduler::Scheduler>,
@@ -690,6 +698,10 @@ impl Cluster {
     /// [`ClusterError::NodeAlive`] (it would rejoin, and its tasks would run on
     /// beside their replacements) unless `force`: drain it, stop its agent, then
     /// remove it.
+    ///
+    /// A voter that never registered as a node (added as a peer, then gone
+    /// before its agent started, or never real) is removed from the voter set
+    /// all the same: every voter can be removed by id.
     pub async fn remove_node(&self, node: &str, force: bool) -> Result<(), ClusterError> {
         if !self
             .inner
@@ -697,6 +709,10 @@ impl Cluster {
             .replica()
             .read(|s| s.nodes.contains_key(node))
         {
+            if self.inner.store.voters().iter().any(|p| p.id == node) {
+                self.inner.store.remove_peer(&node.to_string()).await?;
+                return Ok(());
+            }
             return Err(ClusterError::NodeNotFound(node.into()));
         }
         if !force && self.inner.membership.live().iter().any(|m| m.id == node) {

@@ -451,6 +451,25 @@ fn every_command_applied_twice_is_applied_once() {
             purge: true,
         },
         Command::RemoveNode { id: "n3".into() },
+        {
+            let key = crate::acl::new_key();
+            let (token, _) =
+                crate::acl::new_token(&key, "bootstrap", [crate::acl::Scope::Management].into(), 1)
+                    .unwrap();
+            Command::AclBootstrap { key, token }
+        },
+        Command::AclUpsertToken {
+            token: crate::acl::AclToken {
+                accessor: "00000000000000aa".into(),
+                name: "ci".into(),
+                scopes: [crate::acl::Scope::Read].into(),
+                created_ms: 2,
+                hash: "ab".repeat(32),
+            },
+        },
+        Command::AclRevokeToken {
+            accessor: "00000000000000aa".into(),
+        },
         Command::Batch {
             commands: vec![
                 Command::UpsertJob {

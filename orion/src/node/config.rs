@@ -120,6 +120,18 @@ pub struct NodeConfig {
     /// Name of the cluster in gossip; a node of another cluster id is ignored.
     /// Default `orion`. Two clusters sharing a network need distinct ids.
     pub cluster_name: String,
+    /// Turns API token checks off, for a throwaway cluster on one machine
+    /// (`orion-node dev`, tests that say why). Default false: the API asks
+    /// every caller for a token with the route's scope (see
+    /// [`orion_core::acl`]), and the first node of a cluster makes a
+    /// management token at bootstrap, kept in `<data_dir>/management.token`
+    /// (mode 0600). A node started with it warns at every start and in
+    /// `/health`.
+    pub insecure_dev: bool,
+    /// The API token this node presents when it joins a cluster through
+    /// `join` (a token with the `operator` scope). Default none: what a
+    /// cluster without token checks needs. Never logged.
+    pub token: Option<String>,
     /// Tuning of the node's loops (control loop, agent, scheduler, group commit).
     /// Default [`ClusterConfig::default`]. Not read from config files.
     #[serde(skip)]
@@ -158,6 +170,8 @@ impl Default for NodeConfig {
             engine: Engine::default(),
             max_voters: 3,
             cluster_name: "orion".into(),
+            insecure_dev: false,
+            token: None,
             loops: ClusterConfig::default(),
         }
     }

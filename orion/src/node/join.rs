@@ -20,6 +20,7 @@ pub(crate) async fn join(
     targets: &[String],
     me: &Peer,
     limit: Duration,
+    token: Option<&str>,
 ) -> Result<Vec<String>, NodeError> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
@@ -33,16 +34,17 @@ pub(crate) async fn join(
             // A membership change waits for the new learner to catch up (up to
             // a whole snapshot), but never past the join deadline.
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match client
+            let mut post = client
                 .post(format!("{base}/v1/cluster/peers"))
                 .timeout(left.clamp(Duration::from_secs(1), Duration::from_secs(90)))
-                .json(me)
-                .send()
-                .await
-            {
+                .json(me);
+            if let Some(t) = token {
+                post = post.bearer_auth(t);
+            }
+            match post.send().await {
                 Ok(r) if r.status().is_success() => {
                     info!(%target, role = %me.role, "joined the cluster");
-                    return Ok(gossip_seeds(&client, &base).await);
+                    return Ok(gossip_seeds(&client, &base, token).await);
                 }
                 Ok(r) if r.status().is_client_error() => {
                     let body = r.text().await.unwrap_or_default();
@@ -74,10 +76,13 @@ pub(crate) async fn join(
 
 /// The members' gossip addresses, as the member at `base` knows them; none when
 /// it cannot say (gossip then finds them through the replica once it catches up).
-async fn gossip_seeds(client: &reqwest::Client, base: &str) -> Vec<String> {
-    let get = client
+async fn gossip_seeds(client: &reqwest::Client, base: &str, token: Option<&str>) -> Vec<String> {
+    let mut get = client
         .get(format!("{base}/v1/nodes"))
         .timeout(Duration::from_secs(10));
+    if let Some(t) = token {
+        get = get.bearer_auth(t);
+    }
     let nodes: Vec<NodeView> = match get.send().await {
         Ok(r) => r.json().await.unwrap_or_default(),
         Err(_) => Vec::new(),

@@ -211,6 +211,10 @@ impl NodeBuilder {
         host_volume: impl Into<PathBuf> => |c, v| c.host_volumes.push(v.into());
         /// Tuning of the node's loops ([`NodeConfig::loops`]).
         loops: ClusterConfig => |c, v| c.loops = v;
+        /// Turns token checks off, for a throwaway cluster ([`NodeConfig::insecure_dev`]).
+        insecure_dev: bool => |c, v| c.insecure_dev = v;
+        /// The token presented when joining ([`NodeConfig::token`]).
+        token: impl Into<String> => |c, v| c.token = Some(v.into());
     }
 
     /// Listens for HTTP, Raft and gossip on free loopback ports: for tests and
@@ -297,12 +301,17 @@ impl NodeBuilder {
                     .iter()
                     .map(|p| p.to_string_lossy().into_owned())
                     .collect();
+                let mut loops = c.loops.clone();
+                loops.acl = orion_core::acl::AclConfig {
+                    enforce: !c.insecure_dev,
+                    insecure_dev: c.insecure_dev,
+                };
                 let mut builder = Cluster::builder()
                     .node(profile)
                     .runtime_shared(runtime)
                     .store(store.clone())
                     .membership(membership.clone())
-                    .config(c.loops.clone())
+                    .config(loops)
                     .load_balancer(c.load_balancer)
                     .scripts(orion_core::agent::Scripts {
                         // The engine binds it by path: make it absolute.
@@ -331,6 +340,12 @@ impl NodeBuilder {
                 let started = builder.start().await;
                 match started {
                     Ok(cluster) => {
+                        if !c.insecure_dev && c.join.is_empty() {
+                            if let Err(e) = bootstrap_tokens(&cluster, &c.data_dir).await {
+                                cluster.shutdown().await;
+                                return Err(e);
+                            }
+                        }
                         info!(node_id = %id, http = %http_addr, raft = %raft_addr, gossip = %gossip_addr, "orion node running");
                         Ok(cluster)
                     }
@@ -347,6 +362,36 @@ impl NodeBuilder {
             }
         }
     }
+}
+
+/// The file the first node keeps the bootstrap management token in.
+pub const MANAGEMENT_TOKEN_FILE: &str = "management.token";
+
+/// On the first node of a cluster, the first time: makes the management token
+/// and writes it to `<data_dir>/management.token`, readable by this user only.
+/// A restart (the cluster already has tokens) changes nothing.
+async fn bootstrap_tokens(cluster: &Cluster, dir: &std::path::Path) -> Result<(), NodeError> {
+    let Some(secret) = cluster.bootstrap_acl().await.map_err(NodeError::Cluster)? else {
+        return Ok(());
+    };
+    let path = dir.join(MANAGEMENT_TOKEN_FILE);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(format!("{secret}\n").as_bytes())
+    };
+    write().map_err(|source| NodeError::DataDir {
+        path: path.clone(),
+        source,
+    })?;
+    info!(path = %path.display(), "API tokens are on: the management token is in this file");
+    Ok(())
 }
 
 /// Serves the store's Raft RPCs, then bootstraps a one-voter cluster (no `join`)
@@ -371,7 +416,7 @@ async fn bootstrap_or_join(
             http_addr: http_addr.to_string(),
             role: c.role,
         };
-        join::join(&c.join, &me, c.join_timeout).await?
+        join::join(&c.join, &me, c.join_timeout, c.token.as_deref()).await?
     };
     seeds.extend(store.replica().read(|s| {
         s.nodes

@@ -233,6 +233,8 @@ impl BoxedCluster {
                 "/data",
                 "--http",
                 "0.0.0.0:8080",
+                // Partition tests drive the API with plain HTTP, no tokens.
+                "--insecure-dev",
             ]
             .iter()
             .map(|s| s.to_string())

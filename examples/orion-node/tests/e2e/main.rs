@@ -8,6 +8,7 @@ mod support;
 
 mod browser;
 
+mod acl;
 mod batch;
 mod boxed;
 mod cli;

@@ -80,6 +80,10 @@ pub struct NodeSpec {
     pub port_range: (u16, u16),
     pub extra: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Start with API token checks (the default of a real node). False by
+    /// default here: tests of other features drive the API with plain HTTP
+    /// clients and the CLI, without tokens, so they run `--insecure-dev`.
+    pub secure: bool,
 }
 
 impl NodeSpec {
@@ -94,6 +98,7 @@ impl NodeSpec {
             port_range: port_range(),
             extra: Vec::new(),
             env: Vec::new(),
+            secure: false,
         }
     }
 
@@ -123,7 +128,11 @@ impl Node {
             .args(["--cpu", "2", "--memory-mb", "2048"])
             .args(&spec.extra)
             .stdout(Stdio::null())
+            .env_remove("ORION_TOKEN")
             .env("ORION_LOG", "info,openraft=warn");
+        if !spec.secure {
+            cmd.arg("--insecure-dev");
+        }
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }

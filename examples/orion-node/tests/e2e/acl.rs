@@ -1,0 +1,103 @@
+//! API tokens from the CLI against a real secure node (no `--insecure-dev`):
+//! the management token in the data dir, one clear line without a token or
+//! with a token of the wrong scope, `acl token create | list | revoke`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// Runs the CLI against `addr` with `token` in `ORION_TOKEN` (or none).
+fn cli_as(addr: &str, token: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut c = Command::new(BIN);
+    c.args(["--addr", addr])
+        .args(args)
+        .env_remove("ORION_TOKEN");
+    if let Some(t) = token {
+        c.env("ORION_TOKEN", t);
+    }
+    c.output().expect("running the CLI")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_uses_tokens_and_scopes_hold() {
+    let solo = Solo::start_with("e2e-acl", |spec, _| spec.secure = true).await;
+    let file = solo.spec.data_dir.join("management.token");
+    let admin = wait_for(
+        "the management token",
+        Duration::from_secs(30),
+        async || {
+            let t = std::fs::read_to_string(&file).ok()?;
+            (!t.trim().is_empty()).then(|| t.trim().to_string())
+        },
+    )
+    .await;
+    assert!(!solo.log().contains(&admin), "the token is never logged");
+
+    let out = cli_as(&solo.addr, None, &["job", "list"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("ORION_TOKEN"), "{err}");
+    assert!(cli_as(&solo.addr, Some(&admin), &["job", "list"])
+        .status
+        .success());
+
+    let out = cli_as(
+        &solo.addr,
+        Some(&admin),
+        &["acl", "token", "create", "--name", "ro", "--scope", "read"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ro = text(&out.stdout).trim().to_string();
+    assert!(
+        ro.starts_with("orn_") && ro.len() == 68,
+        "the secret alone on stdout: {ro}"
+    );
+
+    let spec = solo.dir.path().join("web.json");
+    std::fs::write(
+        &spec,
+        r#"{"name": "web", "task": {"image": "orion-test/none:1", "resources": {"cpu": 0.1, "memory_mb": 16}}}"#,
+    )
+    .unwrap();
+    let out = cli_as(
+        &solo.addr,
+        Some(&ro),
+        &["job", "run", spec.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("scopes do not allow"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(cli_as(&solo.addr, Some(&ro), &["job", "list"])
+        .status
+        .success());
+
+    let out = cli_as(&solo.addr, Some(&admin), &["acl", "token", "list"]);
+    let list = text(&out.stdout);
+    assert!(list.contains("bootstrap") && list.contains("ro"), "{list}");
+    assert!(!list.contains(&ro[4..]), "no secret listed");
+    let accessor = list
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("ro"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let out = cli_as(
+        &solo.addr,
+        Some(&admin),
+        &["acl", "token", "revoke", &accessor],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cli_as(&solo.addr, Some(&ro), &["job", "list"]);
+    assert!(
+        text(&out.stderr).contains("not valid"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -142,8 +142,9 @@ pub fn required_scope(method: &axum::http::Method, route: &str) -> Need {
     }
 }
 
-/// A token as the cluster keeps it: never its secret.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// A token as the cluster keeps it: never its secret (and its `Debug` shows
+/// no hash).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AclToken {
     /// Its public id (16 hex digits), for listing and revoking.
     pub accessor: String,
@@ -153,9 +154,20 @@ pub struct AclToken {
     pub scopes: BTreeSet<Scope>,
     /// When it was made (Unix ms).
     pub created_ms: u64,
-    /// The keyed BLAKE3 hash of its secret, hex.
-    #[serde(default)]
+    /// The keyed BLAKE3 hash of its secret, hex (empty in answers).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,
+}
+
+impl std::fmt::Debug for AclToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AclToken")
+            .field("accessor", &self.accessor)
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("created_ms", &self.created_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AclToken {
@@ -167,6 +179,13 @@ impl AclToken {
         }
     }
 
+    /// Whether it may make (or revoke) a token of `scopes`: `management`
+    /// may do any; another only one whose scopes it holds itself, so an
+    /// `operator` token never mints a `management` one.
+    pub fn may_grant(&self, scopes: &BTreeSet<Scope>) -> bool {
+        self.scopes.contains(&Scope::Management) || scopes.is_subset(&self.scopes)
+    }
+
     /// The same without its hash, for answers.
     pub fn public(&self) -> AclToken {
         AclToken {
@@ -176,13 +195,23 @@ impl AclToken {
     }
 }
 
-/// The cluster's tokens and the key their hashes are made with.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The cluster's tokens and the key their hashes are made with (its `Debug`
+/// shows neither key nor hashes).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AclState {
     /// The hash key (64 hex digits); `None` until bootstrap.
     pub key: Option<String>,
     /// Tokens by accessor.
     pub tokens: BTreeMap<String, AclToken>,
+}
+
+impl std::fmt::Debug for AclState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AclState")
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("tokens", &self.tokens.values().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl AclState {
@@ -359,8 +388,13 @@ mod tests {
         assert_eq!(s.find(&t.hash), None);
         assert!(t.allows(Need::Scope(Scope::Read)));
         assert!(!t.allows(Need::Scope(Scope::Submit)));
+        assert!(t.may_grant(&[Scope::Read].into()));
+        assert!(!t.may_grant(&[Scope::Read, Scope::Submit].into()));
+        assert!(!t.may_grant(&[Scope::Management].into()));
+        assert!(!format!("{s:?}").contains(&t.hash), "Debug shows no hash");
         let mut m = t.clone();
         m.scopes = [Scope::Management].into();
+        assert!(m.may_grant(&[Scope::Management].into()));
         assert!(Scope::ALL.iter().all(|s| m.allows(Need::Scope(*s))));
         assert_eq!("operator".parse::<Scope>(), Ok(Scope::Operator));
         assert!("root"

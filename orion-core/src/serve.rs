@@ -16,7 +16,9 @@
 //!   (hyper's), or the connection is closed;
 //! - a connection that moves no byte for [`ServeConfig::idle_timeout`] is shut
 //!   down gracefully: a request still in flight (a blocking query) finishes
-//!   first, an idle keep-alive closes at once.
+//!   first, an idle keep-alive closes at once; one that moves nothing for
+//!   10 min more (a client that stopped reading) is dropped.
+//! - a connection upgraded to a WebSocket keeps its room until it ends.
 //!
 //! HTTP/1.1 with upgrades (the exec WebSocket) over hyper; graceful
 //! shutdown on `stop`, in-flight requests given [`ServeConfig::drain`].
@@ -88,6 +90,7 @@ pub async fn serve(
         .header_read_timeout(config.header_read_timeout)
         .keep_alive(true);
     let builder = Arc::new(builder);
+    let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(stop);
     loop {
         let permit = tokio::select! {
@@ -95,6 +98,7 @@ pub async fn serve(
                 Ok(p) => p,
                 Err(_) => break,
             },
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             _ = &mut stop => break,
         };
         let (stream, peer) = tokio::select! {
@@ -112,20 +116,26 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
+        // The permit lives in the stream: an upgraded connection (a WebSocket)
+        // outlives the HTTP connection's task but keeps its room until it ends.
         let io = TokioIo::new(Tracked {
             inner: stream,
             activity: activity.clone(),
             started,
+            _permit: permit,
         });
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
         let idle = config.idle_timeout;
         let mut closed = closed.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
+        conns.spawn(async move {
             let conn = builder.serve_connection(io, service).with_upgrades();
             tokio::pin!(conn);
             let check = idle.clamp(Duration::from_millis(10), Duration::from_secs(5));
+            let quiet = || {
+                let last = Duration::from_micros(activity.load(Ordering::Relaxed));
+                started.elapsed().saturating_sub(last)
+            };
             let mut tick = tokio::time::interval(check);
             tick.tick().await;
             loop {
@@ -137,32 +147,45 @@ pub async fn serve(
                         return;
                     }
                     _ = closed.wait_for(|c| *c) => break,
-                    _ = tick.tick() => {
-                        let last = Duration::from_micros(activity.load(Ordering::Relaxed));
-                        if started.elapsed().saturating_sub(last) >= idle {
-                            debug!(%peer, "closing an idle connection");
-                            break;
-                        }
-                    }
+                    _ = tick.tick() => if quiet() >= idle {
+                        debug!(%peer, "closing an idle connection");
+                        break;
+                    },
                 }
             }
-            // Take no further request; one in flight still finishes (its
-            // handler bounds it: blocking queries cap their wait).
+            // Take no further request; one in flight still finishes, unless
+            // nothing moves for LONGEST_QUIET past the idle period (a client
+            // that stopped reading, holding hyper mid-write).
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = tick.tick() => if quiet() >= idle + LONGEST_QUIET {
+                        debug!(%peer, "dropping a connection that moves nothing");
+                        return;
+                    },
+                }
+            }
         });
     }
     drop(listener);
     closing.send_replace(true);
-    // Every connection gives its permit back when it ends.
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    if tokio::time::timeout(config.drain, room.acquire_many(all))
-        .await
-        .is_err()
-    {
-        debug!("connections still open after the drain period");
+    let drained = tokio::time::timeout(config.drain, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        debug!(
+            left = conns.len(),
+            "connections still open after the drain period: dropped"
+        );
+        conns.abort_all();
     }
 }
+
+/// How long a request in flight may go without moving a byte before its
+/// connection is dropped: the longest blocking query waits 10 min.
+const LONGEST_QUIET: Duration = Duration::from_secs(600);
 
 /// A stream that records when it last moved a byte (microseconds since the
 /// connection started).
@@ -170,6 +193,9 @@ struct Tracked<S> {
     inner: S,
     activity: Arc<AtomicU64>,
     started: Instant,
+    /// This connection's room under the limit, given back when the stream
+    /// is dropped.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl<S> Tracked<S> {

@@ -15,6 +15,19 @@ async fn start(config: ServeConfig) -> (std::net::SocketAddr, tokio::sync::onesh
     let app = axum::Router::new()
         .route("/", get(|| async { "ok" }))
         .route(
+            "/ws",
+            get(|ws: axum::extract::ws::WebSocketUpgrade| async {
+                ws.on_upgrade(|mut socket| async move {
+                    // Echo until the client goes.
+                    while let Some(Ok(m)) = socket.recv().await {
+                        if socket.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+            }),
+        )
+        .route(
             "/slow",
             get(|| async {
                 tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -141,4 +154,37 @@ async fn stopping_lets_a_request_in_flight_finish() {
     assert!(slow.await.unwrap().ends_with("slow ok"));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(TcpStream::connect(addr).await.is_err(), "still listening");
+}
+
+/// A connection upgraded to a WebSocket keeps its room under the limit until
+/// the socket ends, though its HTTP connection is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_keeps_its_room_until_it_ends() {
+    let (addr, _stop) = start(ServeConfig {
+        max_connections: 1,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut ws = TcpStream::connect(addr).await.unwrap();
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0; 1024];
+    let n = ws.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting = tokio::spawn(async move { request(addr, "/").await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !waiting.is_finished(),
+        "served while the WebSocket held the only room"
+    );
+    drop(ws);
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once the WebSocket ended")
+        .unwrap();
+    assert!(answer.ends_with("ok"), "{answer}");
 }

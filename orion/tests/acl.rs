@@ -206,7 +206,10 @@ async fn tokens_guard_every_route_and_joining_and_revocation_holds_everywhere() 
         assert!(!text.contains(&secret[4..]), "a secret in the listing");
     }
     assert!(
-        list.as_array().unwrap().iter().all(|t| t["hash"] == ""),
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("hash").is_none()),
         "{list}"
     );
     let (status, me) = call(
@@ -250,6 +253,50 @@ async fn tokens_guard_every_route_and_joining_and_revocation_holds_everywhere() 
     )
     .await;
     assert_eq!(status, 404);
+
+    // A token grants only scopes it holds: an operator cannot mint a
+    // management token, nor revoke the bootstrap one.
+    let op = &by_scope[&Scope::Operator];
+    for scopes in [json!(["management"]), json!(["operator", "read"])] {
+        let (status, e) = call(
+            "POST",
+            &format!("{b1}/v1/acl/tokens"),
+            Some(op),
+            Some(json!({ "name": "up", "scopes": scopes })),
+        )
+        .await;
+        assert_eq!(status, 403, "{e}");
+    }
+    let (status, _) = call(
+        "POST",
+        &format!("{b1}/v1/acl/tokens"),
+        Some(op),
+        Some(json!({ "name": "op2", "scopes": ["operator"] })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let boot = n1
+        .tokens()
+        .into_iter()
+        .find(|t| t.name == "bootstrap")
+        .unwrap();
+    let (status, _) = call(
+        "DELETE",
+        &format!("{b1}/v1/acl/tokens/{}", boot.accessor),
+        Some(op),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let op2 = n1.tokens().into_iter().find(|t| t.name == "op2").unwrap();
+    let (status, _) = call(
+        "DELETE",
+        &format!("{b1}/v1/acl/tokens/{}", op2.accessor),
+        Some(op),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
 
     // Bad input makes nothing.
     for (body, want) in [

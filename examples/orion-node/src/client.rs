@@ -16,13 +16,21 @@ use crate::template::Template;
 /// The API token from `--token` / `ORION_TOKEN`, set once at start.
 static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
-/// Keeps the token every request of this process sends.
-pub fn set_token(token: Option<String>) {
-    let _ = TOKEN.set(
-        token
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty()),
-    );
+/// Keeps the token every request of this process sends; refuses one no
+/// header can carry.
+pub fn set_token(token: Option<String>) -> Result<()> {
+    let token = token
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    if let Some(t) = &token {
+        if reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).is_err() {
+            anyhow::bail!(
+                "the API token (--token or ORION_TOKEN) holds characters a header cannot carry"
+            );
+        }
+    }
+    let _ = TOKEN.set(token);
+    Ok(())
 }
 
 /// The token requests send, if one was given.
@@ -155,6 +163,9 @@ pub async fn acl(addr: &str, cmd: crate::cli::AclCommand) -> Result<()> {
             t.print();
         }
         TokenCommand::Revoke { accessor } => {
+            if accessor.is_empty() || !accessor.bytes().all(|b| b.is_ascii_hexdigit()) {
+                anyhow::bail!("acl token revoke: {accessor:?} is not an accessor (hex digits, from `acl token list`)");
+            }
             send(
                 http.delete(format!("{base}/v1/acl/tokens/{accessor}")),
                 "acl token revoke",

@@ -99,7 +99,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
         std::sync::atomic::Ordering::Relaxed,
     );
     let _ = LOG_LEVEL.set(cli.log_level.clone());
-    client::set_token(cli.token.clone());
+    client::set_token(cli.token.clone())?;
     let stderr_is_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
         cli::Command::Agent(_) => {

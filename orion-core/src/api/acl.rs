@@ -33,7 +33,11 @@ pub(super) struct MadeToken {
 
 #[utoipa::path(post, path = "/v1/acl/tokens", tag = "acl", request_body = NewToken,
     responses((status = 201, body = MadeToken), (status = 400, body = ErrorBody), (status = 409, description = "tokens not bootstrapped", body = ErrorBody)))]
-pub(super) async fn create_token(State(c): State<Cluster>, body: Bytes) -> ApiResult<Response> {
+pub(super) async fn create_token(
+    State(c): State<Cluster>,
+    caller: Option<Extension<AclToken>>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let text = std::str::from_utf8(&body).unwrap_or_default();
     let t: NewToken = crate::spec::parse_json_strict(text)
         .and_then(serde_json::from_value)
@@ -43,9 +47,11 @@ pub(super) async fn create_token(State(c): State<Cluster>, body: Bytes) -> ApiRe
                 json!({ "error": format!("token: {e}") }),
             )
         })?;
-    let (token, secret) = c
-        .create_token(&t.name, t.scopes.into_iter().collect())
-        .await?;
+    let scopes = t.scopes.into_iter().collect();
+    if caller.is_some_and(|Extension(me)| !me.may_grant(&scopes)) {
+        return Err(cannot_grant());
+    }
+    let (token, secret) = c.create_token(&t.name, scopes).await?;
     Ok((StatusCode::CREATED, Json(MadeToken { token, secret })).into_response())
 }
 
@@ -59,8 +65,15 @@ pub(super) async fn list_tokens(State(c): State<Cluster>) -> Json<Vec<AclToken>>
     responses((status = 200, description = "revoked on every node"), (status = 404, body = ErrorBody)))]
 pub(super) async fn revoke_token(
     State(c): State<Cluster>,
+    caller: Option<Extension<AclToken>>,
     Path(accessor): Path<String>,
 ) -> ApiResult<Response> {
+    if let Some(Extension(me)) = caller {
+        let target = c.tokens().into_iter().find(|t| t.accessor == accessor);
+        if target.is_some_and(|t| !me.may_grant(&t.scopes)) {
+            return Err(cannot_grant());
+        }
+    }
     c.revoke_token(&accessor).await?;
     Ok(Json(json!({ "revoked": accessor })).into_response())
 }
@@ -75,4 +88,12 @@ pub(super) async fn token_self(token: Option<Extension<AclToken>>) -> ApiResult<
             json!({ "error": "this node asks for no API tokens (started with --insecure-dev)" }),
         )),
     }
+}
+
+/// A token may make or revoke only tokens whose scopes it holds.
+fn cannot_grant() -> ApiError {
+    ApiError(
+        StatusCode::FORBIDDEN,
+        json!({ "error": "a token can make or revoke only tokens of scopes it holds itself (management: any)" }),
+    )
 }

@@ -178,6 +178,10 @@ async fn authorize(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let (from_query, rest) = take_token_param(req.uri());
+    if let Some(uri) = rest {
+        *req.uri_mut() = uri;
+    }
     if !c.acl_enforced() {
         return next.run(req).await;
     }
@@ -194,12 +198,12 @@ async fn authorize(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|v| v.trim().to_string());
-    let (from_query, rest) = take_token_param(req.uri());
-    if let Some(uri) = rest {
-        *req.uri_mut() = uri;
-    }
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_string())
+        });
     let refuse =
         |status: StatusCode, msg: &str| ApiError(status, json!({ "error": msg })).into_response();
     let Some(secret) = from_header.or(from_query) else {

@@ -20,13 +20,19 @@ impl Cluster {
         self.inner.insecure_dev
     }
 
-    /// Turns API tokens on for the cluster, once: commits the hash key and a
-    /// `management` token named `bootstrap`, and returns its secret — the
-    /// only time anyone sees it. `None` when the cluster was bootstrapped
-    /// already (by this call earlier, or by another node).
-    pub async fn bootstrap_acl(&self) -> Result<Option<String>, ClusterError> {
+    /// Turns API tokens on for the cluster, once: makes the hash key and a
+    /// `management` token named `bootstrap`, hands its secret to `keep`
+    /// (which must put it somewhere durable: it is the only time anyone sees
+    /// it), and only then commits them, so a secret is never committed and
+    /// lost. `Ok(false)` when the cluster was bootstrapped already (by this
+    /// call earlier, or by another node); `keep` is then not called. An error
+    /// from `keep` commits nothing.
+    pub async fn bootstrap_acl(
+        &self,
+        keep: impl FnOnce(&str) -> std::io::Result<()>,
+    ) -> Result<bool, ClusterError> {
         if self.inner.store.replica().read(|s| s.acl.key.is_some()) {
-            return Ok(None);
+            return Ok(false);
         }
         let key = acl::new_key();
         let (token, secret) = acl::new_token(
@@ -36,9 +42,10 @@ impl Cluster {
             crate::model::unix_ms(),
         )
         .ok_or_else(|| ClusterError::Refused("a fresh key did not parse".into()))?;
+        keep(&secret)?;
         match self.propose(Command::AclBootstrap { key, token }).await {
-            Ok(_) => Ok(Some(secret)),
-            Err(ClusterError::Refused(r)) if r.contains("already bootstrapped") => Ok(None),
+            Ok(_) => Ok(true),
+            Err(ClusterError::Refused(r)) if r.contains("already bootstrapped") => Ok(false),
             Err(e) => Err(e),
         }
     }

@@ -710,6 +710,9 @@ impl Cluster {
             .read(|s| s.nodes.contains_key(node))
         {
             if self.inner.store.voters().iter().any(|p| p.id == node) {
+                if !force && self.inner.membership.live().iter().any(|m| m.id == node) {
+                    return Err(ClusterError::NodeAlive(node.into()));
+                }
                 self.inner.store.remove_peer(&node.to_string()).await?;
                 return Ok(());
             }

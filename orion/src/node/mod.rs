@@ -368,29 +368,45 @@ impl NodeBuilder {
 pub const MANAGEMENT_TOKEN_FILE: &str = "management.token";
 
 /// On the first node of a cluster, the first time: makes the management token
-/// and writes it to `<data_dir>/management.token`, readable by this user only.
-/// A restart (the cluster already has tokens) changes nothing.
+/// and keeps it in `<data_dir>/management.token`, readable by this user only.
+/// The secret is written (to a `.new` file, synced) before it is committed and
+/// the file renamed after, so a crash in between leaves a `.new` file that the
+/// next start recognizes. A restart of a bootstrapped cluster changes nothing.
 async fn bootstrap_tokens(cluster: &Cluster, dir: &std::path::Path) -> Result<(), NodeError> {
-    let Some(secret) = cluster.bootstrap_acl().await.map_err(NodeError::Cluster)? else {
-        return Ok(());
-    };
     let path = dir.join(MANAGEMENT_TOKEN_FILE);
-    let write = || -> std::io::Result<()> {
+    let pending = dir.join(format!("{MANAGEMENT_TOKEN_FILE}.new"));
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| NodeError::DataDir { path, source }
+    };
+    let write = |secret: &str| -> std::io::Result<()> {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&path)?;
-        f.write_all(format!("{secret}\n").as_bytes())
+            .open(&pending)?;
+        // An old file keeps its mode on open: set it.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(format!("{secret}\n").as_bytes())?;
+        f.sync_all()
     };
-    write().map_err(|source| NodeError::DataDir {
-        path: path.clone(),
-        source,
-    })?;
-    info!(path = %path.display(), "API tokens are on: the management token is in this file");
+    if cluster
+        .bootstrap_acl(write)
+        .await
+        .map_err(NodeError::Cluster)?
+    {
+        std::fs::rename(&pending, &path).map_err(io(&path))?;
+        info!(path = %path.display(), "API tokens are on: the management token is in this file");
+    } else if !path.exists() {
+        // Committed, then stopped before the rename: the pending file holds it.
+        let kept = std::fs::read_to_string(&pending).unwrap_or_default();
+        if cluster.token_for(kept.trim()).is_some() {
+            std::fs::rename(&pending, &path).map_err(io(&path))?;
+        }
+    }
     Ok(())
 }
 

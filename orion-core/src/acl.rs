@@ -203,12 +203,34 @@ pub struct AclState {
     pub key: Option<String>,
     /// Tokens by accessor.
     pub tokens: BTreeMap<String, AclToken>,
+    /// The secret cluster members send with every Raft RPC and forwarded
+    /// call (`x-orion-raft-secret`), so that the Raft port answers only them;
+    /// made at bootstrap. Until mutual TLS, it travels in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_secret: Option<String>,
+}
+
+/// The header carrying [`AclState::raft_secret`].
+pub const RAFT_SECRET_HEADER: &str = "x-orion-raft-secret";
+
+/// Whether `given` is `want`, in time that does not depend on where they differ.
+pub fn same_secret(given: &str, want: &str) -> bool {
+    given.len() == want.len()
+        && given
+            .bytes()
+            .zip(want.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 impl std::fmt::Debug for AclState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AclState")
             .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "raft_secret",
+                &self.raft_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("tokens", &self.tokens.values().collect::<Vec<_>>())
             .finish()
     }
@@ -217,7 +239,7 @@ impl std::fmt::Debug for AclState {
 impl AclState {
     /// Whether nothing is set (not bootstrapped).
     pub fn is_empty(&self) -> bool {
-        self.key.is_none() && self.tokens.is_empty()
+        self.key.is_none() && self.tokens.is_empty() && self.raft_secret.is_none()
     }
 
     /// The token whose secret is `secret`, if any (a linear scan: clusters
@@ -225,15 +247,8 @@ impl AclState {
     pub fn find(&self, secret: &str) -> Option<&AclToken> {
         let key = self.key.as_deref().and_then(parse_key)?;
         let hash = hash_secret(&key, secret);
-        self.tokens.values().find(|t| {
-            // Compare in constant time, so timing tells nothing of the hash.
-            t.hash.len() == hash.len()
-                && t.hash
-                    .bytes()
-                    .zip(hash.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        })
+        // Compared in constant time, so timing tells nothing of the hash.
+        self.tokens.values().find(|t| same_secret(&t.hash, &hash))
     }
 }
 

@@ -156,6 +156,9 @@ pub enum Command {
         key: String,
         /// The bootstrap token (its hash, never its secret).
         token: crate::acl::AclToken,
+        /// The secret of the Raft port ([`crate::acl::AclState::raft_secret`]).
+        #[serde(default)]
+        raft_secret: Option<String>,
     },
     /// Writes a token (made by [`crate::acl::new_token`] under the cluster's key).
     AclUpsertToken {

@@ -290,13 +290,18 @@ impl ClusterState {
                 }
                 Response::Done
             }
-            Command::AclBootstrap { key, token } => {
+            Command::AclBootstrap {
+                key,
+                token,
+                raft_secret,
+            } => {
                 if self.acl.key.is_some() {
                     Response::Refused {
                         reason: "API tokens are already bootstrapped".into(),
                     }
                 } else {
                     self.acl.key = Some(key.clone());
+                    self.acl.raft_secret = raft_secret.clone();
                     self.acl
                         .tokens
                         .insert(token.accessor.clone(), token.clone());

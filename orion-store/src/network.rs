@@ -26,13 +26,28 @@ use crate::types::{RaftNode, RaftNodeId, TypeConfig};
 pub struct HttpNetworkFactory {
     id: RaftNodeId,
     client: reqwest::Client,
+    replica: std::sync::Arc<orion_core::Replica>,
 }
 
 impl HttpNetworkFactory {
-    /// A factory for node `id` sending through `client`.
-    pub fn new(id: RaftNodeId, client: reqwest::Client) -> Self {
-        HttpNetworkFactory { id, client }
+    /// A factory for node `id` sending through `client`, with the Raft port's
+    /// secret as `replica` knows it.
+    pub fn new(
+        id: RaftNodeId,
+        client: reqwest::Client,
+        replica: std::sync::Arc<orion_core::Replica>,
+    ) -> Self {
+        HttpNetworkFactory {
+            id,
+            client,
+            replica,
+        }
     }
+}
+
+/// The Raft port's secret, once this node's replica holds it.
+pub(crate) fn raft_secret(replica: &orion_core::Replica) -> Option<String> {
+    replica.read(|s| s.acl.raft_secret.clone())
 }
 
 impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
@@ -44,6 +59,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
             target,
             addr: node.raft_addr.clone(),
             client: self.client.clone(),
+            replica: self.replica.clone(),
         }
     }
 }
@@ -54,6 +70,7 @@ pub struct HttpNetwork {
     target: RaftNodeId,
     addr: String,
     client: reqwest::Client,
+    replica: std::sync::Arc<orion_core::Replica>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<RaftNodeId, RaftNode, RaftError<RaftNodeId, E>>>;
@@ -72,13 +89,11 @@ impl HttpNetwork {
         E: std::error::Error + DeserializeOwned,
     {
         let url = format!("http://{}{path}", self.addr);
-        let sent = self
-            .client
-            .post(url)
-            .json(req)
-            .timeout(timeout)
-            .send()
-            .await;
+        let mut post = self.client.post(url).json(req).timeout(timeout);
+        if let Some(secret) = raft_secret(&self.replica) {
+            post = post.header(orion_core::acl::RAFT_SECRET_HEADER, secret);
+        }
+        let sent = post.send().await;
         let res = match sent {
             Ok(res) => res,
             Err(e) if e.is_timeout() => {
@@ -166,23 +181,22 @@ pub(crate) async fn forward(
     addr: &str,
     call: &Forwarded,
     timeout: Duration,
+    secret: Option<String>,
 ) -> Result<LeaderReply, ForwardFailure> {
     let url = format!("http://{addr}{FORWARD_PATH}");
-    let res = client
-        .post(url)
-        .json(call)
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_connect() {
-                ForwardFailure::NotSent(e.to_string())
-            } else if e.is_timeout() {
-                ForwardFailure::TimedOut
-            } else {
-                ForwardFailure::Lost(e.to_string())
-            }
-        })?;
+    let mut post = client.post(url).json(call).timeout(timeout);
+    if let Some(secret) = secret {
+        post = post.header(orion_core::acl::RAFT_SECRET_HEADER, secret);
+    }
+    let res = post.send().await.map_err(|e| {
+        if e.is_connect() {
+            ForwardFailure::NotSent(e.to_string())
+        } else if e.is_timeout() {
+            ForwardFailure::TimedOut
+        } else {
+            ForwardFailure::Lost(e.to_string())
+        }
+    })?;
     if !res.status().is_success() {
         return Err(ForwardFailure::Lost(format!(
             "{addr} answered {}",

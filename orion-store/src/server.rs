@@ -7,6 +7,9 @@
 //! | `POST /raft/vote` | `VoteRequest` | `Result<VoteResponse, RaftError>` |
 //! | `POST /raft/snapshot` | `InstallSnapshotRequest` | `Result<InstallSnapshotResponse, RaftError>` |
 //! | `POST /raft/forward` | a call only the leader can make | its answer |
+//!
+//! Every route asks for the cluster's Raft secret (`x-orion-raft-secret`) once
+//! the replica holds one (see `members_only`).
 
 use std::sync::Arc;
 
@@ -35,7 +38,39 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route(SNAPSHOT_PATH, post(snapshot))
         .route(FORWARD_PATH, post(forward))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            inner.clone(),
+            members_only,
+        ))
         .with_state(inner)
+}
+
+/// Answers only callers that send the cluster's Raft secret (once this node's
+/// replica holds one: a node started without token checks has none, and a
+/// fresh node takes its first log from whoever adds it). Others get a 401 and
+/// reach neither Raft nor forwarding: no forged vote drives the term up, no
+/// stranger's write is forwarded.
+async fn members_only(
+    State(s): State<Arc<Inner>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(want) = crate::network::raft_secret(&s.replica) {
+        let given = req
+            .headers()
+            .get(orion_core::acl::RAFT_SECRET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !orion_core::acl::same_secret(given, &want) {
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                "not a member of this cluster",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn append(

@@ -147,7 +147,7 @@ impl RaftStore {
             .no_proxy()
             .build()
             .map_err(storage)?;
-        let network = HttpNetworkFactory::new(id, client.clone());
+        let network = HttpNetworkFactory::new(id, client.clone(), replica.clone());
         let raft = Raft::new(id, raft_config, network, LogStore::new(engine.clone()), sm)
             .await
             .map_err(storage)?;
@@ -362,7 +362,16 @@ impl RaftStore {
                         call: call.clone(),
                         budget: remaining.mul_f32(0.9),
                     };
-                    match forward(&self.inner.client, &leader.raft_addr, &fwd, remaining).await {
+                    let secret = crate::network::raft_secret(&self.inner.replica);
+                    match forward(
+                        &self.inner.client,
+                        &leader.raft_addr,
+                        &fwd,
+                        remaining,
+                        secret,
+                    )
+                    .await
+                    {
                         Ok(reply) => Ok(reply),
                         Err(ForwardFailure::NotSent(e)) => {
                             Err(format!("leader {} unreachable: {e}", leader.id))

@@ -298,6 +298,31 @@ async fn tokens_guard_every_route_and_joining_and_revocation_holds_everywhere() 
     .await;
     assert_eq!(status, 200);
 
+    // The Raft port answers members only: a forged vote or a stranger's
+    // forwarded write is refused, while the members (which just committed
+    // all of the above) pass.
+    let raft = n1
+        .store()
+        .voters()
+        .into_iter()
+        .find(|p| p.id == "n1")
+        .unwrap()
+        .raft_addr;
+    for (path, body) in [
+        (
+            "/raft/vote",
+            json!({ "vote": { "leader_id": { "term": 99, "node_id": 7 }, "committed": false }, "last_log_id": null }),
+        ),
+        (
+            "/raft/forward",
+            json!({ "call": { "ReadIndex": null }, "budget": { "secs": 1, "nanos": 0 } }),
+        ),
+    ] {
+        let (status, _) = call("POST", &format!("http://{raft}{path}"), None, Some(body)).await;
+        assert_eq!(status, 401, "{path} without the cluster's secret");
+    }
+    assert_eq!(n1.leader().term, n2.leader().term, "no forged term");
+
     // Bad input makes nothing.
     for (body, want) in [
         (json!({ "name": "x", "scopes": [] }), "at least one scope"),

@@ -20,8 +20,8 @@ impl Cluster {
         self.inner.insecure_dev
     }
 
-    /// Turns API tokens on for the cluster, once: makes the hash key and a
-    /// `management` token named `bootstrap`, hands its secret to `keep`
+    /// Turns API tokens on for the cluster, once: makes the hash key, the
+    /// Raft port's secret and a `management` token named `bootstrap`, hands its secret to `keep`
     /// (which must put it somewhere durable: it is the only time anyone sees
     /// it), and only then commits them, so a secret is never committed and
     /// lost. `Ok(false)` when the cluster was bootstrapped already (by this
@@ -43,7 +43,15 @@ impl Cluster {
         )
         .ok_or_else(|| ClusterError::Refused("a fresh key did not parse".into()))?;
         keep(&secret)?;
-        match self.propose(Command::AclBootstrap { key, token }).await {
+        let raft_secret = Some(acl::new_key());
+        match self
+            .propose(Command::AclBootstrap {
+                key,
+                token,
+                raft_secret,
+            })
+            .await
+        {
             Ok(_) => Ok(true),
             Err(ClusterError::Refused(r)) if r.contains("already bootstrapped") => Ok(false),
             Err(e) => Err(e),

@@ -456,7 +456,11 @@ fn every_command_applied_twice_is_applied_once() {
             let (token, _) =
                 crate::acl::new_token(&key, "bootstrap", [crate::acl::Scope::Management].into(), 1)
                     .unwrap();
-            Command::AclBootstrap { key, token }
+            Command::AclBootstrap {
+                key,
+                token,
+                raft_secret: Some(crate::acl::new_key()),
+            }
         },
         Command::AclUpsertToken {
             token: crate::acl::AclToken {

@@ -121,6 +121,17 @@ pub fn conflicts(state: &ClusterState, spec: &JobSpec) -> Vec<FieldError> {
 /// too, so two jobs submitted at once cannot both take a port.
 pub fn listener_conflicts(state: &ClusterState, spec: &JobSpec) -> Vec<FieldError> {
     let mut out = Vec::new();
+    // Only a listener or a fixed TCP host port can clash. Most jobs have
+    // neither: they must not pay a walk over every job on each write (the
+    // state machine applies every submission through here).
+    if !spec
+        .task
+        .ports
+        .iter()
+        .any(|p| p.lb.is_some() || (p.host_port.is_some() && p.protocol == Protocol::Tcp))
+    {
+        return out;
+    }
     let service = spec
         .task
         .service

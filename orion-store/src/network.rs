@@ -26,28 +26,45 @@ use crate::types::{RaftNode, RaftNodeId, TypeConfig};
 pub struct HttpNetworkFactory {
     id: RaftNodeId,
     client: reqwest::Client,
-    replica: std::sync::Arc<orion_core::Replica>,
+    secret: std::sync::Arc<RaftSecret>,
 }
 
 impl HttpNetworkFactory {
-    /// A factory for node `id` sending through `client`, with the Raft port's
-    /// secret as `replica` knows it.
-    pub fn new(
+    /// A factory for node `id` sending through `client`, with the Raft
+    /// port's `secret`.
+    pub(crate) fn new(
         id: RaftNodeId,
         client: reqwest::Client,
-        replica: std::sync::Arc<orion_core::Replica>,
+        secret: std::sync::Arc<RaftSecret>,
     ) -> Self {
-        HttpNetworkFactory {
-            id,
-            client,
-            replica,
-        }
+        HttpNetworkFactory { id, client, secret }
     }
 }
 
-/// The Raft port's secret, once this node's replica holds it.
-pub(crate) fn raft_secret(replica: &orion_core::Replica) -> Option<String> {
-    replica.read(|s| s.acl.raft_secret.clone())
+/// The Raft port's secret, once this node's replica holds it. It never
+/// changes after bootstrap, so it is read from the replica (under the lock
+/// appliers take) only until it is there, then kept: every RPC asks.
+pub(crate) struct RaftSecret {
+    replica: std::sync::Arc<orion_core::Replica>,
+    known: std::sync::OnceLock<String>,
+}
+
+impl RaftSecret {
+    pub(crate) fn new(replica: std::sync::Arc<orion_core::Replica>) -> Self {
+        RaftSecret {
+            replica,
+            known: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The secret, if this node knows one yet.
+    pub(crate) fn get(&self) -> Option<&str> {
+        if let Some(s) = self.known.get() {
+            return Some(s);
+        }
+        let s = self.replica.read(|s| s.acl.raft_secret.clone())?;
+        Some(self.known.get_or_init(|| s))
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
@@ -59,7 +76,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
             target,
             addr: node.raft_addr.clone(),
             client: self.client.clone(),
-            replica: self.replica.clone(),
+            secret: self.secret.clone(),
         }
     }
 }
@@ -70,7 +87,7 @@ pub struct HttpNetwork {
     target: RaftNodeId,
     addr: String,
     client: reqwest::Client,
-    replica: std::sync::Arc<orion_core::Replica>,
+    secret: std::sync::Arc<RaftSecret>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<RaftNodeId, RaftNode, RaftError<RaftNodeId, E>>>;
@@ -90,7 +107,7 @@ impl HttpNetwork {
     {
         let url = format!("http://{}{path}", self.addr);
         let mut post = self.client.post(url).json(req).timeout(timeout);
-        if let Some(secret) = raft_secret(&self.replica) {
+        if let Some(secret) = self.secret.get() {
             post = post.header(orion_core::acl::RAFT_SECRET_HEADER, secret);
         }
         let sent = post.send().await;
@@ -181,7 +198,7 @@ pub(crate) async fn forward(
     addr: &str,
     call: &Forwarded,
     timeout: Duration,
-    secret: Option<String>,
+    secret: Option<&str>,
 ) -> Result<LeaderReply, ForwardFailure> {
     let url = format!("http://{addr}{FORWARD_PATH}");
     let mut post = client.post(url).json(call).timeout(timeout);

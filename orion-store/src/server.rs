@@ -56,13 +56,13 @@ async fn members_only(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if let Some(want) = crate::network::raft_secret(&s.replica) {
+    if let Some(want) = s.secret.get() {
         let given = req
             .headers()
             .get(orion_core::acl::RAFT_SECRET_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if !orion_core::acl::same_secret(given, &want) {
+        if !orion_core::acl::same_secret(given, want) {
             return (
                 axum::http::StatusCode::UNAUTHORIZED,
                 "not a member of this cluster",

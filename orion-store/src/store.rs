@@ -93,6 +93,8 @@ pub(crate) struct Inner {
     pub(crate) membership_lock: tokio::sync::Mutex<()>,
     /// Snapshot figures, shared with the state machine.
     snapshots: Arc<parking_lot::Mutex<orion_core::SnapshotStatus>>,
+    /// The Raft port's secret, once known.
+    pub(crate) secret: Arc<crate::network::RaftSecret>,
 }
 
 /// Orion's replicated store: openraft 0.9 over sled or redb, with its own HTTP
@@ -147,7 +149,8 @@ impl RaftStore {
             .no_proxy()
             .build()
             .map_err(storage)?;
-        let network = HttpNetworkFactory::new(id, client.clone(), replica.clone());
+        let secret = Arc::new(crate::network::RaftSecret::new(replica.clone()));
+        let network = HttpNetworkFactory::new(id, client.clone(), secret.clone());
         let raft = Raft::new(id, raft_config, network, LogStore::new(engine.clone()), sm)
             .await
             .map_err(storage)?;
@@ -183,6 +186,7 @@ impl RaftStore {
                 tasks: Mutex::new(vec![tracker]),
                 membership_lock: tokio::sync::Mutex::new(()),
                 snapshots,
+                secret,
             }),
         })
     }
@@ -362,7 +366,7 @@ impl RaftStore {
                         call: call.clone(),
                         budget: remaining.mul_f32(0.9),
                     };
-                    let secret = crate::network::raft_secret(&self.inner.replica);
+                    let secret = self.inner.secret.get();
                     match forward(
                         &self.inner.client,
                         &leader.raft_addr,

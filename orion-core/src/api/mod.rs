@@ -397,12 +397,7 @@ async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError 
 /// becomes `{"error": "…"}` like the API's own.
 async fn json_errors(r: Response) -> Response {
     let status = r.status();
-    let is_json = r
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    if !(status.is_client_error() || status.is_server_error()) || is_json(&r) {
         return r;
     }
     let (mut parts, body) = r.into_parts();

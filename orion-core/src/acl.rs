@@ -115,6 +115,9 @@ pub enum Need {
     AnyToken,
     /// A token with this scope (or `management`).
     Scope(Scope),
+    /// A cluster member's certificate (`POST /v1/cluster/certificate`: a
+    /// node renewing its own).
+    Node,
 }
 
 /// Which scope `method` on `route` (the router's pattern, `/v1/jobs/{name}`)
@@ -128,6 +131,10 @@ pub fn required_scope(method: &axum::http::Method, route: &str) -> Need {
             Need::Nothing
         }
         "/v1/acl/token/self" => Need::AnyToken,
+        // A joining node has no token and no certificate yet: the join token
+        // in the body is checked by the route.
+        "/v1/cluster/ca" | "/v1/cluster/join" => Need::Nothing,
+        "/v1/cluster/certificate" => Need::Node,
         r if r.starts_with("/v1/allocations/{id}/")
             && ["logs", "exec", "stats"]
                 .iter()
@@ -175,6 +182,8 @@ impl AclToken {
     pub fn allows(&self, need: Need) -> bool {
         match need {
             Need::Nothing | Need::AnyToken => true,
+            // Only a node's certificate renews it.
+            Need::Node => false,
             Need::Scope(s) => self.scopes.contains(&Scope::Management) || self.scopes.contains(&s),
         }
     }
@@ -208,6 +217,13 @@ pub struct AclState {
     /// made at bootstrap. Until mutual TLS, it travels in clear.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raft_secret: Option<String>,
+    /// The keyed hash of the manager join token's secret (see
+    /// [`crate::tls::JoinToken`]); `None` until made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_manager: Option<String>,
+    /// The same for the worker join token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_worker: Option<String>,
 }
 
 /// The header carrying [`AclState::raft_secret`].
@@ -231,6 +247,8 @@ impl std::fmt::Debug for AclState {
                 "raft_secret",
                 &self.raft_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("join_manager", &self.join_manager.is_some())
+            .field("join_worker", &self.join_worker.is_some())
             .field("tokens", &self.tokens.values().collect::<Vec<_>>())
             .finish()
     }
@@ -239,7 +257,37 @@ impl std::fmt::Debug for AclState {
 impl AclState {
     /// Whether nothing is set (not bootstrapped).
     pub fn is_empty(&self) -> bool {
-        self.key.is_none() && self.tokens.is_empty() && self.raft_secret.is_none()
+        self.key.is_none()
+            && self.tokens.is_empty()
+            && self.raft_secret.is_none()
+            && self.join_manager.is_none()
+            && self.join_worker.is_none()
+    }
+
+    /// The stored hash of `role`'s join token.
+    pub fn join_hash(&self, role: crate::model::NodeRole) -> Option<&str> {
+        match role {
+            crate::model::NodeRole::Manager => self.join_manager.as_deref(),
+            crate::model::NodeRole::Worker => self.join_worker.as_deref(),
+        }
+    }
+
+    /// Which role's join token has the secret `secret`, if either.
+    pub fn join_role(&self, secret: &str) -> Option<crate::model::NodeRole> {
+        let key = self.key.as_deref().and_then(parse_key)?;
+        let hash = hash_secret(&key, secret);
+        [
+            crate::model::NodeRole::Manager,
+            crate::model::NodeRole::Worker,
+        ]
+        .into_iter()
+        .find(|r| self.join_hash(*r).is_some_and(|h| same_secret(h, &hash)))
+    }
+
+    /// The keyed hash of `secret` under this state's key (once bootstrapped).
+    pub fn hash(&self, secret: &str) -> Option<String> {
+        let key = self.key.as_deref().and_then(parse_key)?;
+        Some(hash_secret(&key, secret))
     }
 
     /// The token whose secret is `secret`, if any (a linear scan: clusters

@@ -165,6 +165,15 @@ pub enum Command {
         /// The token (its hash, never its secret).
         token: crate::acl::AclToken,
     },
+    /// Sets the hash of a role's join token (made or rotated): the old one
+    /// stops working for new joins at once; nodes already in keep their
+    /// certificates.
+    JoinTokenSet {
+        /// Whose token.
+        role: crate::model::NodeRole,
+        /// The keyed hash of its secret ([`crate::acl::AclState::hash`]).
+        hash: String,
+    },
     /// Revokes a token: from this index on it is refused on every node.
     AclRevokeToken {
         /// Its accessor.

@@ -13,6 +13,7 @@
 //! - [`command`]: the commands the store replicates, and plans.
 //! - [`state`]: the deterministic state machine that applies them, job
 //!   versions and deployments included.
+//! - [`tls`]: the cluster CA, node certificates, mutual TLS and join tokens.
 //! - [`replica`]: the state machine as stores share it, with change notifications.
 //! - Seams: [`runtime`] (`Runtime`), [`store`] (`Store`), [`membership`]
 //!   (`Membership`), [`scheduler`] (`Scheduler`).
@@ -52,6 +53,7 @@ pub mod serve;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -72,11 +72,27 @@ impl Default for ServeConfig {
     }
 }
 
-/// Serves `router` on `listener` until `stop` resolves, under `config`.
+/// Serves `router` on `listener` until `stop` resolves, under `config`, in
+/// clear text.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     config: ServeConfig,
+    stop: impl Future<Output = ()> + Send,
+) {
+    serve_tls(listener, router, config, None, stop).await
+}
+
+/// As [`serve`], over TLS when `tls` is given: the handshake must finish
+/// within the head deadline, a client that speaks plain HTTP to it is told
+/// so in one plain response, and a client certificate the config verified
+/// reaches the routes as a [`PeerIdentity`](crate::tls::PeerIdentity)
+/// request extension.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: axum::Router,
+    config: ServeConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: impl Future<Output = ()> + Send,
 ) {
     let max = config.max_connections.clamp(1, Semaphore::MAX_PERMITS);
@@ -114,58 +130,56 @@ pub async fn serve(
             _ = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(AtomicU64::new(0));
-        let started = Instant::now();
-        // The permit lives in the stream: an upgraded connection (a WebSocket)
-        // outlives the HTTP connection's task but keeps its room until it ends.
-        let io = TokioIo::new(Tracked {
-            inner: stream,
-            activity: activity.clone(),
-            started,
-            _permit: permit,
-        });
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         let builder = builder.clone();
         let idle = config.idle_timeout;
-        let mut closed = closed.clone();
+        let head = config.header_read_timeout;
+        let closed = closed.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
-            let conn = builder.serve_connection(io, service).with_upgrades();
-            tokio::pin!(conn);
-            let check = idle.clamp(Duration::from_millis(10), Duration::from_secs(5));
-            let quiet = || {
-                let last = Duration::from_micros(activity.load(Ordering::Relaxed));
-                started.elapsed().saturating_sub(last)
+            let Some(tls) = tls else {
+                let io = Tracked::new(stream, permit);
+                return drive(io, router, None, builder, idle, closed, peer).await;
             };
-            let mut tick = tokio::time::interval(check);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            debug!(%peer, error = %e, "connection ended");
-                        }
-                        return;
-                    }
-                    _ = closed.wait_for(|c| *c) => break,
-                    _ = tick.tick() => if quiet() >= idle {
-                        debug!(%peer, "closing an idle connection");
-                        break;
-                    },
+            // A TLS client opens with a handshake record (0x16); anything
+            // else is plain HTTP sent to a TLS port: say so and close.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(head, stream.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] == 0x16 => {}
+                Ok(Ok(1)) => {
+                    use tokio::io::AsyncWriteExt;
+                    let mut stream = stream;
+                    let reply = format!(
+                        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{PLAIN_TO_TLS}",
+                        PLAIN_TO_TLS.len()
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                    return;
                 }
+                _ => return,
             }
-            // Take no further request; one in flight still finishes, unless
-            // nothing moves for LONGEST_QUIET past the idle period (a client
-            // that stopped reading, holding hyper mid-write).
-            conn.as_mut().graceful_shutdown();
-            loop {
-                tokio::select! {
-                    _ = conn.as_mut() => return,
-                    _ = tick.tick() => if quiet() >= idle + LONGEST_QUIET {
-                        debug!(%peer, "dropping a connection that moves nothing");
-                        return;
-                    },
+            let io = Tracked::new(stream, permit);
+            let accepted =
+                tokio::time::timeout(head, tokio_rustls::TlsAcceptor::from(tls).accept(io)).await;
+            let io = match accepted {
+                Ok(Ok(io)) => io,
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "TLS handshake refused");
+                    return;
                 }
-            }
+                Err(_) => {
+                    debug!(%peer, "no TLS handshake within the head deadline");
+                    return;
+                }
+            };
+            let identity = io
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| crate::tls::PeerIdentity::from_cert(c.as_ref()));
+            drive(io, router, identity, builder, idle, closed, peer).await
         });
     }
     drop(listener);
@@ -180,6 +194,107 @@ pub async fn serve(
             "connections still open after the drain period: dropped"
         );
         conns.abort_all();
+    }
+}
+
+/// What a plain-HTTP client gets from a TLS port.
+const PLAIN_TO_TLS: &str =
+    "this port speaks TLS: use https:// and the cluster CA (--ca-cert, ORION_CACERT)\n";
+
+/// Serves one connection: hyper's HTTP/1 with upgrades, closed when idle or
+/// on shutdown (see the module docs).
+async fn drive<S>(
+    io: S,
+    router: axum::Router,
+    identity: Option<crate::tls::PeerIdentity>,
+    builder: Arc<http1::Builder>,
+    idle: Duration,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
+) where
+    S: AsyncRead + AsyncWrite + Activity + Unpin + Send + 'static,
+{
+    let activity = io.activity();
+    let service = tower::ServiceBuilder::new()
+        .map_request(
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                if let Some(id) = &identity {
+                    req.extensions_mut().insert(id.clone());
+                }
+                req
+            },
+        )
+        .service(router);
+    let service = TowerToHyperService::new(service);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let check = idle.clamp(Duration::from_millis(10), Duration::from_secs(5));
+    let quiet = || activity.quiet();
+    let mut tick = tokio::time::interval(check);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    debug!(%peer, error = %e, "connection ended");
+                }
+                return;
+            }
+            _ = closed.wait_for(|c| *c) => break,
+            _ = tick.tick() => if quiet() >= idle {
+                debug!(%peer, "closing an idle connection");
+                break;
+            },
+        }
+    }
+    // Take no further request; one in flight still finishes, unless
+    // nothing moves for LONGEST_QUIET past the idle period (a client
+    // that stopped reading, holding hyper mid-write).
+    conn.as_mut().graceful_shutdown();
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = tick.tick() => if quiet() >= idle + LONGEST_QUIET {
+                debug!(%peer, "dropping a connection that moves nothing");
+                return;
+            },
+        }
+    }
+}
+
+/// When a connection last moved a byte, shared with the task watching it.
+#[derive(Clone)]
+struct LastActivity {
+    micros: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl LastActivity {
+    fn quiet(&self) -> Duration {
+        let last = Duration::from_micros(self.micros.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+}
+
+/// A stream whose activity can be watched (through TLS, the TCP stream's).
+trait Activity {
+    fn activity(&self) -> LastActivity;
+}
+
+impl<S> Activity for Tracked<S> {
+    fn activity(&self) -> LastActivity {
+        LastActivity {
+            micros: self.activity.clone(),
+            started: self.started,
+        }
+    }
+}
+
+impl<S> Activity for tokio_rustls::server::TlsStream<Tracked<S>> {
+    fn activity(&self) -> LastActivity {
+        self.get_ref().0.activity()
     }
 }
 
@@ -199,6 +314,15 @@ struct Tracked<S> {
 }
 
 impl<S> Tracked<S> {
+    fn new(inner: S, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        Tracked {
+            inner,
+            activity: Arc::new(AtomicU64::new(0)),
+            started: Instant::now(),
+            _permit: permit,
+        }
+    }
+
     fn touch(&self) {
         self.activity
             .store(self.started.elapsed().as_micros() as u64, Ordering::Relaxed);

@@ -320,6 +320,21 @@ impl ClusterState {
                     Response::Done
                 }
             }
+            Command::JoinTokenSet { role, hash } => {
+                if self.acl.key.is_none() {
+                    Response::Refused {
+                        reason: "API tokens are not bootstrapped".into(),
+                    }
+                } else {
+                    match role {
+                        crate::model::NodeRole::Manager => {
+                            self.acl.join_manager = Some(hash.clone())
+                        }
+                        crate::model::NodeRole::Worker => self.acl.join_worker = Some(hash.clone()),
+                    }
+                    Response::Done
+                }
+            }
             Command::AclRevokeToken { accessor } => match self.acl.tokens.remove(accessor) {
                 Some(_) => Response::Done,
                 None => Response::Refused {

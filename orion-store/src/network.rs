@@ -27,6 +27,7 @@ pub struct HttpNetworkFactory {
     id: RaftNodeId,
     client: reqwest::Client,
     secret: std::sync::Arc<RaftSecret>,
+    scheme: &'static str,
 }
 
 impl HttpNetworkFactory {
@@ -36,8 +37,14 @@ impl HttpNetworkFactory {
         id: RaftNodeId,
         client: reqwest::Client,
         secret: std::sync::Arc<RaftSecret>,
+        scheme: &'static str,
     ) -> Self {
-        HttpNetworkFactory { id, client, secret }
+        HttpNetworkFactory {
+            id,
+            client,
+            secret,
+            scheme,
+        }
     }
 }
 
@@ -77,6 +84,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
             addr: node.raft_addr.clone(),
             client: self.client.clone(),
             secret: self.secret.clone(),
+            scheme: self.scheme,
         }
     }
 }
@@ -88,6 +96,7 @@ pub struct HttpNetwork {
     addr: String,
     client: reqwest::Client,
     secret: std::sync::Arc<RaftSecret>,
+    scheme: &'static str,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<RaftNodeId, RaftNode, RaftError<RaftNodeId, E>>>;
@@ -105,7 +114,7 @@ impl HttpNetwork {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}{path}", self.addr);
+        let url = format!("{}://{}{path}", self.scheme, self.addr);
         let mut post = self.client.post(url).json(req).timeout(timeout);
         if let Some(secret) = self.secret.get() {
             post = post.header(orion_core::acl::RAFT_SECRET_HEADER, secret);
@@ -195,12 +204,13 @@ pub(crate) enum ForwardFailure {
 /// Sends a call to the leader at `addr` and waits at most `timeout` for the answer.
 pub(crate) async fn forward(
     client: &reqwest::Client,
+    scheme: &str,
     addr: &str,
     call: &Forwarded,
     timeout: Duration,
     secret: Option<&str>,
 ) -> Result<LeaderReply, ForwardFailure> {
-    let url = format!("http://{addr}{FORWARD_PATH}");
+    let url = format!("{scheme}://{addr}{FORWARD_PATH}");
     let mut post = client.post(url).json(call).timeout(timeout);
     if let Some(secret) = secret {
         post = post.header(orion_core::acl::RAFT_SECRET_HEADER, secret);

@@ -56,6 +56,17 @@ async fn members_only(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    // Over mutual TLS the caller is a member; Raft's own RPCs come only from
+    // managers (a worker's certificate may forward, not vote).
+    if let Some(who) = req.extensions().get::<orion_core::tls::PeerIdentity>() {
+        if who.role != orion_core::NodeRole::Manager && req.uri().path() != FORWARD_PATH {
+            return (
+                axum::http::StatusCode::FORBIDDEN,
+                "Raft RPCs come from managers only",
+            )
+                .into_response();
+        }
+    }
     if let Some(want) = s.secret.get() {
         let given = req
             .headers()

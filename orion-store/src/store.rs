@@ -95,6 +95,10 @@ pub(crate) struct Inner {
     snapshots: Arc<parking_lot::Mutex<orion_core::SnapshotStatus>>,
     /// The Raft port's secret, once known.
     pub(crate) secret: Arc<crate::network::RaftSecret>,
+    /// Mutual TLS on the Raft port and to peers, when on.
+    tls: Option<orion_core::tls::TlsState>,
+    /// `https` with TLS, else `http`.
+    pub(crate) scheme: &'static str,
 }
 
 /// Orion's replicated store: openraft 0.9 over sled or redb, with its own HTTP
@@ -134,7 +138,20 @@ impl RaftStore {
     /// committed log into the replica, then starts Raft (not yet serving RPCs: see
     /// [`serve`](Self::serve) / [`router`](Self::router)).
     pub async fn open(config: RaftStoreConfig) -> Result<RaftStore, StoreError> {
+        RaftStore::open_tls(config, None).await
+    }
+
+    /// As [`open`](Self::open), with mutual TLS under `tls` when given: the
+    /// Raft port serves TLS and asks every caller for a certificate from the
+    /// cluster CA, and every RPC and forwarded call to a peer presents this
+    /// node's certificate (read at each handshake, so a renewed one is used
+    /// without a restart).
+    pub async fn open_tls(
+        config: RaftStoreConfig,
+        tls: Option<orion_core::tls::TlsState>,
+    ) -> Result<RaftStore, StoreError> {
         config.validate().map_err(storage)?;
+        orion_core::tls::ensure_default_provider();
         let raft_config = Arc::new(config.raft_config().map_err(storage)?);
         let id = node_id_of(&config.node_id);
         let (engine_kind, dir) = (config.engine, config.data_dir.clone());
@@ -144,13 +161,17 @@ impl RaftStore {
         let replica = Arc::new(Replica::default());
         let sm = StateMachine::open(engine.clone(), replica.clone()).map_err(storage)?;
         let snapshots = sm.snapshot_stats();
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .connect_timeout(config.rpc_timeout)
-            .no_proxy()
-            .build()
-            .map_err(storage)?;
+            .no_proxy();
+        client = match &tls {
+            Some(tls) => client.use_preconfigured_tls(tls.client_config()),
+            None => client.use_preconfigured_tls(orion_core::tls::plain_client_config()),
+        };
+        let client = client.build().map_err(storage)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let secret = Arc::new(crate::network::RaftSecret::new(replica.clone()));
-        let network = HttpNetworkFactory::new(id, client.clone(), secret.clone());
+        let network = HttpNetworkFactory::new(id, client.clone(), secret.clone(), scheme);
         let raft = Raft::new(id, raft_config, network, LogStore::new(engine.clone()), sm)
             .await
             .map_err(storage)?;
@@ -187,6 +208,8 @@ impl RaftStore {
                 membership_lock: tokio::sync::Mutex::new(()),
                 snapshots,
                 secret,
+                tls,
+                scheme,
             }),
         })
     }
@@ -237,11 +260,12 @@ impl RaftStore {
         let router = self.router();
         let mut stop = self.inner.stop.subscribe();
         let node = self.inner.config.node_id.clone();
+        let tls = self.inner.tls.as_ref().map(|t| t.server_config(true));
         let task = tokio::spawn(async move {
             let signal = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            orion_core::serve::serve(listener, router, raft_listener(), signal).await;
+            orion_core::serve::serve_tls(listener, router, raft_listener(), tls, signal).await;
             debug!(node_id = %node, "raft server stopped");
         });
         self.inner.tasks.lock().push(task);
@@ -369,6 +393,7 @@ impl RaftStore {
                     let secret = self.inner.secret.get();
                     match forward(
                         &self.inner.client,
+                        self.inner.scheme,
                         &leader.raft_addr,
                         &fwd,
                         remaining,

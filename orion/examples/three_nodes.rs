@@ -24,11 +24,13 @@ async fn node(name: &str, dir: &Path, first: Option<&Cluster>) -> anyhow::Result
         .data_dir(dir.join(name))
         .loopback_ports()
         .join(join.clone());
-    if join.is_some() {
-        // The first node made the management token at bootstrap; joining
-        // takes a token with the operator scope.
-        let token = std::fs::read_to_string(dir.join("n1").join(orion::MANAGEMENT_TOKEN_FILE))?;
-        builder = builder.token(token.trim());
+    if let Some(first) = first {
+        // The first node made the cluster CA and a join token for each role
+        // (kept in its data dir); joining takes the manager one.
+        let token = first
+            .join_token(orion::NodeRole::Manager)
+            .ok_or_else(|| anyhow::anyhow!("the first node holds no join token"))?;
+        builder = builder.join_token(token);
     }
     let cluster = builder.runtime(FakeRuntime::new()).start().await?;
     cluster.ready(Duration::from_secs(30)).await?;

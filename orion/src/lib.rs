@@ -37,6 +37,7 @@ mod node;
 
 pub use node::{
     parse_port_range, ConfigError, Node, NodeBuilder, NodeConfig, NodeError, MANAGEMENT_TOKEN_FILE,
+    TLS_DIR,
 };
 pub use orion_core::*;
 pub use orion_gossip::{ChitchatMembership, GossipConfig};

@@ -1,6 +1,6 @@
 //! API tokens on whole nodes (real Raft store and gossip, fake runtime): the
 //! first node makes a management token at bootstrap and keeps it in a 0600
-//! file; joining takes a token; every route of the API answers 401 without a
+//! file; joining takes a join token (see `tls.rs` for the refusals); every route of the API answers 401 without a
 //! token and 403 with one of the wrong scope (a table over the OpenAPI
 //! document, so a new route cannot be forgotten); revocation holds on every
 //! node as soon as it is committed.
@@ -31,7 +31,7 @@ async fn start(
         b = b.join([first.http_addr().unwrap().to_string()]);
     }
     if let Some(t) = token {
-        b = b.token(t);
+        b = b.join_token(t);
     }
     let c = b.start().await?;
     c.ready(Duration::from_secs(30)).await.unwrap();
@@ -39,11 +39,22 @@ async fn start(
 }
 
 fn base(c: &Cluster) -> String {
-    format!("http://{}", c.http_addr().unwrap())
+    format!("https://{}", c.http_addr().unwrap())
 }
 
+/// A client trusting the cluster's CA (the nodes serve TLS).
+fn http() -> reqwest::Client {
+    let ca = CA.get().expect("the first node is up");
+    reqwest::Client::builder()
+        .use_preconfigured_tls(orion::tls::TlsState::new(ca).unwrap().client_config())
+        .build()
+        .unwrap()
+}
+
+static CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut r = reqwest::Client::new().request(method.to_uppercase().parse().unwrap(), url);
+    let mut r = http().request(method.to_uppercase().parse().unwrap(), url);
     if let Some(t) = token {
         r = r.bearer_auth(t);
     }
@@ -78,6 +89,7 @@ async fn token(base: &str, admin: &str, name: &str, scopes: &[&str]) -> String {
 async fn tokens_guard_every_route_and_joining_and_revocation_holds_everywhere() {
     let dir = tempfile::tempdir().unwrap();
     let n1 = start(dir.path(), "n1", None, None).await.unwrap();
+    let _ = CA.set(std::fs::read_to_string(dir.path().join("n1/tls/ca.pem")).unwrap());
     let file = dir.path().join("n1").join(MANAGEMENT_TOKEN_FILE);
     let admin = std::fs::read_to_string(&file).unwrap().trim().to_string();
     let mode =
@@ -86,14 +98,17 @@ async fn tokens_guard_every_route_and_joining_and_revocation_holds_everywhere() 
     assert!(orion::acl::is_secret_shaped(&admin), "{admin}");
     let b1 = base(&n1);
 
-    // Joining without a token is refused, clearly; with one it works.
+    // Joining without a join token is refused, clearly (an API token is not
+    // one); with one it works.
     let err = start(dir.path(), "n2", Some(&n1), None).await.unwrap_err();
     let text = err.to_string();
-    assert!(
-        text.contains("refused to add this node") && text.contains("token"),
-        "{text}"
-    );
-    let n2 = start(dir.path(), "n2", Some(&n1), Some(&admin))
+    assert!(text.contains("join token"), "{text}");
+    let err = start(dir.path(), "n2", Some(&n1), Some(&admin))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("join_token"), "{err}");
+    let join = n1.join_token(orion::NodeRole::Manager).unwrap();
+    let n2 = start(dir.path(), "n2", Some(&n1), Some(&join))
         .await
         .unwrap();
     let b2 = base(&n2);
@@ -136,6 +151,7 @@ async fn tokens_guard_every_route_and_joining_and_revocation_holds_everywhere() 
                 .replace("{name}", "x")
                 .replace("{accessor}", "x")
                 .replace("{action}", "pause")
+                .replace("{role}", "worker")
                 .replace("{file}", "app.js")
         );
         let (status, body) = call(method, &url, None, None).await;
@@ -184,12 +200,14 @@ async fn tokens_guard_every_route_and_joining_and_revocation_holds_everywhere() 
 
     // A browser's EventSource sends the token as a query parameter; the route
     // never sees it (events refuse unknown parameters).
-    let r = reqwest::get(format!(
-        "{b1}/v1/events?index=1&token={}",
-        by_scope[&Scope::Read]
-    ))
-    .await
-    .unwrap();
+    let r = http()
+        .get(format!(
+            "{b1}/v1/events?index=1&token={}",
+            by_scope[&Scope::Read]
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     // Listing shows no secret and no hash; self says who the caller is.
@@ -318,8 +336,13 @@ async fn tokens_guard_every_route_and_joining_and_revocation_holds_everywhere() 
             json!({ "call": { "ReadIndex": null }, "budget": { "secs": 1, "nanos": 0 } }),
         ),
     ] {
-        let (status, _) = call("POST", &format!("http://{raft}{path}"), None, Some(body)).await;
-        assert_eq!(status, 401, "{path} without the cluster's secret");
+        // Mutual TLS: without a member's certificate, not even a handshake.
+        let r = http()
+            .post(format!("https://{raft}{path}"))
+            .json(&body)
+            .send()
+            .await;
+        assert!(r.is_err(), "{path} without a member's certificate: {r:?}");
     }
     assert_eq!(n1.leader().term, n2.leader().term, "no forged term");
 
@@ -385,13 +408,21 @@ async fn an_insecure_node_warns_in_health() {
         .await
         .unwrap();
     c.ready(Duration::from_secs(30)).await.unwrap();
-    let (status, _) = call("GET", &format!("{}/v1/jobs", base(&c)), None, None).await;
-    assert_eq!(status, 200);
-    let (_, h) = call("GET", &format!("{}/health", base(&c)), None, None).await;
+    // No TLS either: plain HTTP.
+    let plain = format!("http://{}", c.http_addr().unwrap());
+    let r = reqwest::get(format!("{plain}/v1/jobs")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h: Value = reqwest::get(format!("{plain}/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(
         h["warnings"][0].as_str().unwrap().contains("insecure-dev"),
         "{h}"
     );
     assert!(!dir.path().join("dev").join(MANAGEMENT_TOKEN_FILE).exists());
+    assert!(!dir.path().join("dev/tls").exists(), "no certificates made");
     c.shutdown().await;
 }

@@ -95,7 +95,10 @@ impl Poller {
         Poller {
             exec,
             config,
-            http: reqwest::Client::new(),
+            http: {
+                orion::tls::ensure_default_provider();
+                reqwest::Client::new()
+            },
         }
     }
 

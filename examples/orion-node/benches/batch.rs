@@ -54,6 +54,7 @@ async fn orion_batch(addr: &str, round: &mut u64, n: usize) -> Duration {
             })
         })
         .collect();
+    orion_core::tls::ensure_default_provider();
     let http = reqwest::Client::new();
     let start = Instant::now();
     let r = http

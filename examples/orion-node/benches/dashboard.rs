@@ -135,6 +135,7 @@ fn dashboard(cr: &mut Criterion) {
     let rt = Runtime::new().expect("runtime");
     let cluster = rt.block_on(node());
     let base = format!("http://{}", cluster.http_addr().unwrap());
+    orion_core::tls::ensure_default_provider();
     let http = reqwest::Client::new();
     let mut group = cr.benchmark_group("dashboard");
     group

@@ -64,6 +64,7 @@ fn parse_rfc3339_ns(t: &str) -> i128 {
 
 /// Follows the allocation's logs as SSE until line `n`; the receipt time of each.
 async fn orion_sse(addr: &str, alloc: &str, n: u64) -> (Duration, Vec<i128>) {
+    orion_core::tls::ensure_default_provider();
     let http = reqwest::Client::new();
     let start = Instant::now();
     let mut r = http

@@ -9,19 +9,23 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "orion-node", version, about)]
 pub struct Cli {
-    /// The node API to talk to (for `job` and `node` commands).
+    /// The node API to talk to (for `job` and `node` commands); without a
+    /// scheme, `https://` when a CA is given (`--ca-cert`), else `http://`.
     #[arg(
         long,
         global = true,
         env = "ORION_ADDR",
-        default_value = "http://127.0.0.1:8080"
+        default_value = "127.0.0.1:8080"
     )]
     pub addr: String,
-    /// The API token to send (`Authorization: Bearer`); an agent presents it
-    /// when it joins. A new cluster's first node writes its management token
-    /// to `<data-dir>/management.token`.
+    /// The API token to send (`Authorization: Bearer`). A new cluster's first
+    /// node writes its management token to `<data-dir>/management.token`.
     #[arg(long, global = true, env = "ORION_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The cluster CA to verify the node's certificate against (the first
+    /// node writes it to `<data-dir>/tls/ca.pem` and logs its fingerprint).
+    #[arg(long, global = true, env = "ORION_CACERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// On an error, print its backtrace too (when `RUST_BACKTRACE` is set).
     #[arg(long, global = true)]
     pub debug: bool,
@@ -72,6 +76,9 @@ pub enum Command {
     /// The service catalog: running allocations with named ports.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// The cluster itself: join tokens, its CA.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// API tokens and their scopes.
     #[command(subcommand)]
     Acl(AclCommand),
@@ -171,10 +178,18 @@ pub struct AgentArgs {
     /// Run no load balancer (no job's `lb.port` is listened on here).
     #[arg(long)]
     pub no_lb: bool,
-    /// Check no API tokens: for a throwaway cluster on one machine only (the
-    /// node warns at every start and in `/health`).
+    /// No TLS and no API tokens: for a throwaway cluster on one machine only
+    /// (the node warns at every start and in `/health`).
     #[arg(long)]
     pub insecure_dev: bool,
+    /// The join token to join a secure cluster with (`ORN-1-…`, from
+    /// `orion-node cluster join-token worker|manager` on a manager).
+    #[arg(long, env = "ORION_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// How long the node certificates this node issues last (`90d`, `12h`,
+    /// `30s`); each node renews its own at 50–80% of its life [default: 90d].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub cert_expiry: Option<std::time::Duration>,
     /// This node's id [default: the one stored in the data dir, else the host name].
     #[arg(long)]
     pub node_id: Option<String>,
@@ -523,6 +538,48 @@ pub enum VolumeCommand {
         /// Its name.
         name: String,
     },
+}
+
+/// A node role, as the CLI takes it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RoleArg {
+    /// A Raft voter that also runs tasks.
+    Manager,
+    /// Runs tasks only.
+    Worker,
+}
+
+impl RoleArg {
+    /// As the API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleArg::Manager => "manager",
+            RoleArg::Worker => "worker",
+        }
+    }
+}
+
+/// `orion-node cluster …`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Print the join token for a role (only the node that made it holds it:
+    /// tokens are stored as hashes), or with `--rotate` make a new one; the
+    /// old one then stops working for new joins, nodes already in stay.
+    JoinToken {
+        /// Whose token.
+        #[arg(value_enum)]
+        role: RoleArg,
+        /// Make a new token.
+        #[arg(long)]
+        rotate: bool,
+        /// Print only the token.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print the cluster's CA certificate and its SHA-256 fingerprint (fetched
+    /// without verification: compare the fingerprint with the one the first
+    /// node logged before trusting it).
+    Ca,
 }
 
 /// `orion-node acl …`.

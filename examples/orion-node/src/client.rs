@@ -38,7 +38,33 @@ pub fn token() -> Option<&'static str> {
     TOKEN.get().and_then(|t| t.as_deref())
 }
 
-/// An HTTP client that sends the token (when given) with every request.
+/// The cluster CA from `--ca-cert` / `ORION_CACERT`, set once at start.
+static CA: std::sync::OnceLock<Option<orion::tls::TlsState>> = std::sync::OnceLock::new();
+
+/// Keeps the CA every request of this process verifies the node against;
+/// refuses a file that cannot be read or holds no certificate.
+pub fn set_ca(path: Option<&Path>) -> Result<()> {
+    let tls = match path {
+        Some(p) => {
+            let pem = std::fs::read_to_string(p)
+                .with_context(|| format!("--ca-cert {}: cannot read it", p.display()))?;
+            Some(
+                orion::tls::TlsState::new(&pem)
+                    .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    let _ = CA.set(tls);
+    Ok(())
+}
+
+fn ca() -> Option<&'static orion::tls::TlsState> {
+    CA.get().and_then(Option::as_ref)
+}
+
+/// An HTTP client that sends the token (when given) with every request and
+/// verifies a node's certificate against the CA (when given).
 pub fn http_client() -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(v) =
@@ -48,28 +74,97 @@ pub fn http_client() -> reqwest::Client {
         v.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, v);
     }
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap_or_default()
+    let mut b = reqwest::Client::builder().default_headers(headers);
+    b = match ca() {
+        Some(tls) => b.use_preconfigured_tls(tls.client_config()),
+        // Trusting no CA: an https node asks for --ca-cert (and no platform
+        // certificate store is needed, which minimal images lack).
+        None => b.use_preconfigured_tls(orion::tls::plain_client_config()),
+    };
+    b.build().unwrap_or_default()
 }
 
-/// `http://` added when the address has no scheme.
+/// The scheme added when the address has none: `https://` with a CA given,
+/// else `http://`.
 pub fn base_url(addr: &str) -> String {
     let addr = addr.trim_end_matches('/');
     if addr.contains("://") {
         addr.to_string()
+    } else if ca().is_some() {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
+    }
+}
+
+/// `orion-node cluster …`.
+pub async fn cluster(addr: &str, cmd: crate::cli::ClusterCommand) -> Result<()> {
+    use crate::cli::ClusterCommand;
+    let base = base_url(addr);
+    match cmd {
+        ClusterCommand::JoinToken {
+            role,
+            rotate,
+            quiet,
+        } => {
+            let http = http_client();
+            let r = if rotate {
+                http.post(format!(
+                    "{base}/v1/cluster/join-tokens/{}/rotate",
+                    role.as_str()
+                ))
+            } else {
+                http.get(format!("{base}/v1/cluster/join-tokens/{}", role.as_str()))
+            };
+            let v: Value = send(r, "cluster join-token", &base).await?.json().await?;
+            let token = v["token"].as_str().unwrap_or_default();
+            if quiet {
+                println!("{token}");
+            } else {
+                if rotate {
+                    say!(
+                        "a new {} join token; the old one no longer joins:",
+                        role.as_str()
+                    );
+                }
+                println!(
+                    "To add a {} to this cluster, run on it:\n\n    orion-node agent --join {} --join-token {token} --data-dir DIR\n",
+                    role.as_str(),
+                    base.split("://").nth(1).unwrap_or(&base),
+                );
+            }
+            Ok(())
+        }
+        ClusterCommand::Ca => {
+            // Without verification: this is how a user gets the CA to pin.
+            let http = reqwest::Client::builder()
+                .use_preconfigured_tls(orion::tls::unverified_client_config())
+                .build()?;
+            let url = format!("{}/v1/cluster/ca", base.replacen("http://", "https://", 1));
+            let r = http.get(&url).send().await.with_context(|| url.clone())?;
+            if !r.status().is_success() {
+                return Err(api_error("cluster ca", r).await);
+            }
+            let pem = r.text().await?;
+            let fp = orion::tls::fingerprint_pem(&pem)?;
+            print!("{pem}");
+            eprintln!("SHA256 fingerprint: {fp}");
+            Ok(())
+        }
     }
 }
 
 /// Turns an API error body into one readable message.
 async fn api_error(what: &str, r: reqwest::Response) -> anyhow::Error {
     let status = r.status();
-    let body: Value = r.json().await.unwrap_or(Value::Null);
+    let text = r.text().await.unwrap_or_default();
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     let mut msg = match body.get("error").and_then(Value::as_str) {
         Some(e) => format!("{what}: {e}"),
+        // Plain text (a TLS port asked for in clear says so): its first line.
+        None if !text.trim().is_empty() && body.is_null() => {
+            format!("{what}: {}", text.lines().next().unwrap_or_default().trim())
+        }
         None => format!("{what}: HTTP {status}"),
     };
     if let Some(errors) = body.get("errors").and_then(Value::as_array) {
@@ -89,10 +184,16 @@ pub(crate) async fn send(
     what: &str,
     addr: &str,
 ) -> Result<reqwest::Response> {
-    let r = req
-        .send()
-        .await
-        .with_context(|| format!("{what}: cannot reach the node at {addr}"))?;
+    let r = req.send().await.map_err(|e| {
+        let chain = format!("{:#}", anyhow::Error::new(e));
+        // A node whose certificate is not trusted: say what to give.
+        let hint = if chain.contains("certificate") && ca().is_none() {
+            " (the node serves TLS: give the cluster CA with --ca-cert or ORION_CACERT, the first node's <data-dir>/tls/ca.pem)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("{what}: cannot reach the node at {addr}: {chain}{hint}")
+    })?;
     if !r.status().is_success() {
         return Err(api_error(what, r).await);
     }

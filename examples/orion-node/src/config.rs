@@ -39,8 +39,11 @@ pub fn node_config(args: &AgentArgs) -> Result<NodeConfig> {
     if args.insecure_dev {
         c.insecure_dev = true;
     }
-    if let Some(t) = crate::client::token() {
-        c.token = Some(t.to_string());
+    if let Some(t) = &args.join_token {
+        c.join_token = Some(t.trim().to_string());
+    }
+    if let Some(t) = args.cert_expiry {
+        c.cert_expiry = t;
     }
     if let Some(t) = args.stats_interval {
         c.loops.stats.interval = t;

@@ -32,6 +32,7 @@ fn main() -> std::process::ExitCode {
         .complete();
     let cli = cli::Cli::parse();
     let debug = cli.debug;
+    orion_core::tls::ensure_default_provider();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -100,6 +101,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
     );
     let _ = LOG_LEVEL.set(cli.log_level.clone());
     client::set_token(cli.token.clone())?;
+    client::set_ca(cli.ca_cert.as_deref())?;
     let stderr_is_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
         cli::Command::Agent(_) => {
@@ -107,7 +109,11 @@ async fn run(cli: cli::Cli) -> Result<()> {
         }
         // The dev cluster sets up its own logging (to a file unless -v).
         cli::Command::Dev(_) => {}
-        _ => init_logging("warn", std::io::stderr, stderr_is_tty),
+        _ => init_logging(
+            "warn,rustls_platform_verifier=off",
+            std::io::stderr,
+            stderr_is_tty,
+        ),
     }
     match cli.command {
         cli::Command::Agent(args) => node::run_agent(*args).await,
@@ -118,6 +124,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Volume(cmd) => client::volume(&cli.addr, cmd).await,
         cli::Command::Service(cmd) => client::service(&cli.addr, cmd).await,
         cli::Command::Acl(cmd) => client::acl(&cli.addr, cmd).await,
+        cli::Command::Cluster(cmd) => client::cluster(&cli.addr, cmd).await,
         cli::Command::Alloc(cmd) => client::alloc(&cli.addr, cmd).await,
         cli::Command::DemoWeb { port, dir } => demo::serve(port, dir).await,
         cli::Command::Completions { shell } => completions(shell),

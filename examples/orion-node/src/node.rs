@@ -11,14 +11,46 @@ use crate::cli::AgentArgs;
 pub async fn run_agent(args: AgentArgs) -> Result<()> {
     let config = crate::config::node_config(&args)?;
     let runtime = orion::DockerRuntime::connect_local()?;
+    // The first start of a secure cluster's first node: `cluster init`.
+    let tls_dir = config.data_dir.join(orion::TLS_DIR);
+    let init =
+        !config.insecure_dev && config.join.is_empty() && !tls_dir.join("node.json").exists();
+    let data_dir = config.data_dir.clone();
     let cluster = orion::Node::from_config(config)
         .runtime(runtime)
         .start()
         .await?;
+    if init {
+        print_init(&cluster, &data_dir);
+    }
     shutdown_signal().await;
     info!("shutting down; tasks keep running and are adopted on restart");
     cluster.shutdown().await;
     Ok(())
+}
+
+/// What `docker swarm init` prints, Orion's way: the CA to pin, where the
+/// management token is, and how to add managers and workers.
+fn print_init(cluster: &orion::Cluster, dir: &std::path::Path) {
+    let fp = cluster
+        .pki()
+        .map(|p| p.ca_fingerprint())
+        .unwrap_or_default();
+    let http = cluster
+        .http_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    println!("Cluster created. Its CA: {} (SHA256 {fp}); give it to the CLI as --ca-cert or ORION_CACERT.", dir.join("tls/ca.pem").display());
+    println!(
+        "The management token is in {} (ORION_TOKEN).",
+        dir.join(orion::MANAGEMENT_TOKEN_FILE).display()
+    );
+    for role in [orion::NodeRole::Manager, orion::NodeRole::Worker] {
+        if let Some(t) = cluster.join_token(role) {
+            println!("To add a {role}:\n    orion-node agent --join {http} --join-token {t} --data-dir DIR");
+        }
+    }
+    println!("(`orion-node cluster join-token worker|manager [--rotate]` shows or rotates them.)");
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -53,6 +53,7 @@
 mod acl;
 pub mod exec_ws;
 pub mod logs;
+mod pki;
 mod ui;
 
 use axum::body::Bytes;
@@ -193,6 +194,28 @@ async fn authorize(
         });
     if need == crate::acl::Need::Nothing {
         return next.run(req).await;
+    }
+    // A cluster member's certificate (verified by the TLS layer): it may
+    // read, renew its certificate and add itself as a peer (the route checks
+    // it is itself) — what a node does with no token.
+    if req.extensions().get::<crate::tls::PeerIdentity>().is_some() {
+        let own = need == crate::acl::Need::Node
+            || need == crate::acl::Need::Scope(crate::acl::Scope::Read)
+            || (req.method() == axum::http::Method::POST
+                && req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .is_some_and(|m| m.as_str() == "/v1/cluster/peers"));
+        if own {
+            return next.run(req).await;
+        }
+    }
+    if need == crate::acl::Need::Node {
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            json!({ "error": "this route answers cluster members' certificates only" }),
+        )
+        .into_response();
     }
     let from_header = req
         .headers()
@@ -372,6 +395,11 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(acl::create_token, acl::list_tokens))
         .routes(routes!(acl::revoke_token))
         .routes(routes!(acl::token_self))
+        .routes(routes!(pki::get_ca))
+        .routes(routes!(pki::join))
+        .routes(routes!(pki::renew))
+        .routes(routes!(pki::get_join_token))
+        .routes(routes!(pki::rotate_join_token))
 }
 
 /// The shape of every error answer.
@@ -440,6 +468,7 @@ impl From<ClusterError> for ApiError {
             | ClusterError::VersionNotFound { .. }
             | ClusterError::TokenNotFound(_) => StatusCode::NOT_FOUND,
             ClusterError::Refused(_) | ClusterError::NodeAlive(_) => StatusCode::CONFLICT,
+            ClusterError::Forbidden(_) => StatusCode::FORBIDDEN,
             ClusterError::Store(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::Store(StoreError::Membership(_)) => StatusCode::CONFLICT,
             ClusterError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -1104,7 +1133,22 @@ async fn delete_volume(State(c): State<Cluster>, Path(name): Path<String>) -> Ap
 
 #[utoipa::path(post, path = "/v1/cluster/peers", tag = "cluster", request_body = Peer,
     responses((status = 200, description = "added to the replication group"), (status = 400, description = "bad input", body = ErrorBody)))]
-async fn add_peer(State(c): State<Cluster>, Json(peer): Json<Peer>) -> ApiResult<Response> {
+async fn add_peer(
+    State(c): State<Cluster>,
+    who: Option<axum::Extension<crate::tls::PeerIdentity>>,
+    token: Option<axum::Extension<crate::acl::AclToken>>,
+    Json(peer): Json<Peer>,
+) -> ApiResult<Response> {
+    // A node (no token, its certificate) adds only itself, in its role.
+    if let (Some(axum::Extension(who)), None) = (&who, &token) {
+        if c.acl_enforced() && (who.node_id != peer.id || who.role != peer.role) {
+            return Err(ClusterError::Forbidden(format!(
+                "the certificate of {} ({}) cannot add {} as a {}",
+                who.node_id, who.role, peer.id, peer.role
+            ))
+            .into());
+        }
+    }
     c.add_peer(peer.clone()).await?;
     Ok(Json(json!({ "peer": peer.id, "role": peer.role })).into_response())
 }

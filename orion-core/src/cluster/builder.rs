@@ -164,6 +164,7 @@ pub struct ClusterBuilder {
     dns_config: crate::dns::DnsConfig,
     load_balancer: bool,
     scripts: Option<crate::agent::Scripts>,
+    pki: Option<Arc<super::pki::Pki>>,
 }
 
 impl ClusterBuilder {
@@ -181,6 +182,7 @@ impl ClusterBuilder {
             dns_config: crate::dns::DnsConfig::default(),
             load_balancer: true,
             scripts: None,
+            pki: None,
         }
     }
 
@@ -275,6 +277,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Serves the API over TLS with this PKI's certificate and answers the
+    /// PKI's routes (join, renewal, join tokens). Without one the API is
+    /// plain HTTP.
+    pub fn pki(mut self, pki: Arc<super::pki::Pki>) -> Self {
+        self.pki = Some(pki);
+        self
+    }
+
     /// Whether this node runs the load balancer: listens on the `lb.port` of
     /// every job that asks for one, on the node's host IP (see [`crate::lb`]).
     /// On by default: nothing is bound until a job asks.
@@ -339,6 +349,7 @@ impl ClusterBuilder {
     /// Starts the node: registers it, and spawns the agent, the control loop (on
     /// a manager) and, when asked, the HTTP API.
     pub async fn start(mut self) -> Result<Cluster, ClusterError> {
+        crate::tls::ensure_default_provider();
         let http_serve = self.config.http.clone();
         let acl_enforced = self.config.acl.enforce;
         let insecure_dev = self.config.acl.insecure_dev;
@@ -483,6 +494,7 @@ impl ClusterBuilder {
             task_files: scripts.dir.clone(),
             acl_enforced,
             insecure_dev,
+            pki: self.pki.clone(),
             closed: Default::default(),
         });
         let cluster = Cluster::owning(inner.clone());
@@ -494,9 +506,13 @@ impl ClusterBuilder {
             let app = crate::api::router(Cluster::internal(inner.clone()));
             let stop = cluster.on_shutdown();
             let serve = http_serve;
-            inner.tasks.lock().push(tokio::spawn(crate::serve::serve(
-                listener, app, serve, stop,
-            )));
+            let tls = self.pki.as_ref().map(|p| p.tls.server_config(false));
+            inner
+                .tasks
+                .lock()
+                .push(tokio::spawn(crate::serve::serve_tls(
+                    listener, app, serve, tls, stop,
+                )));
         }
         if let Some((udp, tcp)) = dns {
             let stop = inner.shutdown.subscribe();

@@ -8,6 +8,7 @@ mod acl;
 pub(crate) mod builder;
 mod deploy;
 mod detect;
+pub mod pki;
 mod plan;
 mod tasks;
 mod wait;
@@ -71,6 +72,10 @@ pub enum ClusterError {
     /// The state machine refused the command; nothing changed.
     #[error("refused: {0}")]
     Refused(String),
+    /// The caller may not do this (a join token that does not fit, a node
+    /// acting for another).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The store failed or no leader is known.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -201,6 +206,8 @@ pub(crate) struct Inner {
     pub(crate) acl_enforced: bool,
     /// Token checks turned off on purpose (`--insecure-dev`).
     pub(crate) insecure_dev: bool,
+    /// The node's PKI when it serves TLS.
+    pub(crate) pki: Option<Arc<pki::Pki>>,
     pub(crate) registered: watch::Receiver<bool>,
     /// The scheduler the control loop uses, for dry runs (`plan_job`).
     pub(crate) scheduler: Arc<dyn crate::scheduler::Scheduler>,

@@ -128,10 +128,19 @@ pub struct NodeConfig {
     /// (mode 0600). A node started with it warns at every start and in
     /// `/health`.
     pub insecure_dev: bool,
-    /// The API token this node presents when it joins a cluster through
-    /// `join` (a token with the `operator` scope). Default none: what a
-    /// cluster without token checks needs. Never logged.
-    pub token: Option<String>,
+    /// The join token (`ORN-1-<CA digest>-<secret>`) this node presents when
+    /// it joins a secure cluster through `join`: the first node makes one for
+    /// managers and one for workers (kept in its
+    /// `<data_dir>/tls/join-tokens.json`; `orion-node cluster join-token`
+    /// shows and rotates them). Default none: what a first node, a restart
+    /// and an `insecure_dev` cluster need. Never logged.
+    pub join_token: Option<String>,
+    /// How long node certificates issued by this node last; each node renews
+    /// its own at a random point between 50% and 80% of its life, without a
+    /// restart. Default 90 days, as Swarm's. At least 2 s (tests use
+    /// seconds).
+    #[serde(with = "humantime_serde")]
+    pub cert_expiry: Duration,
     /// Tuning of the node's loops (control loop, agent, scheduler, group commit).
     /// Default [`ClusterConfig::default`]. Not read from config files.
     #[serde(skip)]
@@ -171,7 +180,8 @@ impl Default for NodeConfig {
             max_voters: 3,
             cluster_name: "orion".into(),
             insecure_dev: false,
-            token: None,
+            join_token: None,
+            cert_expiry: orion_core::tls::DEFAULT_CERT_VALIDITY,
             loops: ClusterConfig::default(),
         }
     }
@@ -235,6 +245,17 @@ impl NodeConfig {
                 "max_voters",
                 format!("{}: use 1 to 7 (3 or 5 is usual)", self.max_voters),
             );
+        }
+        if self.cert_expiry < Duration::from_secs(2) {
+            return bad(
+                "cert_expiry",
+                format!("{:?} is too short: at least 2s", self.cert_expiry),
+            );
+        }
+        if let Some(t) = &self.join_token {
+            if let Err(e) = orion_core::tls::JoinToken::parse(t) {
+                return bad("join_token", e.to_string());
+            }
         }
         if self.join_timeout.is_zero() {
             return bad("join_timeout", "is zero".into());

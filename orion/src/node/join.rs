@@ -1,6 +1,7 @@
 //! Joining a cluster: ask a member (any of `join`, in turn) to add this node to
-//! the replication group over its HTTP API, then learn the members' gossip
-//! addresses to seed gossip with.
+//! the replication group over its HTTP API — over mutual TLS with the
+//! certificate it received (see `tls`) on a secure cluster — then learn the
+//! members' gossip addresses to seed gossip with.
 
 use std::time::Duration;
 
@@ -20,31 +21,35 @@ pub(crate) async fn join(
     targets: &[String],
     me: &Peer,
     limit: Duration,
-    token: Option<&str>,
+    tls: Option<&orion_core::tls::TlsState>,
 ) -> Result<Vec<String>, NodeError> {
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| NodeError::Join(e.to_string()))?;
+    let (client, scheme) = match tls {
+        Some(tls) => (super::tls::member_client(tls)?, "https"),
+        None => (
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .use_preconfigured_tls(orion_core::tls::plain_client_config())
+                .build()
+                .map_err(|e| NodeError::Join(e.to_string()))?,
+            "http",
+        ),
+    };
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let mut last = String::new();
         for target in targets {
-            let base = format!("http://{}", strip_scheme(target));
+            let base = format!("{scheme}://{}", strip_scheme(target));
             // A membership change waits for the new learner to catch up (up to
             // a whole snapshot), but never past the join deadline.
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let mut post = client
+            let post = client
                 .post(format!("{base}/v1/cluster/peers"))
                 .timeout(left.clamp(Duration::from_secs(1), Duration::from_secs(90)))
                 .json(me);
-            if let Some(t) = token {
-                post = post.bearer_auth(t);
-            }
             match post.send().await {
                 Ok(r) if r.status().is_success() => {
                     info!(%target, role = %me.role, "joined the cluster");
-                    return Ok(gossip_seeds(&client, &base, token).await);
+                    return Ok(gossip_seeds(&client, &base).await);
                 }
                 Ok(r) if r.status().is_client_error() => {
                     let body = r.text().await.unwrap_or_default();
@@ -76,13 +81,10 @@ pub(crate) async fn join(
 
 /// The members' gossip addresses, as the member at `base` knows them; none when
 /// it cannot say (gossip then finds them through the replica once it catches up).
-async fn gossip_seeds(client: &reqwest::Client, base: &str, token: Option<&str>) -> Vec<String> {
-    let mut get = client
+async fn gossip_seeds(client: &reqwest::Client, base: &str) -> Vec<String> {
+    let get = client
         .get(format!("{base}/v1/nodes"))
         .timeout(Duration::from_secs(10));
-    if let Some(t) = token {
-        get = get.bearer_auth(t);
-    }
     let nodes: Vec<NodeView> = match get.send().await {
         Ok(r) => r.json().await.unwrap_or_default(),
         Err(_) => Vec::new(),

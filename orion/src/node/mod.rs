@@ -15,6 +15,7 @@
 mod config;
 mod identity;
 mod join;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use orion_store::{Engine, RaftStore, RaftStoreConfig};
 use tracing::info;
 
 pub use config::{parse_port_range, ConfigError, NodeConfig};
+pub use tls::TLS_DIR;
 
 /// Starts whole nodes: `Node::builder()` (every default), or
 /// [`Node::from_config`] (a config read from a file). The running node is a
@@ -213,8 +215,10 @@ impl NodeBuilder {
         loops: ClusterConfig => |c, v| c.loops = v;
         /// Turns token checks off, for a throwaway cluster ([`NodeConfig::insecure_dev`]).
         insecure_dev: bool => |c, v| c.insecure_dev = v;
-        /// The token presented when joining ([`NodeConfig::token`]).
-        token: impl Into<String> => |c, v| c.token = Some(v.into());
+        /// The join token presented when joining ([`NodeConfig::join_token`]).
+        join_token: impl Into<String> => |c, v| c.join_token = Some(v.into());
+        /// How long issued node certificates last ([`NodeConfig::cert_expiry`]).
+        cert_expiry: std::time::Duration => |c, v| c.cert_expiry = v;
     }
 
     /// Listens for HTTP, Raft and gossip on free loopback ports: for tests and
@@ -250,6 +254,7 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<Cluster, NodeError> {
         let c = self.config;
         c.validate()?;
+        orion_core::tls::ensure_default_provider();
         let runtime = self.runtime.ok_or(NodeError::NoRuntime)?;
         let dir = &c.data_dir;
         std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir {
@@ -268,13 +273,62 @@ impl NodeBuilder {
         let raft_addr = bind("raft", c.raft, raft_listener.local_addr())?;
         let gossip_addr = bind("gossip", c.gossip, gossip_port(c.gossip))?;
 
+        // Secure (the default): the node's TLS material, made by the first
+        // node, received at join, or kept from an earlier start.
+        let material = if c.insecure_dev {
+            None
+        } else {
+            let tls_dir = dir.join(tls::TLS_DIR);
+            std::fs::create_dir_all(&tls_dir).map_err(|source| NodeError::DataDir {
+                path: tls_dir.clone(),
+                source,
+            })?;
+            let raft = raft_addr.to_string();
+            let me = tls::subject(&id, c.role, &[http_addr.as_str(), raft.as_str()]);
+            Some(match tls::load(&tls_dir)? {
+                Some(m) => m,
+                None if c.join.is_empty() => {
+                    tls::create(&tls_dir, &c.cluster_name, &me, c.cert_expiry)?
+                }
+                None => {
+                    let token = c.join_token.as_deref().ok_or_else(|| {
+                        NodeError::Join(
+                            "joining a secure cluster needs its join token (--join-token ORN-1-…; \
+                             `orion-node cluster join-token worker` on a manager prints it)"
+                                .into(),
+                        )
+                    })?;
+                    tls::join(&tls_dir, &c.join, token, &me, c.join_timeout).await?
+                }
+            })
+        };
+        let tls_state = material.as_ref().map(|m| m.tls.clone());
+
         let mut store_config = RaftStoreConfig::new(id.clone(), dir.join("store"));
         store_config.engine = c.engine;
         store_config.raft_addr = raft_addr.to_string();
         store_config.http_addr = http_addr.clone();
         store_config.max_voters = c.max_voters;
-        let store = RaftStore::open(store_config).await?;
-        match bootstrap_or_join(&store, raft_listener, &c, &id, &http_addr, raft_addr).await {
+        let store = RaftStore::open_tls(store_config, tls_state.clone()).await?;
+        let pki = material.map(|m| {
+            Arc::new(orion_core::cluster::pki::Pki::new(
+                m.tls,
+                m.ca,
+                c.cert_expiry,
+                Some(dir.join(tls::TLS_DIR).join("join-tokens.json")),
+            ))
+        });
+        match bootstrap_or_join(
+            &store,
+            raft_listener,
+            &c,
+            &id,
+            &http_addr,
+            raft_addr,
+            tls_state.as_ref(),
+        )
+        .await
+        {
             Ok(seeds) => {
                 let membership = start_gossip(&c, &id, &http_addr, raft_addr, gossip_addr, seeds)
                     .await
@@ -325,6 +379,9 @@ impl NodeBuilder {
                         forward: c.dns_forward.clone(),
                     })
                     .http_listener(http);
+                if let Some(pki) = &pki {
+                    builder = builder.pki(pki.clone());
+                }
                 match c.dns {
                     // The default port taken (another node on this host): no DNS
                     // here, said once.
@@ -341,10 +398,37 @@ impl NodeBuilder {
                 match started {
                     Ok(cluster) => {
                         if !c.insecure_dev && c.join.is_empty() {
-                            if let Err(e) = bootstrap_tokens(&cluster, &c.data_dir).await {
+                            let made = async {
+                                bootstrap_tokens(&cluster, &c.data_dir).await?;
+                                cluster
+                                    .ensure_join_tokens()
+                                    .await
+                                    .map_err(NodeError::Cluster)
+                            };
+                            if let Err(e) = made.await {
                                 cluster.shutdown().await;
                                 return Err(e);
                             }
+                        }
+                        if let Some(pki) = &pki {
+                            info!(fingerprint = %format!("SHA256:{}", pki.ca_fingerprint()), ca = %dir.join(tls::TLS_DIR).join("ca.pem").display(), "TLS on: the cluster CA (pin this fingerprint; give the file to the CLI as --ca-cert)");
+                            let replica = store.replica().clone();
+                            let raft = raft_addr.to_string();
+                            tls::spawn_renewal(
+                                pki.clone(),
+                                dir.join(tls::TLS_DIR),
+                                tls::subject(&id, c.role, &[http_addr.as_str(), raft.as_str()]),
+                                move || {
+                                    replica.read(|s| {
+                                        s.nodes
+                                            .values()
+                                            .filter(|n| n.info.role == NodeRole::Manager)
+                                            .map(|n| n.info.addrs.http.clone())
+                                            .collect()
+                                    })
+                                },
+                                cluster.on_shutdown(),
+                            );
                         }
                         info!(node_id = %id, http = %http_addr, raft = %raft_addr, gossip = %gossip_addr, "orion node running");
                         Ok(cluster)
@@ -420,6 +504,7 @@ async fn bootstrap_or_join(
     id: &str,
     http_addr: &str,
     raft_addr: SocketAddr,
+    tls: Option<&orion_core::tls::TlsState>,
 ) -> Result<Vec<String>, NodeError> {
     store.serve(raft_listener)?;
     let mut seeds = if c.join.is_empty() {
@@ -432,7 +517,7 @@ async fn bootstrap_or_join(
             http_addr: http_addr.to_string(),
             role: c.role,
         };
-        join::join(&c.join, &me, c.join_timeout, c.token.as_deref()).await?
+        join::join(&c.join, &me, c.join_timeout, tls).await?
     };
     seeds.extend(store.replica().read(|s| {
         s.nodes

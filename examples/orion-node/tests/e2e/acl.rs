@@ -1,18 +1,25 @@
-//! API tokens from the CLI against a real secure node (no `--insecure-dev`):
-//! the management token in the data dir, one clear line without a token or
-//! with a token of the wrong scope, `acl token create | list | revoke`.
+//! API tokens and TLS from the CLI against a real secure node (no
+//! `--insecure-dev`): the management token in the data dir, the CA verified
+//! with `--ca-cert` (one clear line without it), one clear line without a
+//! token or with a token of the wrong scope, `acl token create | list |
+//! revoke`, `cluster ca` and `cluster join-token [--rotate]`.
 
 use std::process::Command;
 use std::time::Duration;
 
 use crate::support::*;
 
-/// Runs the CLI against `addr` with `token` in `ORION_TOKEN` (or none).
+/// The CA file the CLI is given (set once the node is up).
+static CA: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Runs the CLI against `addr` with `token` in `ORION_TOKEN` (or none),
+/// verifying the node against its CA.
 fn cli_as(addr: &str, token: Option<&str>, args: &[&str]) -> std::process::Output {
     let mut c = Command::new(BIN);
     c.args(["--addr", addr])
         .args(args)
-        .env_remove("ORION_TOKEN");
+        .env_remove("ORION_TOKEN")
+        .env("ORION_CACERT", CA.get().unwrap());
     if let Some(t) = token {
         c.env("ORION_TOKEN", t);
     }
@@ -37,6 +44,70 @@ async fn the_cli_uses_tokens_and_scopes_hold() {
     )
     .await;
     assert!(!solo.log().contains(&admin), "the token is never logged");
+    let _ = CA.set(solo.spec.ca_file());
+    // Bare address: https, since a CA is given.
+    let bare = solo.addr.trim_start_matches("https://").to_string();
+
+    // Without the CA: one line saying what to give.
+    let out = Command::new(BIN)
+        .args(["--addr", &solo.addr, "job", "list"])
+        .env_remove("ORION_CACERT")
+        .env("ORION_TOKEN", &admin)
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--ca-cert"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    // Plain HTTP to the TLS port: told so.
+    let out = Command::new(BIN)
+        .args(["--addr", &format!("http://{bare}"), "job", "list"])
+        .env_remove("ORION_CACERT")
+        .env("ORION_TOKEN", &admin)
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(err.contains("speaks TLS"), "{err}");
+
+    // The CA and its fingerprint, as the node logged it.
+    let out = cli_as(&bare, None, &["cluster", "ca"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let fp = text(&out.stderr);
+    let fp = fp.trim().rsplit(' ').next().unwrap().to_string();
+    assert_eq!(fp.len(), 64, "{fp}");
+    assert!(
+        solo.log().contains(&fp),
+        "the node logged the same fingerprint"
+    );
+    assert!(text(&out.stdout).contains("BEGIN CERTIFICATE"));
+
+    // Join tokens: shown by the node that made them, rotated on demand,
+    // never logged.
+    let out = cli_as(
+        &bare,
+        Some(&admin),
+        &["cluster", "join-token", "worker", "-q"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let worker = text(&out.stdout).trim().to_string();
+    assert!(worker.starts_with(&format!("ORN-1-{fp}-")), "{worker}");
+    let out = cli_as(
+        &bare,
+        Some(&admin),
+        &["cluster", "join-token", "worker", "--rotate", "-q"],
+    );
+    let rotated = text(&out.stdout).trim().to_string();
+    assert!(
+        rotated.starts_with("ORN-1-") && rotated != worker,
+        "{rotated}"
+    );
+    let log = solo.log();
+    assert!(
+        !log.contains(&worker[71..]) && !log.contains(&rotated[71..]),
+        "join tokens are never logged"
+    );
+    let out = cli_as(&bare, None, &["cluster", "join-token", "manager"]);
+    assert!(!out.status.success(), "a token needs a token");
 
     let out = cli_as(&solo.addr, None, &["job", "list"]);
     assert!(!out.status.success());

@@ -406,6 +406,8 @@ async fn joining_a_dead_peer_fails_clearly() {
             &dead,
             "--join-timeout",
             "2",
+            // A plain join (a secure one would first ask for a join token).
+            "--insecure-dev",
         ])
         .arg("--data-dir")
         .arg(&spec.data_dir)

@@ -1,0 +1,127 @@
+//! `/v1/cluster/{ca,join,certificate,join-tokens}`: the cluster PKI (see
+//! [`crate::tls`] and [`crate::cluster::pki`]).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{ApiError, ApiResult, ErrorBody};
+use crate::cluster::pki::{CertGrant, JoinRequest, RenewRequest};
+use crate::cluster::{Cluster, ClusterError};
+use crate::model::NodeRole;
+use crate::tls::PeerIdentity;
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, body: &Bytes) -> ApiResult<T> {
+    let text = std::str::from_utf8(body).unwrap_or_default();
+    crate::spec::parse_json_strict(text)
+        .and_then(serde_json::from_value)
+        .map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": format!("{what}: {e}") }),
+            )
+        })
+}
+
+#[utoipa::path(get, path = "/v1/cluster/ca", tag = "cluster",
+    responses((status = 200, description = "the CA certificates this node trusts, PEM", content_type = "application/x-pem-file"),
+              (status = 404, description = "this node serves no TLS", body = ErrorBody)))]
+pub(super) async fn get_ca(State(c): State<Cluster>) -> ApiResult<Response> {
+    let Some(pki) = c.pki() else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            json!({ "error": "this node serves no TLS (started with --insecure-dev)" }),
+        ));
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        pki.tls.roots_pem(),
+    )
+        .into_response())
+}
+
+#[utoipa::path(post, path = "/v1/cluster/join", tag = "cluster", request_body = JoinRequest,
+    responses((status = 200, description = "its certificate (and for a manager the CA)", body = CertGrant),
+              (status = 400, body = ErrorBody),
+              (status = 403, description = "the token is not valid for this cluster and role", body = ErrorBody)))]
+pub(super) async fn join(State(c): State<Cluster>, body: Bytes) -> ApiResult<Response> {
+    let req: JoinRequest = parse("join request", &body)?;
+    crate::spec::check_dns_label(&req.node_id).map_err(|p| ClusterError::Config {
+        field: "node_id",
+        problem: p,
+    })?;
+    Ok(Json(c.admit(&req)?).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/cluster/certificate", tag = "cluster", request_body = RenewRequest,
+    responses((status = 200, description = "a new certificate for the calling node", body = CertGrant),
+              (status = 401, description = "not called with a member's certificate", body = ErrorBody)))]
+pub(super) async fn renew(
+    State(c): State<Cluster>,
+    who: Option<Extension<PeerIdentity>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let Some(Extension(who)) = who else {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            json!({ "error": "a certificate is renewed over mutual TLS with the certificate itself" }),
+        ));
+    };
+    let req: RenewRequest = parse("renewal", &body)?;
+    Ok(Json(c.renew_certificate(&who, &req)?).into_response())
+}
+
+/// A join token as shown.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ShownToken {
+    role: NodeRole,
+    token: String,
+}
+
+fn role(s: &str) -> ApiResult<NodeRole> {
+    match s {
+        "manager" => Ok(NodeRole::Manager),
+        "worker" => Ok(NodeRole::Worker),
+        _ => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": format!("role {s:?}: manager or worker") }),
+        )),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/cluster/join-tokens/{role}", tag = "cluster", params(("role" = String, Path)),
+    responses((status = 200, body = ShownToken),
+              (status = 404, description = "this node did not make the current token", body = ErrorBody)))]
+pub(super) async fn get_join_token(
+    State(c): State<Cluster>,
+    Path(r): Path<String>,
+) -> ApiResult<Response> {
+    let role = role(&r)?;
+    match c.join_token(role) {
+        Some(token) => Ok(Json(ShownToken { role, token }).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            json!({ "error": format!("this node does not hold the current {role} join token (tokens are kept as hashes; the node that made it can show it): rotate it to get a new one") }),
+        )),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/cluster/join-tokens/{role}/rotate", tag = "cluster", params(("role" = String, Path)),
+    responses((status = 200, description = "the new token; the old one no longer joins", body = ShownToken),
+              (status = 409, description = "this node serves no TLS", body = ErrorBody)))]
+pub(super) async fn rotate_join_token(
+    State(c): State<Cluster>,
+    Path(r): Path<String>,
+) -> ApiResult<Response> {
+    let role = role(&r)?;
+    let token = c.rotate_join_token(role).await?;
+    Ok(Json(ShownToken {
+        role,
+        token: token.to_string(),
+    })
+    .into_response())
+}

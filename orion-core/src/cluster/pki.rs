@@ -93,21 +93,28 @@ impl Pki {
 /// Writes `bytes` to `path`, readable by this user only: to a `.new` file,
 /// synced, then renamed over it.
 pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut pending = path.as_os_str().to_owned();
     pending.push(".new");
     let pending = PathBuf::from(pending);
+    write_synced_private(&pending, bytes)?;
+    std::fs::rename(&pending, path)
+}
+
+/// Writes `bytes` to `path` in place, mode 0600 (also over an old file of
+/// another mode), synced before it returns.
+pub fn write_synced_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&pending)?;
+        .open(path)?;
+    // An old file keeps its mode on open: set it.
     f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&pending, path)
+    f.sync_all()
 }
 
 /// What a joining node sends (`POST /v1/cluster/join`).

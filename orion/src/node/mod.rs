@@ -463,19 +463,8 @@ async fn bootstrap_tokens(cluster: &Cluster, dir: &std::path::Path) -> Result<()
         let path = path.to_path_buf();
         move |source| NodeError::DataDir { path, source }
     };
-    let write = |secret: &str| -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&pending)?;
-        // An old file keeps its mode on open: set it.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(format!("{secret}\n").as_bytes())?;
-        f.sync_all()
+    let write = |secret: &str| {
+        orion_core::cluster::pki::write_synced_private(&pending, format!("{secret}\n").as_bytes())
     };
     if cluster
         .bootstrap_acl(write)

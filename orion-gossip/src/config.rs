@@ -37,6 +37,8 @@ use orion_core::membership::Member;
 use orion_core::model::{NodeAddrs, NodeRole};
 use orion_core::spec::Resources;
 
+use crate::keyring::Keyring;
+
 /// Weight of chitchat 0.13's additive smoothing prior, in samples
 /// (`AdditiveSmoothing::prior_weight` in its `failure_detector.rs`).
 const CHITCHAT_PRIOR_WEIGHT: f64 = 5.0;
@@ -137,6 +139,20 @@ pub struct GossipConfig {
     ///
     /// Default 1024: a burst of a whole large cluster's joins fits.
     pub event_capacity: usize,
+    /// The cluster's gossip keys. When set, [`ChitchatMembership::start`]
+    /// gossips over [`EncryptedUdpTransport`]: every packet is sealed with the
+    /// primary key, and packets that do not open under an installed key are
+    /// dropped. The keyring is a shared handle: keep a clone to rotate keys
+    /// on the running node.
+    ///
+    /// Default `None`: clear-text gossip, as plain chitchat, for tests and
+    /// `--insecure-dev`; anyone who can reach the port can then read the
+    /// cluster's metadata and inject members. Compared by contents (same keys,
+    /// same primary) in `PartialEq`; `Debug` shows key ids only.
+    ///
+    /// [`ChitchatMembership::start`]: crate::ChitchatMembership::start
+    /// [`EncryptedUdpTransport`]: crate::transport::EncryptedUdpTransport
+    pub keyring: Option<Keyring>,
 }
 
 impl Default for GossipConfig {
@@ -164,6 +180,7 @@ impl Default for GossipConfig {
             dead_node_grace_period: Duration::from_secs(60 * 60),
             marked_for_deletion_grace_period: Duration::from_secs(60 * 60),
             event_capacity: 1024,
+            keyring: None,
         }
     }
 }

@@ -16,18 +16,24 @@
 //! - `diff` — the pure diff of two live sets.
 //! - `codec` — a member as one chitchat key-value ([`MEMBER_KEY`]).
 //! - [`error`] — [`GossipError`].
-//! - [`transport`] — chitchat's transports, re-exported: UDP for real use, an
-//!   in-memory one whose links can be cut, for partition tests.
+//! - [`keyring`] — [`Keyring`]: the cluster's gossip keys (install, use,
+//!   remove, list), shared by a running transport.
+//! - [`transport`] — [`EncryptedUdpTransport`](transport::EncryptedUdpTransport),
+//!   every packet sealed with AES-256-GCM, dropped and counted unless it opens;
+//!   and chitchat's own: UDP in clear text, and an in-memory one whose links can
+//!   be cut, for partition tests.
 //!
 //! # Example
 //!
 //! ```no_run
 //! use orion_core::membership::{Member, Membership};
-//! use orion_gossip::{ChitchatMembership, GossipConfig};
+//! use orion_gossip::{ChitchatMembership, GossipConfig, Keyring};
 //!
-//! # async fn example(me: Member) -> Result<(), orion_gossip::GossipError> {
+//! # async fn example(me: Member) -> Result<(), Box<dyn std::error::Error>> {
 //! let mut config = GossipConfig::new(me);
 //! config.seeds = vec!["10.0.0.1:7947".into()];
+//! // The same key on every node; without a keyring gossip is clear text.
+//! config.keyring = Some(Keyring::new(std::env::var("GOSSIP_KEY")?.parse()?));
 //! let membership = ChitchatMembership::start(config).await?;
 //! for member in membership.live() {
 //!     println!("{} is alive at {}", member.id, member.addrs.http);
@@ -42,17 +48,12 @@ pub mod config;
 mod diff;
 pub mod error;
 mod events;
+pub mod keyring;
 pub mod membership;
-
-/// chitchat's transports: [`UdpTransport`](transport::UdpTransport) (what
-/// [`ChitchatMembership::start`] uses) and
-/// [`ChannelTransport`](transport::ChannelTransport), in memory, with
-/// `remove_link` / `add_link` to cut and heal links in tests.
-pub mod transport {
-    pub use chitchat::transport::{ChannelTransport, Transport, UdpTransport};
-}
+pub mod transport;
 
 pub use codec::{EncodeError, MEMBER_KEY};
 pub use config::{ConfigError, GossipConfig};
 pub use error::GossipError;
+pub use keyring::Keyring;
 pub use membership::ChitchatMembership;

@@ -18,6 +18,7 @@ use crate::codec::{self, MEMBER_KEY};
 use crate::config::GossipConfig;
 use crate::error::{error_chain, GossipError};
 use crate::events::{Shared, Watcher};
+use crate::transport::{EncryptedUdpTransport, PacketStats};
 
 /// Membership over chitchat: gossip, phi-accrual failure detection, and each
 /// node's metadata as key-values.
@@ -63,6 +64,8 @@ struct Inner {
     generation: u64,
     /// The address peers gossip to.
     advertise_addr: SocketAddr,
+    /// The encrypted transport, when gossip is sealed: its counters.
+    encrypted: Option<EncryptedUdpTransport>,
     /// Live map and event channel, shared with the watcher task.
     shared: Arc<Shared>,
     /// The local key-value version the watcher has applied; `publish` waits on it.
@@ -81,6 +84,7 @@ impl std::fmt::Debug for Inner {
             .field("local_id", &self.local_id)
             .field("generation", &self.generation)
             .field("advertise_addr", &self.advertise_addr)
+            .field("encrypted", &self.encrypted.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -88,16 +92,41 @@ impl std::fmt::Debug for Inner {
 impl ChitchatMembership {
     /// Validates `config`, binds its UDP listen address and starts gossiping
     /// to the seeds. Must run inside a tokio runtime.
+    ///
+    /// With a [`keyring`](GossipConfig::keyring) every packet is sealed
+    /// ([`EncryptedUdpTransport`]) and [`packet_stats`](Self::packet_stats)
+    /// counts what was dropped; without one, gossip is clear text
+    /// ([`UdpTransport`]).
     pub async fn start(config: GossipConfig) -> Result<Self, GossipError> {
-        Self::start_with_transport(config, &UdpTransport).await
+        match config.keyring.clone() {
+            Some(keyring) => {
+                let transport = EncryptedUdpTransport::new(keyring);
+                Self::start_inner(config, &transport, Some(transport.clone())).await
+            }
+            None => Self::start_inner(config, &UdpTransport, None).await,
+        }
     }
 
     /// As [`start`](Self::start), over any chitchat transport; tests use
     /// [`ChannelTransport`](crate::transport::ChannelTransport), whose links
-    /// can be cut to make partitions.
+    /// can be cut to make partitions. The config's keyring is not used: the
+    /// transport is what it is (pass an [`EncryptedUdpTransport`] to encrypt,
+    /// and read its counters from it).
     pub async fn start_with_transport(
         config: GossipConfig,
         transport: &dyn Transport,
+    ) -> Result<Self, GossipError> {
+        if config.keyring.is_some() {
+            warn!(node_id = %config.member.id, "gossip keyring ignored: starting over the given transport");
+        }
+        Self::start_inner(config, transport, None).await
+    }
+
+    /// Starts over `transport`; `encrypted` is kept for [`packet_stats`](Self::packet_stats).
+    async fn start_inner(
+        config: GossipConfig,
+        transport: &dyn Transport,
+        encrypted: Option<EncryptedUdpTransport>,
     ) -> Result<Self, GossipError> {
         config.validate()?;
         let advertise_addr = config.effective_advertise_addr();
@@ -130,13 +159,14 @@ impl ChitchatMembership {
             applied: applied_tx,
         };
         let watcher = tokio::spawn(watcher.run(stop_rx, server_ended));
-        info!(node_id = %local.id, generation = local.generation, addr = %advertise_addr, cluster_id = %config.cluster_id, "gossip started");
+        info!(node_id = %local.id, generation = local.generation, addr = %advertise_addr, cluster_id = %config.cluster_id, encrypted = encrypted.is_some(), "gossip started");
 
         Ok(ChitchatMembership {
             inner: Arc::new(Inner {
                 local_id: local.id,
                 generation: config.generation,
                 advertise_addr,
+                encrypted,
                 shared,
                 applied,
                 server: Mutex::new(Some(server)),
@@ -154,6 +184,16 @@ impl ChitchatMembership {
     /// The address peers gossip to.
     pub fn gossip_addr(&self) -> SocketAddr {
         self.inner.advertise_addr
+    }
+
+    /// The encrypted transport's packet counters (sent, received, delivered,
+    /// dropped by reason), for metrics and health; `None` when gossip is clear
+    /// text or was started with [`start_with_transport`](Self::start_with_transport).
+    pub fn packet_stats(&self) -> Option<PacketStats> {
+        self.inner
+            .encrypted
+            .as_ref()
+            .map(EncryptedUdpTransport::stats)
     }
 }
 

@@ -5,8 +5,11 @@
 //! - `udp`: joining with full metadata, `publish` as `Updated`, failure
 //!   detection within 3 s, restarts with a new generation, cluster isolation.
 //! - `partition`: cutting a node off and healing it.
+//! - `encryption`: sealed gossip over real UDP: keyed members converge,
+//!   strangers and garbage are dropped and counted, keys rotate live.
 
 mod contract;
+mod encryption;
 mod partition;
 mod support;
 mod udp;

@@ -102,6 +102,21 @@ pub async fn wait_live(
     }
 }
 
+/// Waits until `check` holds, re-checking every 20 ms (for counters, which
+/// send no events); panics after `within`.
+pub async fn wait_until(within: Duration, what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    let mut ticks = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        if check() {
+            return;
+        }
+        if timeout_at(deadline, ticks.tick()).await.is_err() {
+            panic!("{what}: not within {within:?}");
+        }
+    }
+}
+
 /// Waits for the first event matching `pick` and returns what it picked;
 /// panics after `within`.
 pub async fn next_matching<T>(

@@ -14,6 +14,8 @@
 //! - [`state`]: the deterministic state machine that applies them, job
 //!   versions and deployments included.
 //! - [`replica`]: the state machine as stores share it, with change notifications.
+//! - [`secret`]: secrets sealed under the cluster's data key (AES-256-GCM),
+//!   and the value-in-clear type that never prints.
 //! - Seams: [`runtime`] (`Runtime`), [`store`] (`Store`), [`membership`]
 //!   (`Membership`), [`scheduler`] (`Scheduler`).
 //! - [`reconcile`]: the pure reconciler (desired vs observed → plan).
@@ -48,6 +50,7 @@ pub mod reconcile;
 pub mod replica;
 pub mod runtime;
 pub mod scheduler;
+pub mod secret;
 pub mod serve;
 pub mod spec;
 pub mod state;

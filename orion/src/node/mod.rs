@@ -13,6 +13,7 @@
 //! ```
 
 mod config;
+mod data_key;
 mod identity;
 mod join;
 
@@ -29,6 +30,7 @@ use orion_store::{Engine, RaftStore, RaftStoreConfig};
 use tracing::info;
 
 pub use config::{parse_port_range, ConfigError, NodeConfig};
+pub use data_key::DATA_KEY_FILE;
 
 /// Starts whole nodes: `Node::builder()` (every default), or
 /// [`Node::from_config`] (a config read from a file). The running node is a
@@ -215,6 +217,10 @@ impl NodeBuilder {
         insecure_dev: bool => |c, v| c.insecure_dev = v;
         /// The token presented when joining ([`NodeConfig::token`]).
         token: impl Into<String> => |c, v| c.token = Some(v.into());
+        /// The cluster's data key, for a node that joins ([`NodeConfig::data_key`]).
+        data_key: orion_core::secret::DataKey => |c, v| c.data_key = Some(v);
+        /// Where tasks' secret files go, on a tmpfs ([`NodeConfig::secrets_dir`]).
+        secrets_dir: impl Into<PathBuf> => |c, v| c.secrets_dir = v.into();
     }
 
     /// Listens for HTTP, Raft and gossip on free loopback ports: for tests and
@@ -257,6 +263,10 @@ impl NodeBuilder {
             source,
         })?;
         let id = identity::node_id(dir, c.node_id.as_deref())?;
+        // Made before the store exists, so a store never outlives the start
+        // that was to make its cluster's key.
+        let fresh = c.join.is_empty() && !dir.join("store").exists();
+        let data_key = data_key::load_or_make(dir, c.data_key.as_ref(), fresh)?;
 
         let http = bind("http", c.http, std::net::TcpListener::bind(c.http))?;
         let http_bound = bind("http", c.http, http.local_addr())?;
@@ -324,7 +334,11 @@ impl NodeBuilder {
                         ttl: c.dns_ttl,
                         forward: c.dns_forward.clone(),
                     })
+                    .secrets_dir(c.secrets_dir.clone())
                     .http_listener(http);
+                if let Some(key) = data_key {
+                    builder = builder.data_key(key);
+                }
                 match c.dns {
                     // The default port taken (another node on this host): no DNS
                     // here, said once.

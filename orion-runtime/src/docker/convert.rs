@@ -452,6 +452,22 @@ mod tests {
     }
 
     #[test]
+    fn secret_variables_join_the_env_and_only_there() {
+        let mut l = launch();
+        l.secret_env.insert(
+            "DB".into(),
+            orion_core::secret::Plaintext::new(b"s3cret".to_vec()),
+        );
+        assert!(
+            !format!("{l:?}").contains("s3cret"),
+            "a launch prints no value"
+        );
+        let body = create_body(&l, &DockerConfig::default());
+        assert_eq!(body.env.unwrap(), ["GREETING=hi", "DB=s3cret"]);
+        assert!(!body.labels.unwrap().values().any(|v| v.contains("s3cret")));
+    }
+
+    #[test]
     fn create_body_carries_command_env_labels_ports_and_limits() {
         let body = create_body(&launch(), &DockerConfig::default());
         assert_eq!(

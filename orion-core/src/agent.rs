@@ -540,7 +540,7 @@ impl Agent {
         kept_logs::prune(&self.scripts.dir, |a| known.contains(a));
         // Secret files only for what runs here (or is about to): also those
         // of allocations that ended while this agent was not running.
-        self.secret_files.prune(&cluster_id, &self.node_id, |a| {
+        self.secret_files.prune(cluster_id, &self.node_id, |a| {
             live.contains_key(a) || by_alloc.contains_key(a)
         });
     }

@@ -261,6 +261,8 @@ mod tests {
         assert!(wanted(&f, Topic::Deployment, "web"));
         assert!(wanted(&filters(&["*"]).unwrap(), Topic::Leader, "n1"));
         assert!(wanted(&[], Topic::Volume, "data"));
+        let f = filters(&["secret:db"]).unwrap();
+        assert!(wanted(&f, Topic::Secret, "db") && !wanted(&f, Topic::Job, "db"));
     }
 
     #[test]

@@ -39,6 +39,7 @@ fn node(i: usize) -> NodeInfo {
         host_ip: format!("10.1.{}.{}", i / 250, i % 250),
         port_range: (20000, 32767),
         host_volumes: Vec::new(),
+        data_key_id: None,
     }
 }
 

@@ -11,7 +11,7 @@
 //! | `read` | every `GET` of jobs, allocations, nodes, services, events, metrics |
 //! | `submit` | writing jobs: submit, plan, stop, scale, revert, deployment actions, periodic force |
 //! | `exec` | a task's logs, exec and stats |
-//! | `operator` | nodes (drain, remove), peers, volumes, gc, tokens |
+//! | `operator` | nodes (drain, remove), peers, volumes, gc, tokens, secrets (reading their list too) |
 //! | `management` | everything |
 //!
 //! A scope allows its own routes only (a `submit` token that wants to read
@@ -142,7 +142,9 @@ pub fn required_scope(method: &axum::http::Method, route: &str) -> Need {
         {
             Need::Scope(Scope::Exec)
         }
-        _ if under("/v1/acl") || under("/v1/cluster") => Need::Scope(Scope::Operator),
+        _ if under("/v1/acl") || under("/v1/cluster") || under("/v1/secrets") => {
+            Need::Scope(Scope::Operator)
+        }
         _ if read_only => Need::Scope(Scope::Read),
         _ if under("/v1/jobs") || under("/v1/deployments") => Need::Scope(Scope::Submit),
         _ => Need::Scope(Scope::Operator),
@@ -428,6 +430,18 @@ mod tests {
             (Method::GET, "/v1/acl/token/self", Need::AnyToken),
             (Method::POST, "/v1/gc", Need::Scope(Scope::Operator)),
             (Method::POST, "/v1/volumes", Need::Scope(Scope::Operator)),
+            (Method::POST, "/v1/secrets", Need::Scope(Scope::Operator)),
+            (Method::GET, "/v1/secrets", Need::Scope(Scope::Operator)),
+            (
+                Method::GET,
+                "/v1/secrets/{name}",
+                Need::Scope(Scope::Operator),
+            ),
+            (
+                Method::DELETE,
+                "/v1/secrets/{name}",
+                Need::Scope(Scope::Operator),
+            ),
             (Method::GET, "/v1/nowhere", Need::Scope(Scope::Read)),
         ];
         for (m, r, want) in cases {

@@ -183,6 +183,8 @@ pub struct Agent {
     draining: HashMap<AllocId, Instant>,
     /// Where script tasks' scripts are written, and the runner images.
     scripts: Scripts,
+    /// The data key, and where tasks' secret files go (on a tmpfs).
+    secret_files: secrets::SecretFiles,
 }
 
 /// Where a node writes script tasks' scripts, and which image runs each
@@ -236,7 +238,15 @@ impl Agent {
             metrics: None,
             draining: HashMap::new(),
             scripts: Scripts::in_dir(std::env::temp_dir().join("orion-scripts")),
+            secret_files: secrets::SecretFiles::default(),
         }
+    }
+
+    /// The data key this node opens its tasks' secrets with, and the
+    /// directory (on a tmpfs) their files go under.
+    pub fn with_secret_files(mut self, files: secrets::SecretFiles) -> Self {
+        self.secret_files = files;
+        self
     }
 
     /// Where this node writes scripts, and its runner images.
@@ -324,7 +334,7 @@ impl Agent {
         match c {
             Change::Alloc { node, .. } => node.as_ref() == Some(&self.node_id),
             Change::Node { id } => *id == self.node_id,
-            Change::Job { .. } | Change::Deployment { .. } => false,
+            Change::Job { .. } | Change::Deployment { .. } | Change::Secret { .. } => false,
             // Rare, and which node a removed volume was on is no longer known.
             Change::Volume { .. } => true,
         }
@@ -528,6 +538,11 @@ impl Agent {
                 .collect::<HashSet<AllocId>>()
         });
         kept_logs::prune(&self.scripts.dir, |a| known.contains(a));
+        // Secret files only for what runs here (or is about to): also those
+        // of allocations that ended while this agent was not running.
+        self.secret_files.prune(cluster_id, &self.node_id, |a| {
+            live.contains_key(a) || by_alloc.contains_key(a)
+        });
     }
 
     /// Runs the health probes that are due on the running allocations that have
@@ -776,6 +791,17 @@ impl Agent {
             self.prepare_script(a, &script, &mut task)?;
         }
         self.prepare_files(a, &security, &mut task)?;
+        let sealed = self.store.replica().read(|s| secrets::sealed_for(s, &task));
+        let mut secret_env = std::collections::BTreeMap::new();
+        self.secret_files.prepare(
+            &sealed,
+            cluster_id,
+            &self.node_id,
+            &a.id,
+            &security,
+            &mut task,
+            &mut secret_env,
+        )?;
         // Who and where the task is, as Nomad's NOMAD_ALLOC_ID and friends.
         task.env.insert("ORION_ALLOC_ID".into(), a.id.clone());
         task.env.insert("ORION_JOB".into(), a.job.clone());
@@ -794,9 +820,15 @@ impl Agent {
             task,
             ports: a.ports.clone(),
             security,
+            secret_env,
         };
         info!(node_id = %self.node_id, alloc = %a.id, image = %launch.task.image, "starting task");
-        self.create_and_start(&launch).await
+        let started = self.create_and_start(&launch).await;
+        if started.is_err() {
+            // No container holds them: the next attempt writes them again.
+            self.secret_files.remove(cluster_id, &self.node_id, &a.id);
+        }
+        started
     }
 
     /// The outputs a completed task left, base64-encoded by path, and what
@@ -1231,6 +1263,10 @@ impl Agent {
         // with the task's files (script, workspace, inputs).
         self.keep_logs(c).await;
         let _ = std::fs::remove_dir_all(self.scripts.dir.join(&c.alloc_id));
+        if let Some(cluster_id) = self.store.replica().read(|s| s.cluster_id.clone()) {
+            self.secret_files
+                .remove(&cluster_id, &self.node_id, &c.alloc_id);
+        }
         if let Err(e) = self.runtime.remove(&c.id).await {
             if !matches!(e, RuntimeError::NotFound(_)) {
                 warn!(container = %c.id, error = %e, "remove failed");
@@ -1352,6 +1388,7 @@ fn update(
 
 pub mod health;
 pub mod kept_logs;
+pub mod secrets;
 pub mod stats;
 
 #[cfg(test)]

@@ -179,6 +179,23 @@ pub enum Command {
         /// Its accessor.
         accessor: String,
     },
+    /// Writes a new version of a secret, sealed where the request was taken
+    /// (the value in clear is never in a command). Taken when it is the
+    /// secret's next version (1 for a new secret); the same version again
+    /// with the same ciphertext is a no-op (a retried proposal); any other
+    /// version is refused, since its ciphertext is bound to its number.
+    PutSecret {
+        /// The secret's name.
+        name: String,
+        /// The sealed version.
+        version: crate::secret::SecretVersion,
+    },
+    /// Forgets a secret and all its versions; refused while a running job
+    /// uses it.
+    DeleteSecret {
+        /// Its name.
+        name: String,
+    },
     /// Several commands committed as one log entry and applied in order (group
     /// commit: see [`crate::batching::BatchingStore`]).
     Batch {

@@ -29,6 +29,8 @@ pub enum Topic {
     Deployment,
     /// A named volume.
     Volume,
+    /// A secret (its names, versions and times: never its value).
+    Secret,
     /// The Raft leader changed (live only: not kept for clients that resume).
     Leader,
 }
@@ -42,9 +44,10 @@ impl std::str::FromStr for Topic {
             "node" => Ok(Topic::Node),
             "deployment" => Ok(Topic::Deployment),
             "volume" => Ok(Topic::Volume),
+            "secret" => Ok(Topic::Secret),
             "leader" => Ok(Topic::Leader),
             other => Err(format!(
-                "unknown topic {other:?}: expected job, allocation, node, deployment, volume or leader"
+                "unknown topic {other:?}: expected job, allocation, node, deployment, volume, secret or leader"
             )),
         }
     }
@@ -116,7 +119,7 @@ pub struct Event {
     pub index: u64,
     /// What it is about.
     pub topic: Topic,
-    /// Its key: the job's or volume's name, the allocation's or node's id.
+    /// Its key: the job's, volume's or secret's name, the allocation's or node's id.
     pub key: String,
     /// The object after the change, as read when the event is sent; none
     /// once removed.
@@ -218,6 +221,14 @@ pub fn events_of(batch: &ChangeBatch, topics: &[TopicFilter], state: &ClusterSta
                     .get(name)
                     .and_then(|v| serde_json::to_value(v).ok()),
             ),
+            Change::Secret { name } => (
+                Topic::Secret,
+                name.clone(),
+                state
+                    .secrets
+                    .get(name)
+                    .and_then(|s| serde_json::to_value(s.meta()).ok()),
+            ),
         };
         if wanted(topics, topic, &key) {
             out.push(Event {
@@ -250,6 +261,8 @@ mod tests {
         assert!(wanted(&f, Topic::Deployment, "web"));
         assert!(wanted(&filters(&["*"]).unwrap(), Topic::Leader, "n1"));
         assert!(wanted(&[], Topic::Volume, "data"));
+        let f = filters(&["secret:db"]).unwrap();
+        assert!(wanted(&f, Topic::Secret, "db") && !wanted(&f, Topic::Job, "db"));
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //!   versions and deployments included.
 //! - [`tls`]: the cluster CA, node certificates, mutual TLS and join tokens.
 //! - [`replica`]: the state machine as stores share it, with change notifications.
+//! - [`secret`]: secrets sealed under the cluster's data key (AES-256-GCM),
+//!   and the value-in-clear type that never prints.
 //! - Seams: [`runtime`] (`Runtime`), [`store`] (`Store`), [`membership`]
 //!   (`Membership`), [`scheduler`] (`Scheduler`).
 //! - [`reconcile`]: the pure reconciler (desired vs observed → plan).
@@ -49,6 +51,7 @@ pub mod reconcile;
 pub mod replica;
 pub mod runtime;
 pub mod scheduler;
+pub mod secret;
 pub mod serve;
 pub mod spec;
 pub mod state;

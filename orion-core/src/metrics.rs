@@ -125,10 +125,10 @@ pub struct ReasonLabel {
 /// The class of a scheduler's explanation (`"0/3 nodes: 3 insufficient
 /// memory"` → `memory`), so the label set stays small: the first reason it
 /// names, of `no_nodes`, `cpu`, `memory`, `disk`, `ports`, `selector`,
-/// `distinct_hosts`, `volume`, `host_path`, `node_not_ready`,
+/// `distinct_hosts`, `volume`, `host_path`, `secret`, `node_not_ready`,
 /// `contention`, else `other`.
 pub fn unplaced_reason(explanation: &str) -> &'static str {
-    const CLASSES: [(&str, &str); 12] = [
+    const CLASSES: [(&str, &str); 14] = [
         ("no nodes", "no_nodes"),
         ("insufficient cpu", "cpu"),
         ("insufficient memory", "memory"),
@@ -138,6 +138,8 @@ pub fn unplaced_reason(explanation: &str) -> &'static str {
         ("distinct hosts", "distinct_hosts"),
         ("volume", "volume"),
         ("host path", "host_path"),
+        ("secret", "secret"),
+        ("data key", "secret"),
         ("node draining", "node_not_ready"),
         ("node down", "node_not_ready"),
         ("node ", "node_not_ready"),

@@ -134,6 +134,11 @@ pub struct NodeInfo {
     /// default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_volumes: Vec<String>,
+    /// The id of the data key it holds ([`crate::secret::DataKey::id`]), so
+    /// that tasks using secrets are placed only where they can be opened;
+    /// none when it holds no key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_key_id: Option<String>,
 }
 
 impl NodeInfo {

@@ -49,6 +49,12 @@ pub struct TaskLaunch {
     /// How locked down it runs (resolved from the job's kind and the task's
     /// `security`).
     pub security: crate::spec::Security,
+    /// Environment variables whose values come from secrets
+    /// (`env_from_secret`), set beside `task.env`. Their values print as
+    /// `<redacted>` and are never serialized: they reach the engine's create
+    /// call and nothing else.
+    #[serde(skip)]
+    pub secret_env: BTreeMap<String, crate::secret::Plaintext>,
 }
 
 impl TaskLaunch {

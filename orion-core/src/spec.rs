@@ -15,7 +15,9 @@ pub use health::{CheckKind, HealthCheck};
 mod deps;
 pub use deps::{Condition, Dependency};
 mod script;
+mod secrets;
 pub use script::{Lang, ScriptSpec, MAX_SCRIPT_BYTES, SCRIPT_PATH};
+pub use secrets::{FileMode, SecretMount, DEFAULT_SECRET_MODE, SECRETS_DIR};
 mod security;
 pub use security::{
     Profile, Security, SecurityOverrides, SecuritySpec, RESTRICTED_PIDS, RESTRICTED_USER,
@@ -141,6 +143,15 @@ impl JobSpec {
 }
 
 impl TaskSpec {
+    /// The names of the secrets it uses, as files or variables, each once.
+    pub fn secret_names(&self) -> BTreeSet<&str> {
+        self.secrets
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(self.env_from_secret.values().map(String::as_str))
+            .collect()
+    }
+
     /// The security settings of this task in a job of `kind` (see
     /// [`JobSpec::security`]).
     pub fn security_for(&self, kind: JobKind) -> Security {
@@ -306,6 +317,17 @@ pub struct TaskSpec {
     /// volume's node) and host paths the node allows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeMount>,
+    /// Cluster secrets mounted as read-only files, each at its `target`
+    /// (default `/run/secrets/<name>`); see [`SecretMount`]. A task whose
+    /// secret does not exist is not placed, and says which one it waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretMount>,
+    /// Environment variables set from secrets, variable → secret name
+    /// (`PGPASSWORD: db-password`); the value must be UTF-8 text. Prefer
+    /// `secrets`: the engine keeps a container's environment in its
+    /// configuration on the node's disk and shows it to `docker inspect`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_from_secret: BTreeMap<String, String>,
     /// Probes run by the task's node; the task is healthy while they pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_checks: Vec<HealthCheck>,
@@ -575,6 +597,8 @@ impl JobSpec {
                 resources: Resources::default(),
                 ports: Vec::new(),
                 volumes: Vec::new(),
+                secrets: Vec::new(),
+                env_from_secret: BTreeMap::new(),
                 health_checks: Vec::new(),
                 service: None,
                 timeout: None,
@@ -646,6 +670,22 @@ impl JobSpec {
             target: target.into(),
             read_only: false,
         });
+        self
+    }
+
+    /// Mounts secret `name` at `/run/secrets/<name>`, mode 0400.
+    pub fn secret(mut self, name: impl Into<String>) -> Self {
+        self.task.secrets.push(SecretMount {
+            name: name.into(),
+            target: None,
+            mode: None,
+        });
+        self
+    }
+
+    /// Sets environment variable `var` to the value of secret `name`.
+    pub fn env_from_secret(mut self, var: impl Into<String>, name: impl Into<String>) -> Self {
+        self.task.env_from_secret.insert(var.into(), name.into());
         self
     }
 
@@ -969,6 +1009,12 @@ impl JobSpec {
                     format!("{:?} is mounted twice", v.target),
                 );
             }
+        }
+        let mut taken: BTreeSet<String> = targets.iter().map(|t| t.to_string()).collect();
+        for (field, problem) in
+            secrets::problems(&t.secrets, &t.env_from_secret, &t.env, &mut taken)
+        {
+            err(field, problem);
         }
         if let Some(u) = &self.update {
             let replicas = if self.kind == JobKind::System {

@@ -21,6 +21,7 @@ mod deploy;
 mod deps;
 pub use deps::{dependency_cycle, Gate};
 mod periodic;
+mod secrets;
 mod tally;
 
 pub use allocs::AllocTable;
@@ -71,6 +72,11 @@ pub enum Change {
         /// Its name.
         name: String,
     },
+    /// A secret was written or removed.
+    Secret {
+        /// Its name.
+        name: String,
+    },
     /// A job's deployment was started, advanced or ended.
     Deployment {
         /// Its job.
@@ -114,6 +120,9 @@ pub struct ClusterState {
     /// API tokens (hashed) and their key.
     #[serde(default, skip_serializing_if = "crate::acl::AclState::is_empty")]
     pub acl: crate::acl::AclState,
+    /// Secrets by name, sealed (see [`crate::secret`]): never a value in clear.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, crate::secret::Secret>,
     /// Index of the last command applied.
     pub applied_index: u64,
     /// Source of allocation ids; bumped on each new allocation.
@@ -341,6 +350,10 @@ impl ClusterState {
                     reason: format!("no token with accessor {accessor}"),
                 },
             },
+            Command::PutSecret { name, version } => {
+                self.put_secret(index, name, version, &mut changes)
+            }
+            Command::DeleteSecret { name } => self.delete_secret(name, &mut changes),
             Command::Batch { commands } => {
                 let mut responses = Vec::with_capacity(commands.len());
                 for c in commands {

@@ -819,6 +819,8 @@ async fn the_openapi_document_matches_the_routes() {
             "/v1/nodes/{id}",
             "/v1/nodes/{id}/drain",
             "/v1/nodes/{id}/undrain",
+            "/v1/secrets",
+            "/v1/secrets/{name}",
             "/v1/services",
             "/v1/services/{name}",
             "/v1/services/{name}/lb",

@@ -73,6 +73,9 @@ pub enum Command {
     /// Named volumes: data on one node that outlives its tasks.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Secrets: values tasks read as files (or variables), never shown again.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// The service catalog: running allocations with named ports.
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -102,7 +105,7 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
         /// Only these topics, `job`, `allocation`, `node`, `deployment`,
-        /// `volume`, `leader`, each optionally with a key (`job:web`); repeat
+        /// `volume`, `secret`, `leader`, each optionally with a key (`job:web`); repeat
         /// for more.
         #[arg(long = "topic")]
         topics: Vec<String>,
@@ -243,6 +246,18 @@ pub struct AgentArgs {
     /// Storage engine of the Raft log: redb or sled [default: redb].
     #[arg(long)]
     pub engine: Option<orion::Engine>,
+    /// A file holding the cluster's data key (64 hex digits, as the first
+    /// node keeps it in `<data-dir>/data.key`), for a node that joins an
+    /// `--insecure-dev` cluster (a secure join receives it with the node's
+    /// certificate): it is kept in this node's data dir [default: the one in
+    /// the data dir, or the join's; the first node of a new cluster makes
+    /// one].
+    #[arg(long)]
+    pub data_key_file: Option<PathBuf>,
+    /// Where tasks' secret files are written, on a tmpfs [default:
+    /// /dev/shm/orion-secrets].
+    #[arg(long)]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 fn parse_script_image(s: &str) -> Result<(orion_core::spec::Lang, String), String> {
@@ -580,6 +595,33 @@ pub enum ClusterCommand {
     /// without verification: compare the fingerprint with the one the first
     /// node logged before trusting it).
     Ca,
+}
+
+/// `orion-node secret …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Write a secret, or a new version of one: sealed by the node that
+    /// takes it, and never shown again.
+    Create {
+        /// Its name (DNS-safe).
+        name: String,
+        /// The file holding its value (at most 1 MiB), or `-` for standard
+        /// input.
+        #[arg(long = "from-file", short = 'f')]
+        from_file: PathBuf,
+    },
+    /// List secrets: names, versions and times (never a value).
+    List {
+        /// Output: the API's JSON, or a Go template over it.
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Forget a secret and its versions (refused while a running job uses it).
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// `orion-node acl …`.

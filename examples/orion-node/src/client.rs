@@ -753,13 +753,13 @@ fn print_job(v: &JobView, all: bool) {
 }
 
 /// The `-t` template of a command, parsed before anything is asked of the node.
-fn template(out: &Output) -> Result<Option<Template>> {
+pub(crate) fn template(out: &Output) -> Result<Option<Template>> {
     out.template.as_deref().map(Template::parse).transpose()
 }
 
 /// Prints `v` as JSON or through the template when asked; false when the
 /// command should print its table.
-fn print_raw(out: &Output, template: Option<&Template>, v: &Value) -> Result<bool> {
+pub(crate) fn print_raw(out: &Output, template: Option<&Template>, v: &Value) -> Result<bool> {
     if let Some(t) = template {
         crate::out::raw(format_args!("{}", t.render(v)?), true);
         return Ok(true);

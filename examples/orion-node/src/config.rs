@@ -20,9 +20,28 @@ pub fn node_config(args: &AgentArgs) -> Result<NodeConfig> {
         (opt $($f:ident),*) => { $( if let Some(v) = args.$f.clone() { c.$f = Some(v); } )* };
     }
     flag!(
-        data_dir, http, raft, gossip, host_ip, port_range, role, engine, max_voters, dns_domain,
-        dns_ttl
+        data_dir,
+        http,
+        raft,
+        gossip,
+        host_ip,
+        port_range,
+        role,
+        engine,
+        max_voters,
+        dns_domain,
+        dns_ttl,
+        secrets_dir
     );
+    if let Some(path) = &args.data_key_file {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--data-key-file {}", path.display()))?,
+        );
+        let key = orion::secret::DataKey::from_hex(&text)
+            .map_err(|e| anyhow!("--data-key-file {}: {e}", path.display()))?;
+        c.data_key = Some(key);
+    }
     if !args.dns_forward.is_empty() {
         c.dns_forward = args.dns_forward.clone();
     }

@@ -18,6 +18,7 @@ mod dev;
 mod follow;
 mod node;
 mod out;
+mod secret;
 mod template;
 
 use anyhow::Result;
@@ -122,6 +123,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Job(cmd) => client::job(&cli.addr, cmd).await,
         cli::Command::Node(cmd) => client::node(&cli.addr, cmd).await,
         cli::Command::Volume(cmd) => client::volume(&cli.addr, cmd).await,
+        cli::Command::Secret(cmd) => secret::secret(&cli.addr, cmd).await,
         cli::Command::Service(cmd) => client::service(&cli.addr, cmd).await,
         cli::Command::Acl(cmd) => client::acl(&cli.addr, cmd).await,
         cli::Command::Cluster(cmd) => client::cluster(&cli.addr, cmd).await,

@@ -33,6 +33,8 @@
 //! | `GET /health/live`, `GET /health/ready` | for liveness and readiness probes |
 //! | `POST /v1/acl/tokens` `{name, scopes}`, `GET /v1/acl/tokens`, `DELETE /v1/acl/tokens/{accessor}` | API tokens (the secret is answered once, at creation) |
 //! | `GET /v1/acl/token/self` | the caller's token |
+//! | `POST /v1/secrets` `{name, data_base64}` | write a secret (a new one, or its next version), sealed on this node; 413 over 1 MiB, 503 without a data key |
+//! | `GET /v1/secrets`, `GET /v1/secrets/{name}`, `DELETE /v1/secrets/{name}` | secrets' names, versions and times (never a value); forget one no running job uses |
 //!
 //! Logs, exec and stats are served by the node that runs the allocation; another
 //! node answers 421 with `{"error", "node", "node_http"}` naming the right one.
@@ -54,6 +56,7 @@ mod acl;
 pub mod exec_ws;
 pub mod logs;
 mod pki;
+mod secrets;
 mod ui;
 
 use axum::body::Bytes;
@@ -290,10 +293,16 @@ pub const SPEC_BODY_MAX: usize = 4 * 1024 * 1024;
 /// peer): 64 KiB, far above any of them.
 pub const SMALL_BODY_MAX: usize = 64 * 1024;
 
+/// Largest body of `POST /v1/secrets`: 2 MiB, room for a 1 MiB value in
+/// base64 (4/3 of it) and its JSON; the value itself is capped at
+/// [`crate::secret::MAX_SECRET_BYTES`] once decoded.
+pub const SECRET_BODY_MAX: usize = 2 * 1024 * 1024;
+
 /// The body cap of a route (by its pattern).
 fn body_cap(route: &str) -> usize {
     match route {
         "/v1/jobs" | "/v1/jobs/plan" => SPEC_BODY_MAX,
+        "/v1/secrets" => SECRET_BODY_MAX,
         _ => SMALL_BODY_MAX,
     }
 }
@@ -400,6 +409,8 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(pki::renew))
         .routes(routes!(pki::get_join_token))
         .routes(routes!(pki::rotate_join_token))
+        .routes(routes!(secrets::create_secret, secrets::list_secrets))
+        .routes(routes!(secrets::get_secret, secrets::delete_secret))
 }
 
 /// The shape of every error answer.
@@ -466,7 +477,10 @@ impl From<ClusterError> for ApiError {
             | ClusterError::VolumeNotFound(_)
             | ClusterError::DeploymentNotFound(_)
             | ClusterError::VersionNotFound { .. }
-            | ClusterError::TokenNotFound(_) => StatusCode::NOT_FOUND,
+            | ClusterError::TokenNotFound(_)
+            | ClusterError::SecretNotFound(_) => StatusCode::NOT_FOUND,
+            ClusterError::NoDataKey => StatusCode::SERVICE_UNAVAILABLE,
+            ClusterError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ClusterError::Refused(_) | ClusterError::NodeAlive(_) => StatusCode::CONFLICT,
             ClusterError::Forbidden(_) => StatusCode::FORBIDDEN,
             ClusterError::Store(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,

@@ -165,6 +165,8 @@ pub struct ClusterBuilder {
     load_balancer: bool,
     scripts: Option<crate::agent::Scripts>,
     pki: Option<Arc<super::pki::Pki>>,
+    data_key: Option<crate::secret::DataKey>,
+    secrets_dir: Option<std::path::PathBuf>,
 }
 
 impl ClusterBuilder {
@@ -183,7 +185,27 @@ impl ClusterBuilder {
             load_balancer: true,
             scripts: None,
             pki: None,
+            data_key: None,
+            secrets_dir: None,
         }
+    }
+
+    /// The cluster's data key, which secrets are sealed under (see
+    /// [`crate::secret`]). Without one this node refuses to write secrets
+    /// (`503`), and tasks that use secrets are not placed on it. Every node
+    /// of a cluster must hold the same key: `orion::Node` makes it at the
+    /// first start of a cluster's first node and keeps it in its data dir.
+    pub fn data_key(mut self, key: crate::secret::DataKey) -> Self {
+        self.data_key = Some(key);
+        self
+    }
+
+    /// Where this node writes its tasks' secret files, one directory per
+    /// allocation; it must be on a tmpfs (checked before each write). Default
+    /// [`crate::agent::secrets::DEFAULT_SECRETS_DIR`].
+    pub fn secrets_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.secrets_dir = Some(dir.into());
+        self
     }
 
     /// Sets the node id (it must agree with a profile's id, if one gives it).
@@ -384,7 +406,8 @@ impl ClusterBuilder {
             None => None,
         };
         let dns_addr = dns.as_ref().map(|(u, _)| u.local_addr()).transpose()?;
-        let info = node_info(&profile, http_addr);
+        let mut info = node_info(&profile, http_addr);
+        info.data_key_id = self.data_key.as_ref().map(crate::secret::DataKey::id);
         crate::spec::check_dns_label(&info.id).map_err(|p| ClusterError::config("node_id", p))?;
         // Every proposal from this node (API, agent, control loop) goes through one
         // group-commit queue.
@@ -449,7 +472,14 @@ impl ClusterBuilder {
         )
         .with_load_balancer(lb.clone())
         .with_metrics(metrics.clone())
-        .with_scripts(scripts.clone());
+        .with_scripts(scripts.clone())
+        .with_secret_files(crate::agent::secrets::SecretFiles {
+            key: self.data_key.clone(),
+            dir: self
+                .secrets_dir
+                .clone()
+                .unwrap_or_else(|| crate::agent::secrets::DEFAULT_SECRETS_DIR.into()),
+        });
         tasks.push(tokio::spawn(agent.run(shutdown_rx.clone())));
         let stats = Arc::new(crate::agent::stats::StatsHistory::new(
             self.config.stats.clone(),
@@ -492,6 +522,7 @@ impl ClusterBuilder {
             stats,
             lb,
             task_files: scripts.dir.clone(),
+            data_key: self.data_key.take(),
             acl_enforced,
             insecure_dev,
             pki: self.pki.clone(),
@@ -566,6 +597,7 @@ fn node_info(cfg: &NodeProfile, http: Option<SocketAddr>) -> NodeInfo {
         host_ip: cfg.host_ip.clone(),
         port_range: cfg.port_range,
         host_volumes: cfg.host_volumes.clone(),
+        data_key_id: None,
     }
 }
 

@@ -10,6 +10,7 @@ mod deploy;
 mod detect;
 pub mod pki;
 mod plan;
+mod secrets;
 mod tasks;
 mod wait;
 
@@ -99,6 +100,22 @@ pub enum ClusterError {
     /// No API token with this accessor.
     #[error("no token with accessor {0:?}")]
     TokenNotFound(String),
+    /// No such secret.
+    #[error("no secret named {0:?}")]
+    SecretNotFound(String),
+    /// This node holds no data key, so it cannot seal a secret.
+    #[error("this node holds no data key, so it cannot seal secrets: orion::Node makes one at the first start of a cluster's first node (kept in <data-dir>/data.key), and a node that joins must be given the cluster's")]
+    NoDataKey,
+    /// A value over its size limit; nothing was written.
+    #[error("{what} is {size} bytes, over the limit of {limit} bytes ({} KiB)", .limit / 1024)]
+    TooLarge {
+        /// What (`secret data`).
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The allocation runs on another node; ask that one.
     #[error("allocation runs on node {node:?}{}", .http.as_ref().map(|h| format!(" at {h}")).unwrap_or_default())]
     Elsewhere {
@@ -202,6 +219,8 @@ pub(crate) struct Inner {
     pub(crate) lb: Option<Arc<crate::lb::Balancer>>,
     /// Where the agent keeps task files and kept logs.
     pub(crate) task_files: std::path::PathBuf,
+    /// The cluster's data key, which this node seals secrets with.
+    pub(crate) data_key: Option<crate::secret::DataKey>,
     /// Whether the API asks every caller for a token.
     pub(crate) acl_enforced: bool,
     /// Token checks turned off on purpose (`--insecure-dev`).

@@ -170,6 +170,12 @@ pub struct CertGrant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub ca: Option<CertAuthority>,
+    /// At join: the cluster's data key (hex), which secrets and the gossip
+    /// keyring are sealed under, when the admitting node holds one. It
+    /// travels only here, inside the TLS session the joiner checked against
+    /// its token's CA digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_key: Option<String>,
 }
 
 impl std::fmt::Debug for CertGrant {
@@ -178,6 +184,7 @@ impl std::fmt::Debug for CertGrant {
             .field("issued_ms", &self.issued_ms)
             .field("expires_ms", &self.expires_ms)
             .field("ca", &self.ca)
+            .field("data_key", &self.data_key.as_ref().map(|_| "…"))
             .finish_non_exhaustive()
     }
 }
@@ -320,6 +327,7 @@ impl Cluster {
         if req.role == NodeRole::Manager {
             grant.ca = pki.ca();
         }
+        grant.data_key = self.inner.data_key.as_ref().map(|k| k.to_hex().to_string());
         info!(node = %req.node_id, role = %req.role, "join admitted: certificate issued");
         Ok(grant)
     }
@@ -353,6 +361,7 @@ impl Cluster {
             issued_ms: unix_ms(issued),
             expires_ms: unix_ms(issued + pki.cert_validity),
             ca: None,
+            data_key: None,
         })
     }
 }

@@ -164,7 +164,7 @@ impl Cluster {
                 batch.changes.retain(|c| match c {
                     Change::Job { name } | Change::Deployment { job: name } => *name == job,
                     Change::Alloc { job: j, .. } => *j == job,
-                    Change::Node { .. } | Change::Volume { .. } => false,
+                    Change::Node { .. } | Change::Volume { .. } | Change::Secret { .. } => false,
                 });
                 let keep = !batch.changes.is_empty();
                 async move { keep.then_some(batch) }

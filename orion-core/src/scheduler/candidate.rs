@@ -281,6 +281,10 @@ pub struct Ask<'a> {
     pub volume_node: Option<Result<String, String>>,
     /// Host paths it mounts.
     pub host_paths: Vec<&'a str>,
+    /// The id of the data key its secrets are sealed under; an error naming
+    /// why no node will do (a secret missing); none when it uses no secret.
+    /// Set by [`Ask::check_secrets`].
+    pub secrets: Option<Result<String, String>>,
     /// Nodes where an allocation of this job failed for good (restarts spent,
     /// or it could not start there); its replacements prefer other nodes.
     pub failed_on: Vec<String>,
@@ -313,6 +317,7 @@ impl<'a> Ask<'a> {
                 .iter()
                 .filter_map(|v| v.host_path.as_deref())
                 .collect(),
+            secrets: None,
             failed_on: Vec::new(),
         }
     }
@@ -359,6 +364,41 @@ impl<'a> Ask<'a> {
         self
     }
 
+    /// Checks the secrets the ask uses exist in `secrets`, and notes the data
+    /// key they are sealed under.
+    pub fn check_secrets(mut self, secrets: &BTreeMap<String, crate::secret::Secret>) -> Self {
+        let names = self.spec.task.secret_names();
+        if names.is_empty() {
+            return self;
+        }
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| secrets.get(*n).and_then(|s| s.current()).is_none())
+            .collect();
+        self.secrets = Some(match missing.as_slice() {
+            [] => {
+                let mut keys: Vec<&str> = names
+                    .iter()
+                    .filter_map(|n| secrets.get(*n)?.current())
+                    .map(|v| v.key_id.as_str())
+                    .collect();
+                keys.sort_unstable();
+                keys.dedup();
+                match keys.as_slice() {
+                    [one] => Ok(one.to_string()),
+                    many => Err(format!(
+                        "its secrets are sealed under different data keys ({})",
+                        many.join(", ")
+                    )),
+                }
+            }
+            [one] => Err(format!("secret {one} does not exist")),
+            many => Err(format!("secrets {} do not exist", many.join(", "))),
+        });
+        self
+    }
+
     /// What decides which nodes the ask fits on, as a key: two asks with the same
     /// key fit on the same nodes and are explained alike. The job's name is part
     /// of it only for distinct hosts, the one filter that looks at the job.
@@ -370,7 +410,7 @@ impl<'a> Ask<'a> {
             ""
         };
         format!(
-            "{:x}/{}/{}/{:?}/{:?}/{:?}/{:?}/{:?}/{job}",
+            "{:x}/{}/{}/{:?}/{:?}/{:?}/{:?}/{:?}/{:?}/{job}",
             n.cpu.to_bits(),
             n.memory_mb,
             n.disk_mb,
@@ -379,6 +419,7 @@ impl<'a> Ask<'a> {
             self.dynamic_ports,
             self.volume_node,
             self.host_paths,
+            self.secrets,
         )
     }
 

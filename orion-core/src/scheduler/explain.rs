@@ -50,6 +50,12 @@ pub enum Reason {
     VolumeNode,
     /// The node does not allow the ask's host path at this position.
     HostPath(u8),
+    /// A secret the job uses does not exist (every node says so).
+    Secret,
+    /// The node holds no data key, so it cannot open the job's secrets.
+    NoDataKey,
+    /// The node holds another data key than the job's secrets are sealed under.
+    OtherDataKey,
 }
 
 impl Reason {
@@ -79,6 +85,14 @@ impl Reason {
                 Some(p) => format!("host path {p} not allowed"),
                 None => "host path not allowed".into(),
             },
+            Reason::Secret => match &ask.secrets {
+                Some(Err(why)) => why.clone(),
+                _ => "secret".into(),
+            },
+            Reason::NoDataKey => "no data key on node (it cannot open secrets)".into(),
+            Reason::OtherDataKey => {
+                "another data key on node than its secrets are sealed under".into()
+            }
         }
     }
 
@@ -107,6 +121,9 @@ impl Reason {
             Reason::DistinctHosts => (6, 0),
             Reason::VolumeNode => (7, 0),
             Reason::HostPath(i) => (8, *i as u32),
+            Reason::Secret => (9, 0),
+            Reason::NoDataKey => (10, 0),
+            Reason::OtherDataKey => (11, 0),
         }
     }
 }

@@ -285,7 +285,9 @@ impl FilterScoreScheduler {
         let spec = &state.jobs.get(job)?.spec;
         let view = PlanView::new(state, &[]);
         let c = &view.nodes[view.position(node)?];
-        let ask = Ask::new(spec, self.config.default_strategy).pin_volumes(&state.volumes);
+        let ask = Ask::new(spec, self.config.default_strategy)
+            .pin_volumes(&state.volumes)
+            .check_secrets(&state.secrets);
         let rejection = self.reject(c, &ask).map(|r| match r.detail() {
             Some(d) => format!("{} ({d})", r.label(&ask)),
             None => r.label(&ask),
@@ -430,6 +432,7 @@ impl Scheduler for FilterScoreScheduler {
                     let k = *by_name.entry(name).or_insert_with(|| {
                         let ask = Ask::new(&job.spec, self.config.default_strategy)
                             .pin_volumes(&state.volumes)
+                            .check_secrets(&state.secrets)
                             .note_failures(state);
                         let shape = ask.feasibility_key();
                         let known = nowhere.get(&shape).cloned();

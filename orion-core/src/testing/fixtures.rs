@@ -26,6 +26,7 @@ pub fn node(id: &str, cpu: f64, memory_mb: u64) -> NodeInfo {
         host_ip: "127.0.0.1".into(),
         port_range: (32000, 32767),
         host_volumes: Vec::new(),
+        data_key_id: None,
     }
 }
 

@@ -39,6 +39,8 @@ struct Inner {
     next_id: u64,
     /// Files tasks "wrote", by allocation and path.
     files: BTreeMap<(String, String), Vec<u8>>,
+    /// The last launch created for each allocation.
+    launches: BTreeMap<String, TaskLaunch>,
     /// Open [`Runtime::exits`] streams.
     exit_watchers: Vec<(Owner, ExitSender)>,
 }
@@ -116,6 +118,13 @@ impl FakeRuntime {
             .lock()
             .files
             .insert((alloc_id.to_string(), path.to_string()), content.to_vec());
+    }
+
+    /// The last launch `create` was given for an allocation: what its
+    /// container would have been made of (mounts, environment, secret
+    /// values in `secret_env`).
+    pub fn launch_of(&self, alloc_id: &str) -> Option<TaskLaunch> {
+        self.inner.lock().launches.get(alloc_id).cloned()
     }
 
     /// Every call so far, in order.
@@ -221,6 +230,9 @@ impl Runtime for FakeRuntime {
         let mut l = launch.labels();
         l.insert("name".into(), name);
         inner.containers.insert(id, (l, info.clone()));
+        inner
+            .launches
+            .insert(launch.alloc_id.clone(), launch.clone());
         Ok(info)
     }
 

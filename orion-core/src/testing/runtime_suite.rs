@@ -133,6 +133,7 @@ fn launch(owner: &Owner, task: &TaskSpec) -> TaskLaunch {
         task: task.clone(),
         ports: Vec::new(),
         security: Default::default(),
+        secret_env: Default::default(),
     }
 }
 
@@ -354,6 +355,8 @@ mod tests {
             resources: Resources::default(),
             ports: Vec::new(),
             volumes: Vec::new(),
+            secrets: Vec::new(),
+            env_from_secret: Default::default(),
             health_checks: Vec::new(),
             service: None,
             timeout: None,

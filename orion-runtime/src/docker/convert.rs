@@ -119,6 +119,18 @@ fn mounts(launch: &TaskLaunch) -> Option<Vec<Mount>> {
     (!mounts.is_empty()).then_some(mounts)
 }
 
+/// The container's environment: the task's, then the values of its
+/// `env_from_secret` (the only place they leave their redacting type; the
+/// engine keeps them in the container's configuration).
+fn env(launch: &TaskLaunch) -> Vec<String> {
+    let plain = launch.task.env.iter().map(|(k, v)| format!("{k}={v}"));
+    let secret = launch.secret_env.iter().map(|(k, v)| {
+        // Checked to be UTF-8 by the agent; lossy would only ever mark a bug.
+        format!("{k}={}", String::from_utf8_lossy(v.expose()))
+    });
+    plain.chain(secret).collect()
+}
+
 /// The container to create for an allocation.
 pub fn create_body(launch: &TaskLaunch, config: &DockerConfig) -> ContainerCreateBody {
     let task = &launch.task;
@@ -167,7 +179,7 @@ pub fn create_body(launch: &TaskLaunch, config: &DockerConfig) -> ContainerCreat
         user: sec.user.clone(),
         working_dir,
         cmd: command(launch),
-        env: Some(task.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: Some(env(launch)),
         labels: Some(labels),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         stop_timeout: Some(config.stop_grace.as_secs().try_into().unwrap_or(i64::MAX)),
@@ -375,6 +387,8 @@ mod tests {
                 },
                 ports: Vec::new(),
                 volumes: Vec::new(),
+                secrets: Vec::new(),
+                env_from_secret: Default::default(),
                 health_checks: Vec::new(),
                 service: None,
                 timeout: None,
@@ -384,6 +398,7 @@ mod tests {
                 binding("dns", 53, 5353, Protocol::Udp, ""),
             ],
             security: Default::default(),
+            secret_env: Default::default(),
         }
     }
 
@@ -434,6 +449,22 @@ mod tests {
             ),
             (None, None, None, None, None)
         );
+    }
+
+    #[test]
+    fn secret_variables_join_the_env_and_only_there() {
+        let mut l = launch();
+        l.secret_env.insert(
+            "DB".into(),
+            orion_core::secret::Plaintext::new(b"s3cret".to_vec()),
+        );
+        assert!(
+            !format!("{l:?}").contains("s3cret"),
+            "a launch prints no value"
+        );
+        let body = create_body(&l, &DockerConfig::default());
+        assert_eq!(body.env.unwrap(), ["GREETING=hi", "DB=s3cret"]);
+        assert!(!body.labels.unwrap().values().any(|v| v.contains("s3cret")));
     }
 
     #[test]

@@ -114,3 +114,53 @@ async fn exec_output_is_capped() {
     assert!(out.stdout.bytes().all(|b| b == b'a'));
     assert_eq!(out.stderr, "done\n");
 }
+
+/// A launch's `secret_env` reaches the container's environment beside
+/// `task.env`, and a read-only bind of a file (the agent's secret files) is
+/// readable and not writable, shown on tmpfs in the container's mount table.
+#[tokio::test]
+async fn secret_variables_and_read_only_file_binds_reach_the_task() {
+    let ctx = ctx_or_skip!();
+    let shm = tempfile::tempdir_in("/dev/shm").expect("a dir on tmpfs");
+    let file = shm.path().join("0-db");
+    std::fs::write(&file, "s3cret-file").unwrap();
+    let mut t = task(POLITE);
+    t.env.insert("PLAIN".into(), "p".into());
+    t.volumes.push(orion_core::spec::VolumeMount {
+        name: None,
+        host_path: Some(file.display().to_string()),
+        target: "/run/secrets/db".into(),
+        read_only: true,
+    });
+    let mut launch = ctx.launch("n1", t);
+    launch.secret_env.insert(
+        "DB_PASSWORD".into(),
+        orion_core::secret::Plaintext::new(b"s3cret-env".to_vec()),
+    );
+    let id = ctx.run(&launch).await;
+    let sh = |script: &str| vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
+    let out = ctx
+        .rt
+        .exec(
+            &id,
+            &sh("echo \"$PLAIN $DB_PASSWORD\"; cat /run/secrets/db"),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(out.stdout, "p s3cret-env\ns3cret-file", "{out:?}");
+    let out = ctx
+        .rt
+        .exec(&id, &sh("echo x > /run/secrets/db"))
+        .await
+        .expect("exec");
+    assert_ne!(out.exit_code, 0, "the bind is read-only: {out:?}");
+    let out = ctx
+        .rt
+        .exec(&id, &sh("grep ' /run/secrets/db ' /proc/mounts"))
+        .await
+        .expect("exec");
+    assert!(
+        out.stdout.starts_with("tmpfs /run/secrets/db tmpfs ro"),
+        "{out:?}"
+    );
+}

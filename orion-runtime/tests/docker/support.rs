@@ -104,6 +104,7 @@ pub fn launch_for(owner: &Owner, task: TaskSpec) -> TaskLaunch {
         task,
         ports: Vec::new(),
         security: Default::default(),
+        secret_env: Default::default(),
     }
 }
 
@@ -124,6 +125,8 @@ pub fn task(argv: &[&str]) -> TaskSpec {
         },
         ports: Vec::new(),
         volumes: Vec::new(),
+        secrets: Vec::new(),
+        env_from_secret: Default::default(),
         health_checks: Vec::new(),
         service: None,
         timeout: None,

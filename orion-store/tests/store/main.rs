@@ -116,6 +116,7 @@ fn node_info(id: &str) -> NodeInfo {
         host_ip: "127.0.0.1".into(),
         port_range: (20_000, 30_000),
         host_volumes: Vec::new(),
+        data_key_id: None,
     }
 }
 

@@ -141,6 +141,22 @@ pub struct NodeConfig {
     /// seconds).
     #[serde(with = "humantime_serde")]
     pub cert_expiry: Duration,
+    /// The cluster's data key, which secrets are sealed under (see
+    /// [`orion_core::secret`]). Default none: the first start of a
+    /// cluster's first node makes one, and every node keeps its key in
+    /// `<data_dir>/data.key` (mode 0600) and reads it back on restart. A node
+    /// that joins a secure cluster receives the key with its certificate (in
+    /// the join grant, over TLS); a joiner of an `insecure_dev` cluster must
+    /// be given it (it is kept the same way); without one a node seals no
+    /// secrets and runs no task that uses them. Not
+    /// read from config files; its `Debug` shows only its id.
+    #[serde(skip)]
+    pub data_key: Option<orion_core::secret::DataKey>,
+    /// Where the node writes its tasks' secret files, one directory per
+    /// allocation. Default `/dev/shm/orion-secrets`: a tmpfs on Linux, so
+    /// secrets are never written to disk; the node refuses to write them to a
+    /// directory that is not on a tmpfs.
+    pub secrets_dir: PathBuf,
     /// Tuning of the node's loops (control loop, agent, scheduler, group commit).
     /// Default [`ClusterConfig::default`]. Not read from config files.
     #[serde(skip)]
@@ -182,6 +198,8 @@ impl Default for NodeConfig {
             insecure_dev: false,
             join_token: None,
             cert_expiry: orion_core::tls::DEFAULT_CERT_VALIDITY,
+            data_key: None,
+            secrets_dir: PathBuf::from(orion_core::agent::secrets::DEFAULT_SECRETS_DIR),
             loops: ClusterConfig::default(),
         }
     }
@@ -279,6 +297,12 @@ impl NodeConfig {
             return bad(
                 "host_volumes",
                 format!("{} must be an absolute path without ..", p.display()),
+            );
+        }
+        if !self.secrets_dir.is_absolute() {
+            return bad(
+                "secrets_dir",
+                format!("{} must be an absolute path", self.secrets_dir.display()),
             );
         }
         if self.cluster_name.trim().is_empty() {

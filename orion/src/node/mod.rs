@@ -13,6 +13,7 @@
 //! ```
 
 mod config;
+mod data_key;
 mod identity;
 mod join;
 mod tls;
@@ -30,6 +31,7 @@ use orion_store::{Engine, RaftStore, RaftStoreConfig};
 use tracing::info;
 
 pub use config::{parse_port_range, ConfigError, NodeConfig};
+pub use data_key::DATA_KEY_FILE;
 pub use tls::TLS_DIR;
 
 /// Starts whole nodes: `Node::builder()` (every default), or
@@ -219,6 +221,10 @@ impl NodeBuilder {
         join_token: impl Into<String> => |c, v| c.join_token = Some(v.into());
         /// How long issued node certificates last ([`NodeConfig::cert_expiry`]).
         cert_expiry: std::time::Duration => |c, v| c.cert_expiry = v;
+        /// The cluster's data key, for a node that joins ([`NodeConfig::data_key`]).
+        data_key: orion_core::secret::DataKey => |c, v| c.data_key = Some(v);
+        /// Where tasks' secret files go, on a tmpfs ([`NodeConfig::secrets_dir`]).
+        secrets_dir: impl Into<PathBuf> => |c, v| c.secrets_dir = v.into();
     }
 
     /// Listens for HTTP, Raft and gossip on free loopback ports: for tests and
@@ -262,6 +268,8 @@ impl NodeBuilder {
             source,
         })?;
         let id = identity::node_id(dir, c.node_id.as_deref())?;
+        // A new data dir forming a new cluster: it makes the data key.
+        let fresh = c.join.is_empty() && !dir.join("store").exists();
 
         let http = bind("http", c.http, std::net::TcpListener::bind(c.http))?;
         let http_bound = bind("http", c.http, http.local_addr())?;
@@ -303,6 +311,12 @@ impl NodeBuilder {
             })
         };
         let tls_state = material.as_ref().map(|m| m.tls.clone());
+        // The data key: kept here, else given, else carried by the join,
+        // else (a new cluster) made; before the store opens, so a store never
+        // outlives the start that was to make its cluster's key.
+        let granted = material.as_ref().and_then(|m| m.data_key.clone());
+        let data_key =
+            data_key::load_or_make(dir, c.data_key.as_ref().or(granted.as_ref()), fresh)?;
 
         let mut store_config = RaftStoreConfig::new(id.clone(), dir.join("store"));
         store_config.engine = c.engine;
@@ -378,9 +392,13 @@ impl NodeBuilder {
                         ttl: c.dns_ttl,
                         forward: c.dns_forward.clone(),
                     })
+                    .secrets_dir(c.secrets_dir.clone())
                     .http_listener(http);
                 if let Some(pki) = &pki {
                     builder = builder.pki(pki.clone());
+                }
+                if let Some(key) = data_key {
+                    builder = builder.data_key(key);
                 }
                 match c.dns {
                     // The default port taken (another node on this host): no DNS

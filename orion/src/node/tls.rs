@@ -34,6 +34,9 @@ pub const TLS_DIR: &str = "tls";
 pub(crate) struct Material {
     pub tls: TlsState,
     pub ca: Option<CertAuthority>,
+    /// The cluster's data key, when this material came from a join that
+    /// carried it (kept in the data dir by the caller, not here).
+    pub data_key: Option<orion_core::secret::DataKey>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -120,7 +123,11 @@ pub(crate) fn load(dir: &Path) -> Result<Option<Material>, NodeError> {
     } else {
         None
     };
-    Ok(Some(Material { tls, ca }))
+    Ok(Some(Material {
+        tls,
+        ca,
+        data_key: None,
+    }))
 }
 
 /// The first node of a cluster: makes the CA and its own certificate.
@@ -149,7 +156,11 @@ pub(crate) fn create(
     save_cert(dir, &cert)?;
     let tls = TlsState::with_cert(&ca.cert_pem, cert).map_err(|e| bad(dir, e))?;
     info!(fingerprint = %format!("SHA256:{}", ca.fingerprint()), "cluster CA made");
-    Ok(Material { tls, ca: Some(ca) })
+    Ok(Material {
+        tls,
+        ca: Some(ca),
+        data_key: None,
+    })
 }
 
 /// An HTTP client over `config`.
@@ -206,7 +217,17 @@ pub(crate) async fn join(
                     save_roots(dir, &tls.roots_pem())?;
                     save_cert(dir, &cert)?;
                     info!(%target, role = %subject.role, "certificate received from the cluster");
-                    return Ok(Material { tls, ca: grant.ca });
+                    let data_key = grant
+                        .data_key
+                        .as_deref()
+                        .map(orion_core::secret::DataKey::from_hex)
+                        .transpose()
+                        .map_err(|e| NodeError::Join(format!("{target}: its data key: {e}")))?;
+                    return Ok(Material {
+                        tls,
+                        ca: grant.ca,
+                        data_key,
+                    });
                 }
                 Ok(Attempt::Refused(why)) => {
                     return Err(NodeError::Join(format!(
@@ -233,6 +254,7 @@ struct Granted {
     issued_ms: u64,
     expires_ms: u64,
     ca: Option<CertAuthority>,
+    data_key: Option<String>,
 }
 
 enum Attempt {
@@ -306,6 +328,7 @@ async fn attempt(
             issued_ms: grant.issued_ms,
             expires_ms: grant.expires_ms,
             ca: grant.ca,
+            data_key: grant.data_key,
         },
     ))
 }

@@ -22,6 +22,7 @@ mod partition;
 mod periodic;
 mod restart;
 mod scripts;
+mod secrets;
 mod single_node;
 mod stats;
 mod system;

@@ -7,6 +7,7 @@ mod distinct;
 mod ports;
 mod ready;
 mod resources;
+mod secrets;
 mod selector;
 mod volumes;
 
@@ -14,6 +15,7 @@ pub use distinct::DistinctHostsFilter;
 pub use ports::{DynamicPortFilter, StaticPortFilter};
 pub use ready::ReadyFilter;
 pub use resources::ResourcesFilter;
+pub use secrets::SecretFilter;
 pub use selector::ConstraintFilter;
 pub use volumes::VolumeFilter;
 
@@ -39,6 +41,8 @@ pub trait Filter: Send + Sync + std::fmt::Debug {
 /// - distinct hosts: a map lookup, only for jobs that ask;
 /// - volumes: one comparison, only for jobs that mount named volumes or host
 ///   paths;
+/// - secrets: one comparison, only for jobs that use secrets (a missing
+///   secret rejects every node, naming it);
 /// - dynamic ports last: a scan of the node's range, rarely exhausted.
 pub fn default_filters() -> Vec<Box<dyn Filter>> {
     vec![
@@ -48,6 +52,7 @@ pub fn default_filters() -> Vec<Box<dyn Filter>> {
         Box::new(StaticPortFilter),
         Box::new(DistinctHostsFilter),
         Box::new(VolumeFilter),
+        Box::new(SecretFilter),
         Box::new(DynamicPortFilter),
     ]
 }

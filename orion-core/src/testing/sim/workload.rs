@@ -63,6 +63,7 @@ pub fn mixed_node(i: usize) -> NodeInfo {
         host_ip: format!("10.0.{}.{}", i / 250, i % 250),
         port_range: (20000, 32767),
         host_volumes: Vec::new(),
+        data_key_id: None,
     }
 }
 

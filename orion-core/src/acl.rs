@@ -442,6 +442,16 @@ mod tests {
                 "/v1/secrets/{name}",
                 Need::Scope(Scope::Operator),
             ),
+            (
+                Method::GET,
+                "/v1/cluster/gossip-keys",
+                Need::Scope(Scope::Operator),
+            ),
+            (
+                Method::POST,
+                "/v1/cluster/gossip-keys/{id}/use",
+                Need::Scope(Scope::Operator),
+            ),
             (Method::GET, "/v1/nowhere", Need::Scope(Scope::Read)),
         ];
         for (m, r, want) in cases {

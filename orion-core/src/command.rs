@@ -196,6 +196,14 @@ pub enum Command {
         /// Its name.
         name: String,
     },
+    /// Replaces the cluster's gossip keyring (see [`crate::gossip_keys`]),
+    /// sealed where the request was taken. Taken when it is the next version
+    /// (1 for the first); the same version with the same ciphertext again is
+    /// a no-op (a retried proposal); any other is refused.
+    GossipKeyringSet {
+        /// The sealed keyring.
+        sealed: crate::secret::SecretVersion,
+    },
     /// Several commands committed as one log entry and applied in order (group
     /// commit: see [`crate::batching::BatchingStore`]).
     Batch {

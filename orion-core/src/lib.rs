@@ -41,6 +41,7 @@ pub mod command;
 pub mod control;
 pub mod dns;
 pub mod events;
+pub mod gossip_keys;
 pub mod lb;
 pub mod membership;
 pub mod metered;

@@ -237,6 +237,11 @@ pub struct Metrics {
     snapshot_bytes: Gauge,
     /// How long building the latest snapshot took (read at scrape).
     snapshot_seconds: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Sealed gossip datagrams by kind (`sent`, `received`, `delivered`,
+    /// `fragmented`), from the transport's counters.
+    gossip_packets: Family<KindLabel, Counter>,
+    /// Gossip datagrams dropped unopened, by reason.
+    gossip_dropped: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -292,6 +297,8 @@ impl Metrics {
             snapshots: Family::default(),
             snapshot_bytes: Gauge::default(),
             snapshot_seconds: Default::default(),
+            gossip_packets: Family::default(),
+            gossip_dropped: Family::default(),
         };
         {
             let mut r = m.registry.lock().expect("metrics registry");
@@ -445,6 +452,16 @@ impl Metrics {
                 m.follower_lag.clone(),
             );
             r.register(
+                "gossip_packets",
+                "Sealed gossip datagrams, by kind: sent, received, delivered (opened and handed to gossip), fragmented",
+                m.gossip_packets.clone(),
+            );
+            r.register(
+                "gossip_packets_dropped",
+                "Gossip datagrams dropped unopened, by reason: too_short, bad_version (clear text), unknown_key, bad_tag (forged or damaged), malformed",
+                m.gossip_dropped.clone(),
+            );
+            r.register(
                 "store_snapshots",
                 "Snapshots this node built (log compaction) or installed from its leader",
                 m.snapshots.clone(),
@@ -549,6 +566,23 @@ impl Metrics {
         }
         self.snapshot_bytes.set(clamp(snap.size_bytes));
         self.snapshot_seconds.set(snap.build_seconds);
+    }
+
+    /// Reads a sealed gossip transport's running totals into the packet
+    /// counters: `kinds` as (`sent`, n) …, `dropped` as (reason, n).
+    pub fn scrape_gossip(&self, kinds: &[(&str, u64)], dropped: &[(&str, u64)]) {
+        for (kind, n) in kinds {
+            let c = self.gossip_packets.get_or_create(&KindLabel {
+                kind: (*kind).into(),
+            });
+            c.inc_by(n.saturating_sub(c.get()));
+        }
+        for (reason, n) in dropped {
+            let c = self.gossip_dropped.get_or_create(&ReasonLabel {
+                reason: (*reason).into(),
+            });
+            c.inc_by(n.saturating_sub(c.get()));
+        }
     }
 
     /// Plans (reconcile and schedule) and what they could not place: the

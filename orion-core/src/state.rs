@@ -123,6 +123,10 @@ pub struct ClusterState {
     /// Secrets by name, sealed (see [`crate::secret`]): never a value in clear.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, crate::secret::Secret>,
+    /// The gossip keyring, sealed under the data key (see
+    /// [`crate::gossip_keys`]); none in a cluster with clear-text gossip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gossip_keyring: Option<crate::secret::SecretVersion>,
     /// Index of the last command applied.
     pub applied_index: u64,
     /// Source of allocation ids; bumped on each new allocation.
@@ -354,6 +358,22 @@ impl ClusterState {
                 self.put_secret(index, name, version, &mut changes)
             }
             Command::DeleteSecret { name } => self.delete_secret(name, &mut changes),
+            Command::GossipKeyringSet { sealed } => {
+                let current = self.gossip_keyring.as_ref().map_or(0, |v| v.version);
+                if self.gossip_keyring.as_ref() == Some(sealed) {
+                    Response::Done
+                } else if sealed.version != current + 1 {
+                    Response::Refused {
+                        reason: format!(
+                            "the gossip keyring is at version {current}; this change was made for version {}: make it again",
+                            sealed.version
+                        ),
+                    }
+                } else {
+                    self.gossip_keyring = Some(sealed.clone());
+                    Response::Done
+                }
+            }
             Command::Batch { commands } => {
                 let mut responses = Vec::with_capacity(commands.len());
                 for c in commands {

@@ -409,6 +409,9 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(pki::renew))
         .routes(routes!(pki::get_join_token))
         .routes(routes!(pki::rotate_join_token))
+        .routes(routes!(pki::list_gossip_keys, pki::install_gossip_key))
+        .routes(routes!(pki::use_gossip_key))
+        .routes(routes!(pki::remove_gossip_key))
         .routes(routes!(secrets::create_secret, secrets::list_secrets))
         .routes(routes!(secrets::get_secret, secrets::delete_secret))
 }
@@ -478,7 +481,8 @@ impl From<ClusterError> for ApiError {
             | ClusterError::DeploymentNotFound(_)
             | ClusterError::VersionNotFound { .. }
             | ClusterError::TokenNotFound(_)
-            | ClusterError::SecretNotFound(_) => StatusCode::NOT_FOUND,
+            | ClusterError::SecretNotFound(_)
+            | ClusterError::GossipKeyNotFound(_) => StatusCode::NOT_FOUND,
             ClusterError::NoDataKey => StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ClusterError::Refused(_) | ClusterError::NodeAlive(_) => StatusCode::CONFLICT,

@@ -125,3 +125,65 @@ pub(super) async fn rotate_join_token(
     })
     .into_response())
 }
+
+/// `POST /v1/cluster/gossip-keys` body.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewGossipKey {
+    /// The key, 32 bytes in standard base64; default: one made here.
+    #[serde(default)]
+    key: Option<String>,
+}
+
+/// An installed key's id.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct GossipKeyId {
+    id: String,
+}
+
+#[utoipa::path(get, path = "/v1/cluster/gossip-keys", tag = "cluster",
+    responses((status = 200, description = "the keyring's key ids, which one seals (never a key)", body = Vec<crate::gossip_keys::GossipKeyInfo>)))]
+pub(super) async fn list_gossip_keys(State(c): State<Cluster>) -> ApiResult<Response> {
+    Ok(Json(c.gossip_key_list()?).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/cluster/gossip-keys", tag = "cluster", request_body = NewGossipKey,
+    responses((status = 201, description = "installed on every node (accepted, not yet sealing): its id", body = GossipKeyId),
+              (status = 400, description = "not a 32-byte base64 key", body = ErrorBody),
+              (status = 409, description = "clear-text gossip, or the keyring is full", body = ErrorBody)))]
+pub(super) async fn install_gossip_key(
+    State(c): State<Cluster>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: NewGossipKey = if body.is_empty() {
+        NewGossipKey { key: None }
+    } else {
+        parse("gossip key", &body)?
+    };
+    let key = zeroize::Zeroizing::new(req.key.unwrap_or_else(crate::gossip_keys::generate));
+    let id = c.install_gossip_key(&key).await?;
+    Ok((StatusCode::CREATED, Json(GossipKeyId { id })).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/cluster/gossip-keys/{id}/use", tag = "cluster", params(("id" = String, Path)),
+    responses((status = 204, description = "every node seals with it from now on"),
+              (status = 404, description = "no such key", body = ErrorBody)))]
+pub(super) async fn use_gossip_key(
+    State(c): State<Cluster>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    c.use_gossip_key(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(delete, path = "/v1/cluster/gossip-keys/{id}", tag = "cluster", params(("id" = String, Path)),
+    responses((status = 204, description = "removed: packets sealed with it are dropped"),
+              (status = 404, description = "no such key", body = ErrorBody),
+              (status = 409, description = "it is the primary", body = ErrorBody)))]
+pub(super) async fn remove_gossip_key(
+    State(c): State<Cluster>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    c.remove_gossip_key(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

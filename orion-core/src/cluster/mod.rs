@@ -8,6 +8,7 @@ mod acl;
 pub(crate) mod builder;
 mod deploy;
 mod detect;
+mod gossip_keys;
 pub mod pki;
 mod plan;
 mod secrets;
@@ -103,8 +104,11 @@ pub enum ClusterError {
     /// No such secret.
     #[error("no secret named {0:?}")]
     SecretNotFound(String),
+    /// No installed gossip key has this id.
+    #[error("no gossip key with id {0:?}")]
+    GossipKeyNotFound(String),
     /// This node holds no data key, so it cannot seal a secret.
-    #[error("this node holds no data key, so it cannot seal secrets: orion::Node makes one at the first start of a cluster's first node (kept in <data-dir>/data.key), and a node that joins must be given the cluster's")]
+    #[error("this node holds no data key, so it cannot seal secrets: orion::Node makes one at the first start of a cluster's first node (kept in <data-dir>/data.key), and a node that joins a secure cluster receives it with its certificate (an insecure-dev joiner must be given it)")]
     NoDataKey,
     /// A value over its size limit; nothing was written.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes ({} KiB)", .limit / 1024)]

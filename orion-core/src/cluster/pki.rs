@@ -176,6 +176,11 @@ pub struct CertGrant {
     /// its token's CA digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_key: Option<String>,
+    /// At join: the cluster's gossip keyring, when gossip is sealed (the
+    /// joiner's gossip must speak it from its first packet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub gossip_keys: Option<crate::gossip_keys::GossipKeys>,
 }
 
 impl std::fmt::Debug for CertGrant {
@@ -328,6 +333,7 @@ impl Cluster {
             grant.ca = pki.ca();
         }
         grant.data_key = self.inner.data_key.as_ref().map(|k| k.to_hex().to_string());
+        grant.gossip_keys = self.gossip_keys()?;
         info!(node = %req.node_id, role = %req.role, "join admitted: certificate issued");
         Ok(grant)
     }
@@ -362,6 +368,7 @@ impl Cluster {
             expires_ms: unix_ms(issued + pki.cert_validity),
             ca: None,
             data_key: None,
+            gossip_keys: None,
         })
     }
 }

@@ -14,6 +14,7 @@
 
 mod config;
 mod data_key;
+mod gossip_keys;
 mod identity;
 mod join;
 mod tls;
@@ -315,6 +316,7 @@ impl NodeBuilder {
         // else (a new cluster) made; before the store opens, so a store never
         // outlives the start that was to make its cluster's key.
         let granted = material.as_ref().and_then(|m| m.data_key.clone());
+        let granted_gossip = material.as_ref().and_then(|m| m.gossip_keys.clone());
         let data_key =
             data_key::load_or_make(dir, c.data_key.as_ref().or(granted.as_ref()), fresh)?;
 
@@ -344,9 +346,46 @@ impl NodeBuilder {
         .await
         {
             Ok(seeds) => {
-                let membership = start_gossip(&c, &id, &http_addr, raft_addr, gossip_addr, seeds)
-                    .await
-                    .map_err(|e| (e, store.clone()));
+                // Secure: gossip is sealed from the first packet.
+                let gossip_keys = if c.insecure_dev {
+                    Ok(None)
+                } else {
+                    gossip_keys::initial(
+                        &dir.join(tls::TLS_DIR),
+                        &store,
+                        data_key.as_ref(),
+                        granted_gossip,
+                        c.join.is_empty(),
+                    )
+                };
+                let gossip_keys = match gossip_keys {
+                    Ok(k) => k,
+                    Err(e) => {
+                        let _ = store.shutdown().await;
+                        return Err(e);
+                    }
+                };
+                let ring = match gossip_keys.as_ref().map(gossip_keys::keyring).transpose() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = store.shutdown().await;
+                        return Err(e);
+                    }
+                };
+                if !c.insecure_dev && ring.is_none() {
+                    tracing::warn!("this node has no gossip key (it joined before the cluster sealed its gossip): it gossips in clear text");
+                }
+                let membership = start_gossip(
+                    &c,
+                    &id,
+                    &http_addr,
+                    raft_addr,
+                    gossip_addr,
+                    seeds,
+                    ring.clone(),
+                )
+                .await
+                .map_err(|e| (e, store.clone()));
                 let membership = match membership {
                     Ok(m) => m,
                     Err((e, store)) => {
@@ -397,7 +436,7 @@ impl NodeBuilder {
                 if let Some(pki) = &pki {
                     builder = builder.pki(pki.clone());
                 }
-                if let Some(key) = data_key {
+                if let Some(key) = data_key.clone() {
                     builder = builder.data_key(key);
                 }
                 match c.dns {
@@ -427,6 +466,25 @@ impl NodeBuilder {
                                 cluster.shutdown().await;
                                 return Err(e);
                             }
+                        }
+                        if let (Some(ring), Some(mut keys)) = (ring, gossip_keys) {
+                            if c.join.is_empty() {
+                                // The first node commits the key its gossip
+                                // uses (kept if one is committed already).
+                                match cluster.ensure_gossip_keys(keys.clone()).await {
+                                    Ok(k) => keys = k,
+                                    Err(e) => {
+                                        tracing::warn!(error = %error_text(&e), "the gossip keyring could not be committed yet; this node goes on with its own")
+                                    }
+                                }
+                            }
+                            gossip_keys::spawn_follow(
+                                cluster.clone(),
+                                membership.clone(),
+                                ring,
+                                keys,
+                                dir.join(tls::TLS_DIR),
+                            );
                         }
                         if let Some(pki) = &pki {
                             info!(fingerprint = %format!("SHA256:{}", pki.ca_fingerprint()), ca = %dir.join(tls::TLS_DIR).join("ca.pem").display(), "TLS on: the cluster CA (pin this fingerprint; give the file to the CLI as --ca-cert)");
@@ -545,6 +603,7 @@ async fn start_gossip(
     raft_addr: SocketAddr,
     gossip_addr: SocketAddr,
     seeds: Vec<String>,
+    keyring: Option<orion_gossip::Keyring>,
 ) -> Result<ChitchatMembership, NodeError> {
     let member = Member {
         id: id.to_string(),
@@ -563,6 +622,7 @@ async fn start_gossip(
     gossip.listen_addr = gossip_addr;
     gossip.seeds = seeds;
     gossip.cluster_id = c.cluster_name.clone();
+    gossip.keyring = keyring;
     ChitchatMembership::start(gossip)
         .await
         .map_err(|e| NodeError::Gossip {

@@ -37,6 +37,9 @@ pub(crate) struct Material {
     /// The cluster's data key, when this material came from a join that
     /// carried it (kept in the data dir by the caller, not here).
     pub data_key: Option<orion_core::secret::DataKey>,
+    /// The cluster's gossip keyring, when this material came from a join
+    /// that carried it.
+    pub gossip_keys: Option<orion_core::gossip_keys::GossipKeys>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -127,6 +130,7 @@ pub(crate) fn load(dir: &Path) -> Result<Option<Material>, NodeError> {
         tls,
         ca,
         data_key: None,
+        gossip_keys: None,
     }))
 }
 
@@ -160,6 +164,7 @@ pub(crate) fn create(
         tls,
         ca: Some(ca),
         data_key: None,
+        gossip_keys: None,
     })
 }
 
@@ -227,6 +232,7 @@ pub(crate) async fn join(
                         tls,
                         ca: grant.ca,
                         data_key,
+                        gossip_keys: grant.gossip_keys,
                     });
                 }
                 Ok(Attempt::Refused(why)) => {
@@ -255,6 +261,7 @@ struct Granted {
     expires_ms: u64,
     ca: Option<CertAuthority>,
     data_key: Option<String>,
+    gossip_keys: Option<orion_core::gossip_keys::GossipKeys>,
 }
 
 enum Attempt {
@@ -329,6 +336,7 @@ async fn attempt(
             expires_ms: grant.expires_ms,
             ca: grant.ca,
             data_key: grant.data_key,
+            gossip_keys: grant.gossip_keys,
         },
     ))
 }

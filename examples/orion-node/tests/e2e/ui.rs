@@ -308,7 +308,30 @@ async fn dashboard_pages_follow_the_cluster_in_a_real_browser() {
     open(c, &addr, "nodes", "nodes").await;
     for (verb, draining) in [("drain", true), ("undrain", false)] {
         let button = format!("[data-node=\"{node}\"] button[data-action=\"{verb}\"]");
+        // The last action's answer is cleared first, so what is read below
+        // is this click's (the view's text is shown if none comes).
+        c.execute(
+            "document.getElementById('action-result').replaceChildren()",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
         click(c, &button).await;
+        let said = wait_js(
+            c,
+            &format!("the answer to {verb}"),
+            "return document.getElementById('action-result').innerText",
+        )
+        .await;
+        let want = if draining {
+            "draining"
+        } else {
+            "no longer draining"
+        };
+        assert!(
+            said.as_str().is_some_and(|t| t.contains(want)),
+            "{verb} answered: {said}"
+        );
         wait_for(
             &format!("{node} draining={draining}"),
             PAGE_WAIT,

@@ -595,6 +595,39 @@ pub enum ClusterCommand {
     /// without verification: compare the fingerprint with the one the first
     /// node logged before trusting it).
     Ca,
+    /// The gossip keyring (Nomad's `operator gossip keyring`): every node
+    /// seals gossip with the primary key and accepts any installed one.
+    /// Rotate with install, then use, then remove the old key.
+    #[command(subcommand)]
+    GossipKey(GossipKeyCommand),
+}
+
+/// `orion-node cluster gossip-key …`.
+#[derive(Debug, Subcommand)]
+pub enum GossipKeyCommand {
+    /// List the keys' ids and which one seals (never a key).
+    List,
+    /// Install a key on every node (accepted from now on, not yet sealing);
+    /// prints its id.
+    Install {
+        /// The key, 32 bytes in standard base64 [default: one made by the
+        /// node].
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Make an installed key the one every node seals with.
+    Use {
+        /// Its id (8 hex digits, as `list` shows).
+        id: String,
+    },
+    /// Remove a key (not the primary): packets sealed with it are dropped.
+    #[command(visible_alias = "rm")]
+    Remove {
+        /// Its id.
+        id: String,
+    },
+    /// Print a new random key (nothing is sent).
+    Generate,
 }
 
 /// `orion-node secret …`.

@@ -151,7 +151,70 @@ pub async fn cluster(addr: &str, cmd: crate::cli::ClusterCommand) -> Result<()> 
             eprintln!("SHA256 fingerprint: {fp}");
             Ok(())
         }
+        ClusterCommand::GossipKey(cmd) => gossip_key(&base, cmd).await,
     }
+}
+
+/// `cluster gossip-key …`.
+async fn gossip_key(base: &str, cmd: crate::cli::GossipKeyCommand) -> Result<()> {
+    use crate::cli::GossipKeyCommand;
+    let http = http_client();
+    let keys = format!("{base}/v1/cluster/gossip-keys");
+    match cmd {
+        GossipKeyCommand::List => {
+            let v: Value = send(http.get(&keys), "cluster gossip-key list", base)
+                .await?
+                .json()
+                .await?;
+            let list = v.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                say!("no gossip keys: this cluster gossips in clear text (insecure dev)");
+            }
+            for k in list {
+                let id = k["id"].as_str().unwrap_or_default();
+                let primary = if k["primary"] == true {
+                    "  primary"
+                } else {
+                    ""
+                };
+                println!("{id}{primary}");
+            }
+        }
+        GossipKeyCommand::Install { key } => {
+            let body = serde_json::json!({ "key": key });
+            let v: Value = send(
+                http.post(&keys).json(&body),
+                "cluster gossip-key install",
+                base,
+            )
+            .await?
+            .json()
+            .await?;
+            let id = v["id"].as_str().unwrap_or_default();
+            println!("{id}");
+            eprintln!("installed on every node; `cluster gossip-key use {id}` makes it seal");
+        }
+        GossipKeyCommand::Use { id } => {
+            send(
+                http.post(format!("{keys}/{id}/use")),
+                "cluster gossip-key use",
+                base,
+            )
+            .await?;
+            say!("every node seals gossip with {id} from now on");
+        }
+        GossipKeyCommand::Remove { id } => {
+            send(
+                http.delete(format!("{keys}/{id}")),
+                "cluster gossip-key remove",
+                base,
+            )
+            .await?;
+            say!("removed {id}: packets sealed with it are dropped");
+        }
+        GossipKeyCommand::Generate => println!("{}", orion::gossip_keys::generate()),
+    }
+    Ok(())
 }
 
 /// Turns an API error body into one readable message.

@@ -792,6 +792,14 @@ impl Cluster {
         }
     }
 
+    /// A handle that does not keep the node alive: for a task that lives as
+    /// long as the node and ends on [`Cluster::on_shutdown`] (an embedder's
+    /// own loop beside the node's). Dropping every other handle stops the
+    /// node even while this one is held.
+    pub fn background(&self) -> Cluster {
+        Cluster::internal(self.inner.clone())
+    }
+
     /// A handle for the node's own tasks, which does not keep it alive.
     pub(crate) fn internal(inner: Arc<Inner>) -> Self {
         Cluster {

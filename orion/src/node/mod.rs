@@ -479,7 +479,7 @@ impl NodeBuilder {
                                 }
                             }
                             gossip_keys::spawn_follow(
-                                cluster.clone(),
+                                cluster.background(),
                                 membership.clone(),
                                 ring,
                                 keys,

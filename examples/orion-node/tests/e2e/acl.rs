@@ -2,7 +2,8 @@
 //! `--insecure-dev`): the management token in the data dir, the CA verified
 //! with `--ca-cert` (one clear line without it), one clear line without a
 //! token or with a token of the wrong scope, `acl token create | list |
-//! revoke`, `cluster ca` and `cluster join-token [--rotate]`.
+//! revoke`, `cluster ca`, `cluster join-token [--rotate]` and `cluster
+//! gossip-key list | install | use | remove`.
 
 use std::process::Command;
 use std::time::Duration;
@@ -108,6 +109,44 @@ async fn the_cli_uses_tokens_and_scopes_hold() {
     );
     let out = cli_as(&bare, None, &["cluster", "join-token", "manager"]);
     assert!(!out.status.success(), "a token needs a token");
+
+    // The gossip keyring: one key made at init; a rotation from the CLI
+    // (install, use, remove), keys never printed except by `generate`.
+    let gk = |args: &[&str]| {
+        let mut all = vec!["cluster", "gossip-key"];
+        all.extend_from_slice(args);
+        cli_as(&bare, Some(&admin), &all)
+    };
+    let out = gk(&["list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    let old_id = listed.split_whitespace().next().unwrap().to_string();
+    assert!(
+        listed.trim().ends_with("primary") && old_id.len() == 8,
+        "{listed}"
+    );
+    let out = gk(&["generate"]);
+    let key = text(&out.stdout).trim().to_string();
+    assert_eq!(key.len(), 44, "{key}");
+    let out = gk(&["install", "--key", &key]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let new_id = text(&out.stdout).trim().to_string();
+    let out = gk(&["remove", &old_id]);
+    assert!(!out.status.success(), "the primary stays");
+    assert!(
+        text(&out.stderr).contains("primary"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(gk(&["use", &new_id]).status.success());
+    assert!(gk(&["remove", &old_id]).status.success());
+    let listed = text(&gk(&["list"]).stdout);
+    assert_eq!(listed.trim(), format!("{new_id}  primary"));
+    let out = gk(&["install", "--key", "short"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("32 bytes"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!solo.log().contains(&key), "a gossip key is never logged");
 
     let out = cli_as(&solo.addr, None, &["job", "list"]);
     assert!(!out.status.success());

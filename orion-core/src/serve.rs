@@ -13,7 +13,8 @@
 //!   taking descriptors. The Raft port is a listener of its own with its own
 //!   limit, so a flood of API clients cannot take Raft's room.
 //! - a request's head must arrive within [`ServeConfig::header_read_timeout`]
-//!   (hyper's), or the connection is closed;
+//!   (hyper's), or the connection is closed, and be at most
+//!   [`ServeConfig::max_header_bytes`] (and 100 headers), else 431;
 //! - a connection that moves no byte for [`ServeConfig::idle_timeout`] is shut
 //!   down gracefully: a request still in flight (a blocking query) finishes
 //!   first, an idle keep-alive closes at once; one that moves nothing for
@@ -51,6 +52,12 @@ pub struct ServeConfig {
     /// link sends a head in milliseconds; a client holding one open is an
     /// attack (Slowloris).
     pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) read, in bytes; a
+    /// larger one is answered 431 and the connection closed. Default 64 KiB:
+    /// eight times a browser's cookie-laden head; hyper's own default (about
+    /// 400 KiB) lets each of 4,096 connections hold that much before a route
+    /// runs. Floor 8 KiB (hyper's minimum buffer).
+    pub max_header_bytes: usize,
     /// A connection that moves no byte this long is shut down gracefully.
     /// Default 120 s: longer than any blocking query's wait (`wait` is capped
     /// at 10 min but a request in flight finishes first anyway), short enough
@@ -66,6 +73,7 @@ impl Default for ServeConfig {
         ServeConfig {
             max_connections: 4_096,
             header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
             idle_timeout: Duration::from_secs(120),
             drain: Duration::from_secs(5),
         }
@@ -104,8 +112,27 @@ pub async fn serve_tls(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes.max(8 * 1024))
         .keep_alive(true);
     let builder = Arc::new(builder);
+    // hyper's buffer cap is a backstop only (one read can land past it):
+    // the head's size is checked here too, before any route runs.
+    let max_head = config.max_header_bytes;
+    let router = router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            let head = head_bytes(&req);
+            if head > max_head {
+                use axum::response::IntoResponse;
+                return (
+                    axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    [(axum::http::header::CONNECTION, "close")],
+                    format!("request head is {head} bytes, over the limit of {max_head}\n"),
+                )
+                    .into_response();
+            }
+            next.run(req).await
+        },
+    ));
     let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(stop);
     loop {
@@ -195,6 +222,16 @@ pub async fn serve_tls(
         );
         conns.abort_all();
     }
+}
+
+/// A request head's size as sent: the request line and each header line.
+fn head_bytes(req: &axum::extract::Request) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 11;
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
 }
 
 /// What a plain-HTTP client gets from a TLS port.

@@ -2,7 +2,7 @@
 //! loopback: half-open requests are cut at the head deadline, connections
 //! past the limit wait in the backlog instead of being served (and are served
 //! once room frees), idle keep-alives are closed while a request in flight
-//! still gets its answer.
+//! still gets its answer, oversized heads are refused with 431.
 
 use std::time::{Duration, Instant};
 
@@ -187,4 +187,45 @@ async fn a_websocket_keeps_its_room_until_it_ends() {
         .expect("served once the WebSocket ended")
         .unwrap();
     assert!(answer.ends_with("ok"), "{answer}");
+}
+
+/// A head over the cap (one huge header, or many) gets 431 and the
+/// connection ends; a head under it is served, and so are other clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_are_refused() {
+    let (addr, _stop) = start(ServeConfig::default()).await;
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: t\r\n{many}Connection: close\r\n\r\n");
+    for head in [huge, many] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        // The server may close before it has read everything.
+        let _ = s.write_all(head.as_bytes()).await;
+        let got = read_to_close(&mut s, Duration::from_secs(10))
+            .await
+            .expect("the connection ends");
+        assert!(
+            got.starts_with("HTTP/1.1 431"),
+            "{} bytes: {:.80}",
+            head.len(),
+            got
+        );
+    }
+    let fits = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(30 * 1024)
+    );
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(fits.as_bytes()).await.unwrap();
+    let got = read_to_close(&mut s, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("ok"),
+        "{got}"
+    );
+    assert!(request(addr, "/").await.ends_with("ok"));
 }

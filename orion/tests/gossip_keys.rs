@@ -7,6 +7,7 @@
 //! transport, after which a stranger holding the old key is dropped too,
 //! while the members keep gossiping.
 
+use orion_core::testing::fixtures::files_holding;
 use std::path::Path;
 use std::time::Duration;
 
@@ -110,31 +111,6 @@ async fn stranger(seed: std::net::SocketAddr, key: Option<GossipKey>) -> Chitcha
     g.seeds = vec![seed.to_string()];
     g.keyring = key.map(Keyring::new);
     ChitchatMembership::start(g).await.unwrap()
-}
-
-/// Every file under `dir` whose bytes hold `needle`.
-fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        // Files come and go under a running node: skip what vanished.
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if std::fs::read(&path)
-                .unwrap_or_default()
-                .windows(needle.len())
-                .any(|w| w == needle)
-            {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
 }
 
 fn kept_primary(dir: &Path, node: &str) -> String {

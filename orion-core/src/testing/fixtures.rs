@@ -96,3 +96,30 @@ impl StateBuilder {
         self.state
     }
 }
+
+/// Every file under `dir` whose bytes hold `needle`, for tests proving a
+/// secret is nowhere on disk. Files that vanish while it walks (a running
+/// node's temporaries) are skipped.
+pub fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(path),
+                Ok(t) if t.is_file() => {
+                    let bytes = std::fs::read(&path).unwrap_or_default();
+                    if bytes.windows(needle.len()).any(|w| w == needle) {
+                        found.push(path.display().to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    found
+}

@@ -6,7 +6,7 @@
 //! and its file is gone from the node once the task stops. A task whose
 //! secret does not exist is not started, and says which one.
 
-use std::path::Path;
+use orion_core::testing::fixtures::files_holding;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -22,31 +22,6 @@ fn marker() -> String {
         .unwrap()
         .as_nanos();
     format!("mk{nanos:x}p{:x}q", std::process::id())
-}
-
-/// Every file under `dir` whose bytes hold `needle`.
-fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(path),
-                Ok(t) if t.is_file() => {
-                    let bytes = std::fs::read(&path).unwrap_or_default();
-                    if bytes.windows(needle.len()).any(|w| w == needle) {
-                        found.push(path.display().to_string());
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    found
 }
 
 async fn exec(addr: &str, alloc: &str, cmd: &[&str]) -> Value {

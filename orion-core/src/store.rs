@@ -71,6 +71,14 @@ pub struct StoreStatus {
     pub followers_behind: std::collections::BTreeMap<String, u64>,
     /// Snapshots built and installed here.
     pub snapshots: SnapshotStatus,
+    /// How long, in milliseconds, entries have waited in this node's log while
+    /// its applied index stood still (0: none waits, or the index moves). A
+    /// store whose entries wait for seconds cannot commit — a majority of the
+    /// managers is not answering or not storing — even while this node still
+    /// sees a leader (a follower of a leader that lost its quorum), so
+    /// `/health` calls it unhealthy.
+    #[serde(default)]
+    pub commit_stalled_ms: u64,
 }
 
 impl StoreStatus {

@@ -626,6 +626,7 @@ async fn request_bodies_are_capped_by_route() {
 struct Trailing {
     inner: MemStore,
     behind: std::sync::atomic::AtomicU64,
+    stalled_ms: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait::async_trait]
@@ -651,6 +652,10 @@ impl orion_core::Store for Trailing {
             "n2".into(),
             self.behind.load(std::sync::atomic::Ordering::Relaxed),
         );
+        s.commit_stalled_ms = self.stalled_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if s.commit_stalled_ms > 0 {
+            s.unapplied = 2;
+        }
         s
     }
     async fn shutdown(&self) -> Result<(), orion_core::StoreError> {
@@ -666,6 +671,7 @@ async fn health_and_metrics_show_the_store_lag() {
     let store = Arc::new(Trailing {
         inner: MemStore::new("n1"),
         behind: 3.into(),
+        stalled_ms: 0.into(),
     });
     let cluster = Cluster::builder()
         .node({
@@ -722,6 +728,27 @@ async fn health_and_metrics_show_the_store_lag() {
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
+
+    // Entries that wait seconds to commit (a follower of a leader without its
+    // quorum still sees a leader): unhealthy, 503, and why.
+    store.behind.store(0, std::sync::atomic::Ordering::Relaxed);
+    store
+        .stalled_ms
+        .store(1_200, std::sync::atomic::Ordering::Relaxed);
+    let (status, body) = get(&base, "/health").await;
+    assert_eq!(status, 200, "a short wait is a commit on its way: {body}");
+    assert_eq!(body["components"]["store"]["commit_stalled_ms"], 1_200);
+    store
+        .stalled_ms
+        .store(6_500, std::sync::atomic::Ordering::Relaxed);
+    let (status, body) = get(&base, "/health").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["components"]["store"]["status"], "unhealthy", "{body}");
+    assert!(
+        body["reason"].as_str().is_some_and(|r| r
+            .contains("the store cannot commit: 2 log entries have waited 6.5 s")),
+        "{body}"
+    );
     cluster.shutdown().await;
 }
 

@@ -49,6 +49,32 @@ impl QuorumAck {
     }
 }
 
+/// Where this node's log last stood with entries waiting to be applied, and
+/// since when: turns two looks at the log into how long the wait has lasted
+/// ([`orion_core::StoreStatus::commit_stalled_ms`]).
+#[derive(Debug, Default)]
+pub(crate) struct CommitStall(parking_lot::Mutex<Option<(u64, Instant)>>);
+
+impl CommitStall {
+    /// Notes the log's last and applied indexes; answers how long entries have
+    /// waited while the applied index stood at `applied` (zero when none waits,
+    /// or the index has just moved).
+    pub(crate) fn observe(&self, last: u64, applied: u64) -> Duration {
+        let mut at = self.0.lock();
+        if last <= applied {
+            *at = None;
+            return Duration::ZERO;
+        }
+        match *at {
+            Some((a, since)) if a == applied => since.elapsed(),
+            _ => {
+                *at = Some((applied, Instant::now()));
+                Duration::ZERO
+            }
+        }
+    }
+}
+
 /// Mirrors openraft's metrics into the Leadership watch until the store stops, and
 /// keeps [`QuorumAck`]: openraft reports how long ago a quorum acknowledged the
 /// leader each time it sends metrics, so the tracker turns that into an instant
@@ -58,6 +84,7 @@ pub(crate) async fn track_leadership(
     mut metrics: watch::Receiver<RaftMetrics<RaftNodeId, RaftNode>>,
     out: watch::Sender<Leadership>,
     ack: Arc<QuorumAck>,
+    stall: Arc<CommitStall>,
     mut stop: watch::Receiver<bool>,
     me: RaftNodeId,
     (tick, lost_after): (Duration, Duration),
@@ -85,6 +112,11 @@ pub(crate) async fn track_leadership(
             base
         };
         loop {
+            {
+                let m = metrics.borrow();
+                let s = log_status_of(&m);
+                stall.observe(s.last_log_index, s.last_applied);
+            }
             let lost = ack.silence().is_some_and(|s| s >= lost_after);
             let now = Leadership {
                 quorum_lost: lost,

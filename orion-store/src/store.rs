@@ -61,7 +61,7 @@ use crate::network::{forward, ForwardFailure, HttpNetworkFactory};
 use crate::rpc::{Forwarded, LeaderCall, LeaderReply};
 use crate::state_machine::StateMachine;
 pub use crate::status::LogStatus;
-use crate::status::{log_status_of, track_leadership, QuorumAck};
+use crate::status::{log_status_of, track_leadership, CommitStall, QuorumAck};
 use crate::types::{node_id_of, RaftNode, RaftNodeId, TypeConfig};
 
 fn storage(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -86,6 +86,8 @@ pub(crate) struct Inner {
     leadership: watch::Sender<Leadership>,
     /// When this node, leading, last heard from a majority.
     pub(crate) quorum_ack: Arc<QuorumAck>,
+    /// How long entries have waited in the log uncommitted.
+    commit_stall: Arc<CommitStall>,
     stop: watch::Sender<bool>,
     closed: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -178,10 +180,12 @@ impl RaftStore {
         let (leadership, _) = watch::channel(Leadership::default());
         let (stop, stop_rx) = watch::channel(false);
         let quorum_ack = Arc::new(QuorumAck::default());
+        let commit_stall = Arc::new(CommitStall::default());
         let tracker = tokio::spawn(track_leadership(
             raft.metrics(),
             leadership.clone(),
             quorum_ack.clone(),
+            commit_stall.clone(),
             stop_rx,
             id,
             (config.heartbeat_interval, config.quorum_lost_after()),
@@ -202,6 +206,7 @@ impl RaftStore {
                 client,
                 leadership,
                 quorum_ack,
+                commit_stall,
                 stop,
                 closed: AtomicBool::new(false),
                 tasks: Mutex::new(vec![tracker]),
@@ -517,6 +522,10 @@ impl Store for RaftStore {
             unapplied: last.saturating_sub(applied),
             followers_behind,
             snapshots: self.inner.snapshots.lock().clone(),
+            commit_stalled_ms: u64::try_from(
+                self.inner.commit_stall.observe(last, applied).as_millis(),
+            )
+            .unwrap_or(u64::MAX),
         }
     }
 

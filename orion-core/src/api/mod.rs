@@ -1320,6 +1320,11 @@ impl Condition {
 /// in well under this, a follower that has stopped keeping up does not.
 const STORE_LAG_DEGRADED: u64 = 1_000;
 
+/// How long entries may wait in a node's log uncommitted before `/health`
+/// calls its store unhealthy: a commit takes milliseconds and an election a
+/// second or two, so five seconds of waiting means the store cannot commit.
+const COMMIT_STALL_UNHEALTHY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// This node and each of its components (Cronium's shape): the store (leader,
 /// term, applied index, lag, snapshots), the runtime (engine, version, containers), membership
 /// (live and dead members), the API, DNS and the load balancer. The node is
@@ -1336,6 +1341,17 @@ async fn node_health(c: &Cluster) -> (Condition, serde_json::Value) {
         )
     } else if leader.leader.is_none() {
         (Condition::Unhealthy, Some("no leader known".to_string()))
+    } else if std::time::Duration::from_millis(store_status.commit_stalled_ms)
+        >= COMMIT_STALL_UNHEALTHY
+    {
+        (
+            Condition::Unhealthy,
+            Some(format!(
+                "the store cannot commit: {} log entries have waited {:.1} s (a majority of the managers is not answering or not storing)",
+                store_status.unapplied,
+                store_status.commit_stalled_ms as f64 / 1000.0
+            )),
+        )
     } else if lag > STORE_LAG_DEGRADED {
         (
             Condition::Degraded,
@@ -1415,6 +1431,7 @@ async fn node_health(c: &Cluster) -> (Condition, serde_json::Value) {
                 "applied_index": c.store().replica().applied_index(), "error": store_reason,
                 "last_log_index": store_status.last_log_index, "lag": lag,
                 "unapplied": store_status.unapplied, "followers_behind": store_status.followers_behind,
+                "commit_stalled_ms": store_status.commit_stalled_ms,
                 "snapshot": store_status.snapshots,
             })),
             "runtime": component(runtime_cond, json!({

@@ -221,6 +221,68 @@ async fn a_leader_without_a_majority_refuses_writes_at_once() {
     n1.store.shutdown().await.expect("shutdown n1");
 }
 
+/// A follower whose leader has lost its quorum still sees that leader, but
+/// the entries it received wait uncommitted: its status says for how long
+/// (what `/health` turns into "the store cannot commit").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_that_cannot_commit_are_reported_waiting() {
+    init_tracing();
+    let root = tempfile::tempdir().expect("tempdir");
+    // n1 takes writes for 6 s after it last heard a quorum (twice its longest
+    // election timeout), so shutting three followers down leaves time to
+    // append one it cannot commit.
+    let n1 = start_single("n1", &root.path().join("n1"), Engine::Redb, |c| {
+        c.election_timeout_min = std::time::Duration::from_secs(2);
+        c.election_timeout_max = std::time::Duration::from_secs(3);
+        c.max_voters = 5;
+    })
+    .await;
+    let mut rest = Vec::new();
+    for id in ["n2", "n3", "n4", "n5"] {
+        let n = start_node(id, &root.path().join(id), Engine::Redb, |_| {}).await;
+        n1.store
+            .add_peer(n.peer(NodeRole::Manager))
+            .await
+            .expect("add");
+        rest.push(n);
+    }
+    let a = n1.store.propose(upsert("web")).await.expect("propose");
+    wait_applied(&rest[0].store, a.index).await;
+    wait_status(&rest[0].store, "n2 caught up, nothing waiting", |s| {
+        s.unapplied == 0 && s.commit_stalled_ms == 0
+    })
+    .await;
+
+    // Three of five gone: n1 still leads n2, and a write it takes at once is
+    // appended on both and never commits.
+    let gone: Vec<_> = rest.drain(1..).collect();
+    for n in &gone {
+        n.store.shutdown().await.expect("shutdown");
+    }
+    let leader = n1.store.clone();
+    let write = tokio::spawn(async move { leader.propose(upsert("stuck")).await });
+    let n2 = &rest[0];
+    let s = wait_status(&n2.store, "n2's entries wait", |s| {
+        s.unapplied >= 1 && s.commit_stalled_ms >= 1_500
+    })
+    .await;
+    println!("n2 waiting: {s:?}");
+    assert_eq!(
+        n2.store.leadership().borrow().leader.as_deref(),
+        Some("n1"),
+        "n2 still sees its leader"
+    );
+    assert!(!n2.store.replica().read(|s| s.jobs.contains_key("stuck")));
+    let err = write
+        .await
+        .expect("join")
+        .expect_err("no quorum, no commit");
+    println!("the write: {err}");
+    drop(gone);
+    n2.store.shutdown().await.expect("shutdown n2");
+    n1.store.shutdown().await.expect("shutdown n1");
+}
+
 /// Waits until `store`'s status matches `pred`, polling (openraft reports
 /// replication progress through its metrics, a little after the fact).
 async fn wait_status(

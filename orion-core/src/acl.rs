@@ -452,6 +452,11 @@ mod tests {
                 "/v1/cluster/gossip-keys/{id}/use",
                 Need::Scope(Scope::Operator),
             ),
+            (
+                Method::POST,
+                "/v1/cluster/ca/rotate",
+                Need::Scope(Scope::Operator),
+            ),
             (Method::GET, "/v1/nowhere", Need::Scope(Scope::Read)),
         ];
         for (m, r, want) in cases {

@@ -204,6 +204,26 @@ pub enum Command {
         /// The sealed keyring.
         sealed: crate::secret::SecretVersion,
     },
+    /// Sets the cluster CA record (see [`crate::tls::rotation`]): the first
+    /// (rotation 0) when none is committed, or the next rotation when the
+    /// current one is over. The same record again is a no-op (a retried
+    /// proposal); any other is refused.
+    CaSet {
+        /// The record.
+        record: crate::tls::rotation::CaRecord,
+    },
+    /// `node` trusts the rotating CA and holds a certificate from it.
+    CaAdopted {
+        /// The node.
+        node: NodeId,
+        /// The rotation it is done with (ignored for any other).
+        rotation: u64,
+    },
+    /// Ends `rotation`: only the new CA is trusted from now on.
+    CaFinished {
+        /// The rotation (ignored when it is not the current one).
+        rotation: u64,
+    },
     /// Several commands committed as one log entry and applied in order (group
     /// commit: see [`crate::batching::BatchingStore`]).
     Batch {

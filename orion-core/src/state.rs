@@ -20,6 +20,7 @@ mod allocs;
 mod deploy;
 mod deps;
 pub use deps::{dependency_cycle, Gate};
+mod ca;
 mod periodic;
 mod secrets;
 mod tally;
@@ -127,6 +128,11 @@ pub struct ClusterState {
     /// [`crate::gossip_keys`]); none in a cluster with clear-text gossip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gossip_keyring: Option<crate::secret::SecretVersion>,
+    /// The cluster CA: trusted roots, the signer (its key sealed under the
+    /// data key) and a rotation's progress (see [`crate::tls::rotation`]);
+    /// none in an insecure-dev cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<crate::tls::rotation::CaRecord>,
     /// Index of the last command applied.
     pub applied_index: u64,
     /// Source of allocation ids; bumped on each new allocation.
@@ -373,6 +379,26 @@ impl ClusterState {
                     self.gossip_keyring = Some(sealed.clone());
                     Response::Done
                 }
+            }
+            Command::CaSet { record } => self.set_ca(record),
+            Command::CaAdopted { node, rotation } => {
+                if let Some(ca) = self.ca.as_mut() {
+                    if ca.rotation == *rotation && !ca.finished {
+                        ca.adopted.insert(node.clone());
+                    }
+                }
+                Response::Done
+            }
+            Command::CaFinished { rotation } => {
+                if let Some(ca) = self.ca.as_mut() {
+                    if ca.rotation == *rotation && !ca.finished {
+                        ca.roots_pem = ca.cert_pem.clone();
+                        ca.cross_pem = None;
+                        ca.adopted.clear();
+                        ca.finished = true;
+                    }
+                }
+                Response::Done
             }
             Command::Batch { commands } => {
                 let mut responses = Vec::with_capacity(commands.len());

@@ -826,6 +826,8 @@ async fn the_openapi_document_matches_the_routes() {
             "/v1/allocations/{id}/logs/ws",
             "/v1/allocations/{id}/stats",
             "/v1/cluster/ca",
+            "/v1/cluster/ca/rotate",
+            "/v1/cluster/ca/rotation",
             "/v1/cluster/certificate",
             "/v1/cluster/gossip-keys",
             "/v1/cluster/gossip-keys/{id}",

@@ -42,16 +42,17 @@ fn base(c: &Cluster) -> String {
     format!("https://{}", c.http_addr().unwrap())
 }
 
-/// A client trusting the cluster's CA (the nodes serve TLS).
+/// A client trusting the cluster's CA as the first node keeps it now (the
+/// nodes serve TLS; the route table rotates the CA on the way).
 fn http() -> reqwest::Client {
-    let ca = CA.get().expect("the first node is up");
+    let ca = std::fs::read_to_string(CA.get().expect("the first node is up")).unwrap();
     reqwest::Client::builder()
-        .use_preconfigured_tls(orion::tls::TlsState::new(ca).unwrap().client_config())
+        .use_preconfigured_tls(orion::tls::TlsState::new(&ca).unwrap().client_config())
         .build()
         .unwrap()
 }
 
-static CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static CA: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
     let mut r = http().request(method.to_uppercase().parse().unwrap(), url);
@@ -89,7 +90,7 @@ async fn token(base: &str, admin: &str, name: &str, scopes: &[&str]) -> String {
 async fn tokens_guard_every_route_and_joining_and_revocation_holds_everywhere() {
     let dir = tempfile::tempdir().unwrap();
     let n1 = start(dir.path(), "n1", None, None).await.unwrap();
-    let _ = CA.set(std::fs::read_to_string(dir.path().join("n1/tls/ca.pem")).unwrap());
+    let _ = CA.set(dir.path().join("n1/tls/ca.pem"));
     let file = dir.path().join("n1").join(MANAGEMENT_TOKEN_FILE);
     let admin = std::fs::read_to_string(&file).unwrap().trim().to_string();
     let mode =

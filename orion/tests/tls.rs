@@ -354,3 +354,200 @@ async fn certificates_renew_under_load_without_a_failed_request() {
     n2.shutdown().await;
     n1.shutdown().await;
 }
+
+/// `POST /v1/cluster/ca/rotate` under load: a new CA, cross-signed by the
+/// old, that every node moves to while writes go through a worker (forwarded
+/// to the leader over mutual TLS) and reads hit every node, each on a fresh
+/// connection from a client that trusts what the cluster publishes: no
+/// request fails. The CA key sits in the replicated state sealed (in clear
+/// only in the managers' 0600 `ca.json`). At the end only the new CA is
+/// trusted, every node presents a certificate from it alone, a certificate
+/// from the old CA is refused by the Raft port and the API, and the join
+/// tokens name the new CA (a node joins with one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_rotates_under_load_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let n1 = start(d, "n1", None, NodeRole::Manager, None, None)
+        .await
+        .unwrap();
+    let manager = n1.join_token(NodeRole::Manager).unwrap();
+    let worker = n1.join_token(NodeRole::Worker).unwrap();
+    let n2 = start(d, "n2", Some(&n1), NodeRole::Manager, Some(&manager), None)
+        .await
+        .unwrap();
+    let n3 = start(d, "n3", Some(&n1), NodeRole::Worker, Some(&worker), None)
+        .await
+        .unwrap();
+    let admin = std::fs::read_to_string(d.join("n1").join(MANAGEMENT_TOKEN_FILE)).unwrap();
+    let admin = admin.trim().to_string();
+
+    // The CA key in the replicated state: sealed.
+    let old = n1.pki().unwrap().ca().unwrap();
+    let record = n1.ca_record().expect("committed at bootstrap");
+    assert_eq!((record.rotation, record.finished), (0, true));
+    assert_eq!(n1.ca_signer(&record).unwrap().key_pem, old.key_pem);
+    let key_line = old.key_pem.lines().nth(1).unwrap().to_string();
+    let mut holding = orion_core::testing::fixtures::files_holding(d, key_line.as_bytes());
+    holding.sort();
+    assert_eq!(
+        holding,
+        ["n1/tls/ca.json", "n2/tls/ca.json"]
+            .map(|f| d.join(f).display().to_string())
+            .to_vec(),
+        "the CA key in clear only in the managers' own files"
+    );
+
+    let load = {
+        let (admin, d) = (admin.clone(), d.to_path_buf());
+        let bases: Vec<String> = [&n1, &n2, &n3].map(base).to_vec();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut rounds = 0u32;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                rounds += 1;
+                let http = client(&d, None);
+                let r = http
+                    .post(format!("{}/v1/jobs", bases[2]))
+                    .bearer_auth(&admin)
+                    .json(&json!({ "name": format!("j{}", rounds % 5), "replicas": 0, "task": { "image": "x" } }))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("write {rounds}: {e:?}"));
+                assert!(r.status().is_success(), "write {rounds}: {}", r.status());
+                for b in &bases {
+                    let r = http
+                        .get(format!("{b}/v1/jobs"))
+                        .bearer_auth(&admin)
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("read {rounds} on {b}: {e:?}"));
+                    assert!(r.status().is_success(), "read {rounds}: {}", r.status());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            rounds
+        });
+        (stop, task)
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let http = client(d, None);
+    let r = http
+        .post(format!("{}/v1/cluster/ca/rotate", base(&n2)))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let started: Value = r.json().await.unwrap();
+    assert_eq!(started["rotation"], 1, "{started}");
+    assert_eq!(started["trusted"].as_array().unwrap().len(), 2, "{started}");
+    let new_fp = started["fingerprint"].as_str().unwrap().to_string();
+    assert_ne!(new_fp, old.fingerprint());
+    // A second rotation while this one runs is refused.
+    let again = http
+        .post(format!("{}/v1/cluster/ca/rotate", base(&n1)))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    let again_status = again.status();
+    let again_body = again.text().await.unwrap();
+    assert!(
+        again_status == 409 && again_body.contains("still under way"),
+        "{again_status} {again_body}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let settled = |c: &Cluster| {
+        let pki = c.pki().unwrap();
+        let cert = pki.tls.cert().unwrap();
+        orion::tls::fingerprints(&pki.tls.roots_pem()) == [new_fp.clone()]
+            && orion::tls::parse_certs(&cert.cert_pem).unwrap().len() == 1
+            && c.ca_record().is_some_and(|r| r.finished && r.rotation == 1)
+            && orion::tls::issued_by(&cert.cert_pem, &c.ca_record().unwrap().cert_pem)
+    };
+    while ![&n1, &n2, &n3].into_iter().all(settled) {
+        assert!(
+            Instant::now() < deadline,
+            "rotation not done: {:?}",
+            n1.ca_status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    load.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = load.1.await.expect("no request failed");
+    assert!(rounds > 10, "{rounds} rounds");
+
+    // On disk: the new CA alone in every ca.pem, the new signer in ca.json.
+    let new_ca = n1.pki().unwrap().ca().unwrap();
+    assert_ne!(new_ca.name, old.name);
+    for n in ["n1", "n2", "n3"] {
+        let pem = std::fs::read_to_string(d.join(n).join("tls/ca.pem")).unwrap();
+        assert_eq!(
+            orion::tls::fingerprints(&pem),
+            std::slice::from_ref(&new_fp),
+            "{n}"
+        );
+    }
+    let kept: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("n2/tls/ca.json")).unwrap()).unwrap();
+    assert_eq!(kept["name"], new_ca.name.as_str());
+
+    // A certificate from the old CA, with a member's name, no longer passes.
+    let key = NodeKey::generate().unwrap();
+    let now = SystemTime::now();
+    let stale = NodeCert {
+        cert_pem: old
+            .issue(
+                &Subject {
+                    node_id: "n2".into(),
+                    role: NodeRole::Manager,
+                    ips: vec![],
+                    dns: vec![],
+                },
+                &key.public_key(),
+                Duration::from_secs(3600),
+            )
+            .unwrap(),
+        key_pem: key.to_pem(),
+        issued: now,
+        expires: now + Duration::from_secs(3600),
+    };
+    let raft = n1
+        .store()
+        .voters()
+        .into_iter()
+        .find(|p| p.id == "n1")
+        .unwrap()
+        .raft_addr;
+    let r = client(d, Some(stale.clone()))
+        .post(format!("https://{raft}/raft/vote"))
+        .json(&json!({ "vote": { "leader_id": { "term": 99, "node_id": 7 }, "committed": false }, "last_log_id": null }))
+        .send()
+        .await;
+    assert!(r.is_err(), "old-CA certificate refused by Raft: {r:?}");
+    let r = client(d, Some(stale))
+        .post(format!("{}/v1/cluster/certificate", base(&n1)))
+        .json(&json!({ "public_key": "AA==" }))
+        .send()
+        .await;
+    assert!(r.is_err(), "old-CA certificate refused by the API: {r:?}");
+
+    // The join tokens now name the new CA, and a node joins with one.
+    let worker = n1.join_token(NodeRole::Worker).unwrap();
+    assert_eq!(JoinToken::parse(&worker).unwrap().ca_digest, new_fp);
+    let n4 = start(d, "n4", Some(&n2), NodeRole::Worker, Some(&worker), None)
+        .await
+        .unwrap();
+    assert!(orion::tls::issued_by(
+        &n4.pki().unwrap().tls.cert().unwrap().cert_pem,
+        &new_ca.cert_pem
+    ));
+    for c in [n4, n3, n2, n1] {
+        c.shutdown().await;
+    }
+}

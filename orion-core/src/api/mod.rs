@@ -405,6 +405,8 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(acl::revoke_token))
         .routes(routes!(acl::token_self))
         .routes(routes!(pki::get_ca))
+        .routes(routes!(pki::ca_rotation))
+        .routes(routes!(pki::rotate_ca))
         .routes(routes!(pki::join))
         .routes(routes!(pki::renew))
         .routes(routes!(pki::get_join_token))

@@ -187,3 +187,17 @@ pub(super) async fn remove_gossip_key(
     c.remove_gossip_key(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+#[utoipa::path(get, path = "/v1/cluster/ca/rotation", tag = "cluster",
+    responses((status = 200, description = "the CA's rotation, its progress and the CA certificates to trust", body = crate::cluster::ca::CaStatus),
+              (status = 409, description = "no CA record (insecure dev)", body = ErrorBody)))]
+pub(super) async fn ca_rotation(State(c): State<Cluster>) -> ApiResult<Response> {
+    Ok(Json(c.ca_status()?).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/cluster/ca/rotate", tag = "cluster",
+    responses((status = 202, description = "a new CA, cross-signed by the old, that every node now moves to", body = crate::cluster::ca::CaStatus),
+              (status = 409, description = "a rotation is under way, or this node serves no TLS", body = ErrorBody)))]
+pub(super) async fn rotate_ca(State(c): State<Cluster>) -> ApiResult<Response> {
+    Ok((StatusCode::ACCEPTED, Json(c.rotate_ca().await?)).into_response())
+}

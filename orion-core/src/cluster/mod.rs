@@ -6,6 +6,7 @@
 
 mod acl;
 pub(crate) mod builder;
+pub mod ca;
 mod deploy;
 mod detect;
 mod gossip_keys;

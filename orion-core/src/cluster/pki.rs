@@ -30,6 +30,11 @@ pub struct Pki {
     known: Mutex<BTreeMap<NodeRole, String>>,
     /// Where `known` is kept (mode 0600), if anywhere.
     tokens_file: Option<PathBuf>,
+    /// While the CA rotates: the new CA cross-signed by the old, sent after
+    /// each certificate issued here (see [`crate::tls::rotation`]).
+    cross: RwLock<Option<String>>,
+    /// Wakes the node's renewal at once (a CA rotation asks for it).
+    pub renew_now: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Pki {
@@ -63,7 +68,50 @@ impl Pki {
             cert_validity,
             known: Mutex::new(known),
             tokens_file,
+            cross: RwLock::new(None),
+            renew_now: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Sends `cross` (a cross-signed CA certificate, PEM) after each
+    /// certificate issued here from now on; `None` stops.
+    pub fn set_cross(&self, cross: Option<String>) {
+        *self.cross.write() = cross;
+    }
+
+    /// The cross-signed CA certificate sent after issued certificates.
+    pub fn cross(&self) -> Option<String> {
+        self.cross.read().clone()
+    }
+
+    /// Whether `digest` is the fingerprint of a CA this node trusts (a join
+    /// token made before a CA rotation names the old CA while both are
+    /// trusted).
+    pub fn trusts_digest(&self, digest: &str) -> bool {
+        crate::tls::fingerprints(&self.tls.roots_pem())
+            .iter()
+            .any(|f| f == digest)
+    }
+
+    /// Re-forms the join tokens this node made with the CA it trusts now
+    /// (after a CA rotation): the secrets, and so the committed hashes, stay.
+    pub fn retag_join_tokens(&self) -> std::io::Result<()> {
+        let digest = self.ca_fingerprint();
+        let mut known = self.known.lock();
+        let mut changed = false;
+        for t in known.values_mut() {
+            if let Ok(mut parsed) = JoinToken::parse(t) {
+                if parsed.ca_digest != digest {
+                    parsed.ca_digest = digest.clone();
+                    *t = parsed.to_string();
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.save_known(&known)?;
+        }
+        Ok(())
     }
 
     /// The CA, when this node holds it.
@@ -233,7 +281,7 @@ impl Cluster {
         self.inner.pki.as_ref()
     }
 
-    fn pki_or_refuse(&self) -> Result<&Arc<Pki>, ClusterError> {
+    pub(super) fn pki_or_refuse(&self) -> Result<&Arc<Pki>, ClusterError> {
         self.pki().ok_or_else(|| {
             ClusterError::Refused("this node serves no TLS (started with --insecure-dev)".into())
         })
@@ -302,7 +350,7 @@ impl Cluster {
             ClusterError::Forbidden(reason)
         };
         let token = JoinToken::parse(&req.token).map_err(|e| refuse(e.to_string()))?;
-        if token.ca_digest != pki.ca_fingerprint() {
+        if !pki.trusts_digest(&token.ca_digest) {
             return Err(refuse(
                 "the join token is for another cluster (its CA digest is not this cluster's)"
                     .into(),
@@ -355,12 +403,15 @@ impl Cluster {
             ClusterError::Refused("this node holds no CA key (a worker): ask a manager".into())
         })?;
         let issued = SystemTime::now();
-        let cert_pem =
+        let mut cert_pem =
             ca.issue(subject, key, pki.cert_validity)
                 .map_err(|e| ClusterError::Config {
                     field: "public_key",
                     problem: e.to_string(),
                 })?;
+        if let Some(cross) = pki.cross() {
+            cert_pem.push_str(&cross);
+        }
         Ok(CertGrant {
             cert_pem,
             ca_pem: pki.tls.roots_pem(),

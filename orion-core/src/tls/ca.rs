@@ -121,6 +121,28 @@ impl CertAuthority {
         })
     }
 
+    /// `newer`'s certificate signed by this CA (a cross-signed intermediate):
+    /// presented after a node certificate from `newer` while the cluster
+    /// rotates its CA, it lets a peer or client that still trusts only this
+    /// CA verify that certificate (this root → the cross-signed `newer` →
+    /// the node).
+    pub fn cross_sign(&self, newer: &CertAuthority) -> Result<String, TlsError> {
+        let key = KeyPair::from_pem(&self.key_pem).map_err(TlsError::rcgen)?;
+        let issuer = Issuer::new(ca_params(&self.name), key);
+        let newer_key = KeyPair::from_pem(&newer.key_pem).map_err(TlsError::rcgen)?;
+        let mut params = ca_params(&newer.name);
+        // Below the cross-signed certificate come node certificates only.
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.use_authority_key_identifier_extension = true;
+        let now = SystemTime::now();
+        params.not_before = (now - SKEW).into();
+        params.not_after = (now + CA_VALIDITY).into();
+        let cert = params
+            .signed_by(&newer_key, &issuer)
+            .map_err(TlsError::rcgen)?;
+        Ok(cert.pem())
+    }
+
     /// The CA certificate's SHA-256 fingerprint (see [`super::fingerprint`]).
     pub fn fingerprint(&self) -> String {
         fingerprint_pem(&self.cert_pem).unwrap_or_default()
@@ -192,7 +214,9 @@ fn ca_params(name: &str) -> CertificateParams {
     dn.push(DnType::CommonName, name);
     dn.push(DnType::OrganizationName, "Orion");
     params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    // One CA may stand between a root and a node: the cross-signed next
+    // root while the CA rotates (see [`CertAuthority::cross_sign`]).
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,

@@ -21,6 +21,7 @@
 //! CA's signature, identity is that name.
 
 pub mod ca;
+pub mod rotation;
 pub mod state;
 
 use std::time::Duration;
@@ -55,6 +56,31 @@ impl TlsError {
     fn rcgen(e: rcgen::Error) -> TlsError {
         TlsError::Cert(e.to_string())
     }
+}
+
+/// Whether the first certificate in `cert_pem` was issued by the CA whose
+/// certificate is `ca_pem` (its issuer name is the CA's subject name). Not a
+/// signature check: it tells which of a node's trusted CAs signed a
+/// certificate the node already holds.
+pub fn issued_by(cert_pem: &str, ca_pem: &str) -> bool {
+    let (Ok(cert), Ok(ca)) = (parse_certs(cert_pem), parse_certs(ca_pem)) else {
+        return false;
+    };
+    let (Ok(cert), Ok(ca)) = (
+        webpki::EndEntityCert::try_from(&cert[0]),
+        webpki::EndEntityCert::try_from(&ca[0]),
+    ) else {
+        return false;
+    };
+    cert.issuer() == ca.subject()
+}
+
+/// The SHA-256 fingerprints of the certificates in a PEM bundle, in order
+/// (none for text that is not one).
+pub fn fingerprints(pem: &str) -> Vec<String> {
+    parse_certs(pem)
+        .map(|certs| certs.iter().map(|c| fingerprint(c.as_ref())).collect())
+        .unwrap_or_default()
 }
 
 /// A certificate's SHA-256 digest over its DER, lowercase hex: what a join

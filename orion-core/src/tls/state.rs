@@ -287,6 +287,33 @@ impl ResolvesClientCert for LiveResolver {
     }
 }
 
+/// The most CA certificates a node sends after its own: one, the
+/// cross-signed new CA while the cluster's CA rotates. Orion's CA issues
+/// node certificates directly, so a longer chain is not from a member.
+pub const MAX_INTERMEDIATES: usize = 1;
+
+/// A presented chain longer than [`MAX_INTERMEDIATES`] allows.
+#[derive(thiserror::Error)]
+#[error("certificate chain too long: {0} CA certificates after the node's (at most {MAX_INTERMEDIATES})")]
+pub struct ChainTooLong(pub usize);
+
+// rustls shows the cause of a refused certificate with `Debug`: make it the
+// sentence, so the log line says what was wrong.
+impl std::fmt::Debug for ChainTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+fn check_chain_length(intermediates: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
+    if intermediates.len() > MAX_INTERMEDIATES {
+        return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+            rustls::OtherError(Arc::new(ChainTooLong(intermediates.len()))),
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a server's chain against the trusted roots of the moment; a name
 /// that does not match is not an error (see [`TlsState::client_config`]).
 #[derive(Debug)]
@@ -301,6 +328,7 @@ impl ServerCertVerifier for LiveServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        check_chain_length(intermediates)?;
         let v = self.0.inner.read().server_verifier.clone();
         match v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
@@ -366,6 +394,7 @@ impl ClientCertVerifier for LiveClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        check_chain_length(intermediates)?;
         let v = self.state.inner.read().client_verifier.clone();
         v.verify_client_cert(end_entity, intermediates, now)
     }
@@ -446,5 +475,84 @@ impl ServerCertVerifier for AnyServer {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::NodeRole;
+    use crate::tls::{CertAuthority, NodeKey, Subject};
+
+    fn leaf(ca: &CertAuthority, id: &str) -> CertificateDer<'static> {
+        let key = NodeKey::generate().unwrap();
+        let subject = Subject {
+            node_id: id.into(),
+            role: NodeRole::Manager,
+            ips: vec![],
+            dns: vec![],
+        };
+        let pem = ca
+            .issue(&subject, &key.public_key(), Duration::from_secs(60))
+            .unwrap();
+        parse_certs(&pem).unwrap().remove(0)
+    }
+
+    fn one(pem: &str) -> CertificateDer<'static> {
+        parse_certs(pem).unwrap().remove(0)
+    }
+
+    /// A node under a CA cross-signed by the trusted root (a CA rotation)
+    /// is accepted with the cross-signed certificate after its own, by both
+    /// ends' verifiers; a chain with more CAs than that is refused by name,
+    /// even when every link is signed, and so is a certificate the trusted
+    /// root never reaches.
+    #[test]
+    fn a_cross_signed_chain_passes_and_a_longer_one_is_refused() {
+        let root = CertAuthority::generate("t").unwrap();
+        let next = CertAuthority::generate("t").unwrap();
+        let third = CertAuthority::generate("t").unwrap();
+        let state = TlsState::new(&root.cert_pem).unwrap();
+        let client = LiveClientVerifier {
+            state: state.clone(),
+            mandatory: true,
+        };
+        let server = LiveServerVerifier(state.clone());
+        let now = UnixTime::now();
+        let name = ServerName::try_from("localhost").unwrap();
+
+        let cross = one(&root.cross_sign(&next).unwrap());
+        let node = leaf(&next, "n1");
+        client
+            .verify_client_cert(&node, std::slice::from_ref(&cross), now)
+            .expect("old root → cross-signed next CA → node");
+        server
+            .verify_server_cert(&node, std::slice::from_ref(&cross), &name, &[], now)
+            .expect("the same, as a server");
+        assert!(
+            client.verify_client_cert(&node, &[], now).is_err(),
+            "without the cross-signed link the old root does not reach it"
+        );
+
+        let deep = leaf(&third, "n2");
+        let chain = [one(&next.cross_sign(&third).unwrap()), cross.clone()];
+        for e in [
+            client.verify_client_cert(&deep, &chain, now).unwrap_err(),
+            server
+                .verify_server_cert(&deep, &chain, &name, &[], now)
+                .unwrap_err(),
+        ] {
+            assert!(
+                e.to_string().contains(
+                    "certificate chain too long: 2 CA certificates after the node's (at most 1)"
+                ),
+                "{e}"
+            );
+        }
+        let long: Vec<_> = std::iter::repeat_n(cross, 9).collect();
+        let e = client.verify_client_cert(&node, &long, now).unwrap_err();
+        assert!(e.to_string().contains("too long: 9"), "{e}");
     }
 }

@@ -12,6 +12,7 @@
 //!                                                    control loop, HTTP API)
 //! ```
 
+mod ca;
 mod config;
 mod data_key;
 mod gossip_keys;
@@ -487,6 +488,18 @@ impl NodeBuilder {
                             );
                         }
                         if let Some(pki) = &pki {
+                            if c.role == NodeRole::Manager && pki.ca().is_some() {
+                                // The CA key into the replicated state, sealed
+                                // (once: kept when a record is committed).
+                                if let Err(e) = cluster.ensure_ca_record().await {
+                                    tracing::warn!(error = %error_text(&e), "the CA record could not be committed yet; the next manager start tries again");
+                                }
+                            }
+                            ca::spawn_follow(
+                                cluster.background(),
+                                pki.clone(),
+                                dir.join(tls::TLS_DIR),
+                            );
                             info!(fingerprint = %format!("SHA256:{}", pki.ca_fingerprint()), ca = %dir.join(tls::TLS_DIR).join("ca.pem").display(), "TLS on: the cluster CA (pin this fingerprint; give the file to the CLI as --ca-cert)");
                             let replica = store.replica().clone();
                             let raft = raft_addr.to_string();

@@ -95,14 +95,14 @@ pub(crate) fn save_cert(dir: &Path, cert: &NodeCert) -> Result<(), NodeError> {
     write_private(&path, &text).map_err(io(&path))
 }
 
-fn save_roots(dir: &Path, pem: &str) -> Result<(), NodeError> {
+pub(crate) fn save_roots(dir: &Path, pem: &str) -> Result<(), NodeError> {
     let path = dir.join("ca.pem");
     let tmp = dir.join("ca.pem.new");
     std::fs::write(&tmp, pem).map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 
-fn save_ca(dir: &Path, ca: &CertAuthority) -> Result<(), NodeError> {
+pub(crate) fn save_ca(dir: &Path, ca: &CertAuthority) -> Result<(), NodeError> {
     let path = dir.join("ca.json");
     let text = serde_json::to_vec_pretty(ca).map_err(|e| bad(&path, e))?;
     write_private(&path, &text).map_err(io(&path))
@@ -407,6 +407,8 @@ pub(crate) fn spawn_renewal(
                 .unwrap_or(Duration::ZERO);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                // A CA rotation wants a certificate from the new CA now.
+                _ = pki.renew_now.notified() => {}
                 _ = &mut stop => return,
             }
             match renew(&pki, &subject, &managers()).await {
@@ -442,9 +444,12 @@ async fn renew(pki: &Pki, subject: &Subject, managers: &[String]) -> Result<Node
     let key = NodeKey::generate().map_err(|e| e.to_string())?;
     let issued = SystemTime::now();
     if let Some(ca) = pki.ca() {
-        let cert_pem = ca
+        let mut cert_pem = ca
             .issue(subject, &key.public_key(), pki.cert_validity)
             .map_err(|e| e.to_string())?;
+        if let Some(cross) = pki.cross() {
+            cert_pem.push_str(&cross);
+        }
         return Ok(NodeCert {
             cert_pem,
             key_pem: key.to_pem(),

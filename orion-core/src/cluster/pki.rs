@@ -30,6 +30,9 @@ pub struct Pki {
     known: Mutex<BTreeMap<NodeRole, String>>,
     /// Where `known` is kept (mode 0600), if anywhere.
     tokens_file: Option<PathBuf>,
+    /// Autolock: the key this node's private files are sealed under (the
+    /// tokens file among them); a manager joining is handed it.
+    unlock_key: Option<crate::at_rest::UnlockKey>,
 }
 
 impl std::fmt::Debug for Pki {
@@ -38,6 +41,7 @@ impl std::fmt::Debug for Pki {
             .field("tls", &self.tls)
             .field("holds_ca", &self.ca.read().is_some())
             .field("cert_validity", &self.cert_validity)
+            .field("autolock", &self.unlock_key.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -52,18 +56,29 @@ impl Pki {
         cert_validity: Duration,
         tokens_file: Option<PathBuf>,
     ) -> Pki {
-        let known = tokens_file
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
+        let known = read_known(tokens_file.as_deref(), None);
         Pki {
             tls,
             ca: RwLock::new(ca),
             cert_validity,
             known: Mutex::new(known),
             tokens_file,
+            unlock_key: None,
         }
+    }
+
+    /// Autolock: keeps the tokens file sealed under `key` (reading it back
+    /// with it) and hands `key` to managers that join, so one key unlocks
+    /// every manager of the cluster.
+    pub fn sealed_under(mut self, key: crate::at_rest::UnlockKey) -> Pki {
+        self.known = Mutex::new(read_known(self.tokens_file.as_deref(), Some(&key)));
+        self.unlock_key = Some(key);
+        self
+    }
+
+    /// The unlock key this node's files are sealed under (autolock), if any.
+    pub fn unlock_key(&self) -> Option<&crate::at_rest::UnlockKey> {
+        self.unlock_key.as_ref()
     }
 
     /// The CA, when this node holds it.
@@ -86,8 +101,20 @@ impl Pki {
             return Ok(());
         };
         let text = serde_json::to_string_pretty(known).map_err(std::io::Error::other)?;
-        write_private(path, text.as_bytes())
+        crate::at_rest::write(path, text.as_bytes(), self.unlock_key.as_ref())
+            .map_err(std::io::Error::other)
     }
+}
+
+/// The join tokens kept in `path` (opened with `key` when sealed); none when
+/// there is no file or it does not read.
+fn read_known(
+    path: Option<&std::path::Path>,
+    key: Option<&crate::at_rest::UnlockKey>,
+) -> BTreeMap<NodeRole, String> {
+    path.and_then(|p| crate::at_rest::read(p, key).ok().flatten())
+        .and_then(|t| serde_json::from_slice(&t).ok())
+        .unwrap_or_default()
 }
 
 /// Writes `bytes` to `path`, readable by this user only: to a `.new` file,
@@ -181,6 +208,11 @@ pub struct CertGrant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub gossip_keys: Option<crate::gossip_keys::GossipKeys>,
+    /// At a manager's join into an autolocked cluster: the cluster's unlock
+    /// key (`ORNKEY-1-…`), which the joiner seals its own files under, so
+    /// one key unlocks every manager. Workers are not given it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key: Option<String>,
 }
 
 impl std::fmt::Debug for CertGrant {
@@ -190,6 +222,7 @@ impl std::fmt::Debug for CertGrant {
             .field("expires_ms", &self.expires_ms)
             .field("ca", &self.ca)
             .field("data_key", &self.data_key.as_ref().map(|_| "…"))
+            .field("unlock_key", &self.unlock_key.as_ref().map(|_| "…"))
             .finish_non_exhaustive()
     }
 }
@@ -331,6 +364,7 @@ impl Cluster {
         let mut grant = self.issue(pki, &subject(&req.node_id, req.role, &req.hosts), &key)?;
         if req.role == NodeRole::Manager {
             grant.ca = pki.ca();
+            grant.unlock_key = pki.unlock_key().map(|k| k.to_text().to_string());
         }
         grant.data_key = self.inner.data_key.as_ref().map(|k| k.to_hex().to_string());
         grant.gossip_keys = self.gossip_keys()?;
@@ -369,6 +403,7 @@ impl Cluster {
             ca: None,
             data_key: None,
             gossip_keys: None,
+            unlock_key: None,
         })
     }
 }

@@ -228,6 +228,7 @@ pub(crate) async fn join(
             let base = format!("https://{}", strip_scheme(target));
             match attempt(&blind, &base, &token, subject).await {
                 Ok(Attempt::Admitted(tls, grant)) => {
+                    let grant = *grant;
                     let cert = NodeCert {
                         cert_pem: grant.cert_pem,
                         key_pem: grant.key_pem,
@@ -293,7 +294,7 @@ struct Granted {
 }
 
 enum Attempt {
-    Admitted(TlsState, Granted),
+    Admitted(TlsState, Box<Granted>),
     Refused(String),
 }
 
@@ -357,7 +358,7 @@ async fn attempt(
     let grant: CertGrant = r.json().await.map_err(|e| e.to_string())?;
     Ok(Attempt::Admitted(
         tls,
-        Granted {
+        Box::new(Granted {
             cert_pem: grant.cert_pem,
             key_pem: key.to_pem(),
             issued_ms: grant.issued_ms,
@@ -366,7 +367,7 @@ async fn attempt(
             data_key: grant.data_key,
             gossip_keys: grant.gossip_keys,
             unlock_key: grant.unlock_key,
-        },
+        }),
     ))
 }
 

@@ -134,6 +134,8 @@ pub fn required_scope(method: &axum::http::Method, route: &str) -> Need {
         // A joining node has no token and no certificate yet: the join token
         // in the body is checked by the route.
         "/v1/cluster/ca" | "/v1/cluster/join" => Need::Nothing,
+        // A locked node has no tokens open; the key in the body is checked.
+        "/v1/cluster/unlock" => Need::Nothing,
         "/v1/cluster/certificate" => Need::Node,
         r if r.starts_with("/v1/allocations/{id}/")
             && ["logs", "exec", "stats"]

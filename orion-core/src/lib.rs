@@ -17,6 +17,8 @@
 //! - [`replica`]: the state machine as stores share it, with change notifications.
 //! - [`secret`]: secrets sealed under the cluster's data key (AES-256-GCM),
 //!   and the value-in-clear type that never prints.
+//! - [`at_rest`]: autolock: the unlock key and node-private files sealed
+//!   under it.
 //! - Seams: [`runtime`] (`Runtime`), [`store`] (`Store`), [`membership`]
 //!   (`Membership`), [`scheduler`] (`Scheduler`).
 //! - [`reconcile`]: the pure reconciler (desired vs observed → plan).
@@ -34,6 +36,7 @@
 pub mod acl;
 pub mod agent;
 pub mod api;
+pub mod at_rest;
 pub mod batching;
 pub mod catalog;
 pub mod cluster;

@@ -19,7 +19,7 @@
 //! |---|---|
 //! | the value in clear | the request body, the API handler's memory until sealed; on a node that runs a task using it: the agent's memory while it starts the task, a file on tmpfs while the allocation lives (or the container's environment, for `env_from_secret`) |
 //! | ciphertext, nonce, key id | [`crate::state::ClusterState::secrets`]: the Raft log, snapshots, every replica |
-//! | the data key | each node's memory; `orion::Node` keeps it in `<data-dir>/data.key` (mode 0600) |
+//! | the data key | each node's memory; `orion::Node` keeps it in `<data-dir>/data.key` (mode 0600; sealed under the unlock key with autolock, see [`crate::at_rest`]) |
 
 use std::fmt;
 

@@ -836,6 +836,8 @@ async fn the_openapi_document_matches_the_routes() {
             "/v1/cluster/join-tokens/{role}",
             "/v1/cluster/join-tokens/{role}/rotate",
             "/v1/cluster/peers",
+            "/v1/cluster/unlock",
+            "/v1/cluster/unlock-key",
             "/v1/deployments",
             "/v1/events",
             "/v1/gc",

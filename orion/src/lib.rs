@@ -36,8 +36,8 @@
 mod node;
 
 pub use node::{
-    parse_port_range, ConfigError, Node, NodeBuilder, NodeConfig, NodeError, DATA_KEY_FILE,
-    MANAGEMENT_TOKEN_FILE, TLS_DIR,
+    is_autolocked, parse_port_range, ConfigError, Node, NodeBuilder, NodeConfig, NodeError,
+    DATA_KEY_FILE, MANAGEMENT_TOKEN_FILE, TLS_DIR,
 };
 pub use orion_core::*;
 pub use orion_gossip::{ChitchatMembership, GossipConfig};

@@ -189,6 +189,25 @@ pub struct AgentArgs {
     /// `orion-node cluster join-token worker|manager` on a manager).
     #[arg(long, env = "ORION_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+    /// Autolock (Swarm's): keep the data dir's secret files (data key, CA
+    /// key, join tokens, gossip keys) sealed under an unlock key, printed
+    /// once at the first start with it; a restarted node then opens nothing
+    /// until `orion-node cluster unlock` gives it the key. Stays on once on.
+    #[arg(long)]
+    pub autolock: bool,
+    /// A file holding the unlock key (`ORNKEY-1-…`) of an autolocked data
+    /// dir: the node opens directly instead of waiting for `cluster unlock`
+    /// [default: ORION_UNLOCK_KEY, else wait].
+    #[arg(long)]
+    pub unlock_key_file: Option<PathBuf>,
+    /// The unlock key itself (prefer --unlock-key-file).
+    #[arg(
+        long = "unlock-key",
+        env = "ORION_UNLOCK_KEY",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub unlock_key: Option<String>,
     /// How long the node certificates this node issues last (`90d`, `12h`,
     /// `30s`); each node renews its own at 50–80% of its life [default: 90d].
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -600,6 +619,20 @@ pub enum ClusterCommand {
     /// Rotate with install, then use, then remove the old key.
     #[command(subcommand)]
     GossipKey(GossipKeyCommand),
+    /// Unlock an autolocked node restarted without its key (`--addr` is
+    /// that node): it then opens its store and starts.
+    Unlock {
+        /// A file holding the unlock key [default: ORION_UNLOCK_KEY, else
+        /// one line read from standard input].
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Print the unlock key this (autolocked) node's files are sealed under.
+    UnlockKey {
+        /// Print only the key.
+        #[arg(short, long)]
+        quiet: bool,
+    },
 }
 
 /// `orion-node cluster gossip-key …`.

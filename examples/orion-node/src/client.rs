@@ -152,7 +152,65 @@ pub async fn cluster(addr: &str, cmd: crate::cli::ClusterCommand) -> Result<()> 
             Ok(())
         }
         ClusterCommand::GossipKey(cmd) => gossip_key(&base, cmd).await,
+        ClusterCommand::Unlock { key_file } => unlock(&base, key_file.as_deref()).await,
+        ClusterCommand::UnlockKey { quiet } => {
+            let v: Value = send(
+                http_client().get(format!("{base}/v1/cluster/unlock-key")),
+                "cluster unlock-key",
+                &base,
+            )
+            .await?
+            .json()
+            .await?;
+            let key = zeroize::Zeroizing::new(v["key"].as_str().unwrap_or_default().to_string());
+            if quiet {
+                println!("{}", key.as_str());
+            } else {
+                println!("The unlock key (a restarted node needs it: orion-node cluster unlock):\n    {}", key.as_str());
+            }
+            Ok(())
+        }
     }
+}
+
+/// `cluster unlock`: the key from `--key-file`, else `ORION_UNLOCK_KEY`,
+/// else one line of standard input, sent to the locked node.
+async fn unlock(base: &str, key_file: Option<&Path>) -> Result<()> {
+    let from_env = std::env::var("ORION_UNLOCK_KEY")
+        .ok()
+        .map(zeroize::Zeroizing::new);
+    let key = match crate::config::unlock_key(
+        "--key-file",
+        key_file,
+        from_env.as_deref().map(String::as_str),
+    )? {
+        Some(k) => k,
+        None => {
+            let mut line = zeroize::Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the unlock key from standard input")?;
+            orion::at_rest::UnlockKey::parse(&line)
+                .map_err(|e| anyhow::anyhow!("cluster unlock: {e}"))?
+        }
+    };
+    let body = serde_json::json!({ "key": key.to_text().as_str() });
+    let v: Value = send(
+        http_client()
+            .post(format!("{base}/v1/cluster/unlock"))
+            .json(&body),
+        "cluster unlock",
+        base,
+    )
+    .await?
+    .json()
+    .await
+    .unwrap_or_default();
+    say!(
+        "node {} unlocked: it opens its store and starts",
+        v["node"].as_str().unwrap_or("?")
+    );
+    Ok(())
 }
 
 /// `cluster gossip-key …`.

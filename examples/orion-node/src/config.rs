@@ -58,6 +58,14 @@ pub fn node_config(args: &AgentArgs) -> Result<NodeConfig> {
     if args.insecure_dev {
         c.insecure_dev = true;
     }
+    if args.autolock {
+        c.autolock = true;
+    }
+    c.unlock_key = unlock_key(
+        "--unlock-key-file",
+        args.unlock_key_file.as_deref(),
+        args.unlock_key.as_deref(),
+    )?;
     if let Some(t) = &args.join_token {
         c.join_token = Some(t.trim().to_string());
     }
@@ -109,6 +117,33 @@ fn read_file(path: &Path) -> Result<(NodeConfig, bool)> {
     let config = serde_path_to_error::deserialize(value)
         .map_err(|e| anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))?;
     Ok((config, has_data_dir))
+}
+
+/// The unlock key from `file` (given as `flag`), else from `text`
+/// (`ORION_UNLOCK_KEY`), if either is given; the error names where it came
+/// from, never the key.
+pub fn unlock_key(
+    flag: &str,
+    file: Option<&Path>,
+    text: Option<&str>,
+) -> Result<Option<orion::at_rest::UnlockKey>> {
+    let (from, text) = match (file, text) {
+        (Some(path), _) => (
+            format!("{flag} {}", path.display()),
+            zeroize::Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("{flag} {}", path.display()))?,
+            ),
+        ),
+        (None, Some(t)) => (
+            "ORION_UNLOCK_KEY".to_string(),
+            zeroize::Zeroizing::new(t.to_string()),
+        ),
+        (None, None) => return Ok(None),
+    };
+    orion::at_rest::UnlockKey::parse(&text)
+        .map(Some)
+        .map_err(|e| anyhow!("{from}: {e}"))
 }
 
 #[cfg(test)]

@@ -16,12 +16,22 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
     let init =
         !config.insecure_dev && config.join.is_empty() && !tls_dir.join("node.json").exists();
     let data_dir = config.data_dir.clone();
-    let cluster = orion::Node::from_config(config)
-        .runtime(runtime)
-        .start()
-        .await?;
+    let was_locked = orion::is_autolocked(&data_dir);
+    // A locked node waits in start() for its unlock key: a signal meanwhile
+    // ends it (nothing is open but the locked API).
+    let start = orion::Node::from_config(config).runtime(runtime).start();
+    let cluster = tokio::select! {
+        c = start => c?,
+        _ = shutdown_signal() => {
+            info!("shutting down a node still locked");
+            return Ok(());
+        }
+    };
     if init {
         print_init(&cluster, &data_dir);
+    }
+    if !was_locked {
+        print_unlock_key(&cluster);
     }
     shutdown_signal().await;
     info!("shutting down; tasks keep running and are adopted on restart");
@@ -51,6 +61,14 @@ fn print_init(cluster: &orion::Cluster, dir: &std::path::Path) {
         }
     }
     println!("(`orion-node cluster join-token worker|manager [--rotate]` shows or rotates them.)");
+}
+
+/// The first start with autolock: the unlock key, shown this once (never
+/// logged).
+fn print_unlock_key(cluster: &orion::Cluster) {
+    if let Some(key) = cluster.pki().and_then(|p| p.unlock_key()) {
+        println!("Autolock is on. The unlock key, shown this once (keep it: a restarted node needs it: orion-node cluster unlock):\n    {}", key.to_text().as_str());
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

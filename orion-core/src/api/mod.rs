@@ -409,6 +409,8 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(pki::rotate_ca))
         .routes(routes!(pki::join))
         .routes(routes!(pki::renew))
+        .routes(routes!(pki::unlock))
+        .routes(routes!(pki::get_unlock_key))
         .routes(routes!(pki::get_join_token))
         .routes(routes!(pki::rotate_join_token))
         .routes(routes!(pki::list_gossip_keys, pki::install_gossip_key))

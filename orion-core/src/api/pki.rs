@@ -57,6 +57,46 @@ pub(super) async fn join(State(c): State<Cluster>, body: Bytes) -> ApiResult<Res
     Ok(Json(c.admit(&req)?).into_response())
 }
 
+/// The unlock key sent to `POST /v1/cluster/unlock` (its schema only: the
+/// locked node's own route reads it).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct UnlockBody {
+    /// `ORNKEY-1-…`.
+    key: String,
+}
+
+/// A locked node (autolock) answers this route before its store opens (see
+/// `orion::Node`); a running node is not locked, and says so.
+#[utoipa::path(post, path = "/v1/cluster/unlock", tag = "cluster", request_body = UnlockBody,
+    responses((status = 200, description = "the key opens this node's files: it starts"),
+              (status = 400, description = "not an unlock key", body = ErrorBody),
+              (status = 403, description = "not this node's unlock key", body = ErrorBody),
+              (status = 409, description = "this node is not locked", body = ErrorBody)))]
+pub(super) async fn unlock(State(c): State<Cluster>) -> ApiResult<Response> {
+    Err(ApiError(
+        StatusCode::CONFLICT,
+        json!({ "error": format!("node {} is not locked: it is running", c.node_id()), "locked": false }),
+    ))
+}
+
+/// `GET /v1/cluster/unlock-key` (operator): the key this node's files are
+/// sealed under (Swarm's `swarm unlock-key`).
+#[utoipa::path(get, path = "/v1/cluster/unlock-key", tag = "cluster",
+    responses((status = 200, description = "{\"key\": \"ORNKEY-1-…\"}"),
+              (status = 404, description = "this node is not autolocked", body = ErrorBody)))]
+pub(super) async fn get_unlock_key(State(c): State<Cluster>) -> ApiResult<Response> {
+    match c.pki().and_then(|p| p.unlock_key()) {
+        Some(k) => {
+            Ok(Json(json!({ "key": k.to_text().as_str(), "key_id": k.id() })).into_response())
+        }
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            json!({ "error": "this node is not autolocked (start it with --autolock)" }),
+        )),
+    }
+}
+
 #[utoipa::path(post, path = "/v1/cluster/certificate", tag = "cluster", request_body = RenewRequest,
     responses((status = 200, description = "a new certificate for the calling node", body = CertGrant),
               (status = 401, description = "not called with a member's certificate", body = ErrorBody)))]

@@ -35,6 +35,9 @@ pub struct Pki {
     cross: RwLock<Option<String>>,
     /// Wakes the node's renewal at once (a CA rotation asks for it).
     pub renew_now: tokio::sync::Notify,
+    /// Autolock: the key this node's private files are sealed under (the
+    /// tokens file among them); a manager joining is handed it.
+    unlock_key: Option<crate::at_rest::UnlockKey>,
 }
 
 impl std::fmt::Debug for Pki {
@@ -43,6 +46,7 @@ impl std::fmt::Debug for Pki {
             .field("tls", &self.tls)
             .field("holds_ca", &self.ca.read().is_some())
             .field("cert_validity", &self.cert_validity)
+            .field("autolock", &self.unlock_key.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -57,11 +61,7 @@ impl Pki {
         cert_validity: Duration,
         tokens_file: Option<PathBuf>,
     ) -> Pki {
-        let known = tokens_file
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
+        let known = read_known(tokens_file.as_deref(), None);
         Pki {
             tls,
             ca: RwLock::new(ca),
@@ -70,6 +70,7 @@ impl Pki {
             tokens_file,
             cross: RwLock::new(None),
             renew_now: tokio::sync::Notify::new(),
+            unlock_key: None,
         }
     }
 
@@ -114,6 +115,20 @@ impl Pki {
         Ok(())
     }
 
+    /// Autolock: keeps the tokens file sealed under `key` (reading it back
+    /// with it) and hands `key` to managers that join, so one key unlocks
+    /// every manager of the cluster.
+    pub fn sealed_under(mut self, key: crate::at_rest::UnlockKey) -> Pki {
+        self.known = Mutex::new(read_known(self.tokens_file.as_deref(), Some(&key)));
+        self.unlock_key = Some(key);
+        self
+    }
+
+    /// The unlock key this node's files are sealed under (autolock), if any.
+    pub fn unlock_key(&self) -> Option<&crate::at_rest::UnlockKey> {
+        self.unlock_key.as_ref()
+    }
+
     /// The CA, when this node holds it.
     pub fn ca(&self) -> Option<CertAuthority> {
         self.ca.read().clone()
@@ -134,8 +149,20 @@ impl Pki {
             return Ok(());
         };
         let text = serde_json::to_string_pretty(known).map_err(std::io::Error::other)?;
-        write_private(path, text.as_bytes())
+        crate::at_rest::write(path, text.as_bytes(), self.unlock_key.as_ref())
+            .map_err(std::io::Error::other)
     }
+}
+
+/// The join tokens kept in `path` (opened with `key` when sealed); none when
+/// there is no file or it does not read.
+fn read_known(
+    path: Option<&std::path::Path>,
+    key: Option<&crate::at_rest::UnlockKey>,
+) -> BTreeMap<NodeRole, String> {
+    path.and_then(|p| crate::at_rest::read(p, key).ok().flatten())
+        .and_then(|t| serde_json::from_slice(&t).ok())
+        .unwrap_or_default()
 }
 
 /// Writes `bytes` to `path`, readable by this user only: to a `.new` file,
@@ -229,6 +256,11 @@ pub struct CertGrant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub gossip_keys: Option<crate::gossip_keys::GossipKeys>,
+    /// At a manager's join into an autolocked cluster: the cluster's unlock
+    /// key (`ORNKEY-1-…`), which the joiner seals its own files under, so
+    /// one key unlocks every manager. Workers are not given it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key: Option<String>,
 }
 
 impl std::fmt::Debug for CertGrant {
@@ -238,6 +270,7 @@ impl std::fmt::Debug for CertGrant {
             .field("expires_ms", &self.expires_ms)
             .field("ca", &self.ca)
             .field("data_key", &self.data_key.as_ref().map(|_| "…"))
+            .field("unlock_key", &self.unlock_key.as_ref().map(|_| "…"))
             .finish_non_exhaustive()
     }
 }
@@ -379,6 +412,7 @@ impl Cluster {
         let mut grant = self.issue(pki, &subject(&req.node_id, req.role, &req.hosts), &key)?;
         if req.role == NodeRole::Manager {
             grant.ca = pki.ca();
+            grant.unlock_key = pki.unlock_key().map(|k| k.to_text().to_string());
         }
         grant.data_key = self.inner.data_key.as_ref().map(|k| k.to_hex().to_string());
         grant.gossip_keys = self.gossip_keys()?;
@@ -420,6 +454,7 @@ impl Cluster {
             ca: None,
             data_key: None,
             gossip_keys: None,
+            unlock_key: None,
         })
     }
 }

@@ -71,7 +71,7 @@ pub(crate) fn spawn_follow(cluster: Cluster, pki: Arc<Pki>, dir: PathBuf) {
                     }
                     CaAction::HoldSigner => match cluster.ca_signer(&record) {
                         Ok(ca) => {
-                            if let Err(e) = tls::save_ca(&dir, &ca) {
+                            if let Err(e) = tls::save_ca(&dir, &ca, pki.unlock_key()) {
                                 warn!(error = %error_text(&e), "the new CA could not be kept on disk");
                             }
                             pki.set_ca(ca);

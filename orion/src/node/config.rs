@@ -152,6 +152,27 @@ pub struct NodeConfig {
     /// read from config files; its `Debug` shows only its id.
     #[serde(skip)]
     pub data_key: Option<orion_core::secret::DataKey>,
+    /// Autolock (Swarm's): the files in the data dir that hold cluster-wide
+    /// secrets (`data.key`, `tls/ca.json`, `tls/gossip-keys.json`,
+    /// `tls/join-tokens.json`) are kept sealed under an unlock key, and a
+    /// restarted node opens no store until it is given the key
+    /// ([`NodeConfig::unlock_key`], or `orion-node cluster unlock` against
+    /// the locked API it serves meanwhile). The first start with it makes
+    /// the key (or takes [`NodeConfig::unlock_key`]) and seals the files; a
+    /// manager joining an autolocked cluster takes the cluster's key from
+    /// the join grant, whatever this says. Once on it stays on. Default
+    /// false: a node restarts unattended. Needs a secure node (not
+    /// `insecure_dev`). `tls/node.json` (this node's own certificate key)
+    /// is not sealed: the locked node serves the unlock over TLS with it.
+    pub autolock: bool,
+    /// The unlock key (`ORNKEY-1-…`) of an autolocked data dir: the start
+    /// opens it directly instead of waiting for `cluster unlock`; a key that
+    /// does not open it fails the start. On the first start with
+    /// `autolock`, the key to seal under instead of a new one. Default none.
+    /// Not read from config files (a key beside the files it unlocks
+    /// unlocks nothing); its `Debug` shows only its id.
+    #[serde(skip)]
+    pub unlock_key: Option<orion_core::at_rest::UnlockKey>,
     /// Where the node writes its tasks' secret files, one directory per
     /// allocation. Default `/dev/shm/orion-secrets`: a tmpfs on Linux, so
     /// secrets are never written to disk; the node refuses to write them to a
@@ -199,6 +220,8 @@ impl Default for NodeConfig {
             join_token: None,
             cert_expiry: orion_core::tls::DEFAULT_CERT_VALIDITY,
             data_key: None,
+            autolock: false,
+            unlock_key: None,
             secrets_dir: PathBuf::from(orion_core::agent::secrets::DEFAULT_SECRETS_DIR),
             loops: ClusterConfig::default(),
         }
@@ -307,6 +330,12 @@ impl NodeConfig {
         }
         if self.cluster_name.trim().is_empty() {
             return bad("cluster_name", "is empty".into());
+        }
+        if self.autolock && self.insecure_dev {
+            return bad(
+                "autolock",
+                "needs a secure node: there is nothing sealed to lock with insecure_dev".into(),
+            );
         }
         Ok(())
     }
@@ -484,5 +513,20 @@ mod tests {
         assert!(e.to_string().contains("unknown field `nodeid`"), "{e}");
         let e = serde_json::from_str::<NodeConfig>(r#"{"port_range":"0-9"}"#).unwrap_err();
         assert!(e.to_string().contains("starts at 0"), "{e}");
+    }
+
+    #[test]
+    fn autolock_needs_a_secure_node_and_is_read_from_config_files_without_a_key() {
+        let c = NodeConfig {
+            autolock: true,
+            insecure_dev: true,
+            ..NodeConfig::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "autolock", "{e}");
+        let c: NodeConfig = serde_json::from_str(r#"{"autolock": true}"#).unwrap();
+        assert!(c.autolock && c.unlock_key.is_none());
+        c.validate().unwrap();
+        assert!(serde_json::from_str::<NodeConfig>(r#"{"unlock_key": "ORNKEY-1-x"}"#).is_err());
     }
 }

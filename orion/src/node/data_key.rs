@@ -8,12 +8,12 @@
 //! way. The
 //! file holds 64 hex digits, is readable by this user only (0600), and is
 //! written to `data.key.new`, synced, then renamed, so a crash leaves either
-//! no key or the whole key.
+//! no key or the whole key. With autolock the file is sealed under the
+//! unlock key (see [`super::autolock`]).
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use orion_core::at_rest::{self, UnlockKey};
 use orion_core::secret::DataKey;
 use tracing::{info, warn};
 
@@ -32,18 +32,20 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
 /// The node's data key: the one in the data dir; else `given`, kept there;
 /// else, when `fresh` (a new data dir forming a new cluster), a new one, kept
 /// there; else none (the node then seals and opens no secrets, and says so).
-/// Refuses a `given` key other than the one kept.
+/// Refuses a `given` key other than the one kept. The file is read and
+/// written sealed under `sealed` (autolock) when given.
 pub(crate) fn load_or_make(
     dir: &Path,
     given: Option<&DataKey>,
     fresh: bool,
+    sealed: Option<&UnlockKey>,
 ) -> Result<Option<DataKey>, NodeError> {
     let path = dir.join(DATA_KEY_FILE);
     let pending = dir.join(format!("{DATA_KEY_FILE}.new"));
-    let kept = match read(&path)? {
+    let kept = match read(&path, sealed)? {
         Some(k) => Some(k),
         // Written and synced, then stopped before the rename.
-        None => match read(&pending).ok().flatten() {
+        None => match read(&pending, sealed).ok().flatten() {
             Some(k) => {
                 std::fs::rename(&pending, &path).map_err(io(&path))?;
                 Some(k)
@@ -64,12 +66,12 @@ pub(crate) fn load_or_make(
         .into()),
         (Some(k), _) => Ok(Some(k)),
         (None, Some(g)) => {
-            write(&path, &pending, g)?;
+            write(&path, g, sealed)?;
             Ok(Some(g.clone()))
         }
         (None, None) if fresh => {
             let k = DataKey::generate();
-            write(&path, &pending, &k)?;
+            write(&path, &k, sealed)?;
             info!(path = %path.display(), key_id = %k.id(), "made the cluster's data key for secrets");
             Ok(Some(k))
         }
@@ -80,86 +82,73 @@ pub(crate) fn load_or_make(
     }
 }
 
-fn read(path: &Path) -> Result<Option<DataKey>, NodeError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => DataKey::from_hex(&text)
-            .map(Some)
-            .map_err(|p| NodeError::DataDir {
-                path: path.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, p),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(NodeError::DataDir {
+fn read(path: &Path, sealed: Option<&UnlockKey>) -> Result<Option<DataKey>, NodeError> {
+    let Some(bytes) = at_rest::read(path, sealed)? else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(&bytes).unwrap_or_default();
+    DataKey::from_hex(text)
+        .map(Some)
+        .map_err(|p| NodeError::DataDir {
             path: path.to_path_buf(),
-            source,
-        }),
-    }
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, p),
+        })
 }
 
-fn write(path: &Path, pending: &PathBuf, key: &DataKey) -> Result<(), NodeError> {
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(pending)?;
-        // An old file keeps its mode on open: set it.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(key.to_hex().as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()
-    };
-    write().map_err(io(pending))?;
-    std::fs::rename(pending, path).map_err(io(path))?;
-    if let Some(parent) = path.parent() {
-        // The rename itself survives a crash once the directory is synced.
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(io(parent))?;
-    }
-    Ok(())
+/// Keeps `key` in `path` (to a `.new` file, synced, renamed, the directory
+/// synced), sealed under `sealed` when given.
+fn write(path: &Path, key: &DataKey, sealed: Option<&UnlockKey>) -> Result<(), NodeError> {
+    let mut text = key.to_hex();
+    text.push('\n');
+    Ok(at_rest::write(path, text.as_bytes(), sealed)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_fresh_node_makes_the_key_and_keeps_it_private_and_the_same() {
         let dir = tempfile::tempdir().unwrap();
-        let k = load_or_make(dir.path(), None, true).unwrap().unwrap();
+        let k = load_or_make(dir.path(), None, true, None).unwrap().unwrap();
         let path = dir.path().join(DATA_KEY_FILE);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(!dir.path().join("data.key.new").exists());
         // A restart reads it back, fresh or not.
         assert_eq!(
-            load_or_make(dir.path(), None, false).unwrap(),
+            load_or_make(dir.path(), None, false, None).unwrap(),
             Some(k.clone())
         );
         assert_eq!(
-            load_or_make(dir.path(), None, true).unwrap(),
+            load_or_make(dir.path(), None, true, None).unwrap(),
             Some(k.clone())
         );
         assert_eq!(
-            load_or_make(dir.path(), Some(&k), false).unwrap(),
+            load_or_make(dir.path(), Some(&k), false, None).unwrap(),
             Some(k.clone())
         );
-        let e = load_or_make(dir.path(), Some(&DataKey::generate()), false).unwrap_err();
+        let e = load_or_make(dir.path(), Some(&DataKey::generate()), false, None).unwrap_err();
         assert!(e.to_string().contains("data_key: the key given"), "{e}");
-        assert_eq!(load_or_make(dir.path(), None, false).unwrap(), Some(k));
+        assert_eq!(
+            load_or_make(dir.path(), None, false, None).unwrap(),
+            Some(k)
+        );
     }
 
     #[test]
     fn a_joining_node_keeps_the_key_it_is_given_or_holds_none() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(load_or_make(dir.path(), None, false).unwrap(), None);
+        assert_eq!(load_or_make(dir.path(), None, false, None).unwrap(), None);
         assert!(!dir.path().join(DATA_KEY_FILE).exists());
         let given = DataKey::generate();
-        let k = load_or_make(dir.path(), Some(&given), false).unwrap();
+        let k = load_or_make(dir.path(), Some(&given), false, None).unwrap();
         assert_eq!(k, Some(given.clone()));
-        assert_eq!(load_or_make(dir.path(), None, false).unwrap(), Some(given));
+        assert_eq!(
+            load_or_make(dir.path(), None, false, None).unwrap(),
+            Some(given)
+        );
     }
 
     #[test]
@@ -167,10 +156,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let k = DataKey::generate();
         std::fs::write(dir.path().join("data.key.new"), k.to_hex().as_bytes()).unwrap();
-        assert_eq!(load_or_make(dir.path(), None, false).unwrap(), Some(k));
+        assert_eq!(
+            load_or_make(dir.path(), None, false, None).unwrap(),
+            Some(k)
+        );
         assert!(dir.path().join(DATA_KEY_FILE).exists());
         std::fs::write(dir.path().join(DATA_KEY_FILE), "short").unwrap();
-        let e = load_or_make(dir.path(), None, true)
+        let e = load_or_make(dir.path(), None, true, None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("data.key") && e.contains("64 hex"), "{e}");

@@ -9,12 +9,13 @@
 //! gossip-key install | use | remove` commit changes, and every node's loop
 //! here applies them to its transport (install first, then the primary, then
 //! removals) and keeps the file current. The same loop copies the transport's
-//! packet counters into `/metrics`.
+//! packet counters into `/metrics`. With autolock the file is sealed under
+//! the unlock key (see [`super::autolock`]).
 
 use std::path::Path;
 use std::time::Duration;
 
-use orion_core::cluster::pki::write_private;
+use orion_core::at_rest::{self, UnlockKey};
 use orion_core::gossip_keys::GossipKeys;
 use orion_core::secret::DataKey;
 use orion_core::{Cluster, Store as _};
@@ -44,16 +45,12 @@ pub(crate) fn initial(
     data_key: Option<&DataKey>,
     granted: Option<GossipKeys>,
     first: bool,
+    sealed: Option<&UnlockKey>,
 ) -> Result<Option<GossipKeys>, NodeError> {
     let path = tls_dir.join(FILE);
-    let kept: Option<GossipKeys> = if path.exists() {
-        let text = std::fs::read(&path).map_err(|source| NodeError::DataDir {
-            path: path.clone(),
-            source,
-        })?;
-        Some(serde_json::from_slice(&text).map_err(|e| bad(&path, e))?)
-    } else {
-        None
+    let kept: Option<GossipKeys> = match at_rest::read(&path, sealed)? {
+        Some(text) => Some(serde_json::from_slice(&text).map_err(|e| bad(&path, e))?),
+        None => None,
     };
     let committed = store
         .replica()
@@ -75,16 +72,16 @@ pub(crate) fn initial(
         (None, None, None) => None,
     };
     if let Some(k) = keys.as_ref().filter(|k| kept.as_ref() != Some(*k)) {
-        save(tls_dir, k)?;
+        save(tls_dir, k, sealed)?;
     }
     Ok(keys)
 }
 
-/// Keeps `keys` in the TLS dir (0600).
-fn save(tls_dir: &Path, keys: &GossipKeys) -> Result<(), NodeError> {
+/// Keeps `keys` in the TLS dir (0600), sealed under `sealed` when given.
+fn save(tls_dir: &Path, keys: &GossipKeys, sealed: Option<&UnlockKey>) -> Result<(), NodeError> {
     let path = tls_dir.join(FILE);
-    let text = serde_json::to_vec_pretty(keys).map_err(|e| bad(&path, e))?;
-    write_private(&path, &text).map_err(|source| NodeError::DataDir { path, source })
+    let text = zeroize::Zeroizing::new(serde_json::to_vec_pretty(keys).map_err(|e| bad(&path, e))?);
+    Ok(at_rest::write(&path, &text, sealed)?)
 }
 
 fn key(b64: &str) -> Option<GossipKey> {
@@ -139,6 +136,7 @@ pub(crate) fn spawn_follow(
     ring: Keyring,
     mut last: GossipKeys,
     tls_dir: std::path::PathBuf,
+    sealed: Option<UnlockKey>,
 ) {
     let stop = cluster.on_shutdown();
     tokio::spawn(async move {
@@ -151,7 +149,7 @@ pub(crate) fn spawn_follow(
             match cluster.gossip_keys() {
                 Ok(Some(k)) if k != last => {
                     apply(&ring, &k);
-                    if let Err(e) = save(&tls_dir, &k) {
+                    if let Err(e) = save(&tls_dir, &k, sealed.as_ref()) {
                         warn!(error = %e, "the gossip keyring could not be kept on disk");
                     }
                     info!(primary = %k.primary, keys = k.keys.len(), "gossip keyring changed");

@@ -2,7 +2,10 @@
 //! gossip, agent, control loop and HTTP API — started from one [`NodeConfig`].
 //!
 //! ```text
-//!  NodeConfig ──validate──▶ data dir + node-id file ──▶ bind HTTP, Raft, gossip
+//!  NodeConfig ──validate──▶ data dir + node-id file ──▶ bind HTTP
+//!        │                                                     │
+//!        ▼                                                     ▼
+//!  autolocked? locked API until the unlock key (see autolock) ──▶ bind Raft, gossip
 //!        │                                                     │
 //!        ▼                                                     ▼
 //!  RaftStore::open ──serve Raft──▶ bootstrap (no join) | join (POST /v1/cluster/peers)
@@ -12,6 +15,7 @@
 //!                                                    control loop, HTTP API)
 //! ```
 
+mod autolock;
 mod ca;
 mod config;
 mod data_key;
@@ -32,6 +36,7 @@ use orion_gossip::{ChitchatMembership, GossipConfig};
 use orion_store::{Engine, RaftStore, RaftStoreConfig};
 use tracing::info;
 
+pub use autolock::is_locked as is_autolocked;
 pub use config::{parse_port_range, ConfigError, NodeConfig};
 pub use data_key::DATA_KEY_FILE;
 pub use tls::TLS_DIR;
@@ -133,6 +138,10 @@ pub enum NodeError {
     /// The node's loops could not start.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// A file at rest could not be read or written: sealed (autolock) and
+    /// the unlock key given is not its, or damaged, or unreadable.
+    #[error(transparent)]
+    AtRest(#[from] orion_core::at_rest::AtRestError),
 }
 
 /// Builds one node; see [`Node`]. Every setter writes one field of the
@@ -227,6 +236,10 @@ impl NodeBuilder {
         data_key: orion_core::secret::DataKey => |c, v| c.data_key = Some(v);
         /// Where tasks' secret files go, on a tmpfs ([`NodeConfig::secrets_dir`]).
         secrets_dir: impl Into<PathBuf> => |c, v| c.secrets_dir = v.into();
+        /// Keeps the data dir's secret files sealed under an unlock key ([`NodeConfig::autolock`]).
+        autolock: bool => |c, v| c.autolock = v;
+        /// The unlock key of an autolocked data dir ([`NodeConfig::unlock_key`]).
+        unlock_key: orion_core::at_rest::UnlockKey => |c, v| c.unlock_key = Some(v);
     }
 
     /// Listens for HTTP, Raft and gossip on free loopback ports: for tests and
@@ -253,7 +266,10 @@ impl NodeBuilder {
     }
 
     /// Starts the node: checks the config, opens the data dir (refusing one made
-    /// for another node), binds its listeners, opens and serves the store,
+    /// for another node), binds its HTTP listener; an autolocked data dir
+    /// without [`NodeConfig::unlock_key`] then waits, serving only the locked
+    /// API on it, until `POST /v1/cluster/unlock` brings its key (logged once,
+    /// with how to unlock). Then it binds the Raft and gossip listeners, opens and serves the store,
     /// bootstraps a new cluster or joins through `join`, starts gossip seeded from
     /// the members, then the agent, the control loop and the HTTP API.
     ///
@@ -279,6 +295,10 @@ impl NodeBuilder {
             .advertise_http
             .clone()
             .unwrap_or_else(|| http_bound.to_string());
+        // Autolock: a locked data dir opens only with its unlock key; until
+        // then no store, no Raft or gossip port, only the locked API.
+        let was_locked = autolock::is_locked(dir);
+        let unlock_key = autolock::unlock(&c, &id, &http).await?;
         let raft_listener = bind("raft", c.raft, tokio::net::TcpListener::bind(c.raft).await)?;
         let raft_addr = bind("raft", c.raft, raft_listener.local_addr())?;
         let gossip_addr = bind("gossip", c.gossip, gossip_port(c.gossip))?;
@@ -295,10 +315,11 @@ impl NodeBuilder {
             })?;
             let raft = raft_addr.to_string();
             let me = tls::subject(&id, c.role, &[http_addr.as_str(), raft.as_str()]);
-            Some(match tls::load(&tls_dir)? {
+            let sealed = unlock_key.as_ref();
+            Some(match tls::load(&tls_dir, sealed)? {
                 Some(m) => m,
                 None if c.join.is_empty() => {
-                    tls::create(&tls_dir, &c.cluster_name, &me, c.cert_expiry)?
+                    tls::create(&tls_dir, &c.cluster_name, &me, c.cert_expiry, sealed)?
                 }
                 None => {
                     let token = c.join_token.as_deref().ok_or_else(|| {
@@ -308,7 +329,7 @@ impl NodeBuilder {
                                 .into(),
                         )
                     })?;
-                    tls::join(&tls_dir, &c.join, token, &me, c.join_timeout).await?
+                    tls::join(&tls_dir, &c.join, token, &me, c.join_timeout, sealed).await?
                 }
             })
         };
@@ -318,8 +339,21 @@ impl NodeBuilder {
         // outlives the start that was to make its cluster's key.
         let granted = material.as_ref().and_then(|m| m.data_key.clone());
         let granted_gossip = material.as_ref().and_then(|m| m.gossip_keys.clone());
-        let data_key =
-            data_key::load_or_make(dir, c.data_key.as_ref().or(granted.as_ref()), fresh)?;
+        // The key the files are sealed under: the one checked or made above,
+        // or the cluster's, carried by a manager's join.
+        let unlock_key = material.as_ref().and_then(|m| m.unlock_key.clone());
+        let data_key = data_key::load_or_make(
+            dir,
+            c.data_key.as_ref().or(granted.as_ref()),
+            fresh,
+            unlock_key.as_ref(),
+        )?;
+        if let Some(key) = &unlock_key {
+            autolock::seal_all(dir, key)?;
+            if !was_locked {
+                info!(key_id = %key.id(), "autolock on: the data dir's secret files are sealed; a restarted node needs the unlock key (`orion-node cluster unlock`)");
+            }
+        }
 
         let mut store_config = RaftStoreConfig::new(id.clone(), dir.join("store"));
         store_config.engine = c.engine;
@@ -328,12 +362,16 @@ impl NodeBuilder {
         store_config.max_voters = c.max_voters;
         let store = RaftStore::open_tls(store_config, tls_state.clone()).await?;
         let pki = material.map(|m| {
-            Arc::new(orion_core::cluster::pki::Pki::new(
+            let pki = orion_core::cluster::pki::Pki::new(
                 m.tls,
                 m.ca,
                 c.cert_expiry,
                 Some(dir.join(tls::TLS_DIR).join("join-tokens.json")),
-            ))
+            );
+            Arc::new(match m.unlock_key {
+                Some(k) => pki.sealed_under(k),
+                None => pki,
+            })
         });
         match bootstrap_or_join(
             &store,
@@ -357,6 +395,7 @@ impl NodeBuilder {
                         data_key.as_ref(),
                         granted_gossip,
                         c.join.is_empty(),
+                        unlock_key.as_ref(),
                     )
                 };
                 let gossip_keys = match gossip_keys {
@@ -485,6 +524,7 @@ impl NodeBuilder {
                                 ring,
                                 keys,
                                 dir.join(tls::TLS_DIR),
+                                unlock_key.clone(),
                             );
                         }
                         if let Some(pki) = &pki {

@@ -11,11 +11,15 @@
 //! | `node.json` | this node's certificate, key, issue and expiry times | 0600 |
 //! | `ca.json` | the CA's key and certificate (managers only) | 0600 |
 //! | `join-tokens.json` | the join tokens this node made | 0600 |
+//!
+//! With autolock, `ca.json` and `join-tokens.json` are sealed under the
+//! unlock key (see [`super::autolock`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use orion_core::at_rest::{self, UnlockKey};
 use orion_core::cluster::pki::{write_private, CertGrant, JoinRequest, Pki, RenewRequest};
 use orion_core::tls::{
     fingerprint, parse_certs, CertAuthority, JoinToken, NodeCert, NodeKey, Subject, TlsState,
@@ -40,6 +44,9 @@ pub(crate) struct Material {
     /// The cluster's gossip keyring, when this material came from a join
     /// that carried it.
     pub gossip_keys: Option<orion_core::gossip_keys::GossipKeys>,
+    /// Autolock: the key the private files are sealed under (the cluster's,
+    /// when a manager's join carried it).
+    pub unlock_key: Option<UnlockKey>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -102,14 +109,19 @@ pub(crate) fn save_roots(dir: &Path, pem: &str) -> Result<(), NodeError> {
     std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 
-pub(crate) fn save_ca(dir: &Path, ca: &CertAuthority) -> Result<(), NodeError> {
+pub(crate) fn save_ca(
+    dir: &Path,
+    ca: &CertAuthority,
+    key: Option<&UnlockKey>,
+) -> Result<(), NodeError> {
     let path = dir.join("ca.json");
-    let text = serde_json::to_vec_pretty(ca).map_err(|e| bad(&path, e))?;
-    write_private(&path, &text).map_err(io(&path))
+    let text = zeroize::Zeroizing::new(serde_json::to_vec_pretty(ca).map_err(|e| bad(&path, e))?);
+    Ok(at_rest::write(&path, &text, key)?)
 }
 
-/// The material kept in `dir`, if this node has been given some.
-pub(crate) fn load(dir: &Path) -> Result<Option<Material>, NodeError> {
+/// This node's certificate and the CA certificates it trusts, if it has
+/// been given some (never sealed: a locked node serves its unlock with them).
+pub(crate) fn load_tls(dir: &Path) -> Result<Option<TlsState>, NodeError> {
     let cert_path = dir.join("node.json");
     if !cert_path.exists() {
         return Ok(None);
@@ -119,18 +131,26 @@ pub(crate) fn load(dir: &Path) -> Result<Option<Material>, NodeError> {
     let text = std::fs::read(&cert_path).map_err(io(&cert_path))?;
     let stored: StoredCert = serde_json::from_slice(&text).map_err(|e| bad(&cert_path, e))?;
     let tls = TlsState::with_cert(&roots, node_cert(stored)).map_err(|e| bad(&cert_path, e))?;
+    Ok(Some(tls))
+}
+
+/// The material kept in `dir`, if this node has been given some; `ca.json`
+/// opened with `key` when it is sealed.
+pub(crate) fn load(dir: &Path, key: Option<&UnlockKey>) -> Result<Option<Material>, NodeError> {
+    let Some(tls) = load_tls(dir)? else {
+        return Ok(None);
+    };
     let ca_path = dir.join("ca.json");
-    let ca = if ca_path.exists() {
-        let text = std::fs::read(&ca_path).map_err(io(&ca_path))?;
-        Some(serde_json::from_slice(&text).map_err(|e| bad(&ca_path, e))?)
-    } else {
-        None
+    let ca = match at_rest::read(&ca_path, key)? {
+        Some(text) => Some(serde_json::from_slice(&text).map_err(|e| bad(&ca_path, e))?),
+        None => None,
     };
     Ok(Some(Material {
         tls,
         ca,
         data_key: None,
         gossip_keys: None,
+        unlock_key: key.cloned(),
     }))
 }
 
@@ -140,6 +160,7 @@ pub(crate) fn create(
     cluster: &str,
     subject: &Subject,
     validity: Duration,
+    sealed: Option<&UnlockKey>,
 ) -> Result<Material, NodeError> {
     let ca = CertAuthority::generate(cluster).map_err(|e| bad(dir, e))?;
     let key = NodeKey::generate().map_err(|e| bad(dir, e))?;
@@ -155,7 +176,7 @@ pub(crate) fn create(
     };
     // The CA first: a crash after it leaves a node that makes its
     // certificate again on the next start (node.json is what counts).
-    save_ca(dir, &ca)?;
+    save_ca(dir, &ca, sealed)?;
     save_roots(dir, &ca.cert_pem)?;
     save_cert(dir, &cert)?;
     let tls = TlsState::with_cert(&ca.cert_pem, cert).map_err(|e| bad(dir, e))?;
@@ -165,6 +186,7 @@ pub(crate) fn create(
         ca: Some(ca),
         data_key: None,
         gossip_keys: None,
+        unlock_key: sealed.cloned(),
     })
 }
 
@@ -190,14 +212,16 @@ const RETRY: Duration = Duration::from_millis(500);
 /// fetches its CA and checks it against the token's digest before trusting
 /// anything, then presents the token's secret with a public key made here and
 /// receives this node's certificate (and, for a manager, the CA). Keeps it
-/// all in `dir`. A refusal ends the attempt at once; no answer is retried
-/// until `limit`.
+/// all in `dir`, the CA sealed under the cluster's unlock key when the grant
+/// carries one, else under `own` (autolock) when given. A refusal ends the
+/// attempt at once; no answer is retried until `limit`.
 pub(crate) async fn join(
     dir: &Path,
     targets: &[String],
     token: &str,
     subject: &Subject,
     limit: Duration,
+    own: Option<&UnlockKey>,
 ) -> Result<Material, NodeError> {
     let token = JoinToken::parse(token).map_err(|e| NodeError::Join(e.to_string()))?;
     let blind = client(orion_core::tls::unverified_client_config())?;
@@ -208,6 +232,7 @@ pub(crate) async fn join(
             let base = format!("https://{}", strip_scheme(target));
             match attempt(&blind, &base, &token, subject).await {
                 Ok(Attempt::Admitted(tls, grant)) => {
+                    let grant = *grant;
                     let cert = NodeCert {
                         cert_pem: grant.cert_pem,
                         key_pem: grant.key_pem,
@@ -216,8 +241,14 @@ pub(crate) async fn join(
                     };
                     tls.set_cert(cert.clone())
                         .map_err(|e| NodeError::Join(format!("{target}: {e}")))?;
+                    let unlock_key = match grant.unlock_key.as_deref() {
+                        Some(k) => Some(UnlockKey::parse(k).map_err(|e| {
+                            NodeError::Join(format!("{target}: its unlock key: {e}"))
+                        })?),
+                        None => own.cloned(),
+                    };
                     if let Some(ca) = &grant.ca {
-                        save_ca(dir, ca)?;
+                        save_ca(dir, ca, unlock_key.as_ref())?;
                     }
                     save_roots(dir, &tls.roots_pem())?;
                     save_cert(dir, &cert)?;
@@ -233,6 +264,7 @@ pub(crate) async fn join(
                         ca: grant.ca,
                         data_key,
                         gossip_keys: grant.gossip_keys,
+                        unlock_key,
                     });
                 }
                 Ok(Attempt::Refused(why)) => {
@@ -262,10 +294,11 @@ struct Granted {
     ca: Option<CertAuthority>,
     data_key: Option<String>,
     gossip_keys: Option<orion_core::gossip_keys::GossipKeys>,
+    unlock_key: Option<String>,
 }
 
 enum Attempt {
-    Admitted(TlsState, Granted),
+    Admitted(TlsState, Box<Granted>),
     Refused(String),
 }
 
@@ -329,7 +362,7 @@ async fn attempt(
     let grant: CertGrant = r.json().await.map_err(|e| e.to_string())?;
     Ok(Attempt::Admitted(
         tls,
-        Granted {
+        Box::new(Granted {
             cert_pem: grant.cert_pem,
             key_pem: key.to_pem(),
             issued_ms: grant.issued_ms,
@@ -337,7 +370,8 @@ async fn attempt(
             ca: grant.ca,
             data_key: grant.data_key,
             gossip_keys: grant.gossip_keys,
-        },
+            unlock_key: grant.unlock_key,
+        }),
     ))
 }
 

@@ -9,6 +9,7 @@ mod support;
 mod browser;
 
 mod acl;
+mod autolock;
 mod batch;
 mod boxed;
 mod cli;

@@ -127,6 +127,8 @@ impl Node {
         orion::tls::ensure_default_provider();
         let (lo, hi) = spec.port_range;
         let log = std::fs::File::create(spec.data_dir.with_extension("log")).ok();
+        // What the node prints (at init: the CA, tokens, an unlock key), per start.
+        let out = std::fs::File::create(spec.data_dir.with_extension("out")).ok();
         let mut cmd = Command::new(BIN);
         cmd.args(["agent", "--node-id", &spec.id])
             .arg("--data-dir")
@@ -137,7 +139,7 @@ impl Node {
             .args(["--port-range", &format!("{lo}-{hi}")])
             .args(["--cpu", "2", "--memory-mb", "2048"])
             .args(&spec.extra)
-            .stdout(Stdio::null())
+            .stdout(out.map_or_else(Stdio::null, Stdio::from))
             .env_remove("ORION_TOKEN")
             .env("ORION_LOG", "info,openraft=warn");
         if !spec.secure {
@@ -194,6 +196,11 @@ impl Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// What this start of the node printed to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.spec.data_dir.with_extension("out")).unwrap_or_default()
     }
 
     /// The node's log so far, for failure messages.

@@ -612,8 +612,13 @@ pub enum ClusterCommand {
     },
     /// Print the cluster's CA certificate and its SHA-256 fingerprint (fetched
     /// without verification: compare the fingerprint with the one the first
-    /// node logged before trusting it).
-    Ca,
+    /// node logged before trusting it); `ca rotate` rolls a new CA, `ca
+    /// status` shows a rotation's progress.
+    Ca {
+        /// What to do [default: print the CA].
+        #[command(subcommand)]
+        action: Option<CaCommand>,
+    },
     /// The gossip keyring (Nomad's `operator gossip keyring`): every node
     /// seals gossip with the primary key and accepts any installed one.
     /// Rotate with install, then use, then remove the old key.
@@ -633,6 +638,27 @@ pub enum ClusterCommand {
         #[arg(short, long)]
         quiet: bool,
     },
+}
+
+/// `orion-node cluster ca …`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Roll a new cluster CA with no downtime (Swarm's `swarm ca --rotate`):
+    /// cross-signed by the old one while every node renews under it; when
+    /// every node is done, only the new CA is trusted. Then give the CLI the
+    /// new CA (`cluster ca > ca.pem`) and hand out the new join tokens
+    /// (`cluster join-token`: their CA digest changed).
+    Rotate {
+        /// Wait until every node is done and the rotation is over.
+        #[arg(long)]
+        wait: bool,
+        /// How long to wait with --wait (e.g. 5m).
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// The CA's rotation: which one, whether it is over, the nodes done and
+    /// those it waits for.
+    Status,
 }
 
 /// `orion-node cluster gossip-key …`.

@@ -99,7 +99,7 @@ pub fn base_url(addr: &str) -> String {
 
 /// `orion-node cluster …`.
 pub async fn cluster(addr: &str, cmd: crate::cli::ClusterCommand) -> Result<()> {
-    use crate::cli::ClusterCommand;
+    use crate::cli::{CaCommand, ClusterCommand};
     let base = base_url(addr);
     match cmd {
         ClusterCommand::JoinToken {
@@ -135,7 +135,100 @@ pub async fn cluster(addr: &str, cmd: crate::cli::ClusterCommand) -> Result<()> 
             }
             Ok(())
         }
-        ClusterCommand::Ca => {
+        ClusterCommand::Ca {
+            action: Some(CaCommand::Rotate { wait, timeout }),
+        } => {
+            let r: Value = send(
+                http_client().post(format!("{base}/v1/cluster/ca/rotate")),
+                "cluster ca rotate",
+                &base,
+            )
+            .await?
+            .json()
+            .await?;
+            say!(
+                "CA rotation {} started: the new CA is SHA256:{}; every node now renews under it",
+                r["rotation"],
+                r["fingerprint"].as_str().unwrap_or_default()
+            );
+            if !wait {
+                say!("follow it with `orion-node cluster ca status`; when it is over, give the CLI the new CA (`orion-node cluster ca > ca.pem`) and use the new join tokens (`orion-node cluster join-token worker`)");
+                return Ok(());
+            }
+            // Trust what the rotation publishes (old and new): the nodes
+            // stop presenting the old CA's link when it is over.
+            let roots = r["roots_pem"].as_str().unwrap_or_default();
+            let tls = orion::tls::TlsState::new(roots)?;
+            let mut headers = reqwest::header::HeaderMap::new();
+            if let Some(mut v) = token()
+                .and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+            {
+                v.set_sensitive(true);
+                headers.insert(reqwest::header::AUTHORIZATION, v);
+            }
+            let http = reqwest::Client::builder()
+                .default_headers(headers)
+                .use_preconfigured_tls(tls.client_config())
+                .build()?;
+            let deadline = std::time::Instant::now() + timeout;
+            let mut last = String::new();
+            loop {
+                let s: Value = send(
+                    http.get(format!("{base}/v1/cluster/ca/rotation")),
+                    "cluster ca rotate",
+                    &base,
+                )
+                .await?
+                .json()
+                .await?;
+                if s["finished"] == true && s["rotation"] == r["rotation"] {
+                    say!("CA rotation {} is over: only SHA256:{} is trusted; give the CLI the new CA (`orion-node cluster ca > ca.pem`) and use the new join tokens", s["rotation"], s["fingerprint"].as_str().unwrap_or_default());
+                    return Ok(());
+                }
+                let now = format!(
+                    "{} done, waiting for {}",
+                    s["adopted"].as_array().map_or(0, Vec::len),
+                    list(&s["waiting"])
+                );
+                if now != last {
+                    say!("{now}");
+                    last = now;
+                }
+                if std::time::Instant::now() >= deadline {
+                    anyhow::bail!("cluster ca rotate: not over after {}: {last} (a node down or unreachable holds it up)", humantime::format_duration(timeout));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        ClusterCommand::Ca {
+            action: Some(CaCommand::Status),
+        } => {
+            let s: Value = send(
+                http_client().get(format!("{base}/v1/cluster/ca/rotation")),
+                "cluster ca status",
+                &base,
+            )
+            .await?
+            .json()
+            .await?;
+            say!("rotation:  {}", s["rotation"]);
+            say!(
+                "signing:   SHA256:{}",
+                s["fingerprint"].as_str().unwrap_or_default()
+            );
+            say!("trusted:   {}", list(&s["trusted"]));
+            if s["finished"] == true {
+                say!("state:     settled");
+            } else {
+                say!(
+                    "state:     rotating: done {}, waiting for {}",
+                    list(&s["adopted"]),
+                    list(&s["waiting"])
+                );
+            }
+            Ok(())
+        }
+        ClusterCommand::Ca { action: None } => {
             // Without verification: this is how a user gets the CA to pin.
             let http = reqwest::Client::builder()
                 .use_preconfigured_tls(orion::tls::unverified_client_config())
@@ -170,6 +263,19 @@ pub async fn cluster(addr: &str, cmd: crate::cli::ClusterCommand) -> Result<()> 
             }
             Ok(())
         }
+    }
+}
+
+/// The strings in a JSON array, comma-separated ("none" for none).
+fn list(v: &Value) -> String {
+    let items: Vec<&str> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
     }
 }
 

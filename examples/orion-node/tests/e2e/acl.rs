@@ -2,8 +2,8 @@
 //! `--insecure-dev`): the management token in the data dir, the CA verified
 //! with `--ca-cert` (one clear line without it), one clear line without a
 //! token or with a token of the wrong scope, `acl token create | list |
-//! revoke`, `cluster ca`, `cluster join-token [--rotate]` and `cluster
-//! gossip-key list | install | use | remove`.
+//! revoke`, `cluster ca [status | rotate --wait]`, `cluster join-token
+//! [--rotate]` and `cluster gossip-key list | install | use | remove`.
 
 use std::process::Command;
 use std::time::Duration;
@@ -208,6 +208,69 @@ async fn the_cli_uses_tokens_and_scopes_hold() {
     assert!(
         text(&out.stderr).contains("not valid"),
         "{}",
+        text(&out.stderr)
+    );
+
+    // The CA rotated from the CLI: `--wait` follows it to the end; then the
+    // old CA file no longer verifies the node (one line), the new one does.
+    // (A copy: the node rewrites its own ca.pem as it rotates.)
+    let old_ca = solo.dir.path().join("old-ca.pem");
+    std::fs::copy(CA.get().unwrap(), &old_ca).unwrap();
+    let out = cli_as(&solo.addr, Some(&admin), &["cluster", "ca", "status"]);
+    let status = text(&out.stdout);
+    assert!(
+        out.status.success() && status.contains("settled"),
+        "{status}"
+    );
+    let out = cli_as(
+        &solo.addr,
+        Some(&admin),
+        &["cluster", "ca", "rotate", "--wait", "--timeout", "60s"],
+    );
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(
+        said.contains("CA rotation 1 started") && said.contains("is over"),
+        "{said}"
+    );
+    // The node presents the old CA's link until its next look at the
+    // record (half a second).
+    let old_list = || {
+        Command::new(BIN)
+            .args(["--addr", &solo.addr, "job", "list"])
+            .env("ORION_TOKEN", &admin)
+            .env("ORION_CACERT", &old_ca)
+            .output()
+            .unwrap()
+    };
+    let mut out = old_list();
+    for _ in 0..50 {
+        if !out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        out = old_list();
+    }
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("certificate"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let out = cli_as(&solo.addr, None, &["cluster", "ca"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let new_ca = solo.dir.path().join("new-ca.pem");
+    std::fs::write(&new_ca, &out.stdout).unwrap();
+    let out = Command::new(BIN)
+        .args(["--addr", &solo.addr, "cluster", "ca", "status"])
+        .env("ORION_TOKEN", &admin)
+        .env("ORION_CACERT", &new_ca)
+        .output()
+        .unwrap();
+    let status = text(&out.stdout);
+    assert!(
+        out.status.success() && status.contains("rotation:  1") && status.contains("settled"),
+        "{status}{}",
         text(&out.stderr)
     );
 }

@@ -17,6 +17,12 @@
 //!   cluster so neither inherits the other's log, off and on alternating per
 //!   client count. The ratio is the cost of metrics on the replicated path.
 //!
+//! - `replicated/tls/{off,on}/<clients>`: `submit` with the Raft RPCs in
+//!   clear and over mutual TLS (a cluster CA made for the run, each store
+//!   with its own node certificate, as a secure node runs them), each on a
+//!   fresh three-node cluster, off and on alternating per client count. The
+//!   ratio is the cost of TLS on the replicated path.
+//!
 //! Run: `cargo bench -p orion-benches --bench replicated -- --warm-up-time 1 --measurement-time 5`
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +45,36 @@ struct Rig {
     _dirs: Vec<tempfile::TempDir>,
 }
 
-async fn open(id: &str) -> (RaftStore, tempfile::TempDir, Peer) {
+/// A node's TLS material from `ca`: its certificate names it a manager and
+/// 127.0.0.1.
+fn node_tls(ca: &orion_core::tls::CertAuthority, id: &str) -> orion_core::tls::TlsState {
+    use orion_core::tls::{NodeCert, NodeKey, Subject, TlsState};
+    let key = NodeKey::generate().expect("key");
+    let life = Duration::from_secs(24 * 3600);
+    let subject = Subject {
+        node_id: id.into(),
+        role: NodeRole::Manager,
+        ips: vec![],
+        dns: vec![],
+    };
+    let cert_pem = ca.issue(&subject, &key.public_key(), life).expect("issue");
+    let now = std::time::SystemTime::now();
+    TlsState::with_cert(
+        &ca.cert_pem,
+        NodeCert {
+            cert_pem,
+            key_pem: key.to_pem(),
+            issued: now,
+            expires: now + life,
+        },
+    )
+    .expect("tls")
+}
+
+async fn open_with(
+    id: &str,
+    tls: Option<orion_core::tls::TlsState>,
+) -> (RaftStore, tempfile::TempDir, Peer) {
     let dir = tempfile::tempdir().expect("tempdir");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -53,17 +88,23 @@ async fn open(id: &str) -> (RaftStore, tempfile::TempDir, Peer) {
         http_addr: config.http_addr.clone(),
         role: NodeRole::Manager,
     };
-    let store = RaftStore::open(config).await.expect("open");
+    let store = RaftStore::open_tls(config, tls).await.expect("open");
     store.serve(listener).expect("serve");
     (store, dir, peer)
 }
 
 async fn cluster() -> Rig {
+    cluster_with(false).await
+}
+
+/// Three managers, their Raft RPCs over mutual TLS when `tls`.
+async fn cluster_with(tls: bool) -> Rig {
+    let ca = tls.then(|| orion_core::tls::CertAuthority::generate("bench").expect("ca"));
     let mut stores = Vec::new();
     let mut dirs = Vec::new();
     let mut peers = Vec::new();
     for id in ["m1", "m2", "m3"] {
-        let (s, d, p) = open(id).await;
+        let (s, d, p) = open_with(id, ca.as_ref().map(|ca| node_tls(ca, id))).await;
         stores.push(s);
         dirs.push(d);
         peers.push(p);
@@ -198,6 +239,39 @@ fn metrics_cost(c: &mut Criterion) {
     group.finish();
 }
 
+fn tls_cost(c: &mut Criterion) {
+    let rt = Runtime::new().expect("runtime");
+    let seq = Arc::new(AtomicU64::new(0));
+    let mut group = c.benchmark_group("replicated/tls");
+    group.throughput(Throughput::Elements(1));
+    for clients in [1, 16, 64] {
+        for on in [false, true] {
+            // A fresh cluster each, as for the metrics: neither inherits the
+            // other's log.
+            let rig = rt.block_on(cluster_with(on));
+            let store = rt.block_on(async { rig.batched(0) });
+            let seq = seq.clone();
+            let make: Arc<dyn Fn(u64) -> Command + Send + Sync> = Arc::new(move |_| {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                Command::UpsertJob {
+                    spec: JobSpec::service(format!("job-{n}"), "registry.local/app:1").replicas(0),
+                }
+            });
+            let id = BenchmarkId::new(if on { "on" } else { "off" }, clients);
+            group.bench_function(id, |b| {
+                b.to_async(&rt)
+                    .iter_custom(|iters| drive(&store, clients, iters, make.clone()));
+            });
+            rt.block_on(async {
+                for s in &rig.stores {
+                    let _ = s.shutdown().await;
+                }
+            });
+        }
+    }
+    group.finish();
+}
+
 fn alloc_updates(c: &mut Criterion) {
     let rt = Runtime::new().expect("runtime");
     let rig = rt.block_on(cluster());
@@ -279,6 +353,6 @@ fn alloc_updates(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
-    targets = submissions, alloc_updates, metrics_cost
+    targets = submissions, alloc_updates, metrics_cost, tls_cost
 }
 criterion_main!(benches);

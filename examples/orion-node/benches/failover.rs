@@ -8,6 +8,10 @@
 //!   replicas spread over all four; SIGKILL the worker; time until every replica
 //!   runs again elsewhere. The worker is restarted and the job rolled to a new
 //!   version (so a replica lands on it again) before the next sample.
+//! - `failover/{leader_kill_to_write,worker_kill_to_running}_tls`: the same
+//!   on secure nodes (mutual TLS between nodes and on the API, API tokens,
+//!   joined with join tokens), measured after the clear-text pair in the same
+//!   run: the ratio is the cost of security on failover.
 //!
 //! Criterion's flat sampling: 10 samples, each of as many kills as fit its share of
 //! the 60 s measurement time (about 5 leader kills or 3 worker kills a sample), so
@@ -91,46 +95,50 @@ fn failover(cr: &mut Criterion) {
         .warm_up_time(Duration::from_millis(1))
         .measurement_time(Duration::from_secs(60));
 
-    std::fs::create_dir_all(dir.path().join("lead")).expect("mkdir");
-    std::fs::create_dir_all(dir.path().join("work")).expect("mkdir");
-    let mut c = rt.block_on(LocalCluster::start(
-        &dir.path().join("lead"),
-        "bench-lead",
-        3,
-        0,
-    ));
-    let mut seq = 0;
-    group.bench_function("leader_kill_to_write", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += leader_kill(&mut c, &mut seq).await;
-                }
-                total
+    for secure in [false, true] {
+        let suffix = if secure { "_tls" } else { "" };
+        let lead = dir.path().join(format!("lead{suffix}"));
+        let work = dir.path().join(format!("work{suffix}"));
+        std::fs::create_dir_all(&lead).expect("mkdir");
+        std::fs::create_dir_all(&work).expect("mkdir");
+        let start = |d: &std::path::Path, name: &str, workers: usize| {
+            let name = format!("{name}{}", if secure { "-tls" } else { "" });
+            if secure {
+                rt.block_on(LocalCluster::start_secure(d, &name, 3, workers))
+            } else {
+                rt.block_on(LocalCluster::start(d, &name, 3, workers))
+            }
+        };
+        let mut c = start(&lead, "bench-lead", 0);
+        let mut seq = 0;
+        group.bench_function(format!("leader_kill_to_write{suffix}"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += leader_kill(&mut c, &mut seq).await;
+                    }
+                    total
+                })
             })
-        })
-    });
-    drop(c);
+        });
+        drop(c);
 
-    let mut c = rt.block_on(LocalCluster::start(
-        &dir.path().join("work"),
-        "bench-work",
-        3,
-        1,
-    ));
-    let mut version = 0;
-    group.bench_function("worker_kill_to_running", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += worker_kill(&mut c, &mut version).await;
-                }
-                total
+        let mut c = start(&work, "bench-work", 1);
+        let mut version = 0;
+        group.bench_function(format!("worker_kill_to_running{suffix}"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += worker_kill(&mut c, &mut version).await;
+                    }
+                    total
+                })
             })
-        })
-    });
+        });
+        drop(c);
+    }
     group.finish();
 }
 

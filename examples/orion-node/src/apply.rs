@@ -7,6 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use base64::Engine as _;
 use orion::spec::{self, compose, Format, JobSpec};
 use serde_json::Value;
 
@@ -23,14 +24,16 @@ struct Source {
 pub async fn apply(addr: &str, paths: &[PathBuf]) -> Result<()> {
     let sources = read_all(paths)?;
     let mut specs: Vec<(String, JobSpec)> = Vec::new();
+    let mut secrets: Vec<(&Source, compose::ComposeSecret)> = Vec::new();
     let mut problems = Vec::new();
     for src in &sources {
         match specs_of(src) {
-            Ok((found, warnings)) => {
+            Ok((found, warnings, declared)) => {
                 for w in warnings {
                     eprintln!("warning: {}: {w}", src.name);
                 }
                 specs.extend(found.into_iter().map(|s| (src.name.clone(), s)));
+                secrets.extend(declared.into_iter().map(|d| (src, d)));
             }
             Err(e) => problems.extend(e.errors.iter().map(|f| format!("{}: {f}", src.name))),
         }
@@ -53,8 +56,25 @@ pub async fn apply(addr: &str, paths: &[PathBuf]) -> Result<()> {
     if specs.is_empty() {
         bail!("no job specs found in {}", names(paths));
     }
-    let body: Vec<&JobSpec> = specs.iter().map(|(_, s)| s).collect();
     let base = crate::client::base_url(addr);
+    let to_create = compose_secrets(&base, &secrets).await?;
+    for (name, value) in to_create {
+        let body = zeroize::Zeroizing::new(serde_json::to_vec(&serde_json::json!({
+            "name": name,
+            "data_base64": zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*value)).as_str(),
+        }))?);
+        crate::client::send(
+            crate::client::http_client()
+                .post(format!("{base}/v1/secrets"))
+                .header("content-type", "application/json")
+                .body(body.to_vec()),
+            "apply",
+            &base,
+        )
+        .await?;
+        say!("secret {name} created ({} bytes)", value.len());
+    }
+    let body: Vec<&JobSpec> = specs.iter().map(|(_, s)| s).collect();
     let r = crate::client::send(
         crate::client::http_client()
             .post(format!("{base}/v1/jobs"))
@@ -137,16 +157,97 @@ fn guess(text: &str, ext: Option<&str>) -> Format {
     }
 }
 
-/// The specs of one document source, and warnings (what a Compose file had
-/// that Orion does not carry out).
-fn specs_of(src: &Source) -> Result<(Vec<JobSpec>, Vec<String>), spec::SpecError> {
+/// What one document source holds: its specs, warnings (what a Compose
+/// file had that Orion does not carry out) and a Compose file's secrets.
+type Found = (Vec<JobSpec>, Vec<String>, Vec<compose::ComposeSecret>);
+
+fn specs_of(src: &Source) -> Result<Found, spec::SpecError> {
     if src.format == Format::Yaml {
         if let Ok(doc) = spec::parse_yaml_value(&src.text) {
             if compose::is_compose(&doc) {
                 let c = compose::from_compose(&doc)?;
-                return Ok((c.specs, c.ignored));
+                return Ok((c.specs, c.ignored, c.secrets));
             }
         }
     }
-    spec::parse_specs(&src.text, src.format).map(|(specs, _)| (specs, Vec::new()))
+    spec::parse_specs(&src.text, src.format).map(|(specs, _)| (specs, Vec::new(), Vec::new()))
+}
+
+/// Compose secrets, checked before anything is applied: an external one
+/// must exist; a file or environment one that exists is kept (its value is
+/// never compared: a new one is `orion-node secret create`), one that does
+/// not is read now and returned to be created. Any problem stops the apply.
+async fn compose_secrets(
+    base: &str,
+    secrets: &[(&Source, compose::ComposeSecret)],
+) -> Result<Vec<(String, zeroize::Zeroizing<Vec<u8>>)>> {
+    use compose::ComposeSecretSource as From;
+    let mut create: Vec<(String, zeroize::Zeroizing<Vec<u8>>)> = Vec::new();
+    let mut problems = Vec::new();
+    if secrets.is_empty() {
+        return Ok(create);
+    }
+    let r = crate::client::send(
+        crate::client::http_client().get(format!("{base}/v1/secrets")),
+        "apply",
+        base,
+    )
+    .await?;
+    let listed: Vec<Value> = r.json().await?;
+    for (src, s) in secrets {
+        if create.iter().any(|(n, _)| *n == s.name) {
+            continue;
+        }
+        let exists = listed.iter().any(|x| x["name"] == s.name.as_str());
+        let at = format!("{}: secrets.{}", src.name, s.key);
+        match (&s.source, exists) {
+            (From::External, true) => {}
+            (From::External, false) => problems.push(format!(
+                "{at}: the external secret {:?} does not exist (orion-node secret create {} --from-file FILE)",
+                s.name, s.name
+            )),
+            (From::File(f), true) | (From::Environment(f), true) => {
+                eprintln!("warning: {at}: secret {:?} exists: kept as it is (a new value: orion-node secret create {} --from-file {f})", s.name, s.name);
+            }
+            (From::File(f), false) => {
+                let dir = Path::new(&src.name).parent().unwrap_or(Path::new("."));
+                let path = if Path::new(f).is_absolute() { PathBuf::from(f) } else { dir.join(f) };
+                match read_secret(&path) {
+                    Ok(v) => create.push((s.name.clone(), v)),
+                    Err(e) => problems.push(format!("{at}: {e}")),
+                }
+            }
+            (From::Environment(var), false) => match std::env::var(var) {
+                Ok(v) if v.len() <= orion::secret::MAX_SECRET_BYTES => {
+                    create.push((s.name.clone(), zeroize::Zeroizing::new(v.into_bytes())))
+                }
+                Ok(_) => problems.push(format!("{at}: ${var} is over the limit of 1 MiB")),
+                Err(_) => problems.push(format!("{at}: ${var} is not set")),
+            },
+        }
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        bail!(
+            "nothing applied: {} problem{} with the secrets above",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
+    }
+    Ok(create)
+}
+
+/// A secret's value from `path`, refused over the cap.
+fn read_secret(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let mut value = zeroize::Zeroizing::new(Vec::new());
+    let max = orion::secret::MAX_SECRET_BYTES;
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max as u64 + 1).read_to_end(&mut value))
+        .with_context(|| format!("reading {}", path.display()))?;
+    if value.len() > max {
+        bail!("{} is over the limit of 1 MiB", path.display());
+    }
+    Ok(value)
 }

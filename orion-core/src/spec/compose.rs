@@ -16,12 +16,17 @@
 //! | `deploy.mode: global` | `type: system` |
 //! | `deploy.update_config` `parallelism` (0: all), `monitor`, `order`, `failure_action: rollback`, `delay` (global only) | the `update` block: `max_parallel`, `min_healthy_time`, `order`, `auto_revert`, `stagger` |
 //! | `deploy.restart_policy` `max_attempts`, `delay`, `window`, `condition: none` | the `restart` block: `attempts`, `delay`, `interval` |
+//! | top-level `secrets` (`file`, `environment`, `external`, `name`) | [`Compose::secrets`]: `apply` creates a `file` or `environment` secret that does not exist yet and checks an `external` one exists |
+//! | a service's `secrets` (`- name`, or `source`, `target`, `mode`) | `task.secrets`, at `/run/secrets/<name or target>` as Compose mounts them |
+//!
+//! Orion's secret names are DNS labels: a Compose secret `db_password` is
+//! the Orion secret `db-password` (said in a warning), still mounted at
+//! `/run/secrets/db_password`.
 //!
 //! Keys Orion does not carry out (yet) are listed in [`Compose::ignored`] with
 //! what they were, never dropped silently: `build`, `links`, `privileged`,
 //! `networks`, `depends_on`, `deploy.rollback_config` (a failed deployment goes
-//! back with `auto_revert`), and for now `secrets`, which a later issue
-//! brings. A bad value names its place
+//! back with `auto_revert`), a secret's `uid` / `gid`. A bad value names its place
 //! (`services.web.ports[1]`).
 
 use std::collections::BTreeMap;
@@ -37,6 +42,30 @@ pub struct Compose {
     pub specs: Vec<JobSpec>,
     /// What was not carried over, each as `services.web.build: …`.
     pub ignored: Vec<String>,
+    /// The secrets the file declares, in name order.
+    pub secrets: Vec<ComposeSecret>,
+}
+
+/// A secret a Compose file declares (its top-level `secrets`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComposeSecret {
+    /// Its key in the Compose file.
+    pub key: String,
+    /// The Orion secret it is (its `name`, else its key, made DNS-safe).
+    pub name: String,
+    /// Where its value comes from.
+    pub source: ComposeSecretSource,
+}
+
+/// Where a Compose secret's value comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ComposeSecretSource {
+    /// A file, as written (relative to the Compose file's directory).
+    File(String),
+    /// An environment variable of whoever applies the file.
+    Environment(String),
+    /// A secret that must exist already (`external: true`).
+    External,
 }
 
 /// Whether a parsed YAML or JSON document is a Compose file (it has
@@ -55,8 +84,9 @@ const SERVICE_KEYS: &[&str] = &[
     "deploy",
     "volumes",
     "healthcheck",
+    "secrets",
 ];
-const LATER: &[(&str, &str)] = &[("secrets", "secrets come with the security work")];
+const LATER: &[(&str, &str)] = &[];
 
 /// Converts a Compose document (already parsed) into jobs.
 pub fn from_compose(doc: &Value) -> Result<Compose, SpecError> {
@@ -76,18 +106,22 @@ pub fn from_compose(doc: &Value) -> Result<Compose, SpecError> {
     }
     for key in doc.as_object().into_iter().flat_map(|m| m.keys()) {
         match key.as_str() {
-            "version" | "services" | "name" => {}
+            "version" | "services" | "name" | "secrets" => {}
             "volumes" => ignored.push(
                 "volumes: Orion does not create volumes: create each on its node with `orion-node volume create NAME --node NODE`".into(),
             ),
             _ => ignored.push(format!("{key}: top-level {key} are not supported")),
         }
     }
+    let declared = match doc.get("secrets") {
+        Some(v) => top_secrets(v, &mut ignored, &mut errors),
+        None => BTreeMap::new(),
+    };
     let services = doc["services"].as_object().cloned().unwrap_or_default();
     let mut specs = Vec::new();
     for (name, svc) in &services {
         let at = format!("services.{name}");
-        match service(name, svc, &at, &mut ignored) {
+        match service(name, svc, &at, &declared, &mut ignored) {
             Ok(spec) => match spec.validate() {
                 Ok(()) => specs.push(spec),
                 Err(e) => errors.extend(e.within(&at).errors),
@@ -102,7 +136,11 @@ pub fn from_compose(doc: &Value) -> Result<Compose, SpecError> {
         });
     }
     if errors.is_empty() {
-        Ok(Compose { specs, ignored })
+        Ok(Compose {
+            specs,
+            ignored,
+            secrets: declared.into_values().collect(),
+        })
     } else {
         Err(SpecError { errors })
     }
@@ -115,10 +153,178 @@ fn bad(field: String, problem: impl Into<String>) -> FieldError {
     }
 }
 
+/// The top-level `secrets`, by key.
+fn top_secrets(
+    v: &Value,
+    notes: &mut Vec<String>,
+    errors: &mut Vec<FieldError>,
+) -> BTreeMap<String, ComposeSecret> {
+    let mut out = BTreeMap::new();
+    let Some(map) = v.as_object() else {
+        errors.push(bad("secrets".into(), "must be a mapping of names"));
+        return out;
+    };
+    for (key, def) in map {
+        let at = format!("secrets.{key}");
+        let Some(d) = def.as_object() else {
+            errors.push(bad(at, "must be a mapping (file, environment or external)"));
+            continue;
+        };
+        let given = d.get("name").and_then(Value::as_str).unwrap_or(key);
+        let name = given.to_ascii_lowercase().replace(['_', '.'], "-");
+        if let Err(p) = super::check_dns_label(&name) {
+            errors.push(bad(
+                format!("{at}.name"),
+                format!("{given:?} cannot be an Orion secret name: {p}"),
+            ));
+            continue;
+        }
+        if name != given {
+            notes.push(format!(
+                "{at}: kept as the Orion secret {name:?} (names are DNS labels)"
+            ));
+        }
+        let external = match d.get("external") {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::Object(_)) => true,
+            Some(other) => {
+                errors.push(bad(
+                    format!("{at}.external"),
+                    format!("must be true or false, not {}", short(other)),
+                ));
+                continue;
+            }
+            None => false,
+        };
+        let source = match (d.get("file"), d.get("environment"), external) {
+            (Some(Value::String(f)), None, false) => ComposeSecretSource::File(f.clone()),
+            (None, Some(Value::String(e)), false) => ComposeSecretSource::Environment(e.clone()),
+            (None, None, true) => ComposeSecretSource::External,
+            _ => {
+                errors.push(bad(
+                    at,
+                    "give one of file: PATH, environment: VAR or external: true",
+                ));
+                continue;
+            }
+        };
+        for k in d.keys() {
+            if !["name", "file", "environment", "external"].contains(&k.as_str()) {
+                notes.push(format!("{at}.{k}: not supported ({})", short(&d[k])));
+            }
+        }
+        out.insert(
+            key.clone(),
+            ComposeSecret {
+                key: key.clone(),
+                name,
+                source,
+            },
+        );
+    }
+    out
+}
+
+/// A service's `secrets`: each a declared secret, mounted where Compose
+/// mounts it.
+fn service_secrets(
+    v: &Value,
+    at: &str,
+    declared: &BTreeMap<String, ComposeSecret>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<super::SecretMount>, FieldError> {
+    let list = v
+        .as_array()
+        .ok_or_else(|| bad(at.into(), "must be a list"))?;
+    let mut out = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let here = format!("{at}[{i}]");
+        let (key, target, mode) = match item {
+            Value::String(k) => (k.clone(), None, None),
+            Value::Object(m) => {
+                let k = m
+                    .get("source")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(format!("{here}.source"), "missing"))?;
+                let target = match m.get("target") {
+                    None => None,
+                    Some(Value::String(t)) => Some(t.clone()),
+                    Some(other) => {
+                        return Err(bad(
+                            format!("{here}.target"),
+                            format!("must be a path, not {}", short(other)),
+                        ))
+                    }
+                };
+                let mode = match m.get("mode") {
+                    None => None,
+                    Some(x) => Some(secret_mode(x).ok_or_else(|| {
+                        bad(
+                            format!("{here}.mode"),
+                            format!("{} is not a file mode (write it as 0440)", short(x)),
+                        )
+                    })?),
+                };
+                for k in m.keys() {
+                    if !["source", "target", "mode"].contains(&k.as_str()) {
+                        notes.push(format!("{here}.{k}: not supported ({})", short(&m[k])));
+                    }
+                }
+                (k.to_string(), target, mode)
+            }
+            other => {
+                return Err(bad(
+                    here,
+                    format!("must be a name or a mapping, not {}", short(other)),
+                ))
+            }
+        };
+        let secret = declared.get(&key).ok_or_else(|| {
+            bad(
+                here.clone(),
+                format!("secret {key:?} is not declared in the top-level secrets"),
+            )
+        })?;
+        let path = match target {
+            Some(t) if t.starts_with('/') => t,
+            Some(t) => format!("{}/{t}", super::SECRETS_DIR),
+            None => format!("{}/{key}", super::SECRETS_DIR),
+        };
+        let default = format!("{}/{}", super::SECRETS_DIR, secret.name);
+        out.push(super::SecretMount {
+            name: secret.name.clone(),
+            target: (path != default).then_some(path),
+            mode: mode.map(super::FileMode),
+        });
+    }
+    Ok(out)
+}
+
+/// A Compose file mode: a string in octal (`"0440"`), or a number as YAML
+/// reads `0440` (decimal 440: its digits are the octal mode), or the mode's
+/// value itself when its digits are not all octal.
+fn secret_mode(v: &Value) -> Option<u32> {
+    let mode = match v {
+        Value::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok()?,
+        Value::Number(n) => {
+            let n = u32::try_from(n.as_u64()?).ok()?;
+            let digits = n.to_string();
+            if digits.chars().all(|c| ('0'..='7').contains(&c)) {
+                u32::from_str_radix(&digits, 8).ok()?
+            } else {
+                n
+            }
+        }
+        _ => return None,
+    };
+    (mode <= 0o777).then_some(mode)
+}
+
 fn service(
     name: &str,
     svc: &Value,
     at: &str,
+    declared: &BTreeMap<String, ComposeSecret>,
     ignored: &mut Vec<String>,
 ) -> Result<JobSpec, FieldError> {
     let map = svc
@@ -170,6 +376,9 @@ fn service(
     }
     if let Some(deploy) = map.get("deploy") {
         self::deploy(&mut spec, deploy, &format!("{at}.deploy"), ignored)?;
+    }
+    if let Some(secrets) = map.get("secrets") {
+        spec.task.secrets = service_secrets(secrets, &format!("{at}.secrets"), declared, ignored)?;
     }
     for (key, value) in map {
         if SERVICE_KEYS.contains(&key.as_str()) {

@@ -454,7 +454,13 @@ async fn apply_takes_many_specs_and_compose_files() {
     if !engine().await {
         return;
     }
-    let solo = Solo::start("e2e-apply").await;
+    // Secrets are kept in memory: a tmpfs of the test's own.
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let shm_dir = shm.path().display().to_string();
+    let solo = Solo::start_with("e2e-apply", |spec, _| {
+        spec.extra.extend(["--secrets-dir".into(), shm_dir.clone()]);
+    })
+    .await;
     let addr = solo.addr.clone();
     let dir = solo.dir.path();
     let specs = dir.join("specs");
@@ -513,9 +519,34 @@ async fn apply_takes_many_specs_and_compose_files() {
             orion_runtime::image::DEMO_IMAGE
         ));
     }
+    // The last service mounts a secret from a file beside the Compose file.
+    services.push_str("    secrets: [db_password]\n");
+    std::fs::write(dir.join("db_password.txt"), "s3cr3t-from-compose").unwrap();
     std::fs::write(
         &stack,
-        format!("version: '3.8'\nservices:\n{services}networks:\n  backend: {{}}\n"),
+        format!("version: '3.8'\nservices:\n{services}networks:\n  backend: {{}}\nsecrets:\n  db_password: {{ file: ./db_password.txt }}\n  unused: {{ external: true, name: missing-one }}\n"),
+    )
+    .unwrap();
+    // An external secret that does not exist: nothing applied, one line each.
+    let out = cli(&addr, &["apply", "-f", stack.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        err.contains("secrets.unused: the external secret \"missing-one\" does not exist"),
+        "{err}"
+    );
+    assert!(
+        get_json(&format!("{addr}/v1/jobs/front")).await.is_none(),
+        "nothing written"
+    );
+    assert_eq!(
+        get_json(&format!("{addr}/v1/secrets")).await,
+        Some(serde_json::json!([])),
+        "no secret created"
+    );
+    std::fs::write(
+        &stack,
+        format!("version: '3.8'\nservices:\n{services}networks:\n  backend: {{}}\nsecrets:\n  db_password: {{ file: ./db_password.txt }}\n"),
     )
     .unwrap();
     let out = cli(&addr, &["apply", "-f", stack.to_str().unwrap()]);
@@ -542,6 +573,32 @@ async fn apply_takes_many_specs_and_compose_files() {
         .await
         .unwrap_or_default();
     assert!(page.contains("ROLE=cache"), "{page}");
+    assert!(
+        err.contains("secrets.db_password: kept as the Orion secret \"db-password\""),
+        "{err}"
+    );
+    let alloc = running(&addr, "jobs").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let read: Value = http()
+        .post(format!("{addr}/v1/allocations/{alloc}/exec"))
+        .json(&serde_json::json!({ "command": ["cat", "/run/secrets/db_password"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["stdout"], "s3cr3t-from-compose", "{read}");
+    // Applied again: the secret is kept (said), the jobs unchanged.
+    let out = cli(&addr, &["apply", "-f", stack.to_str().unwrap()]);
+    let again = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{again}");
+    assert!(
+        again.contains("secret \"db-password\" exists: kept"),
+        "{again}"
+    );
 
     std::fs::write(&stack, "version: '2.1'\nservices: { late: { image: x } }\n").unwrap();
     let out = cli(&addr, &["apply", "-f", stack.to_str().unwrap()]);

@@ -359,11 +359,23 @@ pub async fn wait_for<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -
 /// use the CLI or their own client).
 pub fn http() -> reqwest::Client {
     orion::tls::ensure_default_provider();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = API_TOKEN.get() {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .use_preconfigured_tls(orion::tls::unverified_client_config())
         .build()
         .unwrap()
 }
+
+/// The management token [`http`] sends, once a secure [`LocalCluster`] has
+/// made one (a process drives one secure cluster at most).
+pub static API_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 pub async fn get_json(url: &str) -> Option<Value> {
     let r = http().get(url).send().await.ok()?;
@@ -522,16 +534,44 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts `managers` managers and `workers` workers; waits until all registered.
     pub async fn start(dir: &Path, test: &str, managers: usize, workers: usize) -> LocalCluster {
+        Self::start_as(dir, test, managers, workers, false).await
+    }
+
+    /// The same, secure (TLS everywhere, API tokens): the others join with
+    /// the first node's join tokens, and [`http`] sends its management token.
+    #[allow(dead_code)] // the failover bench's secure half
+    pub async fn start_secure(
+        dir: &Path,
+        test: &str,
+        managers: usize,
+        workers: usize,
+    ) -> LocalCluster {
+        Self::start_as(dir, test, managers, workers, true).await
+    }
+
+    async fn start_as(
+        dir: &Path,
+        test: &str,
+        managers: usize,
+        workers: usize,
+        secure: bool,
+    ) -> LocalCluster {
         let ids: Vec<String> = (0..managers)
             .map(|i| node_id(&format!("{test}-m{i}")))
             .chain((0..workers).map(|i| node_id(&format!("{test}-w{i}"))))
             .collect();
         let cleanup = Containers(ids.clone());
         let mut nodes: Vec<Node> = Vec::new();
+        let mut tokens: Option<(String, String)> = None;
         for (i, id) in ids.iter().enumerate() {
             let mut spec = NodeSpec::new(id, dir);
+            spec.secure = secure;
             if let Some(first) = nodes.first() {
                 spec.extra.extend(["--join".to_string(), first.spec.addr()]);
+            }
+            if let Some((manager, worker)) = &tokens {
+                let t = if i >= managers { worker } else { manager };
+                spec.extra.extend(["--join-token".to_string(), t.clone()]);
             }
             if i >= managers {
                 spec.extra
@@ -540,6 +580,33 @@ impl LocalCluster {
             spec.extra
                 .extend(["--tag".to_string(), format!("name={id}")]);
             nodes.push(Node::start_ready(&spec).await);
+            if secure && tokens.is_none() {
+                let file = spec.data_dir.join("management.token");
+                let admin = wait_for(
+                    "the management token",
+                    Duration::from_secs(30),
+                    async || {
+                        let t = std::fs::read_to_string(&file).ok()?;
+                        (!t.trim().is_empty()).then(|| t.trim().to_string())
+                    },
+                )
+                .await;
+                let _ = API_TOKEN.set(admin);
+                let addr = spec.addr();
+                let token = async |role: &str| {
+                    wait_for(
+                        &format!("the {role} join token"),
+                        Duration::from_secs(30),
+                        async || {
+                            let v =
+                                get_json(&format!("{addr}/v1/cluster/join-tokens/{role}")).await?;
+                            Some(v["token"].as_str()?.to_string())
+                        },
+                    )
+                    .await
+                };
+                tokens = Some((token("manager").await, token("worker").await));
+            }
         }
         let c = LocalCluster {
             nodes,
@@ -602,12 +669,9 @@ impl Node {
 
 /// Submits a job spec (JSON) through the API; `Ok(version)` or the error text.
 pub async fn submit(addr: &str, spec: &Value) -> Result<u64, String> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap();
-    let r = client
+    let r = http()
         .post(format!("{addr}/v1/jobs"))
+        .timeout(Duration::from_secs(15))
         .json(spec)
         .send()
         .await

@@ -230,3 +230,108 @@ fn deploy_update_restart_and_global_map_to_orions_blocks() {
     );
     assert!(g.specs[0].validate().is_ok());
 }
+
+/// Compose secrets: declared at the top (a file, a variable, an external
+/// one), mounted by services where Compose mounts them, names made DNS-safe
+/// with a note; a bad declaration or an undeclared one names its place.
+#[test]
+fn secrets_map_to_orion_secrets_and_mounts() {
+    let c = convert(
+        r#"
+services:
+  db:
+    image: postgres
+    secrets:
+      - db_password
+      - source: tls
+        target: server.key
+        mode: 0440
+      - { source: shared, target: /etc/shared.conf, mode: "0444", uid: "103" }
+secrets:
+  db_password: { file: ./db_password.txt }
+  tls: { environment: TLS_KEY }
+  shared: { external: true, name: team-shared }
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.secrets,
+        vec![
+            ComposeSecret {
+                key: "db_password".into(),
+                name: "db-password".into(),
+                source: ComposeSecretSource::File("./db_password.txt".into()),
+            },
+            ComposeSecret {
+                key: "shared".into(),
+                name: "team-shared".into(),
+                source: ComposeSecretSource::External,
+            },
+            ComposeSecret {
+                key: "tls".into(),
+                name: "tls".into(),
+                source: ComposeSecretSource::Environment("TLS_KEY".into()),
+            },
+        ]
+    );
+    let mounts = &c.specs[0].task.secrets;
+    let shown: Vec<(String, String, u32)> = mounts
+        .iter()
+        .map(|m| (m.name.clone(), m.target(), m.mode()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("db-password", "/run/secrets/db_password", 0o400),
+            ("tls", "/run/secrets/server.key", 0o440),
+            ("team-shared", "/etc/shared.conf", 0o444),
+        ]
+        .map(|(a, b, m)| (a.to_string(), b.to_string(), m))
+    );
+    assert!(
+        c.ignored
+            .iter()
+            .any(|w| w.contains("secrets.db_password: kept as the Orion secret \"db-password\"")),
+        "{:?}",
+        c.ignored
+    );
+    assert!(
+        c.ignored
+            .iter()
+            .any(|w| w.contains("services.db.secrets[2].uid: not supported")),
+        "{:?}",
+        c.ignored
+    );
+    assert!(c.specs[0].validate().is_ok());
+
+    for (text, field, problem) in [
+        (
+            "services: { a: { image: x, secrets: [nope] } }",
+            "services.a.secrets[0]",
+            "secret \"nope\" is not declared",
+        ),
+        (
+            "services: { a: { image: x } }\nsecrets: { s: { file: f, external: true } }",
+            "secrets.s",
+            "give one of file",
+        ),
+        (
+            "services: { a: { image: x } }\nsecrets: { \"bad name!\": { file: f } }",
+            "secrets.bad name!.name",
+            "cannot be an Orion secret name",
+        ),
+        (
+            "services: { a: { image: x, secrets: [{ source: s, mode: 999 }] } }\nsecrets: { s: { file: f } }",
+            "services.a.secrets[0].mode",
+            "not a file mode",
+        ),
+    ] {
+        let e = convert(text).unwrap_err();
+        assert!(
+            e.errors
+                .iter()
+                .any(|f| f.field == field && f.problem.contains(problem)),
+            "{text}: {e}"
+        );
+    }
+}

@@ -360,7 +360,7 @@ pub async fn wait_for<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -
 pub fn http() -> reqwest::Client {
     orion::tls::ensure_default_provider();
     let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(t) = API_TOKEN.get() {
+    if let Some(t) = API_TOKEN.read().unwrap().as_ref() {
         headers.insert(
             reqwest::header::AUTHORIZATION,
             format!("Bearer {t}").parse().unwrap(),
@@ -373,9 +373,9 @@ pub fn http() -> reqwest::Client {
         .unwrap()
 }
 
-/// The management token [`http`] sends, once a secure [`LocalCluster`] has
-/// made one (a process drives one secure cluster at most).
-pub static API_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The management token [`http`] sends: the last secure [`LocalCluster`]'s
+/// (a process drives one secure cluster at a time).
+pub static API_TOKEN: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
 
 pub async fn get_json(url: &str) -> Option<Value> {
     let r = http().get(url).send().await.ok()?;
@@ -591,7 +591,7 @@ impl LocalCluster {
                     },
                 )
                 .await;
-                let _ = API_TOKEN.set(admin);
+                *API_TOKEN.write().unwrap() = Some(admin);
                 let addr = spec.addr();
                 let token = async |role: &str| {
                     wait_for(

@@ -551,3 +551,71 @@ async fn the_ca_rotates_under_load_without_a_failed_request() {
         c.shutdown().await;
     }
 }
+
+/// A certificate chain longer than a node ever sends (more than one CA after
+/// the node's certificate) is refused at the handshake by the Raft port and
+/// the API, even when every link is signed and the chain reaches the
+/// cluster's CA; the one-link chain a CA rotation uses is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_chain_too_long_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let n1 = start(d, "n1", None, NodeRole::Manager, None, None)
+        .await
+        .unwrap();
+    let root = n1.pki().unwrap().ca().unwrap();
+    let mid = CertAuthority::generate("mid").unwrap();
+    let low = CertAuthority::generate("low").unwrap();
+    let under = |ca: &CertAuthority, links: &[String]| {
+        let key = NodeKey::generate().unwrap();
+        let now = SystemTime::now();
+        let mut cert_pem = ca
+            .issue(
+                &Subject {
+                    node_id: "n7".into(),
+                    role: NodeRole::Manager,
+                    ips: vec![],
+                    dns: vec![],
+                },
+                &key.public_key(),
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        for l in links {
+            cert_pem.push_str(l);
+        }
+        NodeCert {
+            cert_pem,
+            key_pem: key.to_pem(),
+            issued: now,
+            expires: now + Duration::from_secs(3600),
+        }
+    };
+    let mid_by_root = root.cross_sign(&mid).unwrap();
+    let low_by_mid = mid.cross_sign(&low).unwrap();
+    let one_link = under(&mid, std::slice::from_ref(&mid_by_root));
+    let two_links = under(&low, &[low_by_mid, mid_by_root]);
+    let raft = n1
+        .store()
+        .voters()
+        .into_iter()
+        .find(|p| p.id == "n1")
+        .unwrap()
+        .raft_addr;
+
+    // One link: the TLS layer lets it through (what it may do is the route's).
+    let r = client(d, Some(one_link))
+        .get(format!("{}/v1/cluster/ca", base(&n1)))
+        .send()
+        .await
+        .expect("a one-link chain passes the handshake");
+    assert_eq!(r.status(), 200);
+    for url in [
+        format!("https://{raft}/raft/vote"),
+        format!("{}/v1/cluster/ca", base(&n1)),
+    ] {
+        let r = client(d, Some(two_links.clone())).get(&url).send().await;
+        assert!(r.is_err(), "{url}: a two-link chain is refused: {r:?}");
+    }
+    n1.shutdown().await;
+}

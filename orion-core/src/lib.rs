@@ -54,6 +54,7 @@ pub mod periodic;
 pub mod reconcile;
 pub mod replica;
 pub mod runtime;
+pub mod scaling;
 pub mod scheduler;
 pub mod secret;
 pub mod serve;

@@ -200,23 +200,25 @@ fn submissions(c: &mut Criterion) {
     }
 }
 
-fn metrics_cost(c: &mut Criterion) {
+/// Submissions off and on for each client count, each on a fresh
+/// three-node cluster (a longer log or a warmer cache must not favour
+/// whichever runs second): `rig(on)` makes the cluster, `store(rig, on)` the
+/// store the clients drive.
+fn off_and_on(
+    c: &mut Criterion,
+    group_name: &str,
+    clients: &[usize],
+    rig: impl Fn(&Runtime, bool) -> Rig,
+    store: impl Fn(&Rig, bool) -> Arc<dyn Store>,
+) {
     let rt = Runtime::new().expect("runtime");
     let seq = Arc::new(AtomicU64::new(0));
-    let mut group = c.benchmark_group("replicated/metrics");
+    let mut group = c.benchmark_group(group_name);
     group.throughput(Throughput::Elements(1));
-    for clients in [16, 64] {
+    for &clients in clients {
         for on in [false, true] {
-            // A fresh cluster each: a longer log or a warmer cache must not
-            // favour whichever runs second.
-            let rig = rt.block_on(cluster());
-            let store = rt.block_on(async {
-                if on {
-                    rig.metered(0)
-                } else {
-                    rig.batched(0)
-                }
-            });
+            let rig = rig(&rt, on);
+            let store = rt.block_on(async { store(&rig, on) });
             let seq = seq.clone();
             let make: Arc<dyn Fn(u64) -> Command + Send + Sync> = Arc::new(move |_| {
                 let n = seq.fetch_add(1, Ordering::Relaxed);
@@ -239,37 +241,24 @@ fn metrics_cost(c: &mut Criterion) {
     group.finish();
 }
 
+fn metrics_cost(c: &mut Criterion) {
+    off_and_on(
+        c,
+        "replicated/metrics",
+        &[16, 64],
+        |rt, _| rt.block_on(cluster()),
+        |rig, on| if on { rig.metered(0) } else { rig.batched(0) },
+    );
+}
+
 fn tls_cost(c: &mut Criterion) {
-    let rt = Runtime::new().expect("runtime");
-    let seq = Arc::new(AtomicU64::new(0));
-    let mut group = c.benchmark_group("replicated/tls");
-    group.throughput(Throughput::Elements(1));
-    for clients in [1, 16, 64] {
-        for on in [false, true] {
-            // A fresh cluster each, as for the metrics: neither inherits the
-            // other's log.
-            let rig = rt.block_on(cluster_with(on));
-            let store = rt.block_on(async { rig.batched(0) });
-            let seq = seq.clone();
-            let make: Arc<dyn Fn(u64) -> Command + Send + Sync> = Arc::new(move |_| {
-                let n = seq.fetch_add(1, Ordering::Relaxed);
-                Command::UpsertJob {
-                    spec: JobSpec::service(format!("job-{n}"), "registry.local/app:1").replicas(0),
-                }
-            });
-            let id = BenchmarkId::new(if on { "on" } else { "off" }, clients);
-            group.bench_function(id, |b| {
-                b.to_async(&rt)
-                    .iter_custom(|iters| drive(&store, clients, iters, make.clone()));
-            });
-            rt.block_on(async {
-                for s in &rig.stores {
-                    let _ = s.shutdown().await;
-                }
-            });
-        }
-    }
-    group.finish();
+    off_and_on(
+        c,
+        "replicated/tls",
+        &[1, 16, 64],
+        |rt, on| rt.block_on(cluster_with(on)),
+        |rig, _| rig.batched(0),
+    );
 }
 
 fn alloc_updates(c: &mut Criterion) {

@@ -64,12 +64,11 @@ fn mode(p: &Path) -> u32 {
     std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions()) & 0o777
 }
 
-/// A certificate for `id` from a CA of its own: right name, wrong signer.
-fn forged(id: &str) -> NodeCert {
-    let ca = CertAuthority::generate("evil").unwrap();
+/// A manager certificate for `id` issued by `ca`, with `links` (PEM) after it.
+fn cert_from(ca: &CertAuthority, id: &str, links: &[String]) -> NodeCert {
     let key = NodeKey::generate().unwrap();
     let now = SystemTime::now();
-    let cert_pem = ca
+    let mut cert_pem = ca
         .issue(
             &Subject {
                 node_id: id.into(),
@@ -81,12 +80,31 @@ fn forged(id: &str) -> NodeCert {
             Duration::from_secs(3600),
         )
         .unwrap();
+    for l in links {
+        cert_pem.push_str(l);
+    }
     NodeCert {
         cert_pem,
         key_pem: key.to_pem(),
         issued: now,
         expires: now + Duration::from_secs(3600),
     }
+}
+
+/// A certificate for `id` from a CA of its own: right name, wrong signer.
+fn forged(id: &str) -> NodeCert {
+    cert_from(&CertAuthority::generate("evil").unwrap(), id, &[])
+}
+
+/// `c`'s own Raft address.
+fn raft_addr(c: &Cluster) -> String {
+    let id = c.node_id().clone();
+    c.store()
+        .voters()
+        .into_iter()
+        .find(|p| p.id == id)
+        .unwrap()
+        .raft_addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,13 +261,7 @@ async fn nodes_join_only_with_the_right_token_and_strangers_are_refused() {
 
     // The Raft port: no certificate, or a forged one with a member's id,
     // fails the handshake; a member's passes the TLS layer.
-    let raft = n1
-        .store()
-        .voters()
-        .into_iter()
-        .find(|p| p.id == "n1")
-        .unwrap()
-        .raft_addr;
+    let raft = raft_addr(&n1);
     let vote = json!({ "vote": { "leader_id": { "term": 99, "node_id": 7 }, "committed": false }, "last_log_id": null });
     for c in [client(d, None), client(d, Some(forged("n2")))] {
         let r = c
@@ -498,32 +510,8 @@ async fn the_ca_rotates_under_load_without_a_failed_request() {
     assert_eq!(kept["name"], new_ca.name.as_str());
 
     // A certificate from the old CA, with a member's name, no longer passes.
-    let key = NodeKey::generate().unwrap();
-    let now = SystemTime::now();
-    let stale = NodeCert {
-        cert_pem: old
-            .issue(
-                &Subject {
-                    node_id: "n2".into(),
-                    role: NodeRole::Manager,
-                    ips: vec![],
-                    dns: vec![],
-                },
-                &key.public_key(),
-                Duration::from_secs(3600),
-            )
-            .unwrap(),
-        key_pem: key.to_pem(),
-        issued: now,
-        expires: now + Duration::from_secs(3600),
-    };
-    let raft = n1
-        .store()
-        .voters()
-        .into_iter()
-        .find(|p| p.id == "n1")
-        .unwrap()
-        .raft_addr;
+    let stale = cert_from(&old, "n2", &[]);
+    let raft = raft_addr(&n1);
     let r = client(d, Some(stale.clone()))
         .post(format!("https://{raft}/raft/vote"))
         .json(&json!({ "vote": { "leader_id": { "term": 99, "node_id": 7 }, "committed": false }, "last_log_id": null }))
@@ -566,42 +554,11 @@ async fn a_certificate_chain_too_long_is_refused() {
     let root = n1.pki().unwrap().ca().unwrap();
     let mid = CertAuthority::generate("mid").unwrap();
     let low = CertAuthority::generate("low").unwrap();
-    let under = |ca: &CertAuthority, links: &[String]| {
-        let key = NodeKey::generate().unwrap();
-        let now = SystemTime::now();
-        let mut cert_pem = ca
-            .issue(
-                &Subject {
-                    node_id: "n7".into(),
-                    role: NodeRole::Manager,
-                    ips: vec![],
-                    dns: vec![],
-                },
-                &key.public_key(),
-                Duration::from_secs(3600),
-            )
-            .unwrap();
-        for l in links {
-            cert_pem.push_str(l);
-        }
-        NodeCert {
-            cert_pem,
-            key_pem: key.to_pem(),
-            issued: now,
-            expires: now + Duration::from_secs(3600),
-        }
-    };
     let mid_by_root = root.cross_sign(&mid).unwrap();
     let low_by_mid = mid.cross_sign(&low).unwrap();
-    let one_link = under(&mid, std::slice::from_ref(&mid_by_root));
-    let two_links = under(&low, &[low_by_mid, mid_by_root]);
-    let raft = n1
-        .store()
-        .voters()
-        .into_iter()
-        .find(|p| p.id == "n1")
-        .unwrap()
-        .raft_addr;
+    let one_link = cert_from(&mid, "n7", std::slice::from_ref(&mid_by_root));
+    let two_links = cert_from(&low, "n7", &[low_by_mid, mid_by_root]);
+    let raft = raft_addr(&n1);
 
     // One link: the TLS layer lets it through (what it may do is the route's).
     let r = client(d, Some(one_link))

@@ -447,6 +447,21 @@ impl fmt::Debug for Keyring {
 mod tests {
     use super::*;
 
+    /// The id the core shows for a committed key (`orion_core::gossip_keys`,
+    /// which cannot depend on this crate) is the id this transport puts on
+    /// the wire, so `gossip-key use ID` names the key that seals.
+    #[test]
+    fn the_cores_key_id_is_the_transports() {
+        for _ in 0..16 {
+            let text = orion_core::gossip_keys::generate();
+            let key = GossipKey::from_base64(&text).unwrap();
+            assert_eq!(
+                orion_core::gossip_keys::key_id(&text).unwrap(),
+                key.id().to_string()
+            );
+        }
+    }
+
     #[test]
     fn base64_round_trip_and_id_is_the_blake3_prefix() {
         let key = GossipKey::from_bytes([7u8; KEY_LEN]);

@@ -66,6 +66,12 @@ fn ca() -> Option<&'static orion::tls::TlsState> {
 /// An HTTP client that sends the token (when given) with every request and
 /// verifies a node's certificate against the CA (when given).
 pub fn http_client() -> reqwest::Client {
+    client_trusting(ca())
+}
+
+/// [`http_client`], verifying nodes against `tls`'s CAs instead of the
+/// CLI's (none: plain HTTP only).
+pub fn client_trusting(tls: Option<&orion::tls::TlsState>) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(v) =
         token().and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
@@ -75,7 +81,7 @@ pub fn http_client() -> reqwest::Client {
         headers.insert(reqwest::header::AUTHORIZATION, v);
     }
     let mut b = reqwest::Client::builder().default_headers(headers);
-    b = match ca() {
+    b = match tls {
         Some(tls) => b.use_preconfigured_tls(tls.client_config()),
         // Trusting no CA: an https node asks for --ca-cert (and no platform
         // certificate store is needed, which minimal images lack).
@@ -159,17 +165,7 @@ pub async fn cluster(addr: &str, cmd: crate::cli::ClusterCommand) -> Result<()> 
             // stop presenting the old CA's link when it is over.
             let roots = r["roots_pem"].as_str().unwrap_or_default();
             let tls = orion::tls::TlsState::new(roots)?;
-            let mut headers = reqwest::header::HeaderMap::new();
-            if let Some(mut v) = token()
-                .and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
-            {
-                v.set_sensitive(true);
-                headers.insert(reqwest::header::AUTHORIZATION, v);
-            }
-            let http = reqwest::Client::builder()
-                .default_headers(headers)
-                .use_preconfigured_tls(tls.client_config())
-                .build()?;
+            let http = client_trusting(Some(&tls));
             let deadline = std::time::Instant::now() + timeout;
             let mut last = String::new();
             loop {

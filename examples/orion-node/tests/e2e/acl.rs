@@ -34,16 +34,7 @@ fn text(b: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_uses_tokens_and_scopes_hold() {
     let solo = Solo::start_with("e2e-acl", |spec, _| spec.secure = true).await;
-    let file = solo.spec.data_dir.join("management.token");
-    let admin = wait_for(
-        "the management token",
-        Duration::from_secs(30),
-        async || {
-            let t = std::fs::read_to_string(&file).ok()?;
-            (!t.trim().is_empty()).then(|| t.trim().to_string())
-        },
-    )
-    .await;
+    let admin = management_token(&solo.spec.data_dir).await;
     assert!(!solo.log().contains(&admin), "the token is never logged");
     let _ = CA.set(solo.spec.ca_file());
     // Bare address: https, since a CA is given.

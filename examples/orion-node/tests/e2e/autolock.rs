@@ -81,16 +81,7 @@ async fn an_autolocked_node_restarts_locked_and_opens_with_its_key() {
         "printed once"
     );
     assert!(node.stdout().contains("orion-node cluster unlock"));
-    let token_file = spec.data_dir.join("management.token");
-    let admin = wait_for(
-        "the management token",
-        Duration::from_secs(30),
-        async || {
-            let t = std::fs::read_to_string(&token_file).ok()?;
-            (!t.trim().is_empty()).then(|| t.trim().to_string())
-        },
-    )
-    .await;
+    let admin = management_token(&spec.data_dir).await;
     let job = web_spec(dir.path(), "web", 1);
     let out = cli_to(
         &spec,

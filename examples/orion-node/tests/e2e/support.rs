@@ -373,6 +373,21 @@ pub fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// The management token a secure node's first start writes in its data dir
+/// (waited for: the node writes it once its store commits it).
+pub async fn management_token(data_dir: &Path) -> String {
+    let file = data_dir.join("management.token");
+    wait_for(
+        "the management token",
+        Duration::from_secs(30),
+        async || {
+            let t = std::fs::read_to_string(&file).ok()?;
+            (!t.trim().is_empty()).then(|| t.trim().to_string())
+        },
+    )
+    .await
+}
+
 /// The management token [`http`] sends: the last secure [`LocalCluster`]'s
 /// (a process drives one secure cluster at a time).
 pub static API_TOKEN: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
@@ -581,16 +596,7 @@ impl LocalCluster {
                 .extend(["--tag".to_string(), format!("name={id}")]);
             nodes.push(Node::start_ready(&spec).await);
             if secure && tokens.is_none() {
-                let file = spec.data_dir.join("management.token");
-                let admin = wait_for(
-                    "the management token",
-                    Duration::from_secs(30),
-                    async || {
-                        let t = std::fs::read_to_string(&file).ok()?;
-                        (!t.trim().is_empty()).then(|| t.trim().to_string())
-                    },
-                )
-                .await;
+                let admin = management_token(&spec.data_dir).await;
                 *API_TOKEN.write().unwrap() = Some(admin);
                 let addr = spec.addr();
                 let token = async |role: &str| {

@@ -334,7 +334,10 @@ impl Agent {
         match c {
             Change::Alloc { node, .. } => node.as_ref() == Some(&self.node_id),
             Change::Node { id } => *id == self.node_id,
-            Change::Job { .. } | Change::Deployment { .. } | Change::Secret { .. } => false,
+            Change::Job { .. }
+            | Change::Deployment { .. }
+            | Change::Scaling { .. }
+            | Change::Secret { .. } => false,
             // Rare, and which node a removed volume was on is no longer known.
             Change::Volume { .. } => true,
         }
@@ -1388,6 +1391,7 @@ fn update(
 
 pub mod health;
 pub mod kept_logs;
+pub(crate) mod load;
 pub mod secrets;
 pub mod stats;
 

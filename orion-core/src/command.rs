@@ -224,6 +224,22 @@ pub enum Command {
         /// The rotation (ignored when it is not the current one).
         rotation: u64,
     },
+    /// Sets a job's replica count from an evaluation of its scaling policy
+    /// (the leader's) or by hand (`job scale`). A policy's record is refused
+    /// when the job no longer runs `record.from` replicas or was evaluated
+    /// since (a deposed leader's, or a double step); the same record again is
+    /// a no-op (a retried proposal). A count set by hand suspends the policy
+    /// for its longer cooldown. Going up starts a deployment of the current
+    /// version when none is active, so new instances count only once healthy.
+    Scale {
+        /// The job.
+        job: String,
+        /// What was decided, and from what.
+        record: crate::scaling::ScalingRecord,
+        /// The policy's memory after the evaluation (ignored by hand).
+        #[serde(default)]
+        memory: crate::scaling::ScalingMemory,
+    },
     /// Several commands committed as one log entry and applied in order (group
     /// commit: see [`crate::batching::BatchingStore`]).
     Batch {

@@ -50,6 +50,10 @@ pub struct ControlConfig {
     pub quorum_check: Duration,
     /// Finished batch jobs are forgotten this long after they finished.
     pub gc_after: Duration,
+    /// Autoscaling reads a node's report only while it is younger than this
+    /// (a node whose reports stop counts for nothing rather than for its
+    /// last figures).
+    pub load_max_age: Duration,
 }
 
 impl Default for ControlConfig {
@@ -57,7 +61,8 @@ impl Default for ControlConfig {
     /// keep one Raft entry under a few MB. 5 s of absence is longer than gossip's own
     /// detection, so it only catches nodes gossip never reported. Finished batch
     /// jobs are kept a day (Kubernetes' and Nomad's order of magnitude), then
-    /// forgotten.
+    /// forgotten. A load report is trusted for 35 s: three of the stats
+    /// sampler's default 10 s rounds, and a little.
     fn default() -> Self {
         ControlConfig {
             reconcile_interval: Duration::from_secs(1),
@@ -65,6 +70,7 @@ impl Default for ControlConfig {
             absent_grace: Duration::from_secs(5),
             quorum_check: Duration::from_millis(500),
             gc_after: Duration::from_secs(24 * 3600),
+            load_max_age: Duration::from_secs(35),
         }
     }
 }
@@ -124,6 +130,7 @@ impl Control {
                 .await;
             self.periodic().await;
             self.reconcile().await;
+            self.autoscale().await;
             self.progress_deadlines(&mut progress).await;
             if last_gc.elapsed() >= GC_EVERY {
                 last_gc = Instant::now();
@@ -276,6 +283,75 @@ impl Control {
             };
             if let Err(e) = self.store.propose(cmd).await {
                 warn!(error = %e, "could not fail a deployment");
+            }
+        }
+    }
+
+    /// Evaluates each scaling job whose evaluation is due (by the committed
+    /// time of its last one, so a new leader keeps the pace) from the loads
+    /// its nodes report through membership, and commits each evaluation with
+    /// its inputs, reason and memory ([`Command::Scale`]): a change of count,
+    /// or the memory a later decision needs (stabilization, cooldowns).
+    async fn autoscale(&self) {
+        let now = crate::model::unix_ms();
+        let max_age = self.config.load_max_age.as_millis() as u64;
+        let members = self.membership.live();
+        let cmds: Vec<Command> = self.store.replica().read(|s| {
+            s.jobs
+                .values()
+                .filter(|j| {
+                    j.status == crate::model::JobStatus::Running
+                        && j.spec.kind == crate::spec::JobKind::Service
+                })
+                .filter_map(|j| {
+                    let sc = j.spec.scaling.as_ref()?;
+                    let kept = s.scaling.get(&j.spec.name);
+                    if !crate::scaling::due(sc, kept, now) {
+                        return None;
+                    }
+                    let loads = members
+                        .iter()
+                        .filter_map(|m| m.load.get(&j.spec.name).map(|l| (&m.id, l)));
+                    let (obs, serving) = crate::scaling::observe(s, j, loads, now, max_age);
+                    let memory = kept.map(|k| k.memory.clone()).unwrap_or_default();
+                    let d = crate::scaling::decide(sc, &obs, &memory);
+                    Some(Command::Scale {
+                        job: j.spec.name.clone(),
+                        record: crate::scaling::ScalingRecord {
+                            at_ms: now,
+                            from: obs.current,
+                            to: d.to,
+                            reason: d.reason,
+                            by: crate::scaling::ScaledBy::Policy,
+                            inputs: obs
+                                .metrics
+                                .iter()
+                                .map(|(m, v)| (m.to_string(), (v * 100.0).round() / 100.0))
+                                .collect(),
+                            instances: serving,
+                        },
+                        memory: d.memory,
+                    })
+                })
+                .collect()
+        });
+        for cmd in cmds {
+            let Command::Scale { job, record, .. } = &cmd else {
+                continue;
+            };
+            let (job, from, to, reason) =
+                (job.clone(), record.from, record.to, record.reason.clone());
+            match self.store.propose(cmd).await {
+                Ok(crate::store::Applied {
+                    response: crate::command::Response::Refused { reason },
+                    ..
+                }) => debug!(%job, %reason, "scaling evaluation refused"),
+                Ok(_) if from != to => info!(%job, from, to, %reason, "job scaled"),
+                Ok(_) => debug!(%job, %reason, "scaling evaluated"),
+                Err(e) => {
+                    warn!(error = %e, "could not commit a scaling evaluation");
+                    return;
+                }
             }
         }
     }

@@ -31,6 +31,8 @@ pub enum Topic {
     Volume,
     /// A secret (its names, versions and times: never its value).
     Secret,
+    /// A job's count set by its scaling policy or by hand (the decision).
+    Scaling,
     /// The Raft leader changed (live only: not kept for clients that resume).
     Leader,
 }
@@ -45,9 +47,10 @@ impl std::str::FromStr for Topic {
             "deployment" => Ok(Topic::Deployment),
             "volume" => Ok(Topic::Volume),
             "secret" => Ok(Topic::Secret),
+            "scaling" => Ok(Topic::Scaling),
             "leader" => Ok(Topic::Leader),
             other => Err(format!(
-                "unknown topic {other:?}: expected job, allocation, node, deployment, volume, secret or leader"
+                "unknown topic {other:?}: expected job, allocation, node, deployment, scaling, volume, secret or leader"
             )),
         }
     }
@@ -212,6 +215,14 @@ pub fn events_of(batch: &ChangeBatch, topics: &[TopicFilter], state: &ClusterSta
                     .nodes
                     .get(id)
                     .and_then(|n| serde_json::to_value(n).ok()),
+            ),
+            Change::Scaling { job } => (
+                Topic::Scaling,
+                job.clone(),
+                state
+                    .scaling
+                    .get(job)
+                    .and_then(|s| serde_json::to_value(s.decisions.last()?).ok()),
             ),
             Change::Volume { name } => (
                 Topic::Volume,

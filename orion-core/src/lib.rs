@@ -69,7 +69,7 @@ pub mod testing;
 pub use agent::AgentConfig;
 pub use cluster::{
     Cluster, ClusterBuilder, ClusterConfig, ClusterError, JobPlan, JobView, NodeProfile, NodeView,
-    Submitted,
+    ScalingView, Submitted,
 };
 pub use command::{AllocUpdate, Command, Placement, Plan, Response, SlotRef, StopAlloc, Unplaced};
 pub use control::ControlConfig;

@@ -31,10 +31,15 @@ pub struct Member {
     pub used: Resources,
     /// Its tags.
     pub tags: BTreeMap<String, String>,
+    /// What its instances of scaling jobs report, by job (see
+    /// [`crate::scaling::JobLoad`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub load: BTreeMap<String, crate::scaling::JobLoad>,
 }
 
 /// A change in who is alive.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // an update carries two records, by design; a few per node per stats round
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum MembershipEvent {
     /// A node became alive (first seen, back from dead, or a new generation).

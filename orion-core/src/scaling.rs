@@ -217,6 +217,16 @@ impl<'de> Deserialize<'de> for Metric {
 }
 
 impl ScalingSpec {
+    /// The metrics its policies read.
+    pub fn metrics(&self) -> impl Iterator<Item = &Metric> {
+        self.policies.iter().filter_map(|p| match p {
+            ScalingPolicy::Target { metric, .. } | ScalingPolicy::Step { metric, .. } => {
+                Some(metric)
+            }
+            ScalingPolicy::Schedule { .. } => None,
+        })
+    }
+
     /// What is wrong with it, each with its field under `at`; `cap` is the
     /// cluster's most replicas a policy may ask for.
     pub fn problems(&self, at: &str, cap: u32) -> Vec<(String, String)> {
@@ -359,6 +369,70 @@ pub struct ScalingMemory {
     /// A count set by hand suspends the policy until then (Unix ms).
     #[serde(default)]
     pub manual_until_ms: u64,
+}
+
+/// Decisions kept per job (`GET /v1/jobs/{name}/scaling`).
+pub const KEPT_DECISIONS: usize = 20;
+
+/// Who set a count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaledBy {
+    /// The job's scaling policy, evaluated by the leader.
+    Policy,
+    /// A person (`job scale`), which suspends the policy for a while.
+    Hand,
+}
+
+/// One evaluation of a job's policy, or a count set by hand, as committed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ScalingRecord {
+    /// When (Unix ms, the leader's clock or the API node's).
+    pub at_ms: u64,
+    /// The count it was made from.
+    pub from: u32,
+    /// The count it set (`from` when it changes nothing).
+    pub to: u32,
+    /// Why, in a sentence.
+    pub reason: String,
+    /// Who.
+    pub by: ScaledBy,
+    /// What the policy read: each metric's average over the healthy
+    /// instances (none by hand).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, f64>,
+    /// The healthy instances that reported.
+    #[serde(default)]
+    pub instances: u32,
+}
+
+/// A job's autoscaling as the state keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobScaling {
+    /// What the policy remembers between evaluations.
+    #[schema(value_type = Object)]
+    pub memory: ScalingMemory,
+    /// When the policy was last evaluated (Unix ms).
+    #[serde(default)]
+    pub last_eval_ms: u64,
+    /// The latest evaluation, whatever it decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<ScalingRecord>,
+    /// The last [`KEPT_DECISIONS`] changes of the count (by the policy or
+    /// by hand), oldest first.
+    #[serde(default)]
+    pub decisions: Vec<ScalingRecord>,
+}
+
+/// How long a count set by hand suspends the policy: the longer cooldown.
+pub fn manual_suspension(spec: &ScalingSpec) -> Duration {
+    spec.cooldown_up.max(spec.cooldown_down)
+}
+
+/// Whether the policy of a job is due for evaluation at `now_ms`.
+pub fn due(spec: &ScalingSpec, state: Option<&JobScaling>, now_ms: u64) -> bool {
+    let last = state.map_or(0, |s| s.last_eval_ms);
+    now_ms >= last.saturating_add(spec.evaluation_interval.as_millis() as u64)
 }
 
 /// What [`decide`] concluded.
@@ -566,3 +640,96 @@ pub fn decide(spec: &ScalingSpec, obs: &Observation, memory: &ScalingMemory) -> 
 
 #[cfg(test)]
 mod tests;
+
+/// One metric summed over a node's instances of a job.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricSum {
+    /// The sum.
+    pub sum: f64,
+    /// How many instances it sums (0 for `requests_per_second`, which is
+    /// the node's balancer's rate to the job, wherever its instances run).
+    pub n: u32,
+}
+
+/// What one node reports of one scaling job, through membership (gossip):
+/// aggregated on the node, so no sample is ever a Raft write.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobLoad {
+    /// When it was measured (Unix ms, the node's clock).
+    pub at_ms: u64,
+    /// Each metric's sum over the node's serving instances of the job.
+    #[serde(default)]
+    pub metrics: BTreeMap<Metric, MetricSum>,
+}
+
+/// The allocations of `job` that count for autoscaling: running, healthy
+/// (their checks pass, when they have checks), and, when a deployment
+/// tracks them, counted healthy by it.
+pub fn serving<'a>(
+    state: &'a crate::state::ClusterState,
+    job: &'a crate::model::Job,
+) -> impl Iterator<Item = &'a crate::model::Allocation> + 'a {
+    let checked = !job.spec.task.health_checks.is_empty();
+    let active = state.active_deployment(&job.spec.name).map(|d| d.id);
+    state.allocs_of_job(&job.spec.name).filter(move |a| {
+        // New under a deployment still rolling out: not until it counts.
+        let pending =
+            a.deployment.is_some() && a.deployment == active && a.deploy_healthy != Some(true);
+        a.is_live()
+            && a.node.is_some()
+            && a.state == crate::model::AllocState::Running
+            && !pending
+            && match a.health.as_ref().map(|h| h.status) {
+                None => !checked,
+                Some(h) => h == crate::model::HealthStatus::Healthy,
+            }
+    })
+}
+
+/// What the leader sees of `job` at `now_ms` from the nodes' reports
+/// (`loads`, by node; a report older than `max_age_ms`, or from a node that
+/// is not ready, is left out): each metric's average over the serving
+/// instances, and how many serve. Pure.
+pub fn observe<'a>(
+    state: &crate::state::ClusterState,
+    job: &crate::model::Job,
+    loads: impl IntoIterator<Item = (&'a crate::model::NodeId, &'a JobLoad)>,
+    now_ms: u64,
+    max_age_ms: u64,
+) -> (Observation, u32) {
+    let serving = serving(state, job).count() as u32;
+    let mut sums: BTreeMap<Metric, MetricSum> = BTreeMap::new();
+    for (node, load) in loads {
+        let ready = state
+            .nodes
+            .get(node)
+            .is_some_and(|n| n.status == crate::model::NodeStatus::Ready);
+        if !ready || now_ms.saturating_sub(load.at_ms) > max_age_ms {
+            continue;
+        }
+        for (m, s) in &load.metrics {
+            let e = sums.entry(m.clone()).or_default();
+            e.sum += s.sum;
+            e.n += s.n;
+        }
+    }
+    let metrics = sums
+        .into_iter()
+        .filter_map(|(m, s)| {
+            let n = if m == Metric::RequestsPerSecond {
+                serving
+            } else {
+                s.n
+            };
+            (n > 0 && s.sum.is_finite()).then(|| (m, s.sum / f64::from(n)))
+        })
+        .collect();
+    (
+        Observation {
+            at_ms: now_ms,
+            current: job.spec.replicas,
+            metrics,
+        },
+        serving,
+    )
+}

@@ -131,6 +131,12 @@ pub struct JobSpec {
     /// Jobs this one waits for before it starts (see [`Dependency`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<Dependency>,
+    /// Autoscaling (service jobs): the leader sets `replicas` between the
+    /// policy's bounds from what the instances report (see
+    /// [`crate::scaling`]). Once a job scales, `replicas` in a spec submitted
+    /// again is its starting count only: the count it runs at is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<crate::scaling::ScalingSpec>,
 }
 
 impl JobSpec {
@@ -344,6 +350,25 @@ pub struct TaskSpec {
     )]
     #[schema(value_type = Option<String>)]
     pub timeout: Option<std::time::Duration>,
+    /// A Prometheus endpoint the task serves, scraped by its node's agent for
+    /// autoscaling's `custom:<name>` metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsEndpoint>,
+}
+
+/// Where a task serves its Prometheus metrics.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsEndpoint {
+    /// The name of one of the task's ports.
+    pub port: String,
+    /// The path. Default `/metrics`.
+    #[serde(default = "default_metrics_path")]
+    pub path: String,
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".into()
 }
 
 /// How a task's allocations appear in the service catalog.
@@ -602,6 +627,7 @@ impl JobSpec {
                 health_checks: Vec::new(),
                 service: None,
                 timeout: None,
+                metrics: None,
             },
             node_selectors: BTreeMap::new(),
             constraints: Vec::new(),
@@ -614,6 +640,7 @@ impl JobSpec {
             reschedule: None,
             schedule: None,
             after: Vec::new(),
+            scaling: None,
         }
     }
 
@@ -974,6 +1001,44 @@ impl JobSpec {
             }
         }
         let port_names: Vec<&str> = t.ports.iter().map(|p| p.name.as_str()).collect();
+        if let Some(m) = &t.metrics {
+            if !port_names.contains(&m.port.as_str()) {
+                err(
+                    "task.metrics.port".into(),
+                    format!("{:?} is not one of the task's ports", m.port),
+                );
+            }
+            if !m.path.starts_with('/') {
+                err(
+                    "task.metrics.path".into(),
+                    format!("{:?} must start with /", m.path),
+                );
+            }
+        }
+        if let Some(sc) = &self.scaling {
+            if self.kind != JobKind::Service {
+                err(
+                    "scaling".into(),
+                    format!(
+                        "only a service job scales (this one is type: {})",
+                        self.kind
+                    ),
+                );
+            }
+            for (field, problem) in sc.problems("scaling", MAX_REPLICAS) {
+                err(field, problem);
+            }
+            if t.metrics.is_none()
+                && sc
+                    .metrics()
+                    .any(|m| matches!(m, crate::scaling::Metric::Custom(_)))
+            {
+                err(
+                    "task.metrics".into(),
+                    "a custom:<name> scaling metric is read from the task's Prometheus endpoint: give task.metrics { port, path }".into(),
+                );
+            }
+        }
         for (i, c) in t.health_checks.iter().enumerate() {
             for (field, problem) in c.problems(&format!("task.health_checks[{i}]"), &port_names) {
                 err(field, problem);

@@ -22,6 +22,7 @@ mod deps;
 pub use deps::{dependency_cycle, Gate};
 mod ca;
 mod periodic;
+mod scaling;
 mod secrets;
 mod tally;
 
@@ -78,6 +79,11 @@ pub enum Change {
         /// Its name.
         name: String,
     },
+    /// A job's autoscaling was evaluated, or its count set by hand.
+    Scaling {
+        /// Its job.
+        job: String,
+    },
     /// A job's deployment was started, advanced or ended.
     Deployment {
         /// Its job.
@@ -133,6 +139,9 @@ pub struct ClusterState {
     /// none in an insecure-dev cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<crate::tls::rotation::CaRecord>,
+    /// Autoscaling's memory and decisions, by job.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scaling: BTreeMap<String, crate::scaling::JobScaling>,
     /// Index of the last command applied.
     pub applied_index: u64,
     /// Source of allocation ids; bumped on each new allocation.
@@ -237,8 +246,17 @@ impl ClusterState {
                 }
                 Response::Done
             }
-            Command::UpsertJob { spec } => self.upsert_job(index, spec, &mut changes),
+            Command::UpsertJob { spec } => {
+                let spec = self.keep_scaled_count(spec);
+                self.upsert_job(index, &spec, &mut changes)
+            }
+            Command::Scale {
+                job,
+                record,
+                memory,
+            } => self.scale(index, job, record, memory, &mut changes),
             Command::UpsertJobIfUnchanged { spec, index: seen } => {
+                let spec = &self.keep_scaled_count(spec);
                 let now = self.jobs.get(&spec.name).map_or(0, |j| j.modify_index);
                 match self.jobs.get(&spec.name) {
                     // Applied twice: the first application made it so.
@@ -619,6 +637,7 @@ impl ClusterState {
             self.deployments.remove(name);
             self.versions.remove(name);
             self.periodic.remove(name);
+            self.scaling.remove(name);
         }
         changes.push(Change::Job { name: name.into() });
         Response::Job {

@@ -458,6 +458,184 @@ async fn bad_input_is_refused_with_the_field_and_writes_nothing() {
     cluster.shutdown().await;
 }
 
+const SCALED: &str = r#"
+name: web
+replicas: 1
+task:
+  image: orion-test/web:1
+  ports: [{ name: http, container_port: 80 }]
+  resources: { cpu: 0.1, memory_mb: 32 }
+scaling:
+  min: 2
+  max: 6
+  policies:
+    - target: { metric: cpu, value: 70 }
+"#;
+
+/// A scaling block: each bad field answers 400 naming it (a batch job, min
+/// above max, max above the cluster's cap, an unknown metric, a percentage
+/// target of 0 or above 100, a cooldown that does not parse, a custom metric
+/// without an endpoint); nothing is written. A good one starts within its
+/// bounds, shows in the job and at `/scaling`; a count set by hand is checked
+/// against the bounds and suspends the policy.
+#[tokio::test]
+async fn scaling_blocks_and_counts_set_by_hand_over_the_api() {
+    let (cluster, base, _) = node().await;
+    let cases: &[(String, &str, &str)] = &[
+        (
+            SCALED.replace("name: web\n", "name: web\ntype: batch\n"),
+            "scaling",
+            "only a service job scales (this one is type: batch)",
+        ),
+        (
+            SCALED.replace("min: 2", "min: 9"),
+            "scaling.min",
+            "9 is above max (6)",
+        ),
+        (
+            SCALED.replace("max: 6", "max: 1500"),
+            "scaling.max",
+            "1500 is above the cluster's cap of 1000 replicas",
+        ),
+        (
+            SCALED.replace("metric: cpu", "metric: cpux"),
+            "scaling.policies[0].target.metric",
+            "\"cpux\" is not a metric",
+        ),
+        (
+            SCALED.replace("value: 70", "value: 0"),
+            "scaling.policies[0].target.value",
+            "must be above 0",
+        ),
+        (
+            SCALED.replace("value: 70", "value: 150"),
+            "scaling.policies[0].target.value",
+            "150 is above 100",
+        ),
+        (
+            SCALED.replace("max: 6", "max: 6\n  cooldown_up: 5 parsecs"),
+            "scaling.cooldown_up",
+            "expected a duration",
+        ),
+        (
+            SCALED.replace("metric: cpu", "metric: \"custom:queue_depth\""),
+            "task.metrics",
+            "give task.metrics { port, path }",
+        ),
+        (
+            SCALED.replace("max: 6", "max: 6\n  surprise: 1"),
+            "scaling.surprise",
+            "unknown field",
+        ),
+    ];
+    for (body, field, problem) in cases {
+        let (status, err) = post(&base, "application/yaml", body).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        let first = &err["errors"][0];
+        assert_eq!(first["field"], *field, "{err}");
+        assert!(
+            first["problem"].as_str().unwrap().contains(problem),
+            "{err}"
+        );
+    }
+    assert_eq!(cluster.store().replica().read(|s| s.jobs.len()), 0);
+
+    // A good block: the job starts at its min, not the spec's 1.
+    let (status, _) = post(&base, "application/yaml", SCALED).await;
+    assert_eq!(status, 201);
+    let (status, view) = get(&base, "/v1/jobs/web/scaling").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        (
+            view["replicas"].as_u64(),
+            view["min"].as_u64(),
+            view["max"].as_u64()
+        ),
+        (Some(2), Some(2), Some(6))
+    );
+    let (_, job) = get(&base, "/v1/jobs/web").await;
+    assert_eq!(job["scaling"]["policy"]["max"], 6, "{job}");
+    // By hand: outside the bounds is refused, inside suspends the policy.
+    let (status, err) = send("POST", &base, "/v1/jobs/web/scale", r#"{"replicas": 9}"#).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("scales between 2 and 6"),
+        "{err}"
+    );
+    let (status, err) = send(
+        "POST",
+        &base,
+        "/v1/jobs/web/scale",
+        r#"{"replicas": "three"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid scale body"),
+        "{err}"
+    );
+    let (status, done) = send("POST", &base, "/v1/jobs/web/scale", r#"{"replicas": 4}"#).await;
+    assert_eq!(status, 200, "{done}");
+    let (_, view) = get(&base, "/v1/jobs/web/scaling").await;
+    assert_eq!(view["replicas"], 4);
+    assert!(view["suspended_until_ms"].as_u64().is_some(), "{view}");
+    assert_eq!(view["decisions"][0]["by"], "hand");
+    assert_eq!(view["decisions"][0]["from"], 2);
+    // Submitted again, the spec's replicas does not undo the count.
+    post(&base, "application/yaml", SCALED).await;
+    assert_eq!(
+        cluster
+            .store()
+            .replica()
+            .read(|s| s.jobs["web"].spec.replicas),
+        4
+    );
+    let (status, _) = send("POST", &base, "/v1/jobs/ghost/scale", r#"{"replicas": 1}"#).await;
+    assert_eq!(status, 404);
+    post(
+        &base,
+        "application/yaml",
+        &WEB.replace("name: web", "name: plain"),
+    )
+    .await;
+    let (status, err) = get(&base, "/v1/jobs/plain/scaling").await;
+    assert_eq!(status, 404);
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("has no scaling block"),
+        "{err}"
+    );
+    cluster.shutdown().await;
+
+    // A cluster with a higher cap takes the larger max.
+    let mut config = fast();
+    config.max_scaled_replicas = 2_000;
+    let big = Cluster::builder()
+        .node({
+            let mut p = NodeProfile::default();
+            p.id = Some("n1".into());
+            p
+        })
+        .runtime(FakeRuntime::new())
+        .store(MemStore::new("n1"))
+        .config(config)
+        .start()
+        .await
+        .unwrap();
+    big.ready(Duration::from_secs(5)).await.unwrap();
+    let spec = orion_core::JobSpec::parse(&SCALED.replace("max: 6", "max: 1500")).unwrap();
+    big.submit(spec).await.unwrap();
+    big.shutdown().await;
+}
+
 /// YAML reads with the 1.2 core schema: `y`, `yes` and `on` stay strings (a
 /// constraint on values `[x, y]` is not "invalid type: boolean").
 #[tokio::test]
@@ -848,6 +1026,8 @@ async fn the_openapi_document_matches_the_routes() {
             "/v1/jobs/{name}/deployment/{action}",
             "/v1/jobs/{name}/periodic/force",
             "/v1/jobs/{name}/revert",
+            "/v1/jobs/{name}/scale",
+            "/v1/jobs/{name}/scaling",
             "/v1/jobs/{name}/versions",
             "/v1/nodes",
             "/v1/nodes/{id}",

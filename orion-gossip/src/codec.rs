@@ -29,6 +29,8 @@ struct MemberMeta {
     used: Resources,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    load: BTreeMap<String, orion_core::scaling::JobLoad>,
 }
 
 /// Why a member cannot be published.
@@ -57,6 +59,7 @@ pub(crate) fn encode(member: &Member) -> Result<String, EncodeError> {
         capacity: member.capacity,
         used: member.used,
         tags: member.tags.clone(),
+        load: member.load.clone(),
     };
     serde_json::to_string(&meta).map_err(EncodeError::Json)
 }
@@ -77,6 +80,7 @@ pub(crate) fn decode(id: &ChitchatId, state: &NodeState) -> Option<Member> {
             capacity: meta.capacity,
             used: meta.used,
             tags: meta.tags,
+            load: meta.load,
         }),
         Err(error) => {
             warn!(node_id = %id.node_id, %error, "ignoring a node with unreadable metadata");
@@ -147,6 +151,7 @@ mod tests {
                 disk_mb: 0,
             },
             tags: [("disk".to_string(), "ssd".to_string())].into(),
+            load: Default::default(),
         }
     }
 

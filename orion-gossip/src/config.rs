@@ -166,6 +166,7 @@ impl Default for GossipConfig {
                 capacity: Resources::ZERO,
                 used: Resources::ZERO,
                 tags: Default::default(),
+                load: Default::default(),
             },
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 7947)),
             advertise_addr: None,

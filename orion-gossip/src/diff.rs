@@ -63,6 +63,7 @@ mod tests {
                 disk_mb: 0,
             },
             tags: Default::default(),
+            load: Default::default(),
         }
     }
 

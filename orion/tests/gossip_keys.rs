@@ -106,6 +106,7 @@ async fn stranger(seed: std::net::SocketAddr, key: Option<GossipKey>) -> Chitcha
         capacity: Resources::ZERO,
         used: Resources::ZERO,
         tags: Default::default(),
+        load: Default::default(),
     });
     g.listen_addr = port;
     g.seeds = vec![seed.to_string()];

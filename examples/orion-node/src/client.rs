@@ -684,11 +684,10 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
             )
             .await?;
             let view: JobView = r.json().await?;
-            let mut spec = view.job.spec;
-            let from = spec.replicas;
-            spec.replicas = replicas;
+            let from = view.job.spec.replicas;
             let r = send(
-                http.post(format!("{base}/v1/jobs")).json(&spec),
+                http.post(format!("{base}/v1/jobs/{name}/scale"))
+                    .json(&serde_json::json!({ "replicas": replicas })),
                 "job scale",
                 &base,
             )
@@ -698,6 +697,13 @@ pub async fn job(addr: &str, cmd: JobCommand) -> Result<()> {
                 "job {name} scaled {from} -> {replicas}: version {}",
                 v["version"]
             );
+            if let Some(sc) = &view.job.spec.scaling {
+                let d = orion_core::scaling::manual_suspension(sc);
+                say!(
+                    "its scaling policy is suspended for {} (the longer cooldown)",
+                    humantime::format_duration(d)
+                );
+            }
         }
         JobCommand::List { out } => {
             let template = template(&out)?;
@@ -865,6 +871,52 @@ pub fn ports(a: &Allocation) -> String {
         .join(", ")
 }
 
+/// How long ago `ms` (Unix ms) was, in whole seconds.
+fn ago(ms: u64) -> String {
+    let now = orion_core::model::unix_ms();
+    format!("{}s ago", now.saturating_sub(ms) / 1000)
+}
+
+/// A scaling job's bounds, state and latest decisions.
+fn print_scaling(sc: &orion_core::ScalingView) {
+    let mut line = format!(
+        "scaling {}..{} ({} polic{})",
+        sc.min,
+        sc.max,
+        sc.policy.policies.len(),
+        if sc.policy.policies.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        }
+    );
+    if let Some(i) = sc.window {
+        line.push_str(&format!(", schedule window of policy {i} open"));
+    }
+    if let Some(t) = sc.suspended_until_ms {
+        let left = t.saturating_sub(orion_core::model::unix_ms()) / 1000;
+        line.push_str(&format!(", suspended for {left}s more (set by hand)"));
+    }
+    say!("{line}");
+    if let Some(l) = &sc.last {
+        let inputs: Vec<String> = l.inputs.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        say!(
+            "  evaluated {}: {} [{}; {} serving]",
+            ago(l.at_ms),
+            l.reason,
+            if inputs.is_empty() {
+                "no metrics".to_string()
+            } else {
+                inputs.join(", ")
+            },
+            l.instances
+        );
+    }
+    for d in sc.decisions.iter().rev().take(5) {
+        say!("  {} {} -> {}: {}", ago(d.at_ms), d.from, d.to, d.reason);
+    }
+}
+
 /// A job's summary line and its allocations: those of the current version and
 /// any still live from an older one, or every kept one with `all`.
 fn print_job(v: &JobView, all: bool) {
@@ -913,6 +965,9 @@ fn print_job(v: &JobView, all: bool) {
         for s in &p.skipped {
             say!("skipped {}: {}", when(s.tick_ms), s.reason);
         }
+    }
+    if let Some(sc) = &v.scaling {
+        print_scaling(sc);
     }
     if let Some(d) = &v.deployment {
         say!(

@@ -377,6 +377,8 @@ fn routes() -> OpenApiRouter<Cluster> {
         .routes(routes!(list_deployments))
         .routes(routes!(job_versions))
         .routes(routes!(revert_job))
+        .routes(routes!(job_scaling))
+        .routes(routes!(scale_job))
         .routes(routes!(force_periodic))
         .routes(routes!(gc))
         .routes(routes!(event_stream))
@@ -789,6 +791,47 @@ async fn revert_job(
         })?
     };
     let done = c.revert(&name, body.version).await?;
+    Ok(Json(done).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{name}/scaling", tag = "jobs",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "the job's autoscaling: policy, bounds now, the latest evaluation and the last 20 decisions", body = crate::cluster::ScalingView),
+        (status = 404, description = "no such job, or it has no scaling block", body = ErrorBody)))]
+async fn job_scaling(State(c): State<Cluster>, Path(name): Path<String>) -> ApiResult<Response> {
+    match c.scaling(&name)? {
+        Some(v) => Ok(Json(v).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            json!({ "error": format!("job {name:?} has no scaling block") }),
+        )),
+    }
+}
+
+/// What `POST /v1/jobs/{name}/scale` takes.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ScaleBody {
+    /// The count to run.
+    replicas: u32,
+}
+
+#[utoipa::path(post, path = "/v1/jobs/{name}/scale", tag = "jobs",
+    params(("name" = String, Path)), request_body(content = ScaleBody),
+    responses((status = 200, description = "the count is set (on a scaling job, its policy is suspended for its longer cooldown)", body = Submitted),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "outside the job's scaling bounds", body = ErrorBody)))]
+async fn scale_job(
+    State(c): State<Cluster>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: ScaleBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": format!("invalid scale body: {e}"), "field": "replicas" }),
+        )
+    })?;
+    let done = c.scale(&name, body.replicas).await?;
     Ok(Json(done).into_response())
 }
 

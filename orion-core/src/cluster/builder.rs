@@ -25,7 +25,7 @@ use crate::store::Store;
 pub const INSECURE_DEV_WARNING: &str = "insecure-dev: this node checks no API tokens; anyone who reaches its API may run, stop and exec into anything. For a throwaway cluster on one machine only";
 
 /// Everything tunable about a node's loops.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct ClusterConfig {
     /// The leader's control loop.
@@ -43,6 +43,24 @@ pub struct ClusterConfig {
     pub http: crate::serve::ServeConfig,
     /// API tokens.
     pub acl: crate::acl::AclConfig,
+    /// The most replicas a job's scaling policy may ask for (`scaling.max`);
+    /// default [`crate::scaling::DEFAULT_MAX_REPLICAS_CAP`].
+    pub max_scaled_replicas: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            control: Default::default(),
+            agent: Default::default(),
+            scheduler: Default::default(),
+            batch: Default::default(),
+            stats: Default::default(),
+            http: Default::default(),
+            acl: Default::default(),
+            max_scaled_replicas: crate::scaling::DEFAULT_MAX_REPLICAS_CAP,
+        }
+    }
 }
 
 impl ClusterConfig {
@@ -432,11 +450,13 @@ impl ClusterBuilder {
         let (health_tx, runtime_health) = watch::channel(None);
         let (registered_tx, registered) = watch::channel(false);
         let mut tasks = Vec::new();
+        let (loads_tx, loads_rx) = watch::channel(Default::default());
         tasks.push(tokio::spawn(register(
             store.clone(),
             membership.clone(),
             info.clone(),
             registered_tx,
+            loads_rx,
             shutdown_rx.clone(),
         )));
         tasks.push(tokio::spawn(count_leader_changes(
@@ -492,6 +512,15 @@ impl ClusterBuilder {
             metrics.clone(),
             shutdown_rx.clone(),
         )));
+        tasks.push(tokio::spawn(crate::agent::load::run_reporter(
+            info.id.clone(),
+            store.clone(),
+            stats.clone(),
+            lb.clone(),
+            loads_tx,
+            self.config.stats.interval,
+            shutdown_rx.clone(),
+        )));
         let events = Arc::new(crate::events::EventLog::default());
         tasks.push(events.follow(store.replica(), shutdown_rx.clone()));
         if info.role == NodeRole::Manager {
@@ -506,6 +535,7 @@ impl ClusterBuilder {
             tasks.push(tokio::spawn(control.run(shutdown_rx.clone())));
         }
         let inner = Arc::new(Inner {
+            scaling_cap: self.config.max_scaled_replicas,
             node: info,
             store,
             runtime,
@@ -611,16 +641,18 @@ pub(crate) fn member_of(info: &NodeInfo) -> Member {
         capacity: info.capacity,
         used: Resources::ZERO,
         tags: info.tags.clone(),
+        load: Default::default(),
     }
 }
 
 /// Registers the node with the cluster (retrying until a leader takes it), then
-/// keeps its published use up to date.
+/// keeps its published use and its autoscaling loads up to date.
 async fn register(
     store: Arc<dyn Store>,
     membership: Arc<dyn Membership>,
     info: NodeInfo,
     registered: watch::Sender<bool>,
+    mut loads: watch::Receiver<BTreeMap<String, crate::scaling::JobLoad>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let retry = Duration::from_millis(250);
@@ -645,10 +677,13 @@ async fn register(
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
+            r = loads.changed() => if r.is_err() { return },
         }
         let used = store.replica().read(|s| s.usage(&info.id).used);
-        if used != member.used {
+        let load = loads.borrow_and_update().clone();
+        if used != member.used || load != member.load {
             member.used = used;
+            member.load = load;
             if let Err(e) = membership.publish(member.clone()).await {
                 warn!(error = %e, "could not publish node use");
             }

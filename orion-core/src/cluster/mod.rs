@@ -12,6 +12,7 @@ mod detect;
 mod gossip_keys;
 pub mod pki;
 mod plan;
+mod scaling;
 mod secrets;
 mod tasks;
 mod wait;
@@ -32,6 +33,7 @@ use tokio_stream::wrappers::BroadcastStream;
 pub use builder::{ClusterBuilder, ClusterConfig, NodeProfile, INSECURE_DEV_WARNING};
 pub use detect::{host_capacity, host_name};
 pub use plan::JobPlan;
+pub use scaling::ScalingView;
 
 use crate::command::{Command, Response};
 use crate::model::{Allocation, Job, JobHealth, Node, NodeId, NodeInfo, Volume};
@@ -175,6 +177,9 @@ pub struct JobView {
     /// failed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// Its autoscaling, when it has a scaling block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingView>,
 }
 
 /// A periodic job's schedule as `job status` shows it.
@@ -213,6 +218,8 @@ pub struct NodeView {
 
 pub(crate) struct Inner {
     pub(crate) node: NodeInfo,
+    /// The most replicas a scaling policy may ask for.
+    pub(crate) scaling_cap: u32,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) membership: Arc<dyn crate::membership::Membership>,
@@ -444,13 +451,24 @@ impl Cluster {
     }
 
     /// The spec's load-balancer and fixed ports against the cluster as this
-    /// node's replica has it ([`crate::lb::conflicts`]).
+    /// node's replica has it ([`crate::lb::conflicts`]), its dependencies,
+    /// and its scaling `max` against the cluster's cap
+    /// ([`ClusterConfig::max_scaled_replicas`](crate::ClusterConfig)).
     fn check_ports(&self, spec: &JobSpec) -> Result<(), SpecError> {
-        let errors = self.inner.store.replica().read(|s| {
+        let mut errors = self.inner.store.replica().read(|s| {
             let mut e = crate::lb::conflicts(s, spec);
             e.extend(crate::state::dependency_cycle(s, spec));
             e
         });
+        if let Some(sc) = &spec.scaling {
+            let cap = self.inner.scaling_cap;
+            errors.extend(
+                sc.problems("scaling", cap)
+                    .into_iter()
+                    .filter(|(_, p)| p.contains("cap of"))
+                    .map(|(field, problem)| crate::spec::FieldError { field, problem }),
+            );
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -530,7 +548,7 @@ impl Cluster {
 
     /// One job with its allocations, from this node's replica.
     pub fn job(&self, name: &str) -> Option<JobView> {
-        self.inner.store.replica().read(|s| {
+        let view = self.inner.store.replica().read(|s| {
             let job = s.jobs.get(name)?.clone();
             let mut allocations: Vec<Allocation> = s.allocs_of_job(name).cloned().collect();
             allocations.sort_by(|a, b| {
@@ -571,6 +589,7 @@ impl Cluster {
                 crate::state::Gate::Failed(why) => (crate::model::JobHealth::Failed, Some(why)),
             };
             Some(JobView {
+                scaling: None,
                 periodic,
                 security: job.spec.security(),
                 waiting,
@@ -581,6 +600,10 @@ impl Cluster {
                 summary,
                 allocations,
             })
+        });
+        view.map(|mut v| {
+            v.scaling = self.scaling(name).ok().flatten();
+            v
         })
     }
 

@@ -162,7 +162,9 @@ impl Cluster {
         self.watch()
             .filter_map(move |mut batch| {
                 batch.changes.retain(|c| match c {
-                    Change::Job { name } | Change::Deployment { job: name } => *name == job,
+                    Change::Job { name }
+                    | Change::Deployment { job: name }
+                    | Change::Scaling { job: name } => *name == job,
                     Change::Alloc { job: j, .. } => *j == job,
                     Change::Node { .. } | Change::Volume { .. } | Change::Secret { .. } => false,
                 });

@@ -360,6 +360,7 @@ mod tests {
             health_checks: Vec::new(),
             service: None,
             timeout: None,
+            metrics: None,
         }
     }
 

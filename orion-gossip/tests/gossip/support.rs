@@ -55,6 +55,7 @@ pub fn member(id: &str, gossip: SocketAddr) -> Member {
             ("zone".to_string(), format!("z-{id}")),
             ("disk".to_string(), "ssd".to_string()),
         ]),
+        load: Default::default(),
     }
 }
 

@@ -392,6 +392,7 @@ mod tests {
                 health_checks: Vec::new(),
                 service: None,
                 timeout: None,
+                metrics: None,
             },
             ports: vec![
                 binding("http", 80, 8080, Protocol::Tcp, "127.0.0.1"),

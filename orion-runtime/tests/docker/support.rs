@@ -130,6 +130,7 @@ pub fn task(argv: &[&str]) -> TaskSpec {
         health_checks: Vec::new(),
         service: None,
         timeout: None,
+        metrics: None,
     }
 }
 

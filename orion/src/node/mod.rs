@@ -670,6 +670,7 @@ async fn start_gossip(
         capacity: capacity(c),
         used: Resources::ZERO,
         tags: c.tags.clone(),
+        load: Default::default(),
     };
     let mut gossip = GossipConfig::new(member);
     gossip.listen_addr = gossip_addr;

@@ -587,6 +587,13 @@ async fn scaling_blocks_and_counts_set_by_hand_over_the_api() {
     assert!(view["suspended_until_ms"].as_u64().is_some(), "{view}");
     assert_eq!(view["decisions"][0]["by"], "hand");
     assert_eq!(view["decisions"][0]["from"], 2);
+    // The decision is an event of the `scaling` topic.
+    let events = read_events(&format!("{base}/v1/events?topic=scaling:web&index=0"), 1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].1.as_str(), events[0].2.as_str()),
+        ("Scaling", "web")
+    );
     // Submitted again, the spec's replicas does not undo the count.
     post(&base, "application/yaml", SCALED).await;
     assert_eq!(

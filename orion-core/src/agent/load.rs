@@ -103,10 +103,7 @@ pub(crate) async fn run_reporter(
             };
             let mut add = |m: &Metric, v: f64| {
                 if v.is_finite() {
-                    let e = load
-                        .metrics
-                        .entry(m.clone())
-                        .or_default();
+                    let e = load.metrics.entry(m.clone()).or_default();
                     e.sum += v;
                     e.n += 1;
                 }

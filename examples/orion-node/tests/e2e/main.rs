@@ -10,6 +10,7 @@ mod browser;
 
 mod acl;
 mod autolock;
+mod autoscale;
 mod batch;
 mod boxed;
 mod cli;

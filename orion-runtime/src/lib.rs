@@ -24,5 +24,7 @@
 
 pub mod docker;
 pub mod image;
+pub mod process;
 
 pub use docker::{ConfigError, DockerConfig, DockerRuntime};
+pub use process::{ProcessConfig, ProcessRuntime};

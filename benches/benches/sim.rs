@@ -40,6 +40,8 @@ fn node(i: usize) -> NodeInfo {
         port_range: (20000, 32767),
         host_volumes: Vec::new(),
         data_key_id: None,
+        runtime: None,
+        runtime_warning: None,
     }
 }
 

@@ -53,6 +53,9 @@ impl Runtime for MeteredRuntime {
     async fn version(&self) -> Result<String, RuntimeError> {
         self.inner.version().await
     }
+    fn warning(&self) -> Option<String> {
+        self.inner.warning()
+    }
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
         self.timed("ensure_image", self.inner.ensure_image(image))
             .await

@@ -139,6 +139,30 @@ pub struct NodeInfo {
     /// none when it holds no key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_key_id: Option<String>,
+    /// The runtime its tasks run on (`docker`, `process`, `ssh`; absent:
+    /// docker), which decides what tasks it can take ([`runs_on`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// What its runtime warns of (limits it cannot enforce), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_warning: Option<String>,
+}
+
+/// Whether a node with runtime `runtime` (none: docker) can run `task`;
+/// otherwise why not. Docker runs images (a script gets its runner image);
+/// the process and SSH runtimes run commands and scripts, not images; any
+/// other (the fake and hollow runtimes of tests) runs anything.
+pub fn runs_on(runtime: Option<&str>, task: &crate::spec::TaskSpec) -> Result<(), &'static str> {
+    let script = task.script.is_some();
+    match runtime.unwrap_or("docker") {
+        "docker" if task.image.is_empty() && !script => {
+            Err("no image: needs a node with the process or ssh runtime")
+        }
+        "process" | "ssh" if !task.image.is_empty() && !script => {
+            Err("an image needs a node with the docker runtime")
+        }
+        _ => Ok(()),
+    }
 }
 
 impl NodeInfo {

@@ -293,6 +293,13 @@ pub trait Runtime: Send + Sync + 'static {
         Err(RuntimeError::Unsupported("version".into()))
     }
 
+    /// What this node's operators should know about the runtime, shown in
+    /// `/health` and `node list` (the process runtime: limits it cannot
+    /// enforce here); none by default.
+    fn warning(&self) -> Option<String> {
+        None
+    }
+
     /// Makes sure the image is present locally, pulling it when it is not.
     async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError>;
 

@@ -908,8 +908,11 @@ impl JobSpec {
                 err(field, problem);
             }
         }
-        if t.image.trim().is_empty() && t.script.is_none() {
-            err("task.image".into(), "must not be empty".into());
+        if t.image.trim().is_empty() && t.script.is_none() && t.command.is_empty() {
+            err(
+                "task.image".into(),
+                "must not be empty: give an image (Docker nodes), or a command without one (process and ssh nodes), or a script".into(),
+            );
         } else if t.image.chars().any(char::is_whitespace) {
             err(
                 "task.image".into(),
@@ -1218,7 +1221,11 @@ node_selectors: { disk: ssd }
     #[test]
     fn bad_values_name_their_fields() {
         let cases = [
-            ("image: orion-test/web:1", "image: \"\"", "task.image"),
+            (
+                "image: orion-test/web:1\n  command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]",
+                "image: \"\"",
+                "task.image",
+            ),
             ("name: web", "name: Web_1", "name"),
             ("cpu: 0.1", "cpu: 0", "task.resources.cpu"),
             ("memory_mb: 32", "memory_mb: 0", "task.resources.memory_mb"),

@@ -181,7 +181,11 @@ async fn bad_input_is_refused_with_the_field_and_writes_nothing() {
         ),
         (
             "application/yaml",
-            &WEB.replace("image: orion-test/web:1", "image: \"\""),
+            &WEB.replace("image: orion-test/web:1", "image: \"\"")
+                .replace(
+                    "  command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n",
+                    "",
+                ),
             "task.image",
             "must not be empty",
         ),

@@ -237,3 +237,31 @@ async fn a_task_over_its_memory_limit_is_killed_and_reported_oom() {
     }
     rt.remove(&c.id).await.unwrap();
 }
+
+/// Without a writable cgroup the runtime says its limits are not enforced
+/// (shown in `/health` and `node list`), and caps memory by `ulimit -v`: an
+/// allocation over it fails.
+#[tokio::test]
+async fn without_cgroups_limits_fall_back_to_setrlimit_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ProcessConfig::new(dir.path());
+    config.cgroup_root = None;
+    let rt = ProcessRuntime::new(config).unwrap();
+    let w = rt.warning().expect("a warning");
+    assert!(
+        w.contains("NOT fully enforced") && w.contains("cpu not at all"),
+        "{w}"
+    );
+    let mut t = task(&["dd", "if=/dev/zero", "of=/dev/null", "bs=96M", "count=1"]);
+    t.resources.memory_mb = 32;
+    let c = rt.create(&launch("c4", "a1", t, vec![])).await.unwrap();
+    rt.start(&c.id).await.unwrap();
+    let done = exited(&rt, &c.id).await;
+    assert!(
+        matches!(done.state, ContainerState::Exited { code } if code != 0),
+        "{done:?}"
+    );
+    let (_, err) = all_logs(&rt, &c.id).await;
+    assert!(err.contains("memory") || err.contains("alloc"), "{err}");
+    rt.remove(&c.id).await.unwrap();
+}

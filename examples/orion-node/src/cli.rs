@@ -146,6 +146,11 @@ pub struct AgentArgs {
     /// Config file mirroring these flags.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// What runs the tasks: `docker` (the local engine) or `process` (plain
+    /// processes of this agent, for hosts without Docker: tasks give a
+    /// command and no image).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Docker)]
+    pub runtime: RuntimeKind,
     /// Where the node keeps its data.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -294,11 +299,25 @@ fn parse_script_image(s: &str) -> Result<(orion_core::spec::Lang, String), Strin
 }
 
 /// `orion-node dev` flags.
+/// What runs a node's tasks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// The local Docker engine.
+    #[default]
+    Docker,
+    /// Plain processes of the agent.
+    Process,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct DevArgs {
     /// How many nodes (1 to 3): large, small, gpu.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// What runs the tasks: `docker`, or `process` (no Docker needed: the
+    /// example job is this binary serving its page as a process).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Docker)]
+    pub runtime: RuntimeKind,
     /// Where the nodes keep their data [default: a fresh temporary directory].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

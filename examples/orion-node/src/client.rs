@@ -1178,9 +1178,11 @@ pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
                 "CPU",
                 "MEMORY MB",
                 "ALLOCS",
+                "RUNTIME",
                 "HTTP",
                 "TAGS",
             ]);
+            let mut warned = Vec::new();
             for n in nodes {
                 let i = &n.node.info;
                 let mut status = n.node.status.to_string();
@@ -1195,11 +1197,21 @@ pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
                     format!("{:.1}/{:.1}", n.used.cpu, i.capacity.cpu),
                     format!("{}/{}", n.used.memory_mb, i.capacity.memory_mb),
                     n.allocations.to_string(),
+                    match &i.runtime_warning {
+                        Some(w) => {
+                            warned.push(format!("{}: {w}", i.id));
+                            format!("{}!", i.runtime.as_deref().unwrap_or("docker"))
+                        }
+                        None => i.runtime.clone().unwrap_or_else(|| "docker".into()),
+                    },
                     i.addrs.http.clone(),
                     tags.join(","),
                 ]);
             }
             t.print();
+            for w in warned {
+                say!("warning: {w}");
+            }
         }
         NodeCommand::Drain {
             id,

@@ -152,15 +152,23 @@ pub async fn run(args: DevArgs) -> Result<()> {
             .with_context(|| format!("creating {}", log_file.display()))?;
         crate::init_logging(level, std::sync::Mutex::new(file), false);
     }
-    let docker = DockerRuntime::connect_local()?;
-    note!(
-        "building the example image {} from this binary (when absent or stale)…",
-        demo::IMAGE
-    );
-    demo::ensure_image(&docker)
-        .await
-        .context("preparing the example image (is the Docker engine running?)")?;
-    let runtime: Arc<dyn orion_core::Runtime> = Arc::new(docker);
+    let runtime: Arc<dyn orion_core::Runtime> = match args.runtime {
+        crate::cli::RuntimeKind::Docker => {
+            let docker = DockerRuntime::connect_local()?;
+            note!(
+                "building the example image {} from this binary (when absent or stale)…",
+                demo::IMAGE
+            );
+            demo::ensure_image(&docker)
+                .await
+                .context("preparing the example image (is the Docker engine running?)")?;
+            Arc::new(docker)
+        }
+        crate::cli::RuntimeKind::Process => {
+            note!("running the example job as processes of this binary (no Docker needed)…");
+            orion::ProcessRuntime::new(orion::ProcessConfig::new(&dir))?
+        }
+    };
     let mut nodes: Vec<Cluster> = Vec::new();
     for (i, shape) in SHAPES.iter().take(args.nodes).enumerate() {
         let join = nodes
@@ -185,6 +193,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let mut jobs = vec![JobSpec::parse(EXAMPLE_JOB)?];
     if args.nodes == 3 {
         jobs.push(JobSpec::parse(GPU_JOB)?);
+    }
+    if args.runtime == crate::cli::RuntimeKind::Process {
+        for spec in &mut jobs {
+            as_process(spec, &dir)?;
+        }
     }
     for spec in &jobs {
         first.submit(spec.clone()).await?;
@@ -218,6 +231,30 @@ pub async fn run(args: DevArgs) -> Result<()> {
         n.shutdown().await;
     }
     stopped
+}
+
+/// The example job for process nodes: this binary serving the page from
+/// `<dir>/www` on the port the node gives it (`ORION_PORT_HTTP`).
+fn as_process(spec: &mut JobSpec, dir: &std::path::Path) -> Result<()> {
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).with_context(|| format!("creating {}", www.display()))?;
+    let page = format!(
+        "<!doctype html>\n<html><head><title>Orion</title></head>\n<body><h1>{}</h1></body></html>\n",
+        orion::image::DEMO_GREETING
+    );
+    std::fs::write(www.join("index.html"), page)?;
+    spec.task.image.clear();
+    spec.task.command = vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "exec '{}' demo-web --port \"$ORION_PORT_HTTP\" --dir '{}'",
+            exe.display(),
+            www.display()
+        ),
+    ];
+    Ok(())
 }
 
 fn print_summary(c: &Cluster, jobs: &[&str]) {

@@ -10,7 +10,7 @@ use crate::cli::AgentArgs;
 /// when it starts again.
 pub async fn run_agent(args: AgentArgs) -> Result<()> {
     let config = crate::config::node_config(&args)?;
-    let runtime = orion::DockerRuntime::connect_local()?;
+    let runtime = runtime(args.runtime, &config.data_dir)?;
     // The first start of a secure cluster's first node: `cluster init`.
     let tls_dir = config.data_dir.join(orion::TLS_DIR);
     let init =
@@ -19,7 +19,9 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
     let was_locked = orion::is_autolocked(&data_dir);
     // A locked node waits in start() for its unlock key: a signal meanwhile
     // ends it (nothing is open but the locked API).
-    let start = orion::Node::from_config(config).runtime(runtime).start();
+    let start = orion::Node::from_config(config)
+        .runtime_shared(runtime)
+        .start();
     let cluster = tokio::select! {
         c = start => c?,
         _ = shutdown_signal() => {
@@ -37,6 +39,22 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
     info!("shutting down; tasks keep running and are adopted on restart");
     cluster.shutdown().await;
     Ok(())
+}
+
+/// The runtime `--runtime` names: the local engine, or processes kept
+/// under the data dir.
+pub fn runtime(
+    kind: crate::cli::RuntimeKind,
+    data_dir: &std::path::Path,
+) -> Result<std::sync::Arc<dyn orion::Runtime>> {
+    Ok(match kind {
+        crate::cli::RuntimeKind::Docker => {
+            std::sync::Arc::new(orion::DockerRuntime::connect_local()?)
+        }
+        crate::cli::RuntimeKind::Process => {
+            orion::ProcessRuntime::new(orion::ProcessConfig::new(data_dir))?
+        }
+    })
 }
 
 /// What `docker swarm init` prints, Orion's way: the CA to pin, where the

@@ -1461,11 +1461,14 @@ async fn node_health(c: &Cluster) -> (Condition, serde_json::Value) {
                 .next()
                 .map(|(p, e)| format!("load balancer port {p}: {e}"))
         });
-    let warnings: Vec<&str> = if c.insecure_dev() {
-        vec![crate::cluster::INSECURE_DEV_WARNING]
+    let mut warnings: Vec<String> = if c.insecure_dev() {
+        vec![crate::cluster::INSECURE_DEV_WARNING.to_string()]
     } else {
         Vec::new()
     };
+    if let Some(w) = &c.node_info().runtime_warning {
+        warnings.push(format!("runtime {}: {w}", c.runtime().name()));
+    }
     let body = json!({
         "status": worst.word(),
         "warnings": warnings,

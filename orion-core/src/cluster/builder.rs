@@ -426,6 +426,8 @@ impl ClusterBuilder {
         let dns_addr = dns.as_ref().map(|(u, _)| u.local_addr()).transpose()?;
         let mut info = node_info(&profile, http_addr);
         info.data_key_id = self.data_key.as_ref().map(crate::secret::DataKey::id);
+        info.runtime = Some(runtime.name().to_string());
+        info.runtime_warning = runtime.warning();
         crate::spec::check_dns_label(&info.id).map_err(|p| ClusterError::config("node_id", p))?;
         // Every proposal from this node (API, agent, control loop) goes through one
         // group-commit queue.
@@ -628,6 +630,8 @@ fn node_info(cfg: &NodeProfile, http: Option<SocketAddr>) -> NodeInfo {
         port_range: cfg.port_range,
         host_volumes: cfg.host_volumes.clone(),
         data_key_id: None,
+        runtime: None,
+        runtime_warning: None,
     }
 }
 

@@ -56,6 +56,9 @@ pub enum Reason {
     NoDataKey,
     /// The node holds another data key than the job's secrets are sealed under.
     OtherDataKey,
+    /// The node's runtime cannot run the task (an image on a process node, a
+    /// bare command on a Docker node): why.
+    Runtime(&'static str),
 }
 
 impl Reason {
@@ -93,6 +96,7 @@ impl Reason {
             Reason::OtherDataKey => {
                 "another data key on node than its secrets are sealed under".into()
             }
+            Reason::Runtime(why) => format!("runtime: {why}"),
         }
     }
 
@@ -124,6 +128,7 @@ impl Reason {
             Reason::Secret => (9, 0),
             Reason::NoDataKey => (10, 0),
             Reason::OtherDataKey => (11, 0),
+            Reason::Runtime(why) => (12, why.len() as u32),
         }
     }
 }

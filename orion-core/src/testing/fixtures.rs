@@ -27,6 +27,8 @@ pub fn node(id: &str, cpu: f64, memory_mb: u64) -> NodeInfo {
         port_range: (32000, 32767),
         host_volumes: Vec::new(),
         data_key_id: None,
+        runtime: None,
+        runtime_warning: None,
     }
 }
 

@@ -399,6 +399,10 @@ impl Runtime for ProcessRuntime {
         Ok(())
     }
 
+    fn warning(&self) -> Option<String> {
+        self.limits.warning().map(|w| format!("task limits {w}"))
+    }
+
     async fn version(&self) -> Result<String, RuntimeError> {
         Ok(format!(
             "process runtime; limits: {}",

@@ -117,6 +117,8 @@ fn node_info(id: &str) -> NodeInfo {
         port_range: (20_000, 30_000),
         host_volumes: Vec::new(),
         data_key_id: None,
+        runtime: None,
+        runtime_warning: None,
     }
 }
 

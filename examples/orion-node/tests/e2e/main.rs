@@ -22,6 +22,7 @@ mod discovery;
 mod logs;
 mod partition;
 mod periodic;
+mod process;
 mod restart;
 mod scripts;
 mod secrets;

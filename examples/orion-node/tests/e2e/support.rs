@@ -51,14 +51,14 @@ pub fn free_port() -> u16 {
 /// A dynamic host port range of 32 ports that no other node of this test run
 /// uses, below Linux's ephemeral range (32768+), so that no API, Raft or gossip
 /// port (picked by binding port 0) and no client socket can hold one of them.
-/// Ranges 20000–31999 are split into 6 blocks by process id, 64 ranges each.
+/// Ranges 20000–31999 are split into 3 blocks by process id, 125 ranges each.
 pub fn port_range() -> (u16, u16) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let block = 20000 + (std::process::id() % 6) as u16 * 2048;
+    let block = 20000 + (std::process::id() % 3) as u16 * 4000;
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     assert!(
-        n < 64,
-        "more than 64 nodes in one test run: widen port_range()"
+        n < 125,
+        "more than 125 nodes in one test run: widen port_range()"
     );
     let lo = block + n * 32;
     (lo, lo + 31)

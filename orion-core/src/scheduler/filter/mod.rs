@@ -7,6 +7,7 @@ mod distinct;
 mod ports;
 mod ready;
 mod resources;
+mod runtime;
 mod secrets;
 mod selector;
 mod volumes;
@@ -15,6 +16,7 @@ pub use distinct::DistinctHostsFilter;
 pub use ports::{DynamicPortFilter, StaticPortFilter};
 pub use ready::ReadyFilter;
 pub use resources::ResourcesFilter;
+pub use runtime::RuntimeFilter;
 pub use secrets::SecretFilter;
 pub use selector::ConstraintFilter;
 pub use volumes::VolumeFilter;
@@ -35,6 +37,8 @@ pub trait Filter: Send + Sync + std::fmt::Debug {
 /// The default pipeline, in the order it runs.
 ///
 /// - ready first: a node down, unhealthy or draining is out whatever it has free;
+/// - runtime: a string compare, an image off process nodes and a bare command
+///   off Docker nodes;
 /// - resources next: the commonest reason a node is full, and three comparisons;
 /// - constraints: string compares on tags, only for jobs that have them;
 /// - static ports: set lookups, only for jobs with fixed host ports;
@@ -47,6 +51,7 @@ pub trait Filter: Send + Sync + std::fmt::Debug {
 pub fn default_filters() -> Vec<Box<dyn Filter>> {
     vec![
         Box::new(ReadyFilter),
+        Box::new(RuntimeFilter),
         Box::new(ResourcesFilter),
         Box::new(ConstraintFilter),
         Box::new(StaticPortFilter),

@@ -64,6 +64,8 @@ pub fn mixed_node(i: usize) -> NodeInfo {
         port_range: (20000, 32767),
         host_volumes: Vec::new(),
         data_key_id: None,
+        runtime: None,
+        runtime_warning: None,
     }
 }
 

@@ -139,6 +139,13 @@ impl SshRuntime {
     pub fn pool_stats(&self) -> PoolStats {
         self.inner.pool.stats()
     }
+
+    /// Closes every connection to the target, for a graceful shutdown. Tasks
+    /// still running lose their channel and are reported dropped (their remote
+    /// processes may go on); a later call opens connections again.
+    pub async fn shutdown(&self) {
+        self.inner.pool.close_all().await;
+    }
 }
 
 impl Drop for Inner {

@@ -374,6 +374,17 @@ impl Pool {
         Ok(handle)
     }
 
+    /// Closes every connection (channels on them end) and stops the reaper.
+    pub(crate) async fn close_all(&self) {
+        let conns: Vec<_> = lock(&self.conns).open.drain(..).collect();
+        for c in conns {
+            c.close().await;
+        }
+        if let Some(r) = lock(&self.reaper).take() {
+            r.abort();
+        }
+    }
+
     /// Starts the task that pings idle connections and closes expired ones.
     fn start_reaper(self: &Arc<Self>) {
         let mut reaper = lock(&self.reaper);

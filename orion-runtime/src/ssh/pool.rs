@@ -97,6 +97,12 @@ impl Conn {
         self.busy.load(Ordering::SeqCst) == 0
     }
 
+    /// Whether it should leave the pool: closed, or idle for `idle_timeout`.
+    fn is_spent(&self, now: Instant, idle_timeout: Duration) -> bool {
+        self.handle.is_closed()
+            || (self.is_idle() && now.duration_since(*lock(&self.idle_since)) >= idle_timeout)
+    }
+
     async fn close(&self) {
         let _ = self
             .handle
@@ -273,10 +279,10 @@ impl Pool {
     /// connections (returned to be disconnected outside it).
     fn pick(&self, now: Instant) -> (Pick, Vec<Arc<Conn>>) {
         let mut slots = lock(&self.conns);
-        let (keep, gone): (Vec<_>, Vec<_>) = slots.open.drain(..).partition(|c| {
-            !c.handle.is_closed()
-                && !(c.is_idle() && now.duration_since(*lock(&c.idle_since)) >= self.idle_timeout)
-        });
+        let (gone, keep): (Vec<_>, Vec<_>) = slots
+            .open
+            .drain(..)
+            .partition(|c| c.is_spent(now, self.idle_timeout));
         slots.open = keep;
         let pick = if let Some(idle) = slots.open.iter().find(|c| c.is_idle()) {
             Pick::Use(idle.clone())
@@ -409,11 +415,10 @@ async fn reap(pool: Weak<Pool>, every: Duration) {
         let (idle, expired) = {
             let now = Instant::now();
             let mut slots = lock(&pool.conns);
-            let (gone, keep): (Vec<_>, Vec<_>) = slots.open.drain(..).partition(|c| {
-                c.handle.is_closed()
-                    || (c.is_idle()
-                        && now.duration_since(*lock(&c.idle_since)) >= pool.idle_timeout)
-            });
+            let (gone, keep): (Vec<_>, Vec<_>) = slots
+                .open
+                .drain(..)
+                .partition(|c| c.is_spent(now, pool.idle_timeout));
             slots.open = keep;
             let idle: Vec<_> = slots.open.iter().filter(|c| c.is_idle()).cloned().collect();
             (idle, gone)

@@ -60,7 +60,7 @@ pub use breaker::BreakerState;
 pub use config::{
     SshConfig, SshConfigError, SshTarget, DEFAULT_PORT, KEY_FLAG, KNOWN_HOSTS_FLAG, TARGET_FLAG,
 };
-pub use pool::PoolStats;
+pub use pool::{PoolStats, CHANNELS_PER_CONNECTION};
 
 use pool::{lock, Pool};
 use task::Table;

@@ -16,6 +16,11 @@ use tracing::{debug, info, warn};
 use super::breaker::{Breaker, BreakerState};
 use super::config::{SshConfig, SshConfigError, SshTarget};
 
+/// The most channels put on one connection: OpenSSH's default `MaxSessions`.
+/// Past `pool_max` connections carrying this many each, a caller waits (up to
+/// the connect timeout) for one to free.
+pub const CHANNELS_PER_CONNECTION: usize = 10;
+
 /// The pool's figures, for health reporting.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -162,7 +167,7 @@ struct Slots {
 
 /// What [`Pool::pick`] chose.
 enum Pick {
-    Use(Arc<Conn>),
+    Use(Lease),
     Open,
     Wait,
 }
@@ -254,14 +259,22 @@ impl Pool {
     /// maximum, else the least busy.
     async fn acquire(self: &Arc<Self>) -> Result<Lease, RuntimeError> {
         self.start_reaper();
+        let deadline = Instant::now() + self.connect_timeout;
         loop {
             let (pick, expired) = self.pick(Instant::now());
             for c in expired {
                 c.close().await;
             }
             match pick {
-                Pick::Use(c) => return Ok(Lease::new(c)),
-                Pick::Wait => tokio::time::sleep(Duration::from_millis(20)).await,
+                Pick::Use(lease) => return Ok(lease),
+                Pick::Wait if Instant::now() >= deadline => {
+                    return Err(RuntimeError::Unavailable(format!(
+                        "ssh {}: all {} connections carry {CHANNELS_PER_CONNECTION} channels; \
+                         none freed within {:?}",
+                        self.target, self.max, self.connect_timeout
+                    )))
+                }
+                Pick::Wait => tokio::time::sleep(Duration::from_millis(10)).await,
                 Pick::Open => {
                     let opened = self.open().await;
                     let mut slots = lock(&self.conns);
@@ -284,19 +297,23 @@ impl Pool {
             .drain(..)
             .partition(|c| c.is_spent(now, self.idle_timeout));
         slots.open = keep;
-        let pick = if let Some(idle) = slots.open.iter().find(|c| c.is_idle()) {
-            Pick::Use(idle.clone())
-        } else if slots.open.len() + slots.opening < self.max {
-            slots.opening += 1;
-            Pick::Open
-        } else if let Some(least) = slots
+        let least = slots
             .open
             .iter()
-            .min_by_key(|c| c.busy.load(Ordering::SeqCst))
-        {
-            Pick::Use(least.clone())
-        } else {
-            Pick::Wait
+            .min_by_key(|c| c.busy.load(Ordering::SeqCst));
+        let pick = match least {
+            Some(c) if c.is_idle() => Pick::Use(Lease::new(c.clone())),
+            _ if slots.open.len() + slots.opening < self.max => {
+                slots.opening += 1;
+                Pick::Open
+            }
+            // Spread over the connections being opened rather than pile
+            // onto a busy one (sshd ends one command per connection at a time).
+            _ if slots.opening > 0 => Pick::Wait,
+            Some(c) if c.busy.load(Ordering::SeqCst) < CHANNELS_PER_CONNECTION => {
+                Pick::Use(Lease::new(c.clone()))
+            }
+            _ => Pick::Wait,
         };
         (pick, gone)
     }

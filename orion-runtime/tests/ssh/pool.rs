@@ -86,3 +86,4 @@ async fn one_job(rt: &SshRuntime, o: &orion_core::runtime::Owner, i: usize) {
     assert_eq!(info.state, ContainerState::Exited { code: 0 });
     rt.remove(&id).await.expect("remove");
 }
+

@@ -237,7 +237,7 @@ impl Pool {
             match lease.conn.handle.channel_open_session().await {
                 Ok(ch) => return Ok((ch, lease)),
                 Err(e) => {
-                    debug!(target = %self.target, conn = lease.conn.id, error = %e, "channel open failed");
+                    debug!(server = %self.target, conn = lease.conn.id, error = %e, "channel open failed");
                     if !lease.is_closed() {
                         return Err(RuntimeError::Unavailable(format!(
                             "ssh {}: cannot open a channel: {e}",
@@ -337,7 +337,7 @@ impl Pool {
             Ok(handle) => {
                 breaker.succeeded();
                 let id = self.opened.fetch_add(1, Ordering::SeqCst) + 1;
-                info!(target = %self.target, conn = id, "ssh connection opened");
+                info!(server = %self.target, conn = id, "ssh connection opened");
                 Ok(Conn {
                     id,
                     handle,
@@ -347,7 +347,7 @@ impl Pool {
             }
             Err(why) => {
                 breaker.failed(Instant::now(), &why);
-                warn!(target = %self.target, error = %why, "ssh connection failed");
+                warn!(server = %self.target, error = %why, "ssh connection failed");
                 Err(RuntimeError::Unavailable(format!(
                     "ssh {}: {why}",
                     self.target
@@ -441,13 +441,13 @@ async fn reap(pool: Weak<Pool>, every: Duration) {
             (idle, gone)
         };
         for c in expired {
-            debug!(target = %pool.target, conn = c.id, "closing an idle ssh connection");
+            debug!(server = %pool.target, conn = c.id, "closing an idle ssh connection");
             c.close().await;
         }
         for c in idle {
             let answered = tokio::time::timeout(every, c.handle.send_ping()).await;
             if !matches!(answered, Ok(Ok(()))) {
-                warn!(target = %pool.target, conn = c.id, "an idle ssh connection stopped answering");
+                warn!(server = %pool.target, conn = c.id, "an idle ssh connection stopped answering");
                 lock(&pool.conns).open.retain(|o| !Arc::ptr_eq(o, &c));
                 c.close().await;
             }

@@ -14,4 +14,5 @@ mod dropped;
 mod hostkey;
 mod jobs;
 mod pool;
+mod signals;
 mod suite;

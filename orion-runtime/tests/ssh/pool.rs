@@ -87,3 +87,22 @@ async fn one_job(rt: &SshRuntime, o: &orion_core::runtime::Owner, i: usize) {
     rt.remove(&id).await.expect("remove");
 }
 
+/// An idle connection is closed after `idle_timeout`, and the next call opens
+/// a new one.
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let sshd = sshd_or_skip!();
+    let mut config = sshd.config();
+    config.idle_timeout = std::time::Duration::from_millis(300);
+    config.keepalive = std::time::Duration::from_millis(100);
+    let rt = SshRuntime::new(config).expect("builds");
+    rt.ping().await.expect("ping");
+    assert_eq!(rt.pool_stats().open, 1);
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while rt.pool_stats().open > 0 {
+        assert!(Instant::now() < deadline, "the idle connection stayed open");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    rt.ping().await.expect("ping again");
+    assert_eq!(rt.pool_stats().opened, 2);
+}

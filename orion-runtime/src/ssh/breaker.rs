@@ -79,6 +79,12 @@ impl Breaker {
         self.trial = false;
     }
 
+    /// An admitted attempt was given up before it ended: nothing is counted,
+    /// and a half-open breaker lets the next caller make the trial.
+    pub(crate) fn abandoned(&mut self) {
+        self.trial = false;
+    }
+
     /// An attempt failed at `now`: opens after `threshold` in a row, and at
     /// once when it was the half-open trial.
     pub(crate) fn failed(&mut self, now: Instant, error: &str) {
@@ -129,6 +135,17 @@ mod tests {
         b.succeeded();
         assert_eq!(b.state(after), BreakerState::Closed);
         assert!(b.admit(after).is_ok());
+    }
+
+    #[test]
+    fn an_abandoned_trial_frees_the_next_one() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(1, Duration::from_secs(1));
+        b.failed(t0, "down");
+        let later = t0 + Duration::from_secs(2);
+        assert!(b.admit(later).is_ok());
+        b.abandoned();
+        assert!(b.admit(later).is_ok(), "another trial");
     }
 
     #[test]

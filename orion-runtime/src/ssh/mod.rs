@@ -26,7 +26,8 @@
 //!   Docker reports). A connection that drops while a task runs ends it as
 //!   `Exited { code: 255 }` with `error` saying so, never as a success.
 //! - **logs** serves the output from the local files, following it until the
-//!   task ends; **exec** runs a command in the task's directory with its env;
+//!   task ends; **exec** runs a command in the task's directory with its env
+//!   (in any state once created: the directory is there until `remove`);
 //!   **exits** feeds the owner's task exits as they happen.
 //! - Connections are pooled per target (one carries many channels; OpenSSH's
 //!   `MaxSessions`, 10 by default, bounds channels per connection), idle ones
@@ -37,7 +38,10 @@
 //!   closes it or opens it again.
 //! - The server's host key must be in the known-hosts file; an unknown or
 //!   changed key is refused, naming the host and the key's SHA256
-//!   fingerprint. Only key authentication; no key material is ever logged.
+//!   fingerprint. Lines name the host exactly (`host`, `[host]:port`, or
+//!   hashed `|1|...`); wildcard patterns and the `@cert-authority` /
+//!   `@revoked` markers are not understood (such lines match nothing). Only
+//!   key authentication, unencrypted keys; no key material is ever logged.
 //!
 //! What does not apply: images ([`ensure_image`](orion_core::Runtime::ensure_image)
 //! accepts only `""`; the task's `image` is ignored), volumes, resource limits,
@@ -108,9 +112,16 @@ impl fmt::Debug for SshRuntime {
 
 impl SshRuntime {
     /// A runtime for the config's target, checked with [`SshConfig::check`]
-    /// (the key is loaded now). Does no network I/O: the first call connects.
+    /// (the key is loaded now; `data_dir` is created). Does no network I/O:
+    /// the first call connects.
     pub fn new(config: SshConfig) -> Result<SshRuntime, SshConfigError> {
         config.check()?;
+        if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+            return Err(SshConfigError::Field {
+                field: "data_dir",
+                reason: format!("cannot create {}: {e}", config.data_dir.display()),
+            });
+        }
         let pool = Arc::new(Pool::new(&config)?);
         let table = Arc::new(Table::new(
             config.data_dir.clone(),

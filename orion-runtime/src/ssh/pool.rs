@@ -276,9 +276,15 @@ impl Pool {
                 }
                 Pick::Wait => tokio::time::sleep(Duration::from_millis(10)).await,
                 Pick::Open => {
+                    // Gives the slot back also when this future is dropped.
+                    let mut slot = Opening {
+                        pool: self,
+                        armed: true,
+                    };
                     let opened = self.open().await;
                     let mut slots = lock(&self.conns);
                     slots.opening -= 1;
+                    slot.armed = false;
                     let conn = Arc::new(opened?);
                     let lease = Lease::new(conn.clone());
                     slots.open.push(conn);
@@ -327,11 +333,18 @@ impl Pool {
                 self.target
             )));
         }
-        let attempt = tokio::time::timeout(self.connect_timeout, self.connect()).await;
-        let result = match attempt {
+        // An attempt dropped half-way (its caller gave up) frees a half-open
+        // breaker's trial for the next caller instead of wedging it.
+        let mut attempt = Attempt {
+            pool: self,
+            armed: true,
+        };
+        let connected = tokio::time::timeout(self.connect_timeout, self.connect()).await;
+        let result = match connected {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {:?}", self.connect_timeout)),
         };
+        attempt.armed = false;
         let mut breaker = lock(&self.breaker);
         match result {
             Ok(handle) => {
@@ -417,6 +430,35 @@ impl Pool {
         let pool = Arc::downgrade(self);
         let every = self.keepalive;
         *reaper = Some(tokio::spawn(reap(pool, every)));
+    }
+}
+
+/// A slot counted in `Slots::opening`, given back if the opening is abandoned.
+struct Opening<'a> {
+    pool: &'a Pool,
+    armed: bool,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            lock(&self.pool.conns).opening -= 1;
+        }
+    }
+}
+
+/// A connection attempt let through the breaker; if abandoned, the breaker
+/// forgets it (no failure counted, a half-open trial freed).
+struct Attempt<'a> {
+    pool: &'a Pool,
+    armed: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            lock(&self.pool.breaker).abandoned();
+        }
     }
 }
 

@@ -43,16 +43,23 @@
 //!   `@revoked` markers are not understood (such lines match nothing). Only
 //!   key authentication, unencrypted keys; no key material is ever logged.
 //!
+//! Adoption after a restart is partial: each task's launch (never its
+//! secrets), remote directory and pid are recorded in
+//! `<data_dir>/<alloc>/task.json`, and a new `SshRuntime` on the same
+//! `data_dir` lists them again, as `Exited { code: 255 }` with an error
+//! saying so, since the channel that carried their exit status is gone.
+//! Removing (or restarting) one kills its old process group and removes its
+//! remote directory, so nothing is orphaned on the server.
+//!
 //! What does not apply: images ([`ensure_image`](orion_core::Runtime::ensure_image)
 //! accepts only `""`; the task's `image` is ignored), volumes, resource limits,
-//! security settings, `stats`, `read_file`, `exec_attach`, and adoption: tasks
-//! are tracked in memory, so after the agent restarts this runtime lists none
-//! of the tasks it started before (their remote processes and directories stay
-//! behind). A process whose connection dropped may still run on the server.
+//! security settings, `stats`, `read_file`, `exec_attach`. A process whose
+//! connection dropped may still run on the server until the task is removed.
 
 mod breaker;
 mod config;
 mod pool;
+mod record;
 mod remote;
 mod runtime;
 mod task;

@@ -181,6 +181,17 @@ pub(crate) fn signal(pid: u32, signal: &str) -> String {
     ))
 }
 
+/// Like [`signal`], for a pid from an earlier connection: only when the
+/// process still works in `dir` (where `/proc` tells), so a recycled pid is
+/// left alone.
+pub(crate) fn signal_orphan(pid: u32, signal: &str, dir: &str) -> String {
+    sh(&format!(
+        "if [ -d /proc/{pid} ] && [ \"$(readlink /proc/{pid}/cwd)\" != {} ]; then exit 0; fi; \
+         kill -{signal} -{pid} 2>/dev/null || kill -{signal} {pid} 2>/dev/null; exit 0",
+        quote(dir)
+    ))
+}
+
 /// Removes the task's directory.
 pub(crate) fn remove_dir(dir: &str) -> String {
     sh(&format!("rm -rf {}", quote(dir)))

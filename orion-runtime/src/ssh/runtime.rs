@@ -74,6 +74,18 @@ impl SshRuntime {
         Ok(ended_within(&mut rx, within).await)
     }
 
+    /// Kills the process group a task ran before a restart, if it has one.
+    async fn kill_orphan(&self, id: &str) -> Result<(), RuntimeError> {
+        let (Some(pid), Some(dir)) = self.inner.table.with(id, |t| (t.orphan, t.dir.clone()))?
+        else {
+            return Ok(());
+        };
+        let command = remote::signal_orphan(pid, "KILL", &dir);
+        remote::run(&self.inner.pool, &command, b"").await?;
+        self.inner.table.with(id, |t| t.orphan = None)?;
+        Ok(())
+    }
+
     /// The task's remote directory and environment script, for running in it.
     fn workspace(&self, id: &str) -> Result<(String, zeroize::Zeroizing<Vec<u8>>), RuntimeError> {
         let host = self.inner.config.target.host.clone();
@@ -142,14 +154,19 @@ impl Runtime for SshRuntime {
                 error: None,
                 run_id: 0,
                 run: None,
+                orphan: None,
             };
             tasks.insert(id.clone(), task);
         }
         match self.make_dir(launch).await {
-            Ok(dir) => self.inner.table.with(&id, |t| {
-                t.dir = Some(dir);
-                t.info(&id)
-            }),
+            Ok(dir) => {
+                let info = self.inner.table.with(&id, |t| {
+                    t.dir = Some(dir);
+                    t.info(&id)
+                });
+                self.inner.table.save(&id, None);
+                info
+            }
             Err(e) => {
                 lock(&self.inner.table.tasks).remove(&id);
                 Err(e)
@@ -169,7 +186,9 @@ impl Runtime for SshRuntime {
         if running {
             return Ok(());
         }
-        let command = remote::run_in(&dir, &argv?, true);
+        let argv = argv?;
+        self.kill_orphan(id).await?;
+        let command = remote::run_in(&dir, &argv, true);
         let (ch, lease) = self.inner.pool.channel().await?;
         let failed = |e: russh::Error| {
             RuntimeError::Unavailable(format!("ssh {}: start: {e}", self.inner.config.target))
@@ -197,7 +216,13 @@ impl Runtime for SshRuntime {
                 old.abort();
             }
         })?;
-        let _ = tokio::time::timeout(START_WAIT, rx.wait_for(|p| p.pid.is_some() || p.ended)).await;
+        let announced =
+            tokio::time::timeout(START_WAIT, rx.wait_for(|p| p.pid.is_some() || p.ended)).await;
+        if let Ok(Ok(p)) = announced {
+            if p.pid.is_some() {
+                self.inner.table.save(id, p.pid);
+            }
+        }
         Ok(())
     }
 
@@ -223,6 +248,7 @@ impl Runtime for SshRuntime {
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.kill(id).await?;
+        self.kill_orphan(id).await?;
         let (dir, alloc) = self
             .inner
             .table

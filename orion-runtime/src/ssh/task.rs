@@ -2,7 +2,6 @@
 //! directories and states; the runner that carries one run's channel, writing
 //! its output to local files; and the log reader over those files.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +44,9 @@ pub(crate) struct Task {
     pub run_id: u64,
     /// The current run's progress and runner, once started.
     pub run: Option<(watch::Receiver<Progress>, tokio::task::JoinHandle<()>)>,
+    /// A remote pid from before a restart (see `record`), killed before a new
+    /// run starts and on remove.
+    pub orphan: Option<u32>,
 }
 
 impl Task {
@@ -72,7 +74,7 @@ pub(crate) struct Exit {
 
 /// Every task, by id.
 pub(crate) struct Table {
-    pub tasks: Mutex<HashMap<String, Task>>,
+    pub tasks: Mutex<std::collections::HashMap<String, Task>>,
     pub exits: broadcast::Sender<Exit>,
     /// `<data_dir>`: each task's output under `<alloc>/stdout|stderr`.
     pub data_dir: PathBuf,
@@ -81,10 +83,11 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    /// An empty table.
+    /// A table holding the tasks recorded under `data_dir` (see `record`).
     pub(crate) fn new(data_dir: PathBuf, target: String) -> Table {
+        let adopted = super::record::load(&data_dir);
         Table {
-            tasks: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(adopted.into_iter().collect()),
             exits: broadcast::channel(256).0,
             data_dir,
             target,
@@ -117,14 +120,33 @@ impl Table {
         listed
     }
 
+    /// Saves task `id`'s record (best effort: a task whose record cannot be
+    /// written runs all the same, it just will not be adopted).
+    pub(crate) fn save(&self, id: &str, pid: Option<u32>) {
+        let record = self.with(id, |t| {
+            t.dir.clone().map(|dir| super::record::Record {
+                id: id.to_string(),
+                launch: t.launch.clone(),
+                dir,
+                pid,
+            })
+        });
+        let Ok(Some(record)) = record else { return };
+        let dir = self.log_dir(&record.launch.alloc_id);
+        if let Err(e) = super::record::save(&dir, &record) {
+            warn!(task = %id, error = %e, "cannot record an ssh task for adoption");
+        }
+    }
+
     /// The local directory of an allocation's output.
     pub(crate) fn log_dir(&self, alloc: &str) -> PathBuf {
         self.data_dir.join(alloc)
     }
 
     /// Records the end of run `run_id` of `id` (unless a newer run or a
-    /// removal came first) and announces it.
-    fn ended(&self, id: &str, run_id: u64, code: i64, error: Option<String>) {
+    /// removal came first), with the pid that may still run when it ended
+    /// badly, and announces it.
+    fn ended(&self, id: &str, run_id: u64, code: i64, error: Option<String>, orphan: Option<u32>) {
         let exit = {
             let mut tasks = lock(&self.tasks);
             let Some(task) = tasks.get_mut(id).filter(|t| t.run_id == run_id) else {
@@ -132,6 +154,7 @@ impl Table {
             };
             task.state = ContainerState::Exited { code };
             task.error = error;
+            task.orphan = orphan;
             Exit {
                 cluster_id: task.launch.cluster_id.clone(),
                 node_id: task.launch.node_id.clone(),
@@ -253,7 +276,9 @@ pub(crate) async fn runner(
     } else {
         debug!(task = %id, code, "ssh task exited");
     }
-    table.ended(&id, run_id, code, error);
+    // A run that ended without its status may have left its process behind.
+    let orphan = error.as_ref().and(progress.borrow().pid);
+    table.ended(&id, run_id, code, error, orphan);
     progress.send_modify(|p| {
         p.ended = true;
         p.output += 1;

@@ -8,6 +8,7 @@
 
 mod support;
 
+mod adopt;
 mod breaker;
 mod config;
 mod dropped;

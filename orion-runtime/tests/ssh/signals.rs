@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use orion_core::{ContainerState, Runtime};
 
 use crate::sshd_or_skip;
-use crate::support::{launch_for, owner, task};
+use crate::support::{launch_for, owner, pgrep, task};
 
 /// A task that exits on TERM stops well within its grace with its own code,
 /// and the child it forked dies with it (the group was signalled).
@@ -57,14 +57,4 @@ async fn stop_kills_a_task_that_ignores_term_after_the_grace() {
     let info = rt.inspect(&id).await.expect("inspect");
     assert_eq!(info.state, ContainerState::Exited { code: 137 });
     rt.remove(&id).await.expect("remove");
-}
-
-/// Whether a process with `marker` in its command line runs (the server is
-/// this host).
-fn pgrep(marker: &str) -> bool {
-    std::process::Command::new("pgrep")
-        .args(["-f", marker])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }

@@ -386,3 +386,13 @@ pub async fn logs(rt: &SshRuntime, id: &str, follow: bool) -> (String, String) {
 pub fn path(sshd: &Sshd, name: &str) -> PathBuf {
     sshd.dir.path().join(name)
 }
+
+/// Whether a process with `marker` in its command line runs (the server is
+/// this host).
+pub fn pgrep(marker: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", marker])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

@@ -58,6 +58,7 @@
 
 mod breaker;
 mod config;
+mod hostkey;
 mod pool;
 mod record;
 mod remote;

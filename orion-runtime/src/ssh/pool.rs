@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use orion_core::RuntimeError;
 use russh::client::{self, Handle};
-use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
 use russh::{Channel, Disconnect};
 use tracing::{debug, info, warn};
 
 use super::breaker::{Breaker, BreakerState};
 use super::config::{SshConfig, SshConfigError, SshTarget};
+use super::hostkey::Client;
 
 /// The most channels put on one connection: OpenSSH's default `MaxSessions`.
 /// Past `pool_max` connections carrying this many each, a caller waits (up to
@@ -31,59 +32,6 @@ pub struct PoolStats {
     pub open: usize,
     /// Channels in use now, over all connections.
     pub channels: usize,
-}
-
-/// The russh handler: checks the server's key against the known-hosts file and
-/// keeps the reason of a refusal for the error message.
-struct Client {
-    target: SshTarget,
-    known_hosts: PathBuf,
-    refusal: Arc<Mutex<Option<String>>>,
-}
-
-impl client::Handler for Client {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        offered: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        let verdict = host_key_verdict(&self.target, &self.known_hosts, &offered.public_key());
-        match verdict {
-            Ok(()) => Ok(true),
-            Err(why) => {
-                *lock(&self.refusal) = Some(why);
-                Ok(false)
-            }
-        }
-    }
-}
-
-/// Whether `key` is the target's key in the known-hosts file; the refusal
-/// names the host and the key's SHA256 fingerprint.
-fn host_key_verdict(target: &SshTarget, file: &PathBuf, key: &PublicKey) -> Result<(), String> {
-    let name = target.known_hosts_name();
-    let offered = format!(
-        "{} {}",
-        key.algorithm().as_str(),
-        key.fingerprint(HashAlg::Sha256)
-    );
-    match russh::keys::check_known_hosts_path(&target.host, target.port, key, file) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(format!(
-            "host key of {name} ({offered}) is not in {}: refusing an unknown host",
-            file.display()
-        )),
-        Err(russh::keys::Error::KeyChanged { line }) => Err(format!(
-            "host key of {name} does not match {} line {line}: the server offered {offered} \
-             (a changed server or a man in the middle): refusing it",
-            file.display()
-        )),
-        Err(e) => Err(format!(
-            "cannot check the host key of {name} ({offered}) against {}: {e}",
-            file.display()
-        )),
-    }
 }
 
 /// One authenticated connection.
@@ -372,11 +320,11 @@ impl Pool {
     /// TCP, handshake with the host-key check, public-key authentication.
     async fn connect(&self) -> Result<Handle<Client>, String> {
         let refusal = Arc::new(Mutex::new(None));
-        let handler = Client {
-            target: self.target.clone(),
-            known_hosts: self.known_hosts.clone(),
-            refusal: refusal.clone(),
-        };
+        let handler = Client::new(
+            self.target.clone(),
+            self.known_hosts.clone(),
+            refusal.clone(),
+        );
         let addr = (self.target.host.as_str(), self.target.port);
         let mut handle = match client::connect(self.ssh.clone(), addr, handler).await {
             Ok(h) => h,

@@ -49,7 +49,9 @@
 //! `data_dir` lists them again, as `Exited { code: 255 }` with an error
 //! saying so, since the channel that carried their exit status is gone.
 //! Removing (or restarting) one kills its old process group and removes its
-//! remote directory, so nothing is orphaned on the server.
+//! remote directory, so nothing is orphaned on the server. Secrets are not
+//! recorded, so an adopted task started again runs without its secret env:
+//! re-create it from its launch instead.
 //!
 //! What does not apply: images ([`ensure_image`](orion_core::Runtime::ensure_image)
 //! accepts only `""`; the task's `image` is ignored), volumes, resource limits,

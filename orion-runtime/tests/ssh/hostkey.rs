@@ -26,6 +26,7 @@ async fn a_wrong_host_key_is_refused() {
         .await
         .expect_err("a wrong host key is refused")
         .to_string();
+    eprintln!("refused: {e}");
     let host = format!("[127.0.0.1]:{}", sshd.port);
     let offered = fingerprint(&path(&sshd, "host_key.pub"));
     assert!(e.contains(&host), "{e}");
@@ -49,6 +50,7 @@ async fn an_unknown_host_is_refused() {
         .await
         .expect_err("an unknown host is refused")
         .to_string();
+    eprintln!("refused: {e}");
     let offered = fingerprint(&path(&sshd, "host_key.pub"));
     assert!(e.contains(&format!("[127.0.0.1]:{}", sshd.port)), "{e}");
     assert!(e.contains(&offered) && e.contains("unknown host"), "{e}");

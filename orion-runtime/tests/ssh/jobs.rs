@@ -38,6 +38,19 @@ async fn a_script_job_reports_its_output_env_and_exit_code() {
          greeting=it's a 'quoted' $value secret=s3cret\n"
     );
     assert_eq!(err, "oops\n");
+    let record = sshd
+        .dir
+        .path()
+        .join("data")
+        .join(&launch.alloc_id)
+        .join("task.json");
+    let record = std::fs::read_to_string(record).expect("the task's record");
+    assert!(record.contains("GREETING"), "{record}");
+    assert!(
+        !record.contains("s3cret"),
+        "a secret reached the disk: {record}"
+    );
+    assert!(!sshd.log().contains("s3cret"));
     rt.remove(&id).await.expect("remove");
 }
 

@@ -34,7 +34,7 @@ fn node(runtime: Arc<dyn Runtime>, rt: &tokio::runtime::Runtime) -> Cluster {
                 p
             })
             .runtime_shared(runtime)
-            .store(MemStore::new(&format!("bench-rt-{}", std::process::id())))
+            .store(MemStore::new(format!("bench-rt-{}", std::process::id())))
             .config(orion_core::testing::fast_loops())
             .start()
             .await

@@ -987,7 +987,8 @@ impl Agent {
         });
         task.command = script.command();
         task.args.clear();
-        if task.image.is_empty() {
+        // A runtime without images runs the interpreter on its host.
+        if task.image.is_empty() && crate::model::runs_images(Some(self.runtime.name())) {
             task.image = self
                 .scripts
                 .images

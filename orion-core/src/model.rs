@@ -148,6 +148,12 @@ pub struct NodeInfo {
     pub runtime_warning: Option<String>,
 }
 
+/// Whether runtime `runtime` (none: docker) runs images; the process and
+/// SSH runtimes run commands and scripts on their host instead.
+pub fn runs_images(runtime: Option<&str>) -> bool {
+    !matches!(runtime.unwrap_or("docker"), "process" | "ssh")
+}
+
 /// Whether a node with runtime `runtime` (none: docker) can run `task`;
 /// otherwise why not. Docker runs images (a script gets its runner image);
 /// the process and SSH runtimes run commands and scripts, not images; any

@@ -1,11 +1,17 @@
-//! Orion's runtime adapters: [`DockerRuntime`] drives a Docker Engine through bollard,
-//! behind `orion_core::Runtime`.
+//! Orion's runtime adapters behind `orion_core::Runtime`: [`DockerRuntime`] drives a
+//! Docker Engine through bollard; [`SshRuntime`] runs tasks as processes on a remote
+//! server over SSH (russh).
 //!
 //! # Layout
 //!
 //! - [`docker`]: [`DockerRuntime`] and its [`DockerConfig`]; the engine is contacted
 //!   lazily, the API version negotiated down to the engine's, and every container
 //!   labelled so that a restarted agent finds it again.
+//! - [`ssh`]: [`SshRuntime`] and its [`SshConfig`]; a pool of SSH connections to one
+//!   `user@host:port` behind a circuit breaker, host keys checked against known_hosts,
+//!   output kept in local files.
+//! - [`process`]: [`ProcessRuntime`]; a task's command as a child process group of
+//!   the agent, limited through cgroups where it may, adopted again after a restart.
 //! - [`image`]: local images without a registry: a busybox rootfs built in memory and
 //!   imported as a tagged image, and the ready-made demo web image
 //!   ([`image::DEMO_IMAGE`]).
@@ -25,6 +31,8 @@
 pub mod docker;
 pub mod image;
 pub mod process;
+pub mod ssh;
 
 pub use docker::{ConfigError, DockerConfig, DockerRuntime};
 pub use process::{ProcessConfig, ProcessRuntime};
+pub use ssh::{SshConfig, SshConfigError, SshRuntime, SshTarget};

@@ -41,5 +41,8 @@ pub use node::{
 };
 pub use orion_core::*;
 pub use orion_gossip::{ChitchatMembership, GossipConfig};
-pub use orion_runtime::{image, DockerConfig, DockerRuntime, ProcessConfig, ProcessRuntime};
+pub use orion_runtime::{
+    image, DockerConfig, DockerRuntime, ProcessConfig, ProcessRuntime, SshConfig, SshRuntime,
+    SshTarget,
+};
 pub use orion_store::{Engine, RaftStore, RaftStoreConfig};

@@ -146,11 +146,23 @@ pub struct AgentArgs {
     /// Config file mirroring these flags.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// What runs the tasks: `docker` (the local engine) or `process` (plain
+    /// What runs the tasks: `docker` (the local engine), `process` (plain
     /// processes of this agent, for hosts without Docker: tasks give a
-    /// command and no image).
+    /// command and no image) or `ssh` (processes on the server of
+    /// `--ssh-target`).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Docker)]
     pub runtime: RuntimeKind,
+    /// With `--runtime ssh`: the server tasks run on, `user@host[:port]`.
+    #[arg(long)]
+    pub ssh_target: Option<String>,
+    /// With `--runtime ssh`: the private key to log in with (unencrypted;
+    /// key authentication only).
+    #[arg(long)]
+    pub ssh_key: Option<PathBuf>,
+    /// With `--runtime ssh`: the known-hosts file the server's host key is
+    /// checked against [default: ~/.ssh/known_hosts].
+    #[arg(long)]
+    pub ssh_known_hosts: Option<PathBuf>,
     /// Where the node keeps its data.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -307,6 +319,8 @@ pub enum RuntimeKind {
     Docker,
     /// Plain processes of the agent.
     Process,
+    /// Processes on a server reached over SSH.
+    Ssh,
 }
 
 #[derive(Debug, Args, Clone)]

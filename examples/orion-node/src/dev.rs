@@ -168,6 +168,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
             note!("running the example job as processes of this binary (no Docker needed)…");
             orion::ProcessRuntime::new(orion::ProcessConfig::new(&dir))?
         }
+        crate::cli::RuntimeKind::Ssh => {
+            bail!("dev runs --runtime docker or process; an ssh node is an agent: orion-node agent --runtime ssh --ssh-target user@host --ssh-key FILE")
+        }
     };
     let mut nodes: Vec<Cluster> = Vec::new();
     for (i, shape) in SHAPES.iter().take(args.nodes).enumerate() {

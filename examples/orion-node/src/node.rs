@@ -10,7 +10,10 @@ use crate::cli::AgentArgs;
 /// when it starts again.
 pub async fn run_agent(args: AgentArgs) -> Result<()> {
     let config = crate::config::node_config(&args)?;
-    let runtime = runtime(args.runtime, &config.data_dir)?;
+    let runtime = match args.runtime {
+        crate::cli::RuntimeKind::Ssh => ssh_runtime(&args, &config.data_dir)?,
+        kind => runtime(kind, &config.data_dir)?,
+    };
     // The first start of a secure cluster's first node: `cluster init`.
     let tls_dir = config.data_dir.join(orion::TLS_DIR);
     let init =
@@ -54,7 +57,29 @@ pub fn runtime(
         crate::cli::RuntimeKind::Process => {
             orion::ProcessRuntime::new(orion::ProcessConfig::new(data_dir))?
         }
+        crate::cli::RuntimeKind::Ssh => {
+            anyhow::bail!("--runtime ssh: give --ssh-target user@host[:port] and --ssh-key FILE")
+        }
     })
+}
+
+/// The SSH runtime of `--runtime ssh`, its flags checked before anything
+/// starts: each error names its flag.
+fn ssh_runtime(
+    args: &AgentArgs,
+    data_dir: &std::path::Path,
+) -> Result<std::sync::Arc<dyn orion::Runtime>> {
+    let target = args
+        .ssh_target
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--runtime ssh needs --ssh-target user@host[:port]"))?;
+    let key = args.ssh_key.clone().ok_or_else(|| {
+        anyhow::anyhow!("--runtime ssh needs --ssh-key FILE (key authentication only)")
+    })?;
+    let target = orion::SshTarget::parse(target)?;
+    let mut config = orion::SshConfig::new(target, key, data_dir.join("ssh"));
+    config.known_hosts = args.ssh_known_hosts.clone();
+    Ok(std::sync::Arc::new(orion::SshRuntime::new(config)?))
 }
 
 /// What `docker swarm init` prints, Orion's way: the CA to pin, where the

@@ -27,6 +27,7 @@ mod restart;
 mod scripts;
 mod secrets;
 mod single_node;
+mod ssh;
 mod stats;
 mod system;
 mod ui;

@@ -265,3 +265,35 @@ async fn without_cgroups_limits_fall_back_to_setrlimit_and_say_so() {
     assert!(err.contains("memory") || err.contains("alloc"), "{err}");
     rt.remove(&c.id).await.unwrap();
 }
+
+/// A log past the cap is rotated (one old copy kept) while the process
+/// writes on, and `logs` serves the old copy then the new file.
+#[tokio::test]
+async fn logs_past_the_cap_rotate_and_are_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ProcessConfig::new(dir.path());
+    config.log_max_bytes = 4096;
+    let rt = ProcessRuntime::new(config).unwrap();
+    let script = "i=0; while [ $i -lt 400 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); sleep 0.005; done";
+    let c = rt
+        .create(&launch("c5", "a1", task(&["sh", "-c", script]), vec![]))
+        .await
+        .unwrap();
+    rt.start(&c.id).await.unwrap();
+    exited(&rt, &c.id).await;
+    let task_dir = orion_runtime::process::task_dir(dir.path(), &c.id);
+    assert!(task_dir.join("stdout.1").exists(), "rotated");
+    let size = std::fs::metadata(task_dir.join("stdout")).unwrap().len();
+    assert!(
+        size < 400 * 40,
+        "the current file was truncated: {size} bytes"
+    );
+    let (out, _) = all_logs(&rt, &c.id).await;
+    assert!(
+        out.trim_end()
+            .ends_with("line-399-xxxxxxxxxxxxxxxxxxxxxxxx"),
+        "{}",
+        &out[out.len().saturating_sub(200)..]
+    );
+    rt.remove(&c.id).await.unwrap();
+}

@@ -31,6 +31,15 @@ pub enum EngineError {
     /// The engine was closed by [`LogEngine::close`].
     #[error("storage engine is closed")]
     Closed,
+    /// The store's file is damaged (or empty where it held a store): the
+    /// node refuses to start on it rather than on a new, empty state.
+    #[error("{} is damaged ({why}): not starting on it. Restore the data dir from a backup, or remove the data dir and rejoin the cluster from its peers (orion-node agent --join <a manager> --data-dir <a new dir>)", file.display())]
+    Damaged {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The data directory holds another engine's files.
     #[error("{dir} holds a {found} store, not a {wanted} one")]
     WrongEngine {

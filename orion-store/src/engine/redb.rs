@@ -32,14 +32,62 @@ impl RedbEngine {
     }
 
     /// Opens or creates the store in `dir/orion.redb`.
+    ///
+    /// An existing file is checked first (redb's integrity check, every page's
+    /// checksum): a damaged one, an empty one, or one that makes redb panic
+    /// is refused with [`EngineError::Damaged`] naming it — never opened as a
+    /// new, empty store.
     pub fn open(dir: &Path) -> Result<Self, EngineError> {
-        let db = Database::create(dir.join(FILE)).map_err(be)?;
-        let engine = RedbEngine {
-            db: RwLock::new(Some(db)),
+        let path = dir.join(FILE);
+        let damaged = |why: String| EngineError::Damaged {
+            file: path.clone(),
+            why,
         };
-        // Create both tables up front, so readers never meet a missing table.
-        engine.write(true, |_, _| Ok(()))?;
-        Ok(engine)
+        let existed = match std::fs::metadata(&path) {
+            Ok(m) if m.len() == 0 => return Err(damaged("the file is empty".into())),
+            Ok(_) => true,
+            Err(_) => false,
+        };
+        // A panic inside redb is caught and reported as one line: the default
+        // hook, which would print it with a backtrace, is set aside meanwhile.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let opened = std::panic::catch_unwind(|| -> Result<RedbEngine, EngineError> {
+            let mut db = Database::create(&path).map_err(|e| {
+                if existed {
+                    damaged(e.to_string())
+                } else {
+                    be(e)
+                }
+            })?;
+            if existed {
+                match db.check_integrity() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(file = %path.display(), "the store failed redb's integrity check and was repaired")
+                    }
+                    Err(e) => return Err(damaged(e.to_string())),
+                }
+            }
+            let engine = RedbEngine {
+                db: RwLock::new(Some(db)),
+            };
+            // Create both tables up front, so readers never meet a missing table.
+            engine.write(true, |_, _| Ok(()))?;
+            Ok(engine)
+        });
+        std::panic::set_hook(hook);
+        match opened {
+            Ok(r) => r,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "redb panicked reading it".into());
+                Err(damaged(format!("redb panicked reading it: {why}")))
+            }
+        }
     }
 
     fn write(

@@ -91,3 +91,64 @@ fn refuses_the_other_engines_directory() {
         "{err}"
     );
 }
+
+/// A redb file that is empty, or has 4 KiB overwritten at an offset, is
+/// refused naming the file (or, when the damage is in unused space, opens with
+/// its entries): never a panic, never a new empty store.
+#[test]
+fn a_damaged_or_empty_redb_file_is_refused_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("good");
+    {
+        let e = open_engine(Engine::Redb, &store).expect("open");
+        for i in 0..50 {
+            e.append(&entries(i * 20 + 1..i * 20 + 21)).expect("append");
+        }
+        e.close().expect("close");
+    }
+    let good = std::fs::read(store.join("orion.redb")).expect("file");
+    let (mut refused, mut opened) = (0, 0);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..10 {
+        let d = dir.path().join(format!("bad-{i}"));
+        std::fs::create_dir_all(&d).expect("dir");
+        let mut bytes = good.clone();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let at = (seed as usize) % bytes.len().saturating_sub(4096).max(1);
+        for b in &mut bytes[at..(at + 4096).min(good.len())] {
+            *b = 0xa5;
+        }
+        std::fs::write(d.join("orion.redb"), &bytes).expect("write");
+        match open_engine(Engine::Redb, &d) {
+            Err(EngineError::Damaged { file, why }) => {
+                assert_eq!(file, d.join("orion.redb"));
+                assert!(!why.is_empty());
+                refused += 1;
+            }
+            Err(other) => panic!("at offset {at}: {other}"),
+            Ok(e) => {
+                // The damage missed what it holds: every entry still reads.
+                assert_eq!(
+                    e.read_range(1, 1001).expect("read").len(),
+                    1000,
+                    "offset {at}"
+                );
+                opened += 1;
+            }
+        }
+    }
+    eprintln!("4 KiB overwritten at 10 offsets: {refused} refused, {opened} opened intact");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("dir");
+    std::fs::write(empty.join("orion.redb"), b"").expect("write");
+    let e = open_engine(Engine::Redb, &empty)
+        .err()
+        .expect("an empty file is refused");
+    let text = e.to_string();
+    assert!(
+        text.contains("orion.redb is damaged (the file is empty)") && text.contains("rejoin"),
+        "{text}"
+    );
+}

@@ -22,6 +22,7 @@ mod data_key;
 mod gossip_keys;
 mod identity;
 mod join;
+mod store_guard;
 mod tls;
 
 use std::net::SocketAddr;
@@ -124,6 +125,15 @@ pub enum NodeError {
     /// The store failed to open, serve or bootstrap.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The data dir held a store that is gone or empty now: starting would
+    /// make a new, empty cluster beside the old one's containers.
+    #[error("data dir {dir} held a Raft store, and {what}: not starting a new, empty cluster on it. Restore the data dir from a backup, or remove it and rejoin the cluster from its peers (orion-node agent --join <a manager> --data-dir <a new dir>)")]
+    StoreGone {
+        /// The data dir.
+        dir: PathBuf,
+        /// What is missing.
+        what: String,
+    },
     /// No member took this node within `join_timeout`, or one refused it.
     #[error("join: {0}")]
     Join(String),
@@ -286,6 +296,8 @@ impl NodeBuilder {
             source,
         })?;
         let id = identity::node_id(dir, c.node_id.as_deref())?;
+        // A data dir whose store was made and is gone never starts afresh.
+        store_guard::check(dir)?;
         // A new data dir forming a new cluster: it makes the data key.
         let fresh = c.join.is_empty() && !dir.join("store").exists();
 
@@ -361,6 +373,7 @@ impl NodeBuilder {
         store_config.http_addr = http_addr.clone();
         store_config.max_voters = c.max_voters;
         let store = RaftStore::open_tls(store_config, tls_state.clone()).await?;
+        store_guard::mark(dir)?;
         let pki = material.map(|m| {
             let pki = orion_core::cluster::pki::Pki::new(
                 m.tls,

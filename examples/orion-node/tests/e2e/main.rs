@@ -29,5 +29,6 @@ mod secrets;
 mod single_node;
 mod ssh;
 mod stats;
+mod store;
 mod system;
 mod ui;

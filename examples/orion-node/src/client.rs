@@ -1190,6 +1190,14 @@ pub async fn node(addr: &str, cmd: NodeCommand) -> Result<()> {
                     status.push_str("+drain");
                 }
                 let tags: Vec<String> = i.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                if let Some(why) = n
+                    .node
+                    .health
+                    .as_ref()
+                    .filter(|_| n.node.status != orion_core::model::NodeStatus::Ready)
+                {
+                    warned.push(format!("{} is {}: {why}", i.id, n.node.status));
+                }
                 t.row(vec![
                     i.id.clone(),
                     i.role.to_string(),

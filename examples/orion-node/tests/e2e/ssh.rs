@@ -193,6 +193,10 @@ async fn a_script_job_runs_on_the_ssh_target_and_a_dead_server_makes_the_node_un
     let nodes = cli(&addr, &["node", "list"]);
     let text = String::from_utf8_lossy(&nodes.stdout);
     assert!(text.contains("unhealthy"), "{text}");
+    assert!(
+        text.contains("ssh breaker open for"),
+        "node list says why: {text}"
+    );
     drop(node);
 }
 

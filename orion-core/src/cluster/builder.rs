@@ -179,6 +179,8 @@ pub struct ClusterBuilder {
     config: ClusterConfig,
     http: Vec<HttpBind>,
     dns: Option<SocketAddr>,
+    /// Serve no DNS (with a warning) when `dns` cannot be bound.
+    dns_optional: bool,
     dns_config: crate::dns::DnsConfig,
     load_balancer: bool,
     scripts: Option<crate::agent::Scripts>,
@@ -199,6 +201,7 @@ impl ClusterBuilder {
             config: ClusterConfig::default(),
             http: Vec::new(),
             dns: None,
+            dns_optional: false,
             dns_config: crate::dns::DnsConfig::default(),
             load_balancer: true,
             scripts: None,
@@ -298,6 +301,16 @@ impl ClusterBuilder {
     /// (port 0 picks a free port; see [`crate::dns`]). Off unless given.
     pub fn dns(mut self, addr: SocketAddr) -> Self {
         self.dns = Some(addr);
+        self
+    }
+
+    /// As [`dns`](Self::dns), but a port that cannot be bound (another node
+    /// of this host holds it) means no DNS here, with a warning, rather than
+    /// an error: for a default port, bound at the moment it is taken, so two
+    /// nodes starting at once cannot both pass a check and one then fail.
+    pub fn dns_if_free(mut self, addr: SocketAddr) -> Self {
+        self.dns = Some(addr);
+        self.dns_optional = true;
         self
     }
 
@@ -417,10 +430,19 @@ impl ClusterBuilder {
             crate::dns::DnsHandler::with_config(store.replica().clone(), &self.dns_config)
                 .map_err(|p| ClusterError::config("dns.domain", p))?;
         let dns = match self.dns {
-            Some(addr) => Some(
-                crate::dns::bind(addr)
-                    .map_err(|e| ClusterError::config("dns", format!("cannot bind {addr}: {e}")))?,
-            ),
+            Some(addr) => match crate::dns::bind(addr) {
+                Ok(s) => Some(s),
+                Err(e) if self.dns_optional => {
+                    warn!(%addr, error = %e, "the DNS port is taken: this node serves no DNS (give another address)");
+                    None
+                }
+                Err(e) => {
+                    return Err(ClusterError::config(
+                        "dns",
+                        format!("cannot bind {addr}: {e}"),
+                    ))
+                }
+            },
             None => None,
         };
         let dns_addr = dns.as_ref().map(|(u, _)| u.local_addr()).transpose()?;

@@ -494,12 +494,10 @@ impl NodeBuilder {
                 }
                 match c.dns {
                     // The default port taken (another node on this host): no DNS
-                    // here, said once.
-                    Some(addr)
-                        if addr == config::DEFAULT_DNS
-                            && std::net::UdpSocket::bind(addr).is_err() =>
-                    {
-                        tracing::warn!(%addr, "the default DNS port is taken: this node serves no DNS (give --dns ADDR)");
+                    // here, said once — decided when binding, so two nodes
+                    // starting at once cannot both see it free.
+                    Some(addr) if addr == config::DEFAULT_DNS => {
+                        builder = builder.dns_if_free(addr)
                     }
                     Some(addr) => builder = builder.dns(addr),
                     None => {}

@@ -293,6 +293,14 @@ impl Control {
     /// its inputs, reason and memory ([`Command::Scale`]): a change of count,
     /// or the memory a later decision needs (stabilization, cooldowns).
     async fn autoscale(&self) {
+        // The loop wakes on every commit: with no scaling job, read nothing more.
+        if !self
+            .store
+            .replica()
+            .read(|s| s.jobs.values().any(|j| j.spec.scaling.is_some()))
+        {
+            return;
+        }
         let now = crate::model::unix_ms();
         let max_age = self.config.load_max_age.as_millis() as u64;
         let members = self.membership.live();

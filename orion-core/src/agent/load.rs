@@ -111,8 +111,7 @@ pub(crate) async fn run_reporter(
             let fresh_ms = 3 * stats.config().interval.as_millis() as u64;
             for a in &mine {
                 let sample = stats
-                    .samples(&a.id)
-                    .pop()
+                    .last(&a.id)
                     .filter(|s| now_ms.saturating_sub(s.at_ms) <= fresh_ms);
                 for m in &metrics {
                     match m {

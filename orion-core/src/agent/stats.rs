@@ -188,6 +188,11 @@ impl StatsHistory {
             .unwrap_or_default()
     }
 
+    /// The latest kept sample of `alloc` (without copying the others).
+    pub fn last(&self, alloc: &str) -> Option<Sample> {
+        self.series.lock().get(alloc)?.samples.back().cloned()
+    }
+
     /// A fresh raw sample of `alloc` with its percentages, CPU worked out
     /// against the latest kept sample at least [`MIN_CPU_WINDOW`] old
     /// (engines refresh their figures about once a second: Docker's are

@@ -95,6 +95,10 @@ struct Record {
     /// Why it failed, when it did.
     error: Option<String>,
     started: bool,
+    /// This runtime's own child, waited for: until the waiter records its
+    /// exit, a dead pid means "exit about to be recorded", not "code unknown".
+    #[serde(skip)]
+    waited: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -309,7 +313,9 @@ impl ProcessRuntime {
     fn info(&self, r: &Record) -> ContainerInfo {
         let state = match (r.started, r.exit, r.pid) {
             (_, Some(code), _) => ContainerState::Exited { code },
-            (true, None, Some(pid)) if procfs::alive(pid, r.start_time) => ContainerState::Running,
+            (true, None, Some(pid)) if r.waited || procfs::alive(pid, r.start_time) => {
+                ContainerState::Running
+            }
             (true, None, _) => ContainerState::Exited { code: -1 },
             (false, None, _) => ContainerState::Created,
         };
@@ -454,6 +460,7 @@ impl Runtime for ProcessRuntime {
                 exit: None,
                 error: None,
                 started: false,
+                waited: false,
             };
             tasks.insert(id.clone(), r.clone());
             r
@@ -507,6 +514,7 @@ impl Runtime for ProcessRuntime {
         r.exit = None;
         r.error = None;
         r.started = true;
+        r.waited = true;
         self.tasks.lock().insert(id.to_string(), r.clone());
         self.save(&r)?;
         // Our child: waited for, so its exit code is known.

@@ -9,8 +9,6 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use orion_runtime::image::{self, Rootfs};
-use orion_runtime::DockerRuntime;
 use serde_json::Value;
 
 use crate::support::*;
@@ -30,56 +28,12 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// The shared libraries the binary needs, as `ldd` lists them.
-fn libraries(bin: &Path) -> Vec<String> {
-    let out = Command::new("ldd").arg(bin).output().expect("ldd");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let path = match l.split_once("=>") {
-                Some((_, rest)) => rest.split_whitespace().next()?,
-                None => l.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| path.to_string())
-        })
-        .collect()
-}
-
-/// Builds (once per binary) the node image: `orion-node` with its libraries.
+/// Builds (once per binary) the node image: `orion-node` with its libraries
+/// (the history checker's image, the same for both).
 pub async fn node_image() -> String {
-    let bin = Path::new(BIN);
-    let meta = std::fs::metadata(bin).unwrap();
-    let stamp = meta
-        .modified()
-        .unwrap()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let tag = format!("orion-test/node:{}-{stamp}", meta.len());
-    let docker_rt = DockerRuntime::connect_local().unwrap();
-    let libs = libraries(bin);
-    image::ensure_built(
-        &docker_rt,
-        &tag,
-        || {
-            let mut root = Rootfs::busybox()?.file(
-                "/usr/local/bin/orion-node",
-                std::fs::read(bin).unwrap(),
-                0o755,
-            );
-            for lib in &libs {
-                root = root.file(lib, std::fs::read(lib).unwrap(), 0o755);
-            }
-            Ok(root.dir("/data", 0o755))
-        },
-        &[
-            "ENV PATH=/usr/local/bin:/bin".to_string(),
-            "WORKDIR /".to_string(),
-        ],
-    )
-    .await
-    .expect("building the node image");
-    tag
+    orion_history::cluster::node_image(Path::new(BIN))
+        .await
+        .expect("building the node image")
 }
 
 /// A host port range of 32 ports for one boxed node, which no other node of this

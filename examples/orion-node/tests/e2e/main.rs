@@ -19,6 +19,7 @@ mod deploy;
 mod deps;
 mod dev;
 mod discovery;
+mod history;
 mod logs;
 mod partition;
 mod periodic;

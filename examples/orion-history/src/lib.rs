@@ -62,6 +62,11 @@ pub struct Config {
     pub out: PathBuf,
     /// A name for the run's containers and network.
     pub name: String,
+    /// Whether clients read with `?consistent=true` (the checked claim).
+    /// Without it they read each node's replica, which a cut-off or lagging
+    /// node serves stale: the checker must then find anomalies, which is how
+    /// one sees that it can.
+    pub consistent_reads: bool,
 }
 
 /// What a run found.
@@ -98,13 +103,14 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "seed {} · {} managers + {} workers · {} clients on {} jobs · {:?} · faults {:?}",
+            "seed {} · {} managers + {} workers · {} clients on {} jobs · {:?} · {} reads · faults {:?}",
             cfg.seed,
             cfg.managers,
             cfg.workers,
             cfg.clients,
             cfg.keys,
             cfg.duration,
+            if cfg.consistent_reads { "linearizable" } else { "local" },
             cfg.faults.iter().map(|f| f.name()).collect::<Vec<_>>()
         );
         let _ = writeln!(
@@ -154,6 +160,7 @@ fn job_state(job: &Value) -> Option<JobState> {
 
 struct Client {
     http: reqwest::Client,
+    consistent: bool,
     nodes: Vec<Node>,
     keys: Vec<String>,
 }
@@ -177,8 +184,13 @@ impl Client {
                     .await
             }
             Call::Read => {
+                let q = if self.consistent {
+                    "?consistent=true"
+                } else {
+                    ""
+                };
                 self.http
-                    .get(format!("{api}/v1/jobs/{key}?consistent=true"))
+                    .get(format!("{api}/v1/jobs/{key}{q}"))
                     .send()
                     .await
             }
@@ -333,6 +345,7 @@ pub async fn run(cfg: &Config) -> Result<Report> {
             .connect_timeout(Duration::from_secs(1))
             .pool_max_idle_per_host(0)
             .build()?,
+        consistent: cfg.consistent_reads,
         nodes: cluster.nodes.clone(),
         keys: keys.clone(),
     });

@@ -42,6 +42,10 @@ struct Args {
     /// Where the history, schedule and report go.
     #[arg(long, default_value = "target/orion-history")]
     out: PathBuf,
+    /// Read each node's replica instead of `?consistent=true` reads: stale
+    /// reads the checker must catch (a check of the checker).
+    #[arg(long)]
+    local_reads: bool,
     /// The orion-node binary (default: the one beside this program).
     #[arg(long)]
     orion_node: Option<PathBuf>,
@@ -83,6 +87,7 @@ async fn main() -> ExitCode {
         faults,
         out: args.out.join(format!("seed-{seed}")),
         name: format!("oh{}", std::process::id()),
+        consistent_reads: !args.local_reads,
     };
     match run(&cfg).await {
         Ok(report) => {

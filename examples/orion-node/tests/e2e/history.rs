@@ -32,6 +32,7 @@ async fn the_job_store_stays_linearizable_under_kills_pauses_restarts_and_partit
         faults: Fault::ALL.to_vec(),
         out: out.clone(),
         name: node_id("hist"),
+        consistent_reads: true,
     };
     let report = run(&cfg).await.expect("the run could be made");
     let text = report.text(&cfg);

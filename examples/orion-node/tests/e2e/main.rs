@@ -15,6 +15,7 @@ mod batch;
 mod boxed;
 mod cli;
 mod cluster;
+mod crash;
 mod deploy;
 mod deps;
 mod dev;

@@ -20,6 +20,7 @@ mod deploy;
 mod deps;
 mod dev;
 mod discovery;
+mod dockerd;
 mod history;
 mod logs;
 mod partition;

@@ -18,7 +18,7 @@
 //! most once per `quorum_check` interval) does not act at all, so a leader cut off
 //! from the majority stops deciding as soon as it can know.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +54,9 @@ pub struct ControlConfig {
     /// (a node whose reports stop counts for nothing rather than for its
     /// last figures).
     pub load_max_age: Duration,
+    /// When a lost node is down, and when this node is starved
+    /// ([`crate::liveness`]).
+    pub liveness: crate::liveness::LivenessConfig,
 }
 
 impl Default for ControlConfig {
@@ -71,6 +74,7 @@ impl Default for ControlConfig {
             quorum_check: Duration::from_millis(500),
             gc_after: Duration::from_secs(24 * 3600),
             load_max_age: Duration::from_secs(35),
+            liveness: Default::default(),
         }
     }
 }
@@ -85,6 +89,7 @@ pub(crate) struct Control {
     pub(crate) scheduler: Arc<dyn Scheduler>,
     pub(crate) config: ControlConfig,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) local_health: Arc<crate::liveness::LocalHealth>,
 }
 
 impl Control {
@@ -96,7 +101,9 @@ impl Control {
         let mut tick = tokio::time::interval(self.config.reconcile_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut absent_since: HashMap<NodeId, Instant> = HashMap::new();
-        let mut dead: Vec<NodeId> = Vec::new();
+        // Nodes gossip declared dead, kept until they are live again: the
+        // verdict may wait for a second member to confirm.
+        let mut dead: HashSet<NodeId> = HashSet::new();
         let mut confirmed: Option<Instant> = None;
         let mut progress: HashMap<u64, (u64, Instant)> = HashMap::new();
         let mut last_gc = Instant::now();
@@ -107,7 +114,7 @@ impl Control {
                 r = leadership.changed() => if r.is_err() { break },
                 _ = tick.tick() => {}
                 ev = events.recv() => match ev {
-                    Ok(MembershipEvent::Dead(id)) => dead.push(id),
+                    Ok(MembershipEvent::Dead(id)) => { dead.insert(id); }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => {}
                 },
@@ -126,8 +133,7 @@ impl Control {
             if !self.confirm_leadership(&mut confirmed).await {
                 continue;
             }
-            self.liveness(&mut absent_since, std::mem::take(&mut dead))
-                .await;
+            self.liveness(&mut absent_since, &mut dead).await;
             self.periodic().await;
             self.reconcile().await;
             self.autoscale().await;
@@ -166,9 +172,15 @@ impl Control {
         }
     }
 
-    /// Commits what gossip says of node liveness.
-    async fn liveness(&self, absent_since: &mut HashMap<NodeId, Instant>, dead: Vec<NodeId>) {
-        let live: Vec<NodeId> = self.membership.live().into_iter().map(|m| m.id).collect();
+    /// Commits what gossip says of node liveness, once confirmed
+    /// ([`crate::liveness::verdict`]).
+    async fn liveness(
+        &self,
+        absent_since: &mut HashMap<NodeId, Instant>,
+        dead: &mut HashSet<NodeId>,
+    ) {
+        let members = self.membership.live();
+        let live: Vec<NodeId> = members.iter().map(|m| m.id.clone()).collect();
         let nodes: Vec<(NodeId, NodeStatus)> = self.store.replica().read(|s| {
             s.nodes
                 .values()
@@ -180,18 +192,41 @@ impl Control {
             let alive = live.contains(&id);
             if alive {
                 absent_since.remove(&id);
+                dead.remove(&id);
             }
             let declared_dead = dead.contains(&id) && !alive;
-            let absent_too_long = !alive
-                && now.duration_since(*absent_since.entry(id.clone()).or_insert(now))
-                    >= self.config.absent_grace;
+            let lost_for = if alive {
+                Duration::ZERO
+            } else {
+                now.duration_since(*absent_since.entry(id.clone()).or_insert(now))
+            };
+            let absent_too_long = !alive && lost_for >= self.config.absent_grace;
             let cmd = if status != NodeStatus::Down && (declared_dead || absent_too_long) {
-                info!(node_id = %id, "node is dead; marking it down");
+                use crate::liveness::{verdict, Verdict};
+                let starved = self.local_health.starved();
+                let reason = match verdict(&id, &self.node_id, starved, &members) {
+                    Verdict::Down { accusers } => {
+                        format!("lost by {} (gossip)", accusers.join(" and "))
+                    }
+                    Verdict::Unconfirmable
+                        if lost_for >= self.config.liveness.unconfirmed_grace =>
+                    {
+                        format!(
+                            "lost for {} s and no member that is not starved could confirm or deny it",
+                            lost_for.as_secs()
+                        )
+                    }
+                    v => {
+                        debug!(node_id = %id, verdict = ?v, "node lost but not confirmed yet");
+                        continue;
+                    }
+                };
+                info!(node_id = %id, %reason, "node is dead; marking it down");
                 self.metrics.failure_detections.inc();
                 Command::SetNodeStatus {
                     id,
                     status: NodeStatus::Down,
-                    reason: Some("gossip declared it dead".into()),
+                    reason: Some(reason),
                 }
             } else if status == NodeStatus::Down && alive {
                 info!(node_id = %id, "node is alive again; marking it ready");
@@ -479,9 +514,91 @@ mod tests {
                 ..ControlConfig::default()
             },
             metrics: Default::default(),
+            local_health: Default::default(),
         };
         let (stop, rx) = watch::channel(false);
         (stop, tokio::spawn(control.run(rx)))
+    }
+
+    fn status_of(store: &MemStore, id: &str) -> (NodeStatus, Option<String>) {
+        store.replica().read(|s| {
+            let n = &s.nodes[id];
+            (n.status, n.health.clone())
+        })
+    }
+
+    /// A node only the leader has lost is not marked down while another
+    /// member still hears it; once that member accuses it too, it is, naming
+    /// both (Lifeguard's confirmation, [`crate::liveness::verdict`]).
+    #[tokio::test]
+    async fn a_node_is_down_only_once_a_second_member_confirms() {
+        let store = Arc::new(MemStore::new("n1"));
+        store.apply_now(&Command::InitCluster {
+            cluster_id: "c".into(),
+        });
+        for n in ["n1", "n2", "n3"] {
+            store.apply_now(&Command::RegisterNode {
+                info: node(n, 4.0, 4096),
+            });
+        }
+        let member = |id: &str| crate::cluster::builder::member_of(&node(id, 4.0, 4096));
+        let membership = Arc::new(crate::testing::StaticMembership::new(member("n1")));
+        membership.join(member("n2"));
+        membership.join(member("n3"));
+        let control = Control {
+            node_id: "n1".into(),
+            store: store.clone(),
+            membership: membership.clone(),
+            scheduler: Arc::new(FilterScoreScheduler::default()),
+            config: ControlConfig {
+                reconcile_interval: Duration::from_millis(20),
+                quorum_check: Duration::from_millis(20),
+                absent_grace: Duration::from_millis(50),
+                ..ControlConfig::default()
+            },
+            metrics: Default::default(),
+            local_health: Default::default(),
+        };
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(control.run(rx));
+
+        membership.kill("n3");
+        // Past the absence grace (the loop ticks every 20 ms, so the dead
+        // event and the grace are both seen), a job submitted now is placed
+        // by a pass that judged n3 lost, and waited.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        store.apply_now(&Command::UpsertJob {
+            spec: job("probe", 1, 0.1, 64),
+        });
+        let started = Instant::now();
+        while store
+            .replica()
+            .read(|s| s.allocs.values().all(|a| a.node.is_none()))
+        {
+            assert!(started.elapsed() < Duration::from_secs(5), "never placed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            status_of(&store, "n3").0,
+            NodeStatus::Ready,
+            "n2 still hears n3"
+        );
+
+        let mut accuser = member("n2");
+        accuser.suspects = ["n3".to_string()].into();
+        membership.publish(accuser).await.unwrap();
+        let started = Instant::now();
+        let reason = loop {
+            let (status, reason) = status_of(&store, "n3");
+            if status == NodeStatus::Down {
+                break reason.unwrap_or_default();
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "never down");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(reason.contains("n1 and n2"), "{reason}");
+        stop.send_replace(true);
+        task.await.unwrap();
     }
 
     /// A deployment in which no allocation comes to count (here no agent

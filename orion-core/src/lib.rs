@@ -46,6 +46,7 @@ pub mod dns;
 pub mod events;
 pub mod gossip_keys;
 pub mod lb;
+pub mod liveness;
 pub mod membership;
 pub mod metered;
 pub mod metrics;

@@ -5,7 +5,7 @@
 //! Adapters: `ChitchatMembership` in `orion-gossip`; `StaticMembership` in
 //! [`crate::testing`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,15 @@ pub struct Member {
     /// [`crate::scaling::JobLoad`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub load: BTreeMap<String, crate::scaling::JobLoad>,
+    /// The nodes this one has lost (registered, not live in its view): its
+    /// accusations, which the leader counts before it marks a node down
+    /// ([`crate::liveness::verdict`]). Empty while the node is starved.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub suspects: BTreeSet<NodeId>,
+    /// Whether this node is itself starved (its event loop lags): it then
+    /// accuses no one, and its silence defends no one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starved: bool,
 }
 
 /// A change in who is alive.

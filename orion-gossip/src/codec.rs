@@ -31,6 +31,10 @@ struct MemberMeta {
     tags: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     load: BTreeMap<String, orion_core::scaling::JobLoad>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    suspects: std::collections::BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    starved: bool,
 }
 
 /// Why a member cannot be published.
@@ -60,6 +64,8 @@ pub(crate) fn encode(member: &Member) -> Result<String, EncodeError> {
         used: member.used,
         tags: member.tags.clone(),
         load: member.load.clone(),
+        suspects: member.suspects.clone(),
+        starved: member.starved,
     };
     serde_json::to_string(&meta).map_err(EncodeError::Json)
 }
@@ -81,6 +87,8 @@ pub(crate) fn decode(id: &ChitchatId, state: &NodeState) -> Option<Member> {
             used: meta.used,
             tags: meta.tags,
             load: meta.load,
+            suspects: meta.suspects,
+            starved: meta.starved,
         }),
         Err(error) => {
             warn!(node_id = %id.node_id, %error, "ignoring a node with unreadable metadata");
@@ -152,6 +160,8 @@ mod tests {
             },
             tags: [("disk".to_string(), "ssd".to_string())].into(),
             load: Default::default(),
+            suspects: Default::default(),
+            starved: false,
         }
     }
 

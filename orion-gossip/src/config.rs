@@ -167,6 +167,8 @@ impl Default for GossipConfig {
                 used: Resources::ZERO,
                 tags: Default::default(),
                 load: Default::default(),
+                suspects: Default::default(),
+                starved: false,
             },
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 7947)),
             advertise_addr: None,

@@ -64,6 +64,8 @@ mod tests {
             },
             tags: Default::default(),
             load: Default::default(),
+            suspects: Default::default(),
+            starved: false,
         }
     }
 

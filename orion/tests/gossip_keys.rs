@@ -107,6 +107,8 @@ async fn stranger(seed: std::net::SocketAddr, key: Option<GossipKey>) -> Chitcha
         used: Resources::ZERO,
         tags: Default::default(),
         load: Default::default(),
+        suspects: Default::default(),
+        starved: false,
     });
     g.listen_addr = port;
     g.seeds = vec![seed.to_string()];

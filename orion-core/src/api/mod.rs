@@ -1466,6 +1466,9 @@ async fn node_health(c: &Cluster) -> (Condition, serde_json::Value) {
     } else {
         Vec::new()
     };
+    if let Some(w) = c.local_health().warning() {
+        warnings.push(w);
+    }
     if let Some(w) = &c.node_info().runtime_warning {
         warnings.push(format!("runtime {}: {w}", c.runtime().name()));
     }

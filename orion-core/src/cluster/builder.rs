@@ -475,12 +475,19 @@ impl ClusterBuilder {
         let (registered_tx, registered) = watch::channel(false);
         let mut tasks = Vec::new();
         let (loads_tx, loads_rx) = watch::channel(Default::default());
+        let local_health = Arc::new(crate::liveness::LocalHealth::default());
+        tasks.push(tokio::spawn(crate::liveness::watch_lag(
+            local_health.clone(),
+            self.config.control.liveness.clone(),
+            shutdown_rx.clone(),
+        )));
         tasks.push(tokio::spawn(register(
             store.clone(),
             membership.clone(),
             info.clone(),
             registered_tx,
             loads_rx,
+            local_health.clone(),
             shutdown_rx.clone(),
         )));
         tasks.push(tokio::spawn(count_leader_changes(
@@ -553,8 +560,9 @@ impl ClusterBuilder {
                 store: store.clone(),
                 membership: membership.clone(),
                 scheduler: scheduler.clone(),
-                config: self.config.control,
+                config: self.config.control.clone(),
                 metrics: metrics.clone(),
+                local_health: local_health.clone(),
             };
             tasks.push(tokio::spawn(control.run(shutdown_rx.clone())));
         }
@@ -581,6 +589,7 @@ impl ClusterBuilder {
             insecure_dev,
             pki: self.pki.clone(),
             closed: Default::default(),
+            local_health,
         });
         let cluster = Cluster::owning(inner.clone());
         if let Some(listener) = listener {
@@ -668,17 +677,22 @@ pub(crate) fn member_of(info: &NodeInfo) -> Member {
         used: Resources::ZERO,
         tags: info.tags.clone(),
         load: Default::default(),
+        suspects: Default::default(),
+        starved: false,
     }
 }
 
 /// Registers the node with the cluster (retrying until a leader takes it), then
-/// keeps its published use and its autoscaling loads up to date.
+/// keeps its published use, its autoscaling loads and its accusations (the
+/// nodes it has lost, none while it is starved: [`crate::liveness`]) up to
+/// date.
 async fn register(
     store: Arc<dyn Store>,
     membership: Arc<dyn Membership>,
     info: NodeInfo,
     registered: watch::Sender<bool>,
     mut loads: watch::Receiver<BTreeMap<String, crate::scaling::JobLoad>>,
+    health: Arc<crate::liveness::LocalHealth>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let retry = Duration::from_millis(250);
@@ -698,18 +712,44 @@ async fn register(
     registered.send_replace(true);
     info!(node_id = %info.id, "node registered");
     let mut member = member_of(&info);
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    // Accusations must travel within a gossip round of a death, so this
+    // wakes on every membership event, and looks every 250 ms besides
+    // (starvation comes and goes without an event).
+    let mut events = membership.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
             r = loads.changed() => if r.is_err() { return },
+            e = events.recv() => if matches!(e, Err(tokio::sync::broadcast::error::RecvError::Closed)) { return },
         }
+        let starved = health.starved();
+        let suspects: std::collections::BTreeSet<String> = if starved {
+            Default::default()
+        } else {
+            let live: std::collections::HashSet<String> =
+                membership.live().into_iter().map(|m| m.id).collect();
+            store.replica().read(|s| {
+                s.nodes
+                    .keys()
+                    .filter(|id| **id != info.id && !live.contains(*id))
+                    .cloned()
+                    .collect()
+            })
+        };
         let used = store.replica().read(|s| s.usage(&info.id).used);
         let load = loads.borrow_and_update().clone();
-        if used != member.used || load != member.load {
+        if used != member.used
+            || load != member.load
+            || suspects != member.suspects
+            || starved != member.starved
+        {
             member.used = used;
             member.load = load;
+            member.suspects = suspects;
+            member.starved = starved;
             if let Err(e) = membership.publish(member.clone()).await {
                 warn!(error = %e, "could not publish node use");
             }

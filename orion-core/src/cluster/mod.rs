@@ -218,6 +218,8 @@ pub struct NodeView {
 
 pub(crate) struct Inner {
     pub(crate) node: NodeInfo,
+    /// Whether this node's own event loop keeps time ([`crate::liveness`]).
+    pub(crate) local_health: Arc<crate::liveness::LocalHealth>,
     /// The most replicas a scaling policy may ask for.
     pub(crate) scaling_cap: u32,
     pub(crate) store: Arc<dyn Store>,
@@ -342,6 +344,12 @@ impl Cluster {
     /// This node's id.
     pub fn node_id(&self) -> &NodeId {
         &self.inner.node.id
+    }
+
+    /// How well this node's own event loop keeps time: starved, it accuses
+    /// no other node ([`crate::liveness`]).
+    pub fn local_health(&self) -> &crate::liveness::LocalHealth {
+        &self.inner.local_health
     }
 
     /// What this node registered about itself.

@@ -56,6 +56,8 @@ pub fn member(id: &str, gossip: SocketAddr) -> Member {
             ("disk".to_string(), "ssd".to_string()),
         ]),
         load: Default::default(),
+        suspects: Default::default(),
+        starved: false,
     }
 }
 

@@ -682,6 +682,8 @@ async fn start_gossip(
         used: Resources::ZERO,
         tags: c.tags.clone(),
         load: Default::default(),
+        suspects: Default::default(),
+        starved: false,
     };
     let mut gossip = GossipConfig::new(member);
     gossip.listen_addr = gossip_addr;

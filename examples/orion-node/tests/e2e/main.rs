@@ -22,6 +22,7 @@ mod dev;
 mod discovery;
 mod dockerd;
 mod history;
+mod liveness;
 mod logs;
 mod partition;
 mod periodic;

@@ -172,6 +172,16 @@ impl Node {
         node
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the node's process.
+    #[allow(dead_code)] // not every test binary module uses it
+    pub fn signal(&self, signal: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &c.id().to_string()])
+                .status();
+        }
+    }
+
     /// SIGKILL, no goodbye.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -411,13 +411,29 @@ impl Cluster {
         self.nodes.iter().map(|n| n.id.clone()).collect()
     }
 
-    /// The last lines of a node's log.
-    pub async fn logs(&self, i: usize) -> String {
+    /// Why a node's process is not running: its exit code, whether the
+    /// kernel killed it for memory, the engine's error.
+    pub async fn exit_state(&self, i: usize) -> String {
+        docker(&[
+            "inspect",
+            "-f",
+            "exit code {{.State.ExitCode}}, OOM-killed {{.State.OOMKilled}}, error {{printf \"%q\" .State.Error}}, finished {{.State.FinishedAt}}",
+            &self.nodes[i].id,
+        ])
+        .await
+        .unwrap_or_else(|e| format!("{e:#}"))
+    }
+
+    /// A node's whole log (stderr and stdout).
+    pub async fn full_log(&self, i: usize) -> String {
         let mut cmd = tokio::process::Command::new("docker");
-        cmd.args(["logs", "--tail", "80", &self.nodes[i].id])
-            .kill_on_drop(true);
+        cmd.args(["logs", &self.nodes[i].id]).kill_on_drop(true);
         match tokio::time::timeout(DOCKER_TIMEOUT, cmd.output()).await {
-            Ok(Ok(out)) => String::from_utf8_lossy(&out.stderr).to_string(),
+            Ok(Ok(out)) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
             _ => "(no log)".into(),
         }
     }

@@ -377,6 +377,7 @@ pub async fn run(cfg: &Config) -> Result<Report> {
         out: cfg.out.clone(),
         ..Report::default()
     };
+    let mut crashes = Vec::new();
     let nemesis = {
         let mut c = cluster.write().await;
         nemesis::run(
@@ -386,9 +387,18 @@ pub async fn run(cfg: &Config) -> Result<Report> {
             until,
             &rec,
             &mut report.faults,
+            &mut crashes,
         )
         .await
     };
+    for (id, state, log) in &crashes {
+        let file = cfg.out.join(format!("{id}.crash.log"));
+        let _ = std::fs::write(&file, log);
+        report.anomalies.push(format!(
+            "{id} exited on its own ({state}); its log is in {}",
+            file.display()
+        ));
+    }
     // The nemesis holds the cluster while it runs; a fault in flight may
     // have failed half-way: heal everything whatever happened.
     let healed = heal_all(&mut *cluster.write().await, &rec).await;
@@ -411,7 +421,7 @@ pub async fn run(cfg: &Config) -> Result<Report> {
                 for i in 0..c.nodes.len() {
                     let _ = std::fs::write(
                         cfg.out.join(format!("{}.log", c.nodes[i].id)),
-                        c.logs(i).await,
+                        c.full_log(i).await,
                     );
                 }
             }

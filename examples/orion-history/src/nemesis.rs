@@ -76,7 +76,9 @@ enum Undo {
 
 /// Runs faults from `faults` until `until` (time since the recorder's start):
 /// a quiet spell, one fault (or two at once, a quarter of the time), held for
-/// a while, healed. Counts the faults it made in `made`.
+/// a while, healed. Counts the faults it made in `made`. A node found not
+/// running that no fault stopped (it exited on its own: a crash) goes into
+/// `crashes` with its exit state and whole log, and is started again.
 pub async fn run(
     cluster: &mut Cluster,
     faults: &[Fault],
@@ -84,6 +86,7 @@ pub async fn run(
     until: Duration,
     rec: &Recorder,
     made: &mut usize,
+    crashes: &mut Vec<(String, String, String)>,
 ) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x6e656d65736973);
     if faults.is_empty() {
@@ -96,6 +99,17 @@ pub async fn run(
             break;
         }
         tokio::time::sleep(quiet).await;
+        for i in 0..cluster.nodes.len() {
+            if !cluster.is_running(i).await? {
+                let id = cluster.nodes[i].id.clone();
+                let state = cluster.exit_state(i).await;
+                rec.event(format!(
+                    "{id} is not running and no fault stopped it: {state}"
+                ));
+                crashes.push((id, state, cluster.full_log(i).await));
+                cluster.start_node(i).await?;
+            }
+        }
         let mut now: Vec<Fault> = vec![*faults.choose(&mut rng).unwrap()];
         if faults.len() > 1 && rng.random_bool(0.25) {
             let second = *faults.choose(&mut rng).unwrap();

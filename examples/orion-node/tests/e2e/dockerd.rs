@@ -1,8 +1,10 @@
 //! The Docker engine restarted under a running node (issue 15). The shared
 //! engine of this machine is not ours to restart, so the test runs a second
-//! `dockerd` of its own (its own socket, data root and exec root; no bridge,
-//! no iptables rules, so nothing of the host's network changes) and points the
-//! node at it. Stopping that engine stops its containers (no live restore);
+//! `dockerd` of its own (its own socket, data root and exec root) in a network
+//! namespace of its own (`unshare --net`): its bridge, its routes and whatever
+//! it cleans up stay there. (Run in the host's namespace with `--bridge none`,
+//! a dockerd deletes the host's `docker0` on start, which broke every later
+//! test on the shared engine.) The node is pointed at its socket. Stopping that engine stops its containers (no live restore);
 //! the node reports itself unhealthy; when the engine is back the node
 //! restarts its tasks itself (Docker's restart policy is off for Orion's
 //! containers), and no allocation runs twice or goes missing.
@@ -49,7 +51,15 @@ impl Engine {
             .append(true)
             .open(d.join("dockerd.log"))
             .unwrap();
-        let child = Command::new("dockerd")
+        // unshare execs sh, which execs dockerd: the child's pid is dockerd's.
+        let child = Command::new("unshare")
+            .args([
+                "--net",
+                "sh",
+                "-c",
+                "ip link set lo up && exec dockerd \"$@\"",
+                "dockerd",
+            ])
             .arg("--config-file")
             .arg(d.join("daemon.json"))
             .arg("--host")
@@ -60,7 +70,7 @@ impl Engine {
             .arg(d.join("exec"))
             .arg("--pidfile")
             .arg(d.join("docker.pid"))
-            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .args(["--iptables=false", "--ip6tables=false"])
             .args(["--ip-masq=false", "--storage-driver", "vfs"])
             .stdout(Stdio::null())
             .stderr(log)
@@ -195,6 +205,13 @@ async fn a_restarted_engine_gets_its_tasks_back_from_the_node_once_each() {
         eprintln!("SKIP: a second dockerd needs root");
         return;
     }
+    let host_bridge = || {
+        Command::new("ip")
+            .args(["link", "show", "docker0"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let had_bridge = host_bridge();
     let dir = tempfile::tempdir().unwrap();
     let mut eng = Engine::start(&dir.path().join("engine"));
     let mut config = DockerConfig::default();
@@ -275,4 +292,10 @@ async fn a_restarted_engine_gets_its_tasks_back_from_the_node_once_each() {
     let nodes = get_json(&format!("{addr}/v1/nodes")).await.unwrap();
     assert_eq!(nodes[0]["status"], "ready", "{nodes}");
     drop(node);
+    drop(eng);
+    assert_eq!(
+        host_bridge(),
+        had_bridge,
+        "the test's dockerd changed the host's docker0"
+    );
 }

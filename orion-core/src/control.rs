@@ -219,7 +219,7 @@ impl Control {
         for cmd in due {
             match self.store.propose(cmd).await {
                 Ok(crate::store::Applied {
-                    response: crate::command::Response::Refused { reason },
+                    response: crate::command::Response::Refused { reason, .. },
                     ..
                 }) => debug!(%reason, "periodic tick refused"),
                 Ok(_) => {}
@@ -351,7 +351,7 @@ impl Control {
                 (job.clone(), record.from, record.to, record.reason.clone());
             match self.store.propose(cmd).await {
                 Ok(crate::store::Applied {
-                    response: crate::command::Response::Refused { reason },
+                    response: crate::command::Response::Refused { reason, .. },
                     ..
                 }) => debug!(%job, %reason, "scaling evaluation refused"),
                 Ok(_) if from != to => info!(%job, from, to, %reason, "job scaled"),

@@ -5,6 +5,7 @@
 //! client going through the balancer without pause sees no failed request
 //! while four replicas roll start-first, and at most 1% stop-first.
 
+use orion_core::testing::OutputWithin;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -108,7 +109,10 @@ async fn spread(lb: SocketAddr, n: usize) -> BTreeMap<String, usize> {
 }
 
 fn docker(args: &[&str]) {
-    let out = Command::new("docker").args(args).output().unwrap();
+    let out = Command::new("docker")
+        .args(args)
+        .output_within(orion_core::testing::DOCKER_CALL)
+        .unwrap();
     assert!(out.status.success(), "docker {args:?}: {out:?}");
 }
 

@@ -1,6 +1,7 @@
 //! One node: the walking skeleton's whole path, a kill -9 and restart, and an
 //! engine that goes away and comes back.
 
+use orion_core::testing::OutputWithin;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -185,7 +186,7 @@ async fn a_container_killed_behind_orions_back_is_restarted() {
     let container = Containers::running_of_alloc(&id).pop().unwrap();
     let out = std::process::Command::new("docker")
         .args(["kill", &container])
-        .output()
+        .output_within(orion_core::testing::DOCKER_CALL)
         .unwrap();
     assert!(out.status.success());
     let restarted = wait_for("a restart", Duration::from_secs(30), async || {
@@ -803,7 +804,7 @@ async fn named_volumes_keep_data_across_versions_and_host_paths_are_fenced() {
             "--filter",
             &format!("name={engine_volume}"),
         ])
-        .output()
+        .output_within(orion_core::testing::DOCKER_CALL)
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&ls.stdout).trim(),
@@ -819,7 +820,7 @@ impl Drop for RemoveVolume {
     fn drop(&mut self) {
         let _ = std::process::Command::new("docker")
             .args(["volume", "rm", "-f", &self.0])
-            .output();
+            .output_within(orion_core::testing::DOCKER_CALL);
     }
 }
 
@@ -863,7 +864,7 @@ async fn interactive_exec_runs_a_shell() {
 
     // A person at a terminal: tmux types, the pane shows what they would see.
     if !tmux_available() {
-        assert!(std::env::var_os("CI").is_none(), "tmux is missing in CI");
+        assert!(!orion_core::testing::in_ci(), "tmux is missing in CI");
         eprintln!("SKIP: tmux not installed");
         return;
     }

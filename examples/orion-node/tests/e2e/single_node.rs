@@ -143,8 +143,24 @@ async fn restart_after_kill_adopts_containers() {
     assert_eq!(ids(&before), ids(&after), "same allocations after restart");
     let job = get_json(&format!("{addr}/v1/jobs/kept")).await.unwrap();
     assert_eq!(job["version"], 1);
-    // Give the agent a few passes to show it does not start duplicates.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Three whole agent passes after the restart (counted by the node), so
+    // any duplicate it were to start would be there by now.
+    let passes = async || {
+        let text = get_text(&format!("{addr}/metrics")).await?;
+        text.lines()
+            .find(|l| l.starts_with("orion_agent_passes_total "))?
+            .rsplit(' ')
+            .next()?
+            .parse::<f64>()
+            .ok()
+    };
+    let from = wait_for("the agent's pass count", Duration::from_secs(30), passes).await;
+    wait_for(
+        "three more agent passes",
+        Duration::from_secs(60),
+        async || passes().await.filter(|n| *n >= from + 3.0),
+    )
+    .await;
     let mut containers_after = Containers::of(&spec.id);
     containers_after.sort();
     assert_eq!(

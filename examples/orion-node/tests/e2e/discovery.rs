@@ -251,8 +251,10 @@ async fn catalog_dns_and_balancer_on_three_nodes_follow_kills_and_sickness() {
     )
     .await;
     let took = noticed.elapsed();
+    // Generous: the point is that they follow the node's notice promptly,
+    // beside three node processes on two cores.
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_secs(5),
         "catalog and DNS took {took:?} after the node noticed"
     );
     let (waited, new_index) = blocking.await.unwrap();

@@ -8,23 +8,34 @@
 //! - `store_engines/interleaved/<n>_per_append`: the same appends, alternating
 //!   between the engines call by call so a busy host slows both alike; prints each
 //!   engine's median and p90 latency.
-//! - `store_engines/snapshot_cycle/<engine>`: the log's steady state, cycles of 5,000
-//!   appends (64 per append) then a snapshot and a purge keeping 1,000 (entries/s).
+//! - `store_engines/snapshot_cycle/<engine>`: the log's steady state on the real
+//!   `StateMachine` and `LogStore`: cycles of 5,000 appends (64 per append, applied
+//!   to the leader's state machine) then, timed, a snapshot built by the leader,
+//!   received and installed by a second node's state machine, and a purge of the
+//!   leader's log keeping 1,000.
 //! - Printed, not timed: bytes on disk after 100,000 entries + snapshot + purge, and
 //!   the proposal rate while filling (256 proposals in flight through openraft);
-//!   bytes on disk after all the snapshot cycles (space amplification).
+//!   a fixed run of 20 snapshot cycles per engine (the same work on both): each
+//!   step's median and the bytes on disk after it (space amplification).
 //!
 //! Run: `cargo bench -p orion-benches --bench store_engines -- --warm-up-time 1 --measurement-time 3`
 
 use std::cell::{Cell, RefCell};
+use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use orion_core::testing::MemStore;
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
+use orion_core::replica::Replica;
+use orion_core::state::ClusterState;
 use orion_core::{Command, JobSpec, Store};
-use orion_store::engine::{dir_size, open_engine, MetaKey, RawEntry};
-use orion_store::log_store::encode_command_entry;
+use orion_store::engine::{dir_size, open_engine, LogEngine, RawEntry};
+use orion_store::log_store::{encode_command_entry, LogStore};
+use orion_store::state_machine::StateMachine;
+use orion_store::types::{Entry, LogId};
 use orion_store::{Engine, RaftStore, RaftStoreConfig};
 use tokio::task::JoinSet;
 
@@ -76,58 +87,196 @@ fn appends(c: &mut Criterion) {
 /// Entries per snapshot cycle, and log entries kept behind each snapshot.
 const CYCLE: u64 = 5_000;
 const KEEP: u64 = 1_000;
+/// Cycles of the fixed run whose bytes on disk are printed: the same work on both
+/// engines (100,000 entries), whatever number of iterations criterion picks.
+const STEADY_CYCLES: u64 = 20;
 
-/// Steady state: cycles of 5,000 appends (64 per append) then a snapshot and a purge
-/// keeping 1,000, as the Raft log sees them; afterwards prints the bytes on disk
-/// (space amplification after however many cycles criterion ran).
-fn snapshot_cycles(c: &mut Criterion) {
-    let state = MemStore::new("bench");
-    for i in 0..100 {
-        state.apply_now(&command(i));
+/// A leader's log and state machine, and a second node's state machine that installs
+/// the leader's snapshots, on one engine.
+struct Pair {
+    leader_engine: Arc<dyn LogEngine>,
+    leader_log: LogStore,
+    leader: StateMachine,
+    follower: StateMachine,
+    /// The next log index to append.
+    next: u64,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+/// How long one cycle's three steps took.
+#[derive(Clone, Copy, Default)]
+struct CycleTimes {
+    build: Duration,
+    install: Duration,
+    purge: Duration,
+}
+
+impl CycleTimes {
+    fn total(&self) -> Duration {
+        self.build + self.install + self.purge
     }
-    let snapshot = state.replica().snapshot();
-    let template = encode_command_entry(1, command(1));
-    let mut group = c.benchmark_group("store_engines/snapshot_cycle");
-    group.sample_size(10);
-    group.throughput(Throughput::Elements(CYCLE));
-    for engine in ENGINES {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = open_engine(engine, dir.path()).expect("open engine");
-        let next = Cell::new(1u64);
-        group.bench_function(engine.name(), |b| {
-            b.iter(|| {
-                let first = next.get();
-                let end = first + CYCLE;
-                next.set(end);
-                for start in (first..end).step_by(64) {
-                    let batch: Vec<RawEntry> = (start..(start + 64).min(end))
-                        .map(|i| (i, template.clone()))
-                        .collect();
-                    log.append(&batch).expect("append");
-                }
-                let meta = format!("{{\"last\":{}}}", end - 1);
-                let items = [
-                    (MetaKey::SnapshotMeta, meta.as_bytes()),
-                    (MetaKey::SnapshotData, snapshot.as_slice()),
-                ];
-                log.put_meta(&items, true).expect("snapshot");
-                log.purge_upto(end - 1 - KEEP, meta.as_bytes())
-                    .expect("purge");
-            })
-        });
-        log.close().expect("close");
-        let written = next.get() - 1;
-        if written > 0 {
-            println!(
-                "store_engines/steady_size/{}: {} bytes on disk after {written} entries, \
-                 a {}-byte snapshot + purge every {CYCLE} keeping {KEEP}",
-                engine.name(),
-                dir_size(dir.path()).expect("size"),
-                snapshot.len(),
-            );
+}
+
+impl Pair {
+    fn open(engine: Engine) -> Pair {
+        let dirs = [
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        ];
+        let open = |dir: &Path| {
+            let log = open_engine(engine, dir).expect("open engine");
+            let replica = Arc::new(Replica::new(ClusterState::default()));
+            let sm = StateMachine::open(log.clone(), replica).expect("state machine");
+            (log, sm)
+        };
+        let (leader_engine, leader) = open(dirs[0].path());
+        let (_, follower) = open(dirs[1].path());
+        Pair {
+            leader_log: LogStore::new(leader_engine.clone()),
+            leader_engine,
+            leader,
+            follower,
+            next: 1,
+            _dirs: dirs,
         }
     }
+
+    fn leader_dir(&self) -> &Path {
+        self._dirs[0].path()
+    }
+
+    fn follower_dir(&self) -> &Path {
+        self._dirs[1].path()
+    }
+
+    /// One cycle: `CYCLE` entries appended (64 per fsync'd append, the bytes
+    /// `LogStore` writes) and applied to the leader's state machine, untimed; then,
+    /// timed, the leader builds a snapshot (captures and serializes the replica,
+    /// persists it), the follower receives and installs it (decodes, restores,
+    /// persists), and the leader purges its log up to `KEEP` entries behind.
+    async fn cycle(&mut self) -> CycleTimes {
+        let first = self.next;
+        let end = first + CYCLE;
+        self.next = end;
+        for start in (first..end).step_by(64) {
+            let indexes = start..(start + 64).min(end);
+            let raw: Vec<RawEntry> = indexes
+                .clone()
+                .map(|i| (i, encode_command_entry(i, command(i))))
+                .collect();
+            self.leader_engine.append(&raw).expect("append");
+            let entries: Vec<Entry> = indexes
+                .map(|i| Entry {
+                    log_id: log_id(i),
+                    payload: EntryPayload::Normal(command(i)),
+                })
+                .collect();
+            self.leader.apply(entries).await.expect("apply");
+        }
+
+        let started = Instant::now();
+        let mut builder = self.leader.get_snapshot_builder().await;
+        let snapshot = builder.build_snapshot().await.expect("build snapshot");
+        let build = started.elapsed();
+        assert_eq!(snapshot.meta.last_log_id, Some(log_id(end - 1)), "built");
+
+        let started = Instant::now();
+        let mut received = self
+            .follower
+            .begin_receiving_snapshot()
+            .await
+            .expect("receive");
+        received
+            .write_all(snapshot.snapshot.get_ref())
+            .expect("copy");
+        received.set_position(0);
+        self.follower
+            .install_snapshot(&snapshot.meta, received)
+            .await
+            .expect("install snapshot");
+        let install = started.elapsed();
+
+        let started = Instant::now();
+        self.leader_log
+            .purge(log_id(end - 1 - KEEP))
+            .await
+            .expect("purge");
+        let purge = started.elapsed();
+        CycleTimes {
+            build,
+            install,
+            purge,
+        }
+    }
+}
+
+fn log_id(index: u64) -> LogId {
+    openraft::LogId::new(openraft::CommittedLeaderId::new(1, 0), index)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    percentile(&v, 0.5)
+}
+
+/// Steady state, on the real state machine and log store: cycles of 5,000 appends
+/// then a snapshot built by the leader, installed by a second node, and a purge
+/// keeping 1,000. Criterion times the build + install + purge of a cycle; then a
+/// fixed run of `STEADY_CYCLES` cycles on fresh directories prints each step's
+/// median and the bytes on disk after it (the same work on both engines).
+fn snapshot_cycles(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("store_engines/snapshot_cycle");
+    group.sample_size(10);
+    // The fixed run below follows only when these ran (a filtered run skips both).
+    let mut ran = false;
+    for engine in ENGINES {
+        let mut pair = Pair::open(engine);
+        group.bench_function(engine.name(), |b| {
+            ran = true;
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += pair.cycle().await.total();
+                    }
+                    total
+                })
+            })
+        });
+    }
     group.finish();
+    if !ran {
+        return;
+    }
+
+    for engine in ENGINES {
+        let mut pair = Pair::open(engine);
+        let times: Vec<CycleTimes> = rt.block_on(async {
+            let mut times = Vec::new();
+            for _ in 0..STEADY_CYCLES {
+                times.push(pair.cycle().await);
+            }
+            times
+        });
+        let step = |f: fn(&CycleTimes) -> Duration| median(times.iter().map(f).collect());
+        println!(
+            "store_engines/steady/{}: {STEADY_CYCLES} cycles of {CYCLE} entries, each a snapshot \
+             built + installed on a second node + a purge keeping {KEEP}: median build {:?}, \
+             install {:?}, purge {:?}, all three {:?}; bytes on disk after: leader {}, follower {}",
+            engine.name(),
+            step(|t| t.build),
+            step(|t| t.install),
+            step(|t| t.purge),
+            step(CycleTimes::total),
+            dir_size(pair.leader_dir()).expect("size"),
+            dir_size(pair.follower_dir()).expect("size"),
+        );
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -546,6 +546,9 @@ impl Agent {
         self.secret_files.prune(cluster_id, &self.node_id, |a| {
             live.contains_key(a) || by_alloc.contains_key(a)
         });
+        if let Some(m) = &self.metrics {
+            m.agent_passes.inc();
+        }
     }
 
     /// Runs the health probes that are due on the running allocations that have

@@ -236,40 +236,82 @@ mod tests {
     use crate::spec::JobSpec;
     use crate::testing::MemStore;
 
-    /// Concurrent proposals share entries, and each caller gets its own answer.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_proposals_share_entries_and_answers_stay_apart() {
-        let mem = Arc::new(MemStore::new("n1"));
-        let store = Arc::new(BatchingStore::new(mem.clone(), BatchConfig::default()));
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..200 {
-            let store = store.clone();
-            tasks.spawn(async move {
-                let spec = JobSpec::service(format!("job-{i}"), "img");
-                let a = store.propose(Command::UpsertJob { spec }).await.unwrap();
-                (i, a)
-            });
+    /// Wraps a store, recording how many commands each proposed entry carried.
+    struct Recording {
+        inner: MemStore,
+        entries: parking_lot::Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl Store for Recording {
+        async fn propose(&self, cmd: Command) -> Result<Applied, StoreError> {
+            let n = match &cmd {
+                Command::Batch { commands } => commands.len(),
+                _ => 1,
+            };
+            self.entries.lock().push(n);
+            self.inner.propose(cmd).await
         }
+        fn replica(&self) -> &Arc<Replica> {
+            self.inner.replica()
+        }
+        async fn read_barrier(&self) -> Result<(), StoreError> {
+            self.inner.read_barrier().await
+        }
+        fn leadership(&self) -> watch::Receiver<Leadership> {
+            self.inner.leadership()
+        }
+        async fn shutdown(&self) -> Result<(), StoreError> {
+            self.inner.shutdown().await
+        }
+    }
+
+    /// Concurrent proposals share entries (fewer entries reach the inner store than
+    /// there were proposals, and every command reaches it once), each caller gets
+    /// its own answer with its entry's index, and a refusal inside a batch reaches
+    /// only its caller.
+    #[tokio::test]
+    async fn concurrent_proposals_share_entries_and_answers_stay_apart() {
+        let mem = Arc::new(Recording {
+            inner: MemStore::new("n1"),
+            entries: Default::default(),
+        });
+        let store = Arc::new(BatchingStore::new(mem.clone(), BatchConfig::default()));
+        // Every proposal is queued before the batcher runs (one thread: the
+        // batcher only runs when this task waits).
+        let proposals = (0..200).map(|i| {
+            let store = store.clone();
+            async move {
+                let cmd = if i == 100 {
+                    Command::StopJob {
+                        name: "nope".into(),
+                        purge: false,
+                    }
+                } else {
+                    Command::UpsertJob {
+                        spec: JobSpec::service(format!("job-{i}"), "img"),
+                    }
+                };
+                (i, store.propose(cmd).await.unwrap())
+            }
+        });
+        let answers = futures::future::join_all(proposals).await;
         let mut indexes = std::collections::BTreeSet::new();
-        while let Some(r) = tasks.join_next().await {
-            let (i, a) = r.unwrap();
+        for (i, a) in answers {
             match a.response {
                 Response::Job { name, version, .. } => {
                     assert_eq!((name, version), (format!("job-{i}"), 1));
                 }
+                Response::Refused { .. } => assert_eq!(i, 100, "only the bad one is refused"),
                 other => panic!("{other:?}"),
             }
             indexes.insert(a.index);
         }
-        assert_eq!(mem.replica().read(|s| s.jobs.len()), 200);
-        assert!(indexes.len() <= 200);
-        let refused = store
-            .propose(Command::StopJob {
-                name: "nope".into(),
-                purge: false,
-            })
-            .await
-            .unwrap();
-        assert!(matches!(refused.response, Response::Refused { .. }));
+        assert_eq!(mem.replica().read(|s| s.jobs.len()), 199);
+        let entries = mem.entries.lock().clone();
+        assert_eq!(entries.iter().sum::<usize>(), 200, "every command once");
+        assert_eq!(indexes.len(), entries.len(), "one index per entry");
+        assert!(entries.len() < 200, "proposals shared entries: {entries:?}");
+        assert!(entries.iter().any(|&n| n > 1), "{entries:?}");
     }
 }

@@ -442,6 +442,46 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Why the state machine refused a command, as a kind callers can match.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No job by that name.
+    UnknownJob,
+    /// No node with that id.
+    UnknownNode,
+    /// No volume by that name.
+    UnknownVolume,
+    /// No secret by that name.
+    UnknownSecret,
+    /// No API token with that accessor.
+    UnknownToken,
+    /// The state forbids it now: the thing exists already, is in use, or is
+    /// in a state the command does not apply to.
+    Conflict,
+    /// Made against state that has moved on (a version, rotation or tick that
+    /// is no longer the current one): look again and make it again. A command
+    /// committed twice (a retried proposal) is refused so the second time.
+    Stale,
+    /// Arguments the state machine does not accept (outside a job's bounds,
+    /// the wrong kind of job).
+    Invalid,
+    /// A refusal without a kind (from a node older than kinds).
+    #[default]
+    Other,
+}
+
+impl Response {
+    /// A refusal of `kind`, saying why.
+    pub fn refused(refusal: Refusal, reason: impl Into<String>) -> Response {
+        Response::Refused {
+            refusal,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// What applying a command answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -473,7 +513,11 @@ pub enum Response {
     },
     /// The command was refused; state is unchanged.
     Refused {
-        /// Why.
+        /// What kind of refusal: callers match this, never the reason's text.
+        /// (A node from before kinds existed sends none: [`Refusal::Other`].)
+        #[serde(default)]
+        refusal: Refusal,
+        /// Why, for people.
         reason: String,
     },
     /// The answers to a [`Command::Batch`], in order.
@@ -481,4 +525,50 @@ pub enum Response {
         /// One answer per command.
         responses: Vec<Response>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::ClusterState;
+
+    /// Each "no such thing" refusal carries its kind (callers map it to a 404
+    /// by the kind), and a refusal from a node older than kinds reads as
+    /// `Other`.
+    #[test]
+    fn refusals_say_their_kind() {
+        let mut s = ClusterState::default();
+        let kind = |r: Response| match r {
+            Response::Refused { refusal, .. } => refusal,
+            other => panic!("not refused: {other:?}"),
+        };
+        let cases = [
+            (
+                Command::StopJob {
+                    name: "ghost".into(),
+                    purge: false,
+                },
+                Refusal::UnknownJob,
+            ),
+            (
+                Command::RemoveNode { id: "ghost".into() },
+                Refusal::UnknownNode,
+            ),
+            (
+                Command::DeleteVolume {
+                    name: "ghost".into(),
+                },
+                Refusal::UnknownVolume,
+            ),
+        ];
+        for (i, (cmd, want)) in cases.into_iter().enumerate() {
+            let (r, _) = s.apply(i as u64 + 1, &cmd);
+            assert_eq!(kind(r), want, "{cmd:?}");
+        }
+        let old: Response = serde_json::from_str(r#"{"kind":"refused","reason":"no"}"#).unwrap();
+        assert_eq!(kind(old), Refusal::Other);
+        let r = Response::refused(Refusal::Stale, "again");
+        let back: Response = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
 }

@@ -119,11 +119,13 @@ impl Control {
                     Err(broadcast::error::RecvError::Closed) => {}
                 },
             }
-            let acting = {
+            let (leader, quorum_lost) = {
                 let l = leadership.borrow_and_update();
-                l.is_self && !l.quorum_lost
+                (l.is_self, l.quorum_lost)
             };
-            if !acting {
+            if !leader || quorum_lost {
+                self.metrics
+                    .control_pass(if leader { "quorum_lost" } else { "follower" });
                 absent_since.clear();
                 dead.clear();
                 confirmed = None;
@@ -131,6 +133,7 @@ impl Control {
                 continue;
             }
             if !self.confirm_leadership(&mut confirmed).await {
+                self.metrics.control_pass("unconfirmed");
                 continue;
             }
             self.liveness(&mut absent_since, &mut dead).await;
@@ -142,6 +145,7 @@ impl Control {
                 last_gc = Instant::now();
                 self.collect_finished_jobs().await;
             }
+            self.metrics.control_pass("acted");
         }
         debug!(node_id = %self.node_id, "control loop stopped");
     }
@@ -254,7 +258,7 @@ impl Control {
         for cmd in due {
             match self.store.propose(cmd).await {
                 Ok(crate::store::Applied {
-                    response: crate::command::Response::Refused { reason },
+                    response: crate::command::Response::Refused { reason, .. },
                     ..
                 }) => debug!(%reason, "periodic tick refused"),
                 Ok(_) => {}
@@ -339,7 +343,9 @@ impl Control {
         let now = crate::model::unix_ms();
         let max_age = self.config.load_max_age.as_millis() as u64;
         let members = self.membership.live();
-        let cmds: Vec<Command> = self.store.replica().read(|s| {
+        // Decide on a snapshot, not inside the replica's lock.
+        let s = self.store.replica().current();
+        let cmds: Vec<Command> = {
             s.jobs
                 .values()
                 .filter(|j| {
@@ -355,7 +361,7 @@ impl Control {
                     let loads = members
                         .iter()
                         .filter_map(|m| m.load.get(&j.spec.name).map(|l| (&m.id, l)));
-                    let (obs, serving) = crate::scaling::observe(s, j, loads, now, max_age);
+                    let (obs, serving) = crate::scaling::observe(&s, j, loads, now, max_age);
                     let memory = kept.map(|k| k.memory.clone()).unwrap_or_default();
                     let d = crate::scaling::decide(sc, &obs, &memory);
                     Some(Command::Scale {
@@ -377,7 +383,8 @@ impl Control {
                     })
                 })
                 .collect()
-        });
+        };
+        drop(s);
         for cmd in cmds {
             let Command::Scale { job, record, .. } = &cmd else {
                 continue;
@@ -386,7 +393,7 @@ impl Control {
                 (job.clone(), record.from, record.to, record.reason.clone());
             match self.store.propose(cmd).await {
                 Ok(crate::store::Applied {
-                    response: crate::command::Response::Refused { reason },
+                    response: crate::command::Response::Refused { reason, .. },
                     ..
                 }) => debug!(%job, %reason, "scaling evaluation refused"),
                 Ok(_) if from != to => info!(%job, from, to, %reason, "job scaled"),
@@ -500,24 +507,59 @@ mod tests {
             .read(|s| s.allocs.values().filter(|a| a.node.is_some()).count())
     }
 
+    /// A running control loop: stop it, or read its pass counts.
+    struct Running {
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+        metrics: Arc<crate::metrics::Metrics>,
+    }
+
+    impl Running {
+        /// Waits until the loop has counted `n` more passes as `outcome` (so it
+        /// ran, and decided what it decided, that many times).
+        async fn passes(&self, outcome: &str, n: u64) {
+            let from = self.metrics.control_passes_of(outcome);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.metrics.control_passes_of(outcome) < from + n {
+                assert!(Instant::now() < deadline, "no {n} {outcome} passes");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+
+        async fn stop(self) {
+            self.stop.send_replace(true);
+            self.task.await.unwrap();
+        }
+    }
+
     /// Runs the control loop of a single node `n1` over `store`, on a fast tick.
-    fn run_solo(store: Arc<dyn Store>) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    fn run_solo(store: Arc<dyn Store>) -> Running {
+        run_solo_with(store, Arc::new(FilterScoreScheduler::default()))
+    }
+
+    /// [`run_solo`] with `scheduler`.
+    fn run_solo_with(store: Arc<dyn Store>, scheduler: Arc<dyn Scheduler>) -> Running {
         let member = crate::cluster::builder::member_of(&node("n1", 4.0, 4096));
+        let metrics: Arc<crate::metrics::Metrics> = Default::default();
         let control = Control {
             node_id: "n1".into(),
             store,
             membership: Arc::new(SoloMembership::new(member)),
-            scheduler: Arc::new(FilterScoreScheduler::default()),
+            scheduler,
             config: ControlConfig {
                 reconcile_interval: Duration::from_millis(20),
                 quorum_check: Duration::from_millis(20),
                 ..ControlConfig::default()
             },
-            metrics: Default::default(),
+            metrics: metrics.clone(),
             local_health: Default::default(),
         };
         let (stop, rx) = watch::channel(false);
-        (stop, tokio::spawn(control.run(rx)))
+        Running {
+            stop,
+            task: tokio::spawn(control.run(rx)),
+            metrics,
+        }
     }
 
     fn status_of(store: &MemStore, id: &str) -> (NodeStatus, Option<String>) {
@@ -612,7 +654,7 @@ mod tests {
         store.apply_now(&Command::RegisterNode {
             info: node("n1", 4.0, 4096),
         });
-        let (stop, task) = run_solo(store.clone());
+        let control = run_solo(store.clone());
         let spec = job("web", 1, 0.1, 64).update(crate::spec::UpdateSpec {
             min_healthy_time: Duration::ZERO,
             healthy_deadline: Duration::from_millis(100),
@@ -643,8 +685,7 @@ mod tests {
             "{}",
             failed.description
         );
-        stop.send_replace(true);
-        task.await.unwrap();
+        control.stop().await;
     }
 
     /// A leader that cannot confirm its leadership with a quorum places nothing; once
@@ -661,12 +702,14 @@ mod tests {
         store.inner.apply_now(&Command::RegisterNode {
             info: node("n1", 4.0, 4096),
         });
-        let (stop, task) = run_solo(store.clone());
+        let control = run_solo(store.clone());
         let r = store.inner.apply_now(&Command::UpsertJob {
             spec: job("web", 2, 0.1, 64),
         });
         assert!(matches!(r.response, Response::Job { .. }));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The loop ran with the job committed and declined to act, several times.
+        control.passes("unconfirmed", 3).await;
+        assert_eq!(control.metrics.control_passes_of("acted"), 0);
         assert_eq!(
             placed(&store),
             0,
@@ -681,8 +724,7 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        stop.send_replace(true);
-        task.await.unwrap();
+        control.stop().await;
     }
 
     /// A leader whose store says it has heard from no majority does not act, even
@@ -697,11 +739,12 @@ mod tests {
             info: node("n1", 4.0, 4096),
         });
         store.set_quorum_lost(true);
-        let (stop, task) = run_solo(store.clone());
+        let control = run_solo(store.clone());
         store.apply_now(&Command::UpsertJob {
             spec: job("web", 2, 0.1, 64),
         });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        control.passes("quorum_lost", 3).await;
+        assert_eq!(control.metrics.control_passes_of("acted"), 0);
         let placed_on = |s: &MemStore| {
             s.replica()
                 .read(|st| st.allocs.values().filter(|a| a.node.is_some()).count())
@@ -713,7 +756,70 @@ mod tests {
             assert!(Instant::now() < deadline, "the leader never placed");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        stop.send_replace(true);
-        task.await.unwrap();
+        control.stop().await;
+    }
+
+    /// A scheduler that, while it plans, checks whether anyone holds the
+    /// replica's lock (the control loop must plan on a snapshot, so appliers
+    /// and API reads never wait for a pass).
+    #[derive(Debug)]
+    struct LockProbe {
+        replica: Arc<Replica>,
+        inner: FilterScoreScheduler,
+        calls: std::sync::atomic::AtomicUsize,
+        locked: AtomicBool,
+    }
+
+    impl Scheduler for LockProbe {
+        fn schedule(
+            &self,
+            state: &crate::state::ClusterState,
+            requests: &[crate::command::SlotRef],
+            stopping: &[crate::model::AllocId],
+            seed: u64,
+        ) -> crate::scheduler::Schedule {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.replica.is_locked() {
+                self.locked.store(true, Ordering::SeqCst);
+            }
+            self.inner.schedule(state, requests, stopping, seed)
+        }
+    }
+
+    /// The reconcile-and-schedule pass runs without holding the replica's lock.
+    #[tokio::test]
+    async fn the_loop_plans_without_holding_the_replicas_lock() {
+        let store = Arc::new(MemStore::new("n1"));
+        store.apply_now(&Command::InitCluster {
+            cluster_id: "c".into(),
+        });
+        store.apply_now(&Command::RegisterNode {
+            info: node("n1", 4.0, 4096),
+        });
+        let probe = Arc::new(LockProbe {
+            replica: store.replica().clone(),
+            inner: FilterScoreScheduler::default(),
+            calls: Default::default(),
+            locked: AtomicBool::new(false),
+        });
+        let control = run_solo_with(store.clone(), probe.clone());
+        store.apply_now(&Command::UpsertJob {
+            spec: job("web", 2, 0.1, 64),
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store
+            .replica()
+            .read(|s| s.allocs.values().filter(|a| a.node.is_some()).count())
+            < 2
+        {
+            assert!(Instant::now() < deadline, "never placed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        control.stop().await;
+        assert!(probe.calls.load(Ordering::SeqCst) > 0, "the scheduler ran");
+        assert!(
+            !probe.locked.load(Ordering::SeqCst),
+            "the replica was locked while the scheduler planned"
+        );
     }
 }

@@ -72,7 +72,9 @@ pub use cluster::{
     Cluster, ClusterBuilder, ClusterConfig, ClusterError, JobPlan, JobView, NodeProfile, NodeView,
     ScalingView, Submitted,
 };
-pub use command::{AllocUpdate, Command, Placement, Plan, Response, SlotRef, StopAlloc, Unplaced};
+pub use command::{
+    AllocUpdate, Command, Placement, Plan, Refusal, Response, SlotRef, StopAlloc, Unplaced,
+};
 pub use control::ControlConfig;
 pub use membership::{Member, Membership, MembershipError, MembershipEvent, SoloMembership};
 pub use model::{

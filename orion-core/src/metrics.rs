@@ -207,6 +207,13 @@ pub struct Metrics {
     gossip_members: Family<StateLabel, Gauge>,
     /// Nodes this node, leading, marked down.
     pub failure_detections: Counter,
+    /// Control-loop passes by outcome: `follower` (not the leader), `quorum_lost`
+    /// (the store heard from no majority), `unconfirmed` (no quorum confirmed
+    /// the leadership), `acted` (liveness, reconcile and the rest ran).
+    pub control_passes: Family<OutcomeLabel, Counter>,
+    /// Agent passes that reached the runtime (listed its containers and
+    /// brought them toward the committed allocations).
+    pub agent_passes: Counter,
     /// CPU time of each task of this node, from the agent's samples.
     task_cpu: Family<TaskLabels, FloatCounter>,
     /// Memory in use by each task.
@@ -282,6 +289,8 @@ impl Metrics {
             node_allocations: Family::default(),
             gossip_members: Family::default(),
             failure_detections: Counter::default(),
+            control_passes: Family::default(),
+            agent_passes: Counter::default(),
             task_cpu: Family::default(),
             task_memory: Family::default(),
             task_rx: Family::default(),
@@ -321,6 +330,16 @@ impl Metrics {
                 "scheduler_unplaced",
                 "Slots left unplaced, counted per pass, by reason",
                 m.unplaced.clone(),
+            );
+            r.register(
+                "control_passes",
+                "Control-loop passes by outcome (follower, quorum_lost, unconfirmed, acted)",
+                m.control_passes.clone(),
+            );
+            r.register(
+                "agent_passes",
+                "Agent passes that reached the runtime",
+                m.agent_passes.clone(),
             );
             r.register(
                 "scheduler_plan_duration_seconds",
@@ -583,6 +602,24 @@ impl Metrics {
             });
             c.inc_by(n.saturating_sub(c.get()));
         }
+    }
+
+    /// Counts one control-loop pass that ended as `outcome`.
+    pub fn control_pass(&self, outcome: &str) {
+        self.control_passes
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Control-loop passes counted as `outcome` so far.
+    pub fn control_passes_of(&self, outcome: &str) -> u64 {
+        self.control_passes
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .get()
     }
 
     /// Plans (reconcile and schedule) and what they could not place: the

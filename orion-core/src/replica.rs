@@ -87,6 +87,13 @@ impl Replica {
         f(&self.state.read())
     }
 
+    /// Whether someone reads or writes the state under its lock right now (for
+    /// tests that check a pass plans on a snapshot instead).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn is_locked(&self) -> bool {
+        self.state.is_locked()
+    }
+
     /// The state as of now, to plan on without holding the lock that appliers
     /// and readers wait on (a control-loop pass takes this). Cheap to take; an
     /// apply while it is held copies the state once.

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{AllocUpdate, Command, Placement, Plan, Response, SlotRef, Unplaced};
+use crate::command::{AllocUpdate, Command, Placement, Plan, Refusal, Response, SlotRef, Unplaced};
 use crate::model::{
     AllocId, AllocState, Allocation, DesiredState, Job, JobStatus, Node, NodeId, NodeInfo,
     NodeStatus, Volume, VolumeState,
@@ -264,6 +264,7 @@ impl ClusterState {
                         self.upsert_job(index, spec, &mut changes)
                     }
                     _ if now != *seen => Response::Refused {
+                        refusal: Refusal::Stale,
                         reason: format!(
                             "job {:?} changed since index {seen} (it is at {now}): plan again",
                             spec.name
@@ -334,6 +335,7 @@ impl ClusterState {
             } => {
                 if self.acl.key.is_some() {
                     Response::Refused {
+                        refusal: Refusal::Conflict,
                         reason: "API tokens are already bootstrapped".into(),
                     }
                 } else {
@@ -348,6 +350,7 @@ impl ClusterState {
             Command::AclUpsertToken { token } => {
                 if self.acl.key.is_none() {
                     Response::Refused {
+                        refusal: Refusal::Conflict,
                         reason: "API tokens are not bootstrapped".into(),
                     }
                 } else {
@@ -360,6 +363,7 @@ impl ClusterState {
             Command::JoinTokenSet { role, hash } => {
                 if self.acl.key.is_none() {
                     Response::Refused {
+                        refusal: Refusal::Conflict,
                         reason: "API tokens are not bootstrapped".into(),
                     }
                 } else {
@@ -375,6 +379,7 @@ impl ClusterState {
             Command::AclRevokeToken { accessor } => match self.acl.tokens.remove(accessor) {
                 Some(_) => Response::Done,
                 None => Response::Refused {
+                    refusal: Refusal::UnknownToken,
                     reason: format!("no token with accessor {accessor}"),
                 },
             },
@@ -388,6 +393,7 @@ impl ClusterState {
                     Response::Done
                 } else if sealed.version != current + 1 {
                     Response::Refused {
+                        refusal: Refusal::Stale,
                         reason: format!(
                             "the gossip keyring is at version {current}; this change was made for version {}: make it again",
                             sealed.version
@@ -449,6 +455,7 @@ impl ClusterState {
     ) -> Response {
         if let Some(e) = crate::lb::listener_conflicts(self, spec).first() {
             return Response::Refused {
+                refusal: Refusal::Conflict,
                 reason: e.to_string(),
             };
         }
@@ -536,6 +543,7 @@ impl ClusterState {
     ) -> Response {
         let Some(job) = self.jobs.get(name) else {
             return Response::Refused {
+                refusal: Refusal::UnknownJob,
                 reason: format!("no job named {name:?}"),
             };
         };
@@ -556,6 +564,7 @@ impl ClusterState {
                     changed: false,
                 },
                 _ => Response::Refused {
+                    refusal: Refusal::Stale,
                     reason: format!(
                         "job {name:?} changed since version {seen} (it is at {}): look again",
                         job.version
@@ -573,6 +582,7 @@ impl ClusterState {
                         .map(|v| v.version.to_string())
                         .collect();
                     return Response::Refused {
+                        refusal: Refusal::Invalid,
                         reason: format!(
                             "job {name:?} has no version {v} (kept: {})",
                             kept.join(", ")
@@ -584,6 +594,7 @@ impl ClusterState {
                 Some(v) => v.spec.clone(),
                 None => {
                     return Response::Refused {
+                        refusal: Refusal::Conflict,
                         reason: format!(
                             "job {name:?} has no stable version before {} to revert to",
                             job.version
@@ -604,6 +615,7 @@ impl ClusterState {
     ) -> Response {
         let Some(job) = self.jobs.get_mut(name) else {
             return Response::Refused {
+                refusal: Refusal::UnknownJob,
                 reason: format!("no job named {name:?}"),
             };
         };
@@ -658,11 +670,13 @@ impl ClusterState {
             return match (v.node == node, v.state) {
                 (true, VolumeState::Ready) => Response::Done,
                 (true, VolumeState::Deleting) => Response::Refused {
+                    refusal: Refusal::Conflict,
                     reason: format!(
                         "volume {name:?} is being deleted; create it again once it is gone"
                     ),
                 },
                 (false, _) => Response::Refused {
+                    refusal: Refusal::Conflict,
                     reason: format!("volume {name:?} already exists on node {}", v.node),
                 },
             };
@@ -686,6 +700,7 @@ impl ClusterState {
     fn delete_volume(&mut self, name: &str, changes: &mut Vec<Change>) -> Response {
         if !self.volumes.contains_key(name) {
             return Response::Refused {
+                refusal: Refusal::UnknownVolume,
                 reason: format!("no volume named {name:?}"),
             };
         }
@@ -704,6 +719,7 @@ impl ClusterState {
             .collect();
         if !users.is_empty() {
             return Response::Refused {
+                refusal: Refusal::Conflict,
                 reason: format!(
                     "volume {name:?} is mounted by job {}: stop it first",
                     users.join(", ")
@@ -1191,6 +1207,7 @@ pub fn system_eligible(node: &Node, constraints: &[crate::spec::Constraint]) -> 
 
 fn unknown_node(id: &str) -> Response {
     Response::Refused {
+        refusal: Refusal::UnknownNode,
         reason: format!("no node with id {id:?}"),
     }
 }

@@ -491,7 +491,7 @@ impl From<ClusterError> for ApiError {
             | ClusterError::GossipKeyNotFound(_) => StatusCode::NOT_FOUND,
             ClusterError::NoDataKey => StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ClusterError::Refused(_) | ClusterError::NodeAlive(_) => StatusCode::CONFLICT,
+            ClusterError::Refused { .. } | ClusterError::NodeAlive(_) => StatusCode::CONFLICT,
             ClusterError::Forbidden(_) => StatusCode::FORBIDDEN,
             ClusterError::Store(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::Store(StoreError::Membership(_)) => StatusCode::CONFLICT,

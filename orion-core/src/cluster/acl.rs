@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::{Cluster, ClusterError};
 use crate::acl::{self, AclToken, Scope};
-use crate::command::Command;
+use crate::command::{Command, Refusal};
 use crate::spec::SpecError;
 
 impl Cluster {
@@ -41,7 +41,7 @@ impl Cluster {
             [Scope::Management].into(),
             crate::model::unix_ms(),
         )
-        .ok_or_else(|| ClusterError::Refused("a fresh key did not parse".into()))?;
+        .ok_or_else(|| ClusterError::refused("a fresh key did not parse".into()))?;
         keep(&secret)?;
         let raft_secret = Some(acl::new_key());
         match self
@@ -53,7 +53,10 @@ impl Cluster {
             .await
         {
             Ok(_) => Ok(true),
-            Err(ClusterError::Refused(r)) if r.contains("already bootstrapped") => Ok(false),
+            Err(ClusterError::Refused {
+                kind: Refusal::Conflict,
+                ..
+            }) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -78,9 +81,9 @@ impl Cluster {
             .store
             .replica()
             .read(|s| s.acl.key.clone())
-            .ok_or_else(|| ClusterError::Refused("API tokens are not bootstrapped".into()))?;
+            .ok_or_else(|| ClusterError::refused("API tokens are not bootstrapped".into()))?;
         let (token, secret) = acl::new_token(&key, name, scopes, crate::model::unix_ms())
-            .ok_or_else(|| ClusterError::Refused("the cluster's token key is damaged".into()))?;
+            .ok_or_else(|| ClusterError::refused("the cluster's token key is damaged".into()))?;
         self.propose(Command::AclUpsertToken {
             token: token.clone(),
         })
@@ -109,9 +112,10 @@ impl Cluster {
             .await
         {
             Ok(_) => Ok(()),
-            Err(ClusterError::Refused(r)) if r.starts_with("no token") => {
-                Err(ClusterError::TokenNotFound(accessor.into()))
-            }
+            Err(ClusterError::Refused {
+                kind: Refusal::UnknownToken,
+                ..
+            }) => Err(ClusterError::TokenNotFound(accessor.into())),
             Err(e) => Err(e),
         }
     }

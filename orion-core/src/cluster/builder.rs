@@ -77,6 +77,10 @@ impl ClusterConfig {
             ("stats.interval", self.stats.interval),
             ("http.header_read_timeout", self.http.header_read_timeout),
             ("http.idle_timeout", self.http.idle_timeout),
+            // A node would count as dead between two gossip rounds; load
+            // reports would never be young enough to count.
+            ("control.absent_grace", c.absent_grace),
+            ("control.load_max_age", c.load_max_age),
         ] {
             if d.is_zero() {
                 return Err(ClusterError::config(field, "is zero"));
@@ -89,6 +93,12 @@ impl ClusterConfig {
             ("batch.in_flight", self.batch.in_flight),
             ("stats.kept", self.stats.kept),
             ("http.max_connections", self.http.max_connections),
+            // Zero failed starts a second would start nothing at all.
+            (
+                "agent.max_failed_starts_per_sec",
+                a.max_failed_starts_per_sec as usize,
+            ),
+            ("max_scaled_replicas", self.max_scaled_replicas as usize),
         ] {
             if n == 0 {
                 return Err(ClusterError::config(field, "is zero"));
@@ -754,5 +764,84 @@ async fn register(
                 warn!(error = %e, "could not publish node use");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::testing::{FakeRuntime, MemStore};
+
+    /// Every impossible loop setting is refused by `start()`, naming its field,
+    /// before anything is spawned (a zero interval would otherwise panic inside
+    /// a task: `tokio::time::interval(0)`).
+    #[tokio::test]
+    async fn start_refuses_each_impossible_setting_by_name() {
+        type Edit = fn(&mut ClusterConfig);
+        let cases: &[(&str, Edit)] = &[
+            ("control.reconcile_interval", |c| {
+                c.control.reconcile_interval = Duration::ZERO
+            }),
+            ("control.quorum_check", |c| {
+                c.control.quorum_check = Duration::ZERO
+            }),
+            ("control.absent_grace", |c| {
+                c.control.absent_grace = Duration::ZERO
+            }),
+            ("control.load_max_age", |c| {
+                c.control.load_max_age = Duration::ZERO
+            }),
+            ("agent.tick", |c| c.agent.tick = Duration::ZERO),
+            ("agent.max_backoff", |c| {
+                c.agent.max_backoff = Duration::ZERO
+            }),
+            ("stats.interval", |c| c.stats.interval = Duration::ZERO),
+            ("http.header_read_timeout", |c| {
+                c.http.header_read_timeout = Duration::ZERO
+            }),
+            ("http.idle_timeout", |c| {
+                c.http.idle_timeout = Duration::ZERO
+            }),
+            ("control.max_placements_per_pass", |c| {
+                c.control.max_placements_per_pass = 0
+            }),
+            ("scheduler.candidates", |c| c.scheduler.candidates = 0),
+            ("batch.max_batch", |c| c.batch.max_batch = 0),
+            ("batch.in_flight", |c| c.batch.in_flight = 0),
+            ("stats.kept", |c| c.stats.kept = 0),
+            ("http.max_connections", |c| c.http.max_connections = 0),
+            ("agent.max_failed_starts_per_sec", |c| {
+                c.agent.max_failed_starts_per_sec = 0
+            }),
+            ("max_scaled_replicas", |c| c.max_scaled_replicas = 0),
+            ("agent.restart_delay", |c| {
+                c.agent.restart_delay = c.agent.max_backoff + Duration::from_secs(1)
+            }),
+        ];
+        for (field, edit) in cases {
+            let mut config = ClusterConfig::default();
+            edit(&mut config);
+            let runtime = Arc::new(FakeRuntime::new());
+            let started = Cluster::builder()
+                .node_id("n1")
+                .runtime_shared(runtime.clone())
+                .store(MemStore::new("n1"))
+                .config(config)
+                .start()
+                .await;
+            match started {
+                Err(ClusterError::Config { field: f, .. }) => assert_eq!(f, *field),
+                Err(e) => panic!("{field}: {e}"),
+                Ok(_) => panic!("{field}: started"),
+            }
+            assert!(runtime.calls().is_empty(), "{field}: the runtime was used");
+        }
+        let mut fine = ClusterConfig::default();
+        fine.agent.stop_grace = Duration::ZERO;
+        fine.validate()
+            .expect("a zero stop grace is allowed (kill at once)");
     }
 }

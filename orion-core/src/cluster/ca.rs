@@ -81,7 +81,7 @@ impl Cluster {
         let pki = self.pki_or_refuse()?;
         let ca = pki
             .ca()
-            .ok_or_else(|| ClusterError::Refused("this node holds no CA key (a worker)".into()))?;
+            .ok_or_else(|| ClusterError::refused("this node holds no CA key (a worker)".into()))?;
         let record = self.record_for(0, &ca, ca.cert_pem.clone(), None, true)?;
         self.propose(Command::CaSet { record }).await?;
         Ok(())
@@ -127,7 +127,7 @@ impl Cluster {
             .as_ref()
             .ok_or(ClusterError::NoDataKey)?;
         let pem = open(key, CA_KEY_SECRET, &record.key)
-            .map_err(|e| ClusterError::Refused(format!("the CA key: {e}")))?;
+            .map_err(|e| ClusterError::refused(format!("the CA key: {e}")))?;
         Ok(CertAuthority {
             name: record.name.clone(),
             cert_pem: record.cert_pem.clone(),
@@ -144,7 +144,7 @@ impl Cluster {
         self.sync().await?;
         let cur = self.ca_record().ok_or_else(no_record)?;
         if !cur.finished {
-            return Err(ClusterError::Refused(format!(
+            return Err(ClusterError::refused(format!(
                 "CA rotation {} is still under way: wait for it to finish (cluster ca)",
                 cur.rotation
             )));
@@ -219,12 +219,12 @@ impl Cluster {
 
 impl From<crate::tls::TlsError> for ClusterError {
     fn from(e: crate::tls::TlsError) -> Self {
-        ClusterError::Refused(e.to_string())
+        ClusterError::refused(e.to_string())
     }
 }
 
 fn no_record() -> ClusterError {
-    ClusterError::Refused(
+    ClusterError::refused(
         "this cluster has no CA record (insecure dev, or its first node has not committed it yet)"
             .into(),
     )

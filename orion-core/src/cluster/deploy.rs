@@ -61,7 +61,7 @@ impl Cluster {
         // proposal must not fail); a caller asking for one on an ended
         // deployment is told so.
         if !d.status.is_active() {
-            return Err(ClusterError::Refused(format!(
+            return Err(ClusterError::refused(format!(
                 "deployment {} of job {job:?} is {}: nothing to {action}",
                 d.id, d.status
             )));

@@ -11,10 +11,16 @@ use crate::spec::Resources;
 /// file system, an embedder sets it to let tasks reserve disk.
 pub fn host_capacity() -> Resources {
     let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    capacity_from(cpu, Path::new("/proc"), Path::new("/sys/fs/cgroup"))
+}
+
+/// [`host_capacity`] with `cpu` cores, reading `<proc>/meminfo`, `<proc>/self/cgroup`
+/// and the limit files under the cgroup file system at `cgroup_root`.
+fn capacity_from(cpu: f64, proc: &Path, cgroup_root: &Path) -> Resources {
     let read = |p: &Path| std::fs::read_to_string(p).ok();
-    let total = read(Path::new("/proc/meminfo")).and_then(|t| meminfo_total(&t));
-    let limit = read(Path::new("/proc/self/cgroup")).and_then(|groups| {
-        cgroup_limit_files(Path::new("/sys/fs/cgroup"), &groups)
+    let total = read(&proc.join("meminfo")).and_then(|t| meminfo_total(&t));
+    let limit = read(&proc.join("self/cgroup")).and_then(|groups| {
+        cgroup_limit_files(cgroup_root, &groups)
             .iter()
             .filter_map(|f| read(f).and_then(|t| cgroup_limit(&t)))
             .min()
@@ -87,9 +93,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn capacity_is_positive() {
-        let c = host_capacity();
-        assert!(c.cpu >= 1.0 && c.memory_mb > 0);
+    fn host_name_is_not_empty() {
         assert!(!host_name().is_empty());
     }
 
@@ -127,26 +131,96 @@ mod tests {
         );
     }
 
+    /// A `/proc` and a cgroup tree of our own, read by the production pipeline.
+    struct Host {
+        dir: tempfile::TempDir,
+    }
+
+    impl Host {
+        fn new(meminfo_kb: Option<u64>, proc_cgroup: &str) -> Host {
+            let dir = tempfile::tempdir().unwrap();
+            let proc = dir.path().join("proc");
+            std::fs::create_dir_all(proc.join("self")).unwrap();
+            if let Some(kb) = meminfo_kb {
+                let text = format!("MemTotal:       {kb} kB\nMemFree:  100 kB\n");
+                std::fs::write(proc.join("meminfo"), text).unwrap();
+            }
+            std::fs::write(proc.join("self/cgroup"), proc_cgroup).unwrap();
+            Host { dir }
+        }
+
+        fn limit(&self, group: &str, file: &str, value: &str) -> &Self {
+            let at = self.dir.path().join("cgroup").join(group);
+            std::fs::create_dir_all(&at).unwrap();
+            std::fs::write(at.join(file), value).unwrap();
+            self
+        }
+
+        fn capacity(&self) -> Resources {
+            let root = self.dir.path();
+            capacity_from(2.0, &root.join("proc"), &root.join("cgroup"))
+        }
+    }
+
     #[test]
     fn the_lowest_limit_of_the_group_and_its_parents_applies() {
-        // The limit files read from a cgroup tree of our own: the parent slice
-        // limits harder than the node's own group.
-        let dir = tempfile::tempdir().unwrap();
-        let slice = dir.path().join("memory/slice");
-        let group = slice.join("orion");
-        std::fs::create_dir_all(&group).unwrap();
-        std::fs::write(group.join("memory.limit_in_bytes"), "1073741824\n").unwrap();
-        std::fs::write(slice.join("memory.limit_in_bytes"), "536870912\n").unwrap();
-        std::fs::write(
-            dir.path().join("memory/memory.limit_in_bytes"),
-            "9223372036854771712\n",
+        // v1: the parent slice limits harder than the node's own group; the root
+        // reports "no limit".
+        let host = Host::new(Some(4 << 20), "5:cpu:/x\n4:memory:/slice/orion\n");
+        host.limit(
+            "memory/slice/orion",
+            "memory.limit_in_bytes",
+            "1073741824\n",
         )
-        .unwrap();
-        let limit = cgroup_limit_files(dir.path(), "4:memory:/slice/orion\n")
-            .iter()
-            .filter_map(|f| std::fs::read_to_string(f).ok())
-            .filter_map(|t| cgroup_limit(&t))
-            .min();
-        assert_eq!(limit, Some(512 << 20));
+        .limit("memory/slice", "memory.limit_in_bytes", "536870912\n")
+        .limit("memory", "memory.limit_in_bytes", "9223372036854771712\n");
+        let c = host.capacity();
+        assert_eq!((c.cpu, c.memory_mb, c.disk_mb), (2.0, 512, 0));
+    }
+
+    #[test]
+    fn v2_limits_apply_and_the_host_total_wins_when_lower() {
+        let host = Host::new(Some(4 << 20), "0::/system.slice/orion.service\n");
+        host.limit("system.slice/orion.service", "memory.max", "max\n")
+            .limit("system.slice", "memory.max", "2147483648\n");
+        assert_eq!(host.capacity().memory_mb, 2048, "the slice's limit");
+
+        let small = Host::new(Some(1 << 20), "0::/system.slice/orion.service\n");
+        small.limit("system.slice", "memory.max", "2147483648\n");
+        assert_eq!(
+            small.capacity().memory_mb,
+            1024,
+            "MemTotal, lower than the limit"
+        );
+
+        let unlimited = Host::new(Some(3 << 20), "0::/\n");
+        unlimited.limit("", "memory.max", "max\n");
+        assert_eq!(unlimited.capacity().memory_mb, 3072, "no limit: MemTotal");
+    }
+
+    #[test]
+    fn a_limit_without_meminfo_applies_and_nothing_readable_gives_one_gib() {
+        let host = Host::new(None, "0::/c\n");
+        host.limit("c", "memory.max", "805306368\n");
+        assert_eq!(host.capacity().memory_mb, 768);
+        assert_eq!(Host::new(None, "").capacity().memory_mb, 1024);
+    }
+
+    #[test]
+    fn this_host_reads_its_own_proc_through_the_same_pipeline() {
+        // The production entry point reads the real /proc: on Linux MemTotal is
+        // there, so the fallback (1 GiB exactly) is not what it reports unless
+        // the host really has that.
+        let c = host_capacity();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let total_mb = meminfo_total(&meminfo).unwrap() / (1024 * 1024);
+        assert!(
+            c.memory_mb > 0 && c.memory_mb <= total_mb,
+            "{c:?} vs {total_mb}"
+        );
+        assert_eq!(
+            c.cpu,
+            std::thread::available_parallelism().unwrap().get() as f64
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! under the data key so that every node's transport follows it.
 
 use super::{Cluster, ClusterError};
-use crate::command::Command;
+use crate::command::{Command, Refusal};
 use crate::gossip_keys::{GossipKeyInfo, GossipKeys, KeyringError};
 use crate::spec::SpecError;
 
@@ -15,7 +15,7 @@ impl From<KeyringError> for ClusterError {
         match e {
             KeyringError::Malformed => SpecError::one("key", e.to_string()).into(),
             KeyringError::Unknown(id) => ClusterError::GossipKeyNotFound(id),
-            other => ClusterError::Refused(other.to_string()),
+            other => ClusterError::refused(other.to_string()),
         }
     }
 }
@@ -40,7 +40,7 @@ impl Cluster {
             .ok_or(ClusterError::NoDataKey)?;
         GossipKeys::open(key, &sealed)
             .map(Some)
-            .map_err(|e| ClusterError::Refused(e.to_string()))
+            .map_err(|e| ClusterError::refused(e.to_string()))
     }
 
     /// The keyring's key ids and which is primary (never a key); empty with
@@ -123,8 +123,10 @@ impl Cluster {
             let sealed = next.seal(key, version + 1);
             match self.propose(Command::GossipKeyringSet { sealed }).await {
                 Ok(_) => return Ok(next),
-                Err(ClusterError::Refused(r))
-                    if r.contains("make it again") && attempt < ATTEMPTS => {}
+                Err(ClusterError::Refused {
+                    kind: Refusal::Stale,
+                    ..
+                }) if attempt < ATTEMPTS => {}
                 Err(e) => return Err(e),
             }
         }
@@ -133,7 +135,7 @@ impl Cluster {
 }
 
 fn no_keyring() -> ClusterError {
-    ClusterError::Refused(
+    ClusterError::refused(
         "this cluster gossips in clear text (insecure dev): it has no gossip keyring".into(),
     )
 }

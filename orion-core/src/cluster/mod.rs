@@ -35,7 +35,7 @@ pub use detect::{host_capacity, host_name};
 pub use plan::JobPlan;
 pub use scaling::ScalingView;
 
-use crate::command::{Command, Response};
+use crate::command::{Command, Refusal, Response};
 use crate::model::{Allocation, Job, JobHealth, Node, NodeId, NodeInfo, Volume};
 use crate::replica::ChangeBatch;
 use crate::runtime::Runtime;
@@ -74,9 +74,15 @@ pub enum ClusterError {
     /// The node to remove is still alive.
     #[error("node {0:?} is still alive: drain it (node drain {0}), stop its agent, then remove it (or remove it with force)")]
     NodeAlive(String),
-    /// The state machine refused the command; nothing changed.
-    #[error("refused: {0}")]
-    Refused(String),
+    /// The command was refused (by the state machine, or by this node before
+    /// proposing); nothing changed. Match on `kind`, never on the reason's text.
+    #[error("refused: {reason}")]
+    Refused {
+        /// What kind of refusal.
+        kind: Refusal,
+        /// Why, for people.
+        reason: String,
+    },
     /// The caller may not do this (a join token that does not fit, a node
     /// acting for another).
     #[error("forbidden: {0}")]
@@ -534,7 +540,10 @@ impl Cluster {
         responses
             .into_iter()
             .map(|r| match r {
-                Response::Refused { reason } => Err(ClusterError::Refused(reason)),
+                Response::Refused { refusal, reason } => Err(ClusterError::Refused {
+                    kind: refusal,
+                    reason,
+                }),
                 r => submitted(r),
             })
             .collect()
@@ -547,9 +556,10 @@ impl Cluster {
             purge,
         };
         match self.propose(cmd).await {
-            Err(ClusterError::Refused(r)) if r.starts_with("no job") => {
-                Err(ClusterError::JobNotFound(name.into()))
-            }
+            Err(ClusterError::Refused {
+                kind: Refusal::UnknownJob,
+                ..
+            }) => Err(ClusterError::JobNotFound(name.into())),
             other => submitted(other?),
         }
     }
@@ -634,10 +644,14 @@ impl Cluster {
             })
             .await?
         {
-            Response::Refused { reason } if reason.starts_with("no job named") => {
-                Err(ClusterError::JobNotFound(name.to_string()))
-            }
-            Response::Refused { reason } => Err(ClusterError::Refused(reason)),
+            Response::Refused {
+                refusal: Refusal::UnknownJob,
+                ..
+            } => Err(ClusterError::JobNotFound(name.to_string())),
+            Response::Refused { refusal, reason } => Err(ClusterError::Refused {
+                kind: refusal,
+                reason,
+            }),
             _ => Ok(crate::spec::periodic_forced_child(name, now)),
         }
     }
@@ -712,7 +726,7 @@ impl Cluster {
             .store
             .replica()
             .read(|s| s.volumes.get(name).cloned())
-            .ok_or_else(|| ClusterError::Refused(format!("volume {name:?} vanished")))
+            .ok_or_else(|| ClusterError::refused(format!("volume {name:?} vanished")))
     }
 
     /// Deletes named volume `name`: refused while a running job mounts it; its
@@ -722,9 +736,10 @@ impl Cluster {
             .propose(Command::DeleteVolume { name: name.into() })
             .await
         {
-            Err(ClusterError::Refused(r)) if r.starts_with("no volume") => {
-                Err(ClusterError::VolumeNotFound(name.into()))
-            }
+            Err(ClusterError::Refused {
+                kind: Refusal::UnknownVolume,
+                ..
+            }) => Err(ClusterError::VolumeNotFound(name.into())),
             other => other.map(|_| ()),
         }
     }
@@ -796,7 +811,10 @@ impl Cluster {
     /// Commits a command and turns a refusal into an error.
     pub async fn propose(&self, cmd: Command) -> Result<Response, ClusterError> {
         match self.inner.store.propose(cmd).await?.response {
-            Response::Refused { reason } => Err(ClusterError::Refused(reason)),
+            Response::Refused { refusal, reason } => Err(ClusterError::Refused {
+                kind: refusal,
+                reason,
+            }),
             r => Ok(r),
         }
     }
@@ -842,6 +860,15 @@ impl Cluster {
 }
 
 impl ClusterError {
+    /// A refusal by this node, before anything was proposed: the state (or this
+    /// node's role) forbids it ([`Refusal::Conflict`]).
+    pub fn refused(reason: String) -> Self {
+        ClusterError::Refused {
+            kind: Refusal::Conflict,
+            reason,
+        }
+    }
+
     /// A configuration problem with `field`.
     pub fn config(field: &'static str, problem: impl Into<String>) -> Self {
         ClusterError::Config {
@@ -853,9 +880,10 @@ impl ClusterError {
 
 fn node_error(e: ClusterError, node: &str) -> ClusterError {
     match e {
-        ClusterError::Refused(r) if r.starts_with("no node") => {
-            ClusterError::NodeNotFound(node.into())
-        }
+        ClusterError::Refused {
+            kind: Refusal::UnknownNode,
+            ..
+        } => ClusterError::NodeNotFound(node.into()),
         e => e,
     }
 }
@@ -877,5 +905,5 @@ fn submitted(r: Response) -> Result<Submitted, ClusterError> {
 }
 
 fn unexpected(r: Response) -> ClusterError {
-    ClusterError::Refused(format!("unexpected answer from the state machine: {r:?}"))
+    ClusterError::refused(format!("unexpected answer from the state machine: {r:?}"))
 }

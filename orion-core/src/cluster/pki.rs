@@ -316,7 +316,7 @@ impl Cluster {
 
     pub(super) fn pki_or_refuse(&self) -> Result<&Arc<Pki>, ClusterError> {
         self.pki().ok_or_else(|| {
-            ClusterError::Refused("this node serves no TLS (started with --insecure-dev)".into())
+            ClusterError::refused("this node serves no TLS (started with --insecure-dev)".into())
         })
     }
 
@@ -331,7 +331,7 @@ impl Cluster {
             .store
             .replica()
             .read(|s| s.acl.hash(&token.secret))
-            .ok_or_else(|| ClusterError::Refused("API tokens are not bootstrapped".into()))?;
+            .ok_or_else(|| ClusterError::refused("API tokens are not bootstrapped".into()))?;
         {
             let mut known = pki.known.lock();
             known.insert(role, token.to_string());
@@ -434,7 +434,7 @@ impl Cluster {
 
     fn issue(&self, pki: &Pki, subject: &Subject, key: &[u8]) -> Result<CertGrant, ClusterError> {
         let ca = pki.ca().ok_or_else(|| {
-            ClusterError::Refused("this node holds no CA key (a worker): ask a manager".into())
+            ClusterError::refused("this node holds no CA key (a worker): ask a manager".into())
         })?;
         let issued = SystemTime::now();
         let mut cert_pem =

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{submitted, Cluster, ClusterError, Submitted};
-use crate::command::Command;
+use crate::command::{Command, Refusal};
 use crate::scaling::{ScaledBy, ScalingRecord, ScalingSpec};
 
 /// A scaling job's autoscaling, as `GET /v1/jobs/{name}/scaling` and
@@ -111,9 +111,10 @@ impl Cluster {
             memory: Default::default(),
         };
         match self.propose(cmd).await {
-            Err(ClusterError::Refused(r)) if r.starts_with("no job") => {
-                Err(ClusterError::JobNotFound(name.into()))
-            }
+            Err(ClusterError::Refused {
+                kind: Refusal::UnknownJob,
+                ..
+            }) => Err(ClusterError::JobNotFound(name.into())),
             other => submitted(other?),
         }
     }

@@ -2,7 +2,7 @@
 //! [`crate::secret`]).
 
 use super::{Cluster, ClusterError};
-use crate::command::Command;
+use crate::command::{Command, Refusal};
 use crate::secret::{self, Plaintext, SecretMeta, MAX_SECRET_BYTES};
 use crate::spec::SpecError;
 
@@ -55,11 +55,13 @@ impl Cluster {
                 Ok(_) => {
                     return replica
                         .read(|s| s.secrets.get(name).map(|s| s.meta()))
-                        .ok_or_else(|| ClusterError::Refused(format!("secret {name:?} vanished")))
+                        .ok_or_else(|| ClusterError::refused(format!("secret {name:?} vanished")))
                 }
                 // Another writer took this version first: seal the next.
-                Err(ClusterError::Refused(r))
-                    if r.contains("write it again") && attempt < SEAL_ATTEMPTS => {}
+                Err(ClusterError::Refused {
+                    kind: Refusal::Stale,
+                    ..
+                }) if attempt < SEAL_ATTEMPTS => {}
                 Err(e) => return Err(e),
             }
         }
@@ -90,9 +92,10 @@ impl Cluster {
             .propose(Command::DeleteSecret { name: name.into() })
             .await
         {
-            Err(ClusterError::Refused(r)) if r.starts_with("no secret") => {
-                Err(ClusterError::SecretNotFound(name.into()))
-            }
+            Err(ClusterError::Refused {
+                kind: Refusal::UnknownSecret,
+                ..
+            }) => Err(ClusterError::SecretNotFound(name.into())),
             other => other.map(|_| ()),
         }
     }

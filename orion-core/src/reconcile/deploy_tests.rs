@@ -319,7 +319,7 @@ fn bad_deployment_actions_and_reverts_are_refused_and_change_nothing() {
     };
     let before = facts(&b);
     let refused = |r: Response| match r {
-        Response::Refused { reason } => reason,
+        Response::Refused { reason, .. } => reason,
         other => panic!("not refused: {other:?}"),
     };
     let act = |deployment, action| Command::Deployment {

@@ -299,6 +299,51 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Never unschedulable while some node fits, checked against the state the
+    /// decision was made on (not the state after the plan, where later
+    /// placements may have taken the room): the requests are scheduled one at a
+    /// time by the bounded scheduler, each placement committed before the next;
+    /// whenever it leaves one unplaced, exhaustive search over every node of that
+    /// same state finds no node either, and when it places one, exhaustive
+    /// search places it too.
+    #[test]
+    fn never_unplaced_while_a_node_of_the_state_before_fits(
+        nodes in prop::collection::vec(node_gen(), 0..24),
+        jobs in prop::collection::vec(job_gen(), 1..5),
+        seed in any::<u64>(),
+    ) {
+        let mut b = build(&nodes, &jobs);
+        let reqs = requests(&b);
+        let exhaustive = FilterScoreScheduler::new(SchedulerConfig::exhaustive());
+        for r in &reqs {
+            let one = std::slice::from_ref(r);
+            let out = bounded().schedule(b.state(), one, &[], seed);
+            let wide = exhaustive.schedule(b.state(), one, &[], seed);
+            if out.placements.is_empty() {
+                prop_assert!(
+                    wide.placements.is_empty(),
+                    "{} slot {} was left unplaced ({}) but fits on {}",
+                    r.job,
+                    r.slot,
+                    out.unplaced[0].reason,
+                    wide.placements[0].node
+                );
+            } else {
+                prop_assert_eq!(wide.placements.len(), 1, "placed by the bounded walk only");
+                check(b.state(), &out)?;
+                let plan = Plan { placements: out.placements, ..Plan::default() };
+                match b.apply(Command::ApplyPlan { plan }) {
+                    Response::Plan { placed: 1, .. } => {}
+                    other => prop_assert!(false, "{other:?}"),
+                }
+            }
+        }
+    }
+}
+
 /// Degenerate input never panics: an empty cluster, zero-capacity nodes, empty
 /// and one-port ranges, requests larger than any node, huge nodes, 10,000
 /// replicas, requests for jobs that do not exist.

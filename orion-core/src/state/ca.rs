@@ -1,7 +1,7 @@
 //! The cluster CA record in the state machine (see [`crate::tls::rotation`]).
 
 use super::ClusterState;
-use crate::command::Response;
+use crate::command::{Refusal, Response};
 use crate::tls::rotation::CaRecord;
 
 impl ClusterState {
@@ -12,28 +12,37 @@ impl ClusterState {
         if self.ca.as_ref() == Some(record) {
             return Response::Done;
         }
-        let refuse = |reason: String| Response::Refused { reason };
+        let refuse = |refusal: Refusal, reason: String| Response::Refused { refusal, reason };
         match &self.ca {
             None if record.rotation == 0 => {}
             None => {
-                return refuse(format!(
-                    "no CA is committed yet; this is rotation {}",
-                    record.rotation
-                ))
+                return refuse(
+                    Refusal::Stale,
+                    format!(
+                        "no CA is committed yet; this is rotation {}",
+                        record.rotation
+                    ),
+                )
             }
             Some(cur) if !cur.finished => {
-                return refuse(format!(
-                    "CA rotation {} is still under way ({} nodes done): wait for it to finish",
-                    cur.rotation,
-                    cur.adopted.len()
-                ))
+                return refuse(
+                    Refusal::Conflict,
+                    format!(
+                        "CA rotation {} is still under way ({} nodes done): wait for it to finish",
+                        cur.rotation,
+                        cur.adopted.len()
+                    ),
+                )
             }
             Some(cur) if record.rotation != cur.rotation + 1 => {
-                return refuse(format!(
+                return refuse(
+                    Refusal::Stale,
+                    format!(
                     "the CA is at rotation {}; this change was made for rotation {}: make it again",
                     cur.rotation,
                     record.rotation.saturating_sub(1)
-                ))
+                ),
+                )
             }
             Some(_) => {}
         }

@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ClusterState;
-use crate::command::Response;
+use crate::command::{Refusal, Response};
 use crate::model::{AllocState, Allocation, Deployment, DeploymentStatus, JobStatus, JobVersion};
 use crate::spec::JobSpec;
 use crate::state::Change;
@@ -232,11 +232,12 @@ impl ClusterState {
         reason: Option<&str>,
         changes: &mut Vec<Change>,
     ) -> Response {
-        let refuse = |reason: String| Response::Refused { reason };
+        let refuse = |refusal: Refusal, reason: String| Response::Refused { refusal, reason };
         let Some(d) = self.latest_deployment(job).filter(|d| d.id == id) else {
-            return refuse(format!(
-                "job {job:?} has no deployment {id} (a newer one replaced it?)"
-            ));
+            return refuse(
+                Refusal::Stale,
+                format!("job {job:?} has no deployment {id} (a newer one replaced it?)"),
+            );
         };
         let status = d.status;
         match action {
@@ -247,17 +248,22 @@ impl ClusterState {
             }
             DeploymentAction::Fail if status == DeploymentStatus::Failed => return Response::Done,
             _ if !status.is_active() => {
-                return refuse(format!(
-                    "deployment {id} of job {job:?} is {status}: nothing to {action}"
-                ))
+                return refuse(
+                    Refusal::Conflict,
+                    format!("deployment {id} of job {job:?} is {status}: nothing to {action}"),
+                )
             }
             DeploymentAction::Promote if d.canaries == 0 => {
-                return refuse(format!(
-                    "deployment {id} of job {job:?} has no canaries to promote"
-                ))
+                return refuse(
+                    Refusal::Conflict,
+                    format!("deployment {id} of job {job:?} has no canaries to promote"),
+                )
             }
             DeploymentAction::Resume if status != DeploymentStatus::Paused => {
-                return refuse(format!("deployment {id} of job {job:?} is not paused"))
+                return refuse(
+                    Refusal::Conflict,
+                    format!("deployment {id} of job {job:?} is not paused"),
+                )
             }
             _ => {}
         }

@@ -4,7 +4,7 @@
 //! command's key: ticks apply once and in order, whoever leads.
 
 use super::{Change, ClusterState};
-use crate::command::Response;
+use crate::command::{Refusal, Response};
 use crate::model::{JobHealth, JobStatus, PeriodicState, SkippedTick};
 use crate::spec::{periodic_child, Concurrency};
 
@@ -43,12 +43,15 @@ impl ClusterState {
         match self.jobs.get(job) {
             Some(j) if j.spec.schedule.is_some() && j.status == JobStatus::Running => Ok(()),
             Some(j) if j.spec.schedule.is_some() => Err(Response::Refused {
+                refusal: Refusal::Conflict,
                 reason: format!("periodic job {job:?} is stopped"),
             }),
             Some(_) => Err(Response::Refused {
+                refusal: Refusal::Invalid,
                 reason: format!("job {job:?} is not periodic (it has no schedule)"),
             }),
             None => Err(Response::Refused {
+                refusal: Refusal::UnknownJob,
                 reason: format!("no job named {job:?}"),
             }),
         }
@@ -98,6 +101,7 @@ impl ClusterState {
         let last = self.periodic.get(job).map_or(0, |p| p.last_tick_ms);
         if tick_ms <= last {
             return Response::Refused {
+                refusal: Refusal::Stale,
                 reason: format!(
                     "tick {tick_ms} of {job:?} is at or before the last one handled ({last})"
                 ),
@@ -148,6 +152,7 @@ impl ClusterState {
         let schedule = parent.schedule.clone().expect("checked periodic");
         if self.jobs.contains_key(&name) {
             return Response::Refused {
+                refusal: Refusal::Stale,
                 reason: format!("run {name:?} already exists"),
             };
         }

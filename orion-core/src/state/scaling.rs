@@ -2,7 +2,7 @@
 //! (see [`crate::scaling`] for the decision and [`crate::command::Command::Scale`]).
 
 use super::{Change, ClusterState};
-use crate::command::Response;
+use crate::command::{Refusal, Response};
 use crate::model::JobStatus;
 use crate::scaling::{ScaledBy, ScalingMemory, ScalingRecord, KEPT_DECISIONS};
 use crate::spec::JobSpec;
@@ -37,12 +37,12 @@ impl ClusterState {
         memory: &ScalingMemory,
         changes: &mut Vec<Change>,
     ) -> Response {
-        let refuse = |reason: String| Response::Refused { reason };
+        let refuse = |refusal: Refusal, reason: String| Response::Refused { refusal, reason };
         let Some(j) = self.jobs.get(job) else {
-            return refuse(format!("no job named {job:?}"));
+            return refuse(Refusal::UnknownJob, format!("no job named {job:?}"));
         };
         if j.status != JobStatus::Running {
-            return refuse(format!("job {job:?} is stopped"));
+            return refuse(Refusal::Conflict, format!("job {job:?} is stopped"));
         }
         let current = j.spec.replicas;
         let unchanged = Response::Job {
@@ -53,20 +53,23 @@ impl ClusterState {
         match record.by {
             ScaledBy::Policy => {
                 if j.spec.scaling.is_none() {
-                    return refuse(format!("job {job:?} has no scaling policy"));
+                    return refuse(
+                        Refusal::Invalid,
+                        format!("job {job:?} has no scaling policy"),
+                    );
                 }
                 let kept = self.scaling.get(job);
                 if kept.and_then(|s| s.last.as_ref()) == Some(record) {
                     return unchanged;
                 }
                 if let Some(last) = kept.map(|s| s.last_eval_ms).filter(|l| record.at_ms <= *l) {
-                    return refuse(format!(
+                    return refuse(Refusal::Stale, format!(
                         "job {job:?} was evaluated at {last} already, not before this evaluation at {}",
                         record.at_ms
                     ));
                 }
                 if current != record.from {
-                    return refuse(format!(
+                    return refuse(Refusal::Stale, format!(
                         "job {job:?} runs {current} replicas now, not the {} this evaluation was made from",
                         record.from
                     ));
@@ -86,7 +89,7 @@ impl ClusterState {
             ScaledBy::Hand => {
                 if let Some(sc) = &j.spec.scaling {
                     if record.to < sc.min || record.to > sc.max {
-                        return refuse(format!(
+                        return refuse(Refusal::Invalid, format!(
                             "job {job:?} scales between {} and {} (its scaling block): {} is outside; change scaling.min / scaling.max instead",
                             sc.min, sc.max, record.to
                         ));
@@ -122,6 +125,7 @@ impl ClusterState {
     ) -> Response {
         let Some(j) = self.jobs.get(job) else {
             return Response::Refused {
+                refusal: Refusal::UnknownJob,
                 reason: format!("no job named {job:?}"),
             };
         };
@@ -153,7 +157,7 @@ fn keep_decision(list: &mut Vec<ScalingRecord>, record: &ScalingRecord) {
 mod tests {
     use std::time::Duration;
 
-    use crate::command::{AllocUpdate, Command, Response};
+    use crate::command::{AllocUpdate, Command, Refusal, Response};
     use crate::model::{AllocState, DeploymentStatus};
     use crate::scaling::{
         observe, JobLoad, Metric, MetricSum, ScaledBy, ScalingMemory, ScalingPolicy, ScalingRecord,
@@ -264,12 +268,12 @@ mod tests {
         // evaluation no later than the committed one, is refused.
         let stale = scale(&mut b, record(2_000, 2, 4));
         assert!(
-            matches!(&stale, Response::Refused { reason } if reason.contains("runs 4 replicas now, not the 2")),
+            matches!(&stale, Response::Refused { reason, .. } if reason.contains("runs 4 replicas now, not the 2")),
             "{stale:?}"
         );
         let early = scale(&mut b, record(900, 4, 6));
         assert!(
-            matches!(&early, Response::Refused { reason } if reason.contains("was evaluated at 1000 already")),
+            matches!(&early, Response::Refused { reason, .. } if reason.contains("was evaluated at 1000 already")),
             "{early:?}"
         );
         assert_eq!(replicas(&b), 4);
@@ -349,7 +353,7 @@ mod tests {
         };
         let r = scale(&mut b, hand(11));
         assert!(
-            matches!(&r, Response::Refused { reason } if reason.contains("scales between 2 and 10") && reason.contains("11 is outside")),
+            matches!(&r, Response::Refused { reason, .. } if reason.contains("scales between 2 and 10") && reason.contains("11 is outside")),
             "{r:?}"
         );
         assert!(matches!(
@@ -379,7 +383,13 @@ mod tests {
             record: hand(3),
             memory: Default::default(),
         });
-        assert!(matches!(&r, Response::Refused { reason } if reason.starts_with("no job")));
+        assert!(matches!(
+            &r,
+            Response::Refused {
+                refusal: Refusal::UnknownJob,
+                ..
+            }
+        ));
     }
 
     #[test]

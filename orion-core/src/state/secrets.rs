@@ -2,7 +2,7 @@
 //! [`crate::secret`]).
 
 use super::{Change, ClusterState};
-use crate::command::Response;
+use crate::command::{Refusal, Response};
 use crate::model::JobStatus;
 use crate::secret::{Secret, SecretVersion, KEPT_SECRET_VERSIONS};
 
@@ -27,6 +27,7 @@ impl ClusterState {
                 return Response::Done;
             }
             return Response::Refused {
+                refusal: Refusal::Stale,
                 reason: format!(
                     "secret {name:?} is at version {current}; this write was sealed as version {}: write it again",
                     v.version
@@ -55,12 +56,14 @@ impl ClusterState {
     pub(super) fn delete_secret(&mut self, name: &str, changes: &mut Vec<Change>) -> Response {
         if !self.secrets.contains_key(name) {
             return Response::Refused {
+                refusal: Refusal::UnknownSecret,
                 reason: format!("no secret named {name:?}"),
             };
         }
         let users = self.secret_users(name);
         if !users.is_empty() {
             return Response::Refused {
+                refusal: Refusal::Conflict,
                 reason: format!(
                     "secret {name:?} is used by job {}: stop it first",
                     users.join(", ")
@@ -144,7 +147,7 @@ mod tests {
         let other = sealed(&key, "db", 1);
         let r = put(&mut s, 3, "db", &other);
         assert!(
-            matches!(&r, Response::Refused { reason } if reason.contains("at version 1")),
+            matches!(&r, Response::Refused { reason, .. } if reason.contains("at version 1")),
             "{r:?}"
         );
         // A gap is refused too.
@@ -168,7 +171,7 @@ mod tests {
         for name in ["db", "tls"] {
             let r = s.apply(4, &Command::DeleteSecret { name: name.into() }).0;
             assert!(
-                matches!(&r, Response::Refused { reason } if reason.contains("used by job api")),
+                matches!(&r, Response::Refused { reason, .. } if reason.contains("used by job api")),
                 "{r:?}"
             );
         }
@@ -184,7 +187,13 @@ mod tests {
         assert_eq!(changes, [Change::Secret { name: "db".into() }]);
         assert!(!s.secrets.contains_key("db"));
         let r = s.apply(7, &Command::DeleteSecret { name: "db".into() }).0;
-        assert!(matches!(&r, Response::Refused { reason } if reason.starts_with("no secret")));
+        assert!(matches!(
+            &r,
+            Response::Refused {
+                refusal: Refusal::UnknownSecret,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! reports, garbage collection and snapshots.
 
 use super::*;
-use crate::command::{AllocUpdate, Placement, Plan, Response, SlotRef, StopAlloc};
+use crate::command::{AllocUpdate, Placement, Plan, Refusal, Response, SlotRef, StopAlloc};
 use crate::model::{AllocState, NodeStatus, PortBinding};
 use crate::testing::fixtures::{job, node, StateBuilder};
 
@@ -236,7 +236,7 @@ fn volumes_are_created_refused_in_use_and_forgotten_by_their_node() {
     assert_eq!(b.apply(create("n1")), Response::Done, "the same again");
     let r = b.apply(create("n2"));
     assert!(
-        matches!(&r, Response::Refused { reason } if reason.contains("already exists on node n1")),
+        matches!(&r, Response::Refused { reason, .. } if reason.contains("already exists on node n1")),
         "{r:?}"
     );
     let r = b.apply(Command::CreateVolume {
@@ -250,7 +250,7 @@ fn volumes_are_created_refused_in_use_and_forgotten_by_their_node() {
         name: "data".into(),
     });
     assert!(
-        matches!(&r, Response::Refused { reason } if reason.contains("mounted by job db")),
+        matches!(&r, Response::Refused { reason, .. } if reason.contains("mounted by job db")),
         "{r:?}"
     );
     b.apply(Command::StopJob {
@@ -269,7 +269,7 @@ fn volumes_are_created_refused_in_use_and_forgotten_by_their_node() {
     );
     let r = b.apply(create("n1"));
     assert!(
-        matches!(&r, Response::Refused { reason } if reason.contains("being deleted")),
+        matches!(&r, Response::Refused { reason, .. } if reason.contains("being deleted")),
         "{r:?}"
     );
 
@@ -283,7 +283,13 @@ fn volumes_are_created_refused_in_use_and_forgotten_by_their_node() {
         name: "data".into(),
     });
     assert!(
-        matches!(&r, Response::Refused { reason } if reason.starts_with("no volume")),
+        matches!(
+            &r,
+            Response::Refused {
+                refusal: Refusal::UnknownVolume,
+                ..
+            }
+        ),
         "{r:?}"
     );
 }

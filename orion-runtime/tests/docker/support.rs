@@ -8,29 +8,43 @@ use std::time::{Duration, Instant};
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
 use orion_core::runtime::{labels, Owner, TaskLaunch};
+use orion_core::testing::DOCKER_CALL;
 use orion_core::{PortBinding, Protocol, Resources, Runtime, TaskSpec};
-use orion_runtime::{image, DockerRuntime};
+use orion_runtime::{image, DockerConfig, DockerRuntime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Returns the engine, or, when it cannot be reached, prints `SKIP: ...` and returns
-/// `None` — unless `CI=true`, where an unreachable engine fails the test.
+/// `None` — unless CI (`CI` set, as `true` or `1`), where an unreachable engine fails the test.
 pub async fn engine() -> Option<DockerRuntime> {
     let reached = async {
-        let runtime = DockerRuntime::connect_local()?;
+        let runtime = DockerRuntime::connect(bounded())?;
         runtime.ping().await?;
         Ok::<_, orion_core::RuntimeError>(runtime)
-    }
-    .await;
+    };
+    let reached = tokio::time::timeout(DOCKER_CALL, reached)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the docker engine hung: no ping answer within {DOCKER_CALL:?}")
+        });
     match reached {
         Ok(runtime) => Some(runtime),
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("docker engine unreachable and CI=true: {e}")
+        Err(e) if orion_core::testing::in_ci() => {
+            panic!("docker engine unreachable in CI: {e}")
         }
         Err(e) => {
             eprintln!("SKIP: docker engine unreachable: {e}");
             None
         }
     }
+}
+
+/// The runtime's configuration for tests: every engine request bounded well below
+/// [`DOCKER_CALL`], so a hung engine fails the call instead of hanging the test.
+fn bounded() -> DockerConfig {
+    let mut config = DockerConfig::default();
+    config.connect_timeout = Duration::from_secs(10);
+    config.request_timeout = DOCKER_CALL;
+    config
 }
 
 /// A test's engine, its own cluster id, and a guard that removes its containers.
@@ -58,9 +72,13 @@ impl Ctx {
     /// The engine, the demo image, and a fresh cluster id; `None` when skipping.
     pub async fn new() -> Option<Ctx> {
         let rt = engine().await?;
-        image::ensure_demo_image(&rt, image::DEMO_IMAGE)
-            .await
-            .expect("the demo image builds");
+        tokio::time::timeout(
+            DOCKER_CALL,
+            image::ensure_demo_image(&rt, image::DEMO_IMAGE),
+        )
+        .await
+        .expect("the docker engine hung building the demo image")
+        .expect("the demo image builds");
         let cluster = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let cleanup = Cleanup {
             cluster: cluster.clone(),
@@ -214,7 +232,12 @@ impl Cleanup {
                 .enable_all()
                 .build()
                 .expect("cleanup runtime");
-            rt.block_on(remove_cluster(&prefix))
+            rt.block_on(async {
+                match tokio::time::timeout(DOCKER_CALL, remove_cluster(&prefix)).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("the engine did not answer within {DOCKER_CALL:?}")),
+                }
+            })
         });
         if let Ok(Err(e)) = removal.join() {
             eprintln!("cleanup of {}: {e}", self.cluster);
@@ -231,6 +254,7 @@ impl Drop for Cleanup {
 /// Force-removes the containers of clusters whose id starts with `prefix`.
 async fn remove_cluster(prefix: &str) -> Result<(), bollard::errors::Error> {
     let docker = Docker::connect_with_local_defaults()?
+        .with_timeout(DOCKER_CALL)
         .negotiate_version()
         .await?;
     let filters: HashMap<&str, Vec<&str>> = [("label", vec![labels::CLUSTER])].into();

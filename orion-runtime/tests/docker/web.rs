@@ -42,7 +42,12 @@ async fn ports_bind_only_the_host_ip_they_name() {
     http_get(port.host_port, "/").await;
 
     let inspected = ctx.rt.inspect(&id).await.expect("inspect");
-    assert!(inspected.ports.iter().all(|p| p.host_ip == "127.0.0.1"));
+    let ips: Vec<&str> = inspected.ports.iter().map(|p| p.host_ip.as_str()).collect();
+    assert_eq!(
+        ips,
+        ["127.0.0.1"],
+        "the one published port, on 127.0.0.1 only"
+    );
     // Another loopback address reaches 0.0.0.0 bindings but not a 127.0.0.1 one.
     let other = tokio::net::TcpStream::connect(("127.0.0.2", port.host_port)).await;
     assert!(other.is_err(), "bound beyond 127.0.0.1");

@@ -4,7 +4,7 @@
 //! `/usr/sbin/sshd -D` on a free 127.0.0.1 port, with host and user keys made
 //! by `ssh-keygen` in a tempdir, killed with everything under it when the test
 //! ends, also when it fails. Without `sshd` the tests print `SKIP: ...` and
-//! pass, unless `CI=true`, where they fail. No traffic leaves 127.0.0.1.
+//! pass, unless CI (`CI` set, as `true` or `1`), where they fail. No traffic leaves 127.0.0.1.
 
 mod support;
 

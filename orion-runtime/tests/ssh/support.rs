@@ -14,15 +14,15 @@ use orion_runtime::ssh::{SshConfig, SshRuntime, SshTarget};
 pub const SSHD: &str = "/usr/sbin/sshd";
 
 /// Whether the tests can run: `sshd` and `ssh-keygen` exist. When they do not,
-/// prints `SKIP: ...` and answers false, unless `CI=true`, where it fails.
+/// prints `SKIP: ...` and answers false, unless CI (`CI` set, as `true` or `1`), where it fails.
 pub fn have_openssh() -> bool {
     let missing = [SSHD, "/usr/bin/ssh-keygen"]
         .into_iter()
         .find(|p| !Path::new(p).exists());
     match missing {
         None => true,
-        Some(p) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{p} is missing and CI=true: install openssh-server")
+        Some(p) if orion_core::testing::in_ci() => {
+            panic!("{p} is missing in CI: install openssh-server")
         }
         Some(p) => {
             eprintln!("SKIP: {p} is missing (apt-get install openssh-server)");

@@ -211,7 +211,9 @@ async fn a_leader_without_a_majority_refuses_writes_at_once() {
     let took = asked.elapsed();
     println!("refused after {took:?}: {err}");
     assert!(err.to_string().contains("no majority"), "{err}");
-    assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+    // Refused at once, not after the 10 s propose timeout (generous: other
+    // node processes share the machine's 2 cores).
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
     assert_eq!(
         n1.store.log_status().last_log_index,
         before,

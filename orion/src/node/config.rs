@@ -331,6 +331,13 @@ impl NodeConfig {
         if self.cluster_name.trim().is_empty() {
             return bad("cluster_name", "is empty".into());
         }
+        // The loops' own settings, checked here too: a node refuses them before
+        // it opens its store or binds anything.
+        match self.loops.validate() {
+            Err(orion_core::ClusterError::Config { field, problem }) => return bad(field, problem),
+            Err(other) => return bad("loops", other.to_string()),
+            Ok(()) => {}
+        }
         if self.autolock && self.insecure_dev {
             return bad(
                 "autolock",
@@ -489,6 +496,26 @@ mod tests {
                 },
             ),
         ];
+        let loops = |f: fn(&mut ClusterConfig)| {
+            let mut loops = ClusterConfig::default();
+            f(&mut loops);
+            NodeConfig {
+                loops,
+                ..Default::default()
+            }
+        };
+        let cases = cases.into_iter().chain([
+            (
+                "control.reconcile_interval",
+                loops(|l| l.control.reconcile_interval = Duration::ZERO),
+            ),
+            ("agent.tick", loops(|l| l.agent.tick = Duration::ZERO)),
+            (
+                "stats.interval",
+                loops(|l| l.stats.interval = Duration::ZERO),
+            ),
+            ("batch.in_flight", loops(|l| l.batch.in_flight = 0)),
+        ]);
         for (field, c) in cases {
             let e = c.validate().unwrap_err();
             assert_eq!(e.field, field, "{e}");

@@ -731,7 +731,11 @@ fn gossip_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 /// and memory as [`orion_core::cluster::host_capacity`] detects them, disk as
 /// the space free on the data dir's file system).
 pub(crate) fn capacity(c: &NodeConfig) -> Resources {
-    let detected = orion_core::cluster::host_capacity();
+    capacity_over(c, orion_core::cluster::host_capacity())
+}
+
+/// [`capacity`] over what was `detected`.
+fn capacity_over(c: &NodeConfig, detected: Resources) -> Resources {
     Resources {
         cpu: c.cpu.unwrap_or(detected.cpu),
         memory_mb: c.memory_mb.unwrap_or(detected.memory_mb),
@@ -758,17 +762,42 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             ..NodeConfig::default()
         };
-        let c = capacity(&config);
-        let host = orion_core::cluster::host_capacity();
-        assert_eq!((c.cpu, c.memory_mb), (host.cpu, host.memory_mb));
-        assert!(c.disk_mb > 0, "free space of the data dir's file system");
+        let detected = Resources {
+            cpu: 3.0,
+            memory_mb: 1234,
+            disk_mb: 0,
+        };
+        let c = capacity_over(&config, detected);
+        assert_eq!(
+            (c.cpu, c.memory_mb),
+            (3.0, 1234),
+            "the detected CPU and memory"
+        );
+        let free = rustix::fs::statvfs(dir.path()).unwrap();
+        let free_mb = free.f_bavail * free.f_frsize / (1024 * 1024);
+        // The file system's free space, give or take what other writers did
+        // between the two reads.
+        assert!(
+            c.disk_mb > 0 && c.disk_mb.abs_diff(free_mb) < 1024,
+            "{} vs {free_mb}",
+            c.disk_mb
+        );
+        let missing = NodeConfig {
+            data_dir: dir.path().join("not-there"),
+            ..NodeConfig::default()
+        };
+        assert_eq!(
+            capacity_over(&missing, detected).disk_mb,
+            0,
+            "no file system to read: the detected disk (none)"
+        );
         let given = NodeConfig {
             cpu: Some(2.5),
             memory_mb: Some(512),
             disk_mb: Some(7),
             ..config
         };
-        let c = capacity(&given);
+        let c = capacity_over(&given, detected);
         assert_eq!((c.cpu, c.memory_mb, c.disk_mb), (2.5, 512, 7));
     }
 }

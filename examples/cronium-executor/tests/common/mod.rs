@@ -1,5 +1,7 @@
 //! What the executor's tests share.
 
+use orion_core::testing::{OutputWithin, DOCKER_CALL};
+
 /// Removes the test node's containers when dropped, also on failure.
 pub struct Cleanup(pub String);
 
@@ -12,7 +14,7 @@ impl Drop for Cleanup {
                 "--filter",
                 &format!("label=orion.node={}", self.0),
             ])
-            .output();
+            .output_within(DOCKER_CALL);
         if let Ok(out) = out {
             let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
                 .lines()
@@ -22,24 +24,32 @@ impl Drop for Cleanup {
                 let _ = std::process::Command::new("docker")
                     .args(["rm", "-f"])
                     .args(&ids)
-                    .output();
+                    .output_within(DOCKER_CALL);
             }
         }
     }
 }
 
-/// Whether the engine answers: panics under `CI=true` when it does not,
+/// Whether the engine answers: panics under CI (`CI` set, as `true` or `1`) when it does not,
 /// else says SKIP; builds the demo image.
 pub async fn engine(docker: &orion::DockerRuntime) -> bool {
-    if let Err(e) = orion::Runtime::ping(docker).await {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("docker engine unreachable and CI=true: {e}");
+    let ping = tokio::time::timeout(DOCKER_CALL, orion::Runtime::ping(docker)).await;
+    let ping = ping.unwrap_or_else(|_| {
+        panic!("the docker engine hung: no ping answer within {DOCKER_CALL:?}")
+    });
+    if let Err(e) = ping {
+        if orion_core::testing::in_ci() {
+            panic!("docker engine unreachable in CI: {e}");
         }
         eprintln!("SKIP: docker engine unreachable: {e}");
         return false;
     }
-    orion::image::ensure_demo_image(docker, orion::image::DEMO_IMAGE)
-        .await
-        .expect("the demo image");
+    tokio::time::timeout(
+        DOCKER_CALL,
+        orion::image::ensure_demo_image(docker, orion::image::DEMO_IMAGE),
+    )
+    .await
+    .expect("the docker engine hung building the demo image")
+    .expect("the demo image");
     true
 }

@@ -3,6 +3,7 @@
 //! busybox), the Docker socket is shared so tasks still run on the engine, and a
 //! node is cut off with `docker network disconnect`.
 
+use orion_core::testing::OutputWithin;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -17,7 +18,7 @@ use crate::support::*;
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
         .args(args)
-        .output()
+        .output_within(orion_core::testing::DOCKER_CALL)
         .expect("running docker");
     assert!(
         out.status.success(),
@@ -84,7 +85,7 @@ impl BoxedNode {
                 "http://127.0.0.1:8080",
             ])
             .args(args)
-            .output()
+            .output_within(orion_core::testing::DOCKER_CALL)
             .expect("docker exec")
     }
 
@@ -97,7 +98,7 @@ impl BoxedNode {
         let out = Command::new("docker")
             .args(["exec", &self.container])
             .args(["wget", "-S", "-q", "-O", "-", &url])
-            .output()
+            .output_within(orion_core::testing::DOCKER_CALL)
             .expect("docker exec");
         if !out.status.success() {
             return None;
@@ -139,7 +140,7 @@ impl BoxedCluster {
             let s = format!("10.{octet}.{}.0/24", (std::process::id() / 200 + k) % 250);
             let ok = Command::new("docker")
                 .args(["network", "create", "--subnet", &s, &net])
-                .output()
+                .output_within(orion_core::testing::DOCKER_CALL)
                 .unwrap()
                 .status
                 .success();
@@ -272,7 +273,7 @@ impl BoxedCluster {
     pub fn logs(&self, i: usize) -> String {
         let out = Command::new("docker")
             .args(["logs", "--tail", "60", &self.nodes[i].container])
-            .output()
+            .output_within(orion_core::testing::DOCKER_CALL)
             .unwrap();
         String::from_utf8_lossy(&out.stderr).to_string()
     }
@@ -307,11 +308,11 @@ impl Drop for BoxedCluster {
         for n in &self.nodes {
             let _ = Command::new("docker")
                 .args(["rm", "-f", &n.container])
-                .output();
+                .output_within(orion_core::testing::DOCKER_CALL);
         }
         let _ = Command::new("docker")
             .args(["network", "rm", &self.net])
-            .output();
+            .output_within(orion_core::testing::DOCKER_CALL);
         let _ = &self.prefix;
     }
 }

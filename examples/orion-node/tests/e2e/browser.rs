@@ -24,14 +24,16 @@ pub fn on_path(names: &[&str]) -> Option<PathBuf> {
     })
 }
 
-/// Chromium and chromedriver, or `None` after a SKIP line (a panic under `CI=true`).
+/// Chromium and chromedriver, or `None` after a SKIP line (a panic under CI (`CI` set, as `true` or `1`)).
 pub fn browser_tools() -> Option<(PathBuf, PathBuf)> {
     let chromium = on_path(&["chromium", "chromium-browser", "google-chrome"]);
     let driver = on_path(&["chromedriver"]);
     match (chromium, driver) {
         (Some(c), Some(d)) => Some((c, d)),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("chromium or chromedriver missing and CI=true (apt-get install chromium chromium-driver)")
+        _ if orion_core::testing::in_ci() => {
+            panic!(
+                "chromium or chromedriver missing in CI (apt-get install chromium chromium-driver)"
+            )
         }
         _ => {
             eprintln!("SKIP: chromium or chromedriver not on the PATH");

@@ -1,8 +1,15 @@
 //! `orion-node dev`, the README's main command, end to end.
 
 use std::process::Command;
+use std::time::Duration;
+
+use orion_core::testing::OutputWithin;
 
 use crate::support::*;
+
+/// The most a dev run (or its shutdown after Ctrl-C) may take before the test
+/// kills it and fails: far above a healthy run beside other tests.
+const DEV_LIMIT: Duration = Duration::from_secs(300);
 
 /// The dev cluster starts three nodes (large, small, gpu), runs the example jobs,
 /// prints where each replica landed with an address to open (the gpu job on the
@@ -22,8 +29,8 @@ async fn dev_runs_the_example_jobs_and_cleans_up() {
         .arg("--data-dir")
         .arg(dir.path())
         .env("ORION_LOG", "warn")
-        .output()
-        .expect("running orion-node dev");
+        .output_within(DEV_LIMIT)
+        .expect("running orion-node dev --once");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -122,9 +129,21 @@ fn interrupted_through_a_closed_pipe_it_still_cleans_up(dir: &std::path::Path) {
         .status()
         .unwrap()
         .success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "dev after Ctrl-C: {err}");
+    let stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let deadline = std::time::Instant::now() + DEV_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dev did not stop within {DEV_LIMIT:?} of Ctrl-C");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let err = stderr.join().unwrap();
+    assert!(status.success(), "dev after Ctrl-C: {err}");
     assert!(!err.contains("panicked"), "{err}");
     for node in ["large", "small"] {
         assert!(

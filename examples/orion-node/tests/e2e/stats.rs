@@ -37,8 +37,8 @@ fn promtool_check(text: &str) {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("promtool is not installed and CI=true")
+        Err(_) if orion_core::testing::in_ci() => {
+            panic!("promtool is not installed in CI")
         }
         Err(_) => eprintln!("SKIP promtool check: promtool is not installed"),
     }

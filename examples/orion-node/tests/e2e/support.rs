@@ -4,6 +4,7 @@
 //! guard removes every container labelled with the test's node ids, also when the
 //! test fails.
 
+use orion_core::testing::{OutputWithin, DOCKER_CALL};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -17,18 +18,25 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_orion-node");
 
 /// Whether the engine answers; prints a SKIP line when it does not, and panics
-/// when `CI=true` (CI must run the Docker tests).
+/// when CI (`CI` set, as `true` or `1`) (CI must run the Docker tests).
 pub async fn engine() -> bool {
     let docker = DockerRuntime::connect_local().expect("docker client");
-    match orion_core::Runtime::ping(&docker).await {
+    let ping = tokio::time::timeout(DOCKER_CALL, orion_core::Runtime::ping(&docker)).await;
+    match ping
+        .unwrap_or_else(|_| panic!("the docker engine hung: no ping answer within {DOCKER_CALL:?}"))
+    {
         Ok(()) => {
-            image::ensure_demo_image(&docker, image::DEMO_IMAGE)
-                .await
-                .expect("building the demo image");
+            tokio::time::timeout(
+                DOCKER_CALL,
+                image::ensure_demo_image(&docker, image::DEMO_IMAGE),
+            )
+            .await
+            .expect("the docker engine hung building the demo image")
+            .expect("building the demo image");
             true
         }
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("docker engine unreachable and CI=true: {e}")
+        Err(e) if orion_core::testing::in_ci() => {
+            panic!("docker engine unreachable in CI: {e}")
         }
         Err(e) => {
             eprintln!("SKIP: docker engine unreachable: {e}");
@@ -255,27 +263,39 @@ impl Containers {
 }
 
 fn docker_ps(args: &[&str]) -> Vec<String> {
+    try_docker_ps(args).expect("docker ps")
+}
+
+/// `docker ps -q` with `args`, bounded by [`DOCKER_CALL`].
+fn try_docker_ps(args: &[&str]) -> std::io::Result<Vec<String>> {
     let out = Command::new("docker")
         .arg("ps")
         .args(["-q", "--no-trunc"])
         .args(args)
-        .output()
-        .expect("docker ps");
-    String::from_utf8_lossy(&out.stdout)
+        .output_within(DOCKER_CALL)?;
+    Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
-        .collect()
+        .collect())
 }
 
 impl Drop for Containers {
     fn drop(&mut self) {
+        // Never panics: it may run while a failed test unwinds.
         for node in &self.0 {
-            let ids = Containers::of(node);
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
+            let filter = format!("label=orion.node={node}");
+            let removed = try_docker_ps(&["-a", "--filter", &filter]).and_then(|ids| {
+                if ids.is_empty() {
+                    return Ok(());
+                }
+                Command::new("docker")
                     .args(["rm", "-f"])
                     .args(&ids)
-                    .output();
+                    .output_within(DOCKER_CALL)
+                    .map(drop)
+            });
+            if let Err(e) = removed {
+                eprintln!("cleanup of node {node}'s containers: {e}");
             }
         }
     }

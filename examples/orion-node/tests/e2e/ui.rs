@@ -6,7 +6,7 @@
 //! `target/ui-screenshots/`.
 //!
 //! Without Chromium or chromedriver on the PATH it prints `SKIP: …` and passes,
-//! except under `CI=true`, where it fails (like a missing engine).
+//! except under CI (`CI` set, as `true` or `1`), where it fails (like a missing engine).
 
 use std::time::{Duration, Instant};
 

@@ -495,6 +495,9 @@ impl From<ClusterError> for ApiError {
             ClusterError::Forbidden(_) => StatusCode::FORBIDDEN,
             ClusterError::Store(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::Store(StoreError::Membership(_)) => StatusCode::CONFLICT,
+            // A store without that call (membership on a single-replica
+            // store): nothing the client can change makes it work here.
+            ClusterError::Store(StoreError::Unsupported(_)) => StatusCode::NOT_IMPLEMENTED,
             ClusterError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::AllocNotFound(_) | ClusterError::NoContainer(_) => StatusCode::NOT_FOUND,
             ClusterError::Elsewhere { .. } => StatusCode::MISDIRECTED_REQUEST,

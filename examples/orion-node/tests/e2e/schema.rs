@@ -48,9 +48,8 @@ async fn the_api_keeps_to_its_openapi_document() {
     let node = Solo::start_with("schema", |spec, dir| {
         let empty = dir.join("empty-path");
         std::fs::create_dir_all(&empty).unwrap();
-        spec.extra.extend(
-            ["--runtime", "process", "--cpu", "0.5", "--memory-mb", "64"].map(String::from),
-        );
+        spec.extra
+            .extend(["--runtime", "process"].map(String::from));
         spec.env
             .push(("PATH".into(), empty.to_string_lossy().into_owned()));
     })

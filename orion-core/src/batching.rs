@@ -149,7 +149,7 @@ async fn commit(
         return;
     }
     let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
-    let r = inner.propose(Command::Batch { commands }).await;
+    let r = inner.propose(Command::batch(commands)).await;
     count(&r);
     match r {
         Ok(Applied {

@@ -242,10 +242,32 @@ pub enum Command {
     },
     /// Several commands committed as one log entry and applied in order (group
     /// commit: see [`crate::batching::BatchingStore`]).
+    ///
+    /// Each command of a batch is idempotent, but a batch committed twice
+    /// (a retried proposal) applies its sequence twice, and two commands that
+    /// do not commute (a submit and a stop of one job) would then undo each
+    /// other's duplicate. So a batch carries an id: the state machine keeps
+    /// the ids and answers of the last [`crate::state::KEPT_BATCHES`] batches
+    /// and answers a batch it finds among them as it did the first time,
+    /// changing nothing. Make one with [`Command::batch`].
     Batch {
         /// The commands, in order.
         commands: Vec<Command>,
+        /// Names the batch, random (see above); none in entries written
+        /// before batches had ids, which apply as they always did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
     },
+}
+
+impl Command {
+    /// A [`Command::Batch`] of `commands` with a fresh random id.
+    pub fn batch(commands: Vec<Command>) -> Command {
+        Command::Batch {
+            commands,
+            id: Some(rand::random()),
+        }
+    }
 }
 
 /// Which replica of which job version an allocation is.

@@ -20,7 +20,10 @@ mod allocs;
 mod deploy;
 mod deps;
 pub use deps::{dependency_cycle, Gate};
+mod batches;
+pub use batches::KEPT_BATCHES;
 mod ca;
+mod invariants;
 mod periodic;
 mod scaling;
 mod secrets;
@@ -40,6 +43,10 @@ pub struct NodeUsage {
     pub used: Resources,
     /// Host ports taken here.
     pub ports: BTreeSet<(u16, Protocol)>,
+    /// How many allocations hold each of `ports`: two may report one port
+    /// (a runtime's bindings are taken as reported), and the port is free
+    /// only once neither holds it.
+    pub(crate) port_holders: BTreeMap<(u16, Protocol), u32>,
     /// Live allocations per job here.
     pub per_job: HashMap<String, u32>,
 }
@@ -50,6 +57,7 @@ impl Default for NodeUsage {
         NodeUsage {
             used: Resources::ZERO,
             ports: BTreeSet::new(),
+            port_holders: BTreeMap::new(),
             per_job: HashMap::new(),
         }
     }
@@ -152,6 +160,10 @@ pub struct ClusterState {
     /// Source of node numbers ([`Node::seq`]).
     #[serde(default)]
     next_node_seq: u32,
+    /// The last [`KEPT_BATCHES`] batches with ids, oldest first, with their
+    /// answers: a batch committed again is answered from here.
+    #[serde(default, skip_serializing_if = "std::collections::VecDeque::is_empty")]
+    recent_batches: std::collections::VecDeque<batches::RecentBatch>,
 }
 
 impl ClusterState {
@@ -236,7 +248,19 @@ impl ClusterState {
     /// Applies one committed command at `index`, returning the answer and what changed.
     ///
     /// Deterministic: the same state and command give the same result on every replica.
+    ///
+    /// Debug builds check [`ClusterState::check_invariants`] after every
+    /// command and panic, naming the command, when one is broken.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> (Response, Vec<Change>) {
+        let applied = self.apply_one(index, cmd);
+        #[cfg(debug_assertions)]
+        if let Err(broken) = self.check_invariants() {
+            panic!("state invariant broken after applying {cmd:?} at {index}: {broken}");
+        }
+        applied
+    }
+
+    pub(crate) fn apply_one(&mut self, index: u64, cmd: &Command) -> (Response, Vec<Change>) {
         let mut changes = Vec::new();
         self.applied_index = index;
         let response = match cmd {
@@ -424,15 +448,7 @@ impl ClusterState {
                 }
                 Response::Done
             }
-            Command::Batch { commands } => {
-                let mut responses = Vec::with_capacity(commands.len());
-                for c in commands {
-                    let (r, more) = self.apply(index, c);
-                    responses.push(r);
-                    changes.extend(more);
-                }
-                Response::Batch { responses }
-            }
+            Command::Batch { commands, id } => self.apply_batch(index, commands, *id, &mut changes),
         };
         (response, changes)
     }
@@ -1065,7 +1081,8 @@ impl ClusterState {
         let mut applied = 0;
         let mut touched_jobs = BTreeSet::new();
         let mut counted_at: Vec<(String, u64)> = Vec::new();
-        for u in updates {
+        for (u, started) in self.reports(updates) {
+            let u = &*u;
             let Some(a) = self.allocs.get(&u.id) else {
                 continue;
             };
@@ -1099,6 +1116,9 @@ impl ClusterState {
                     a.deploy_healthy = u.deploy_healthy;
                 }
                 a.gave_up |= u.gave_up;
+                if a.started_ms.is_none() {
+                    a.started_ms = started;
+                }
                 if let Some(at) = u.at_ms {
                     if u.state == AllocState::Running && a.started_ms.is_none() {
                         a.started_ms = Some(at);
@@ -1136,6 +1156,100 @@ impl ClusterState {
             self.advance_deployment(index, &job, changes);
         }
         Response::Updated { applied }
+    }
+
+    /// The reports of a command as applied: one per allocation, in the order
+    /// each first appears, with when it was first seen running.
+    ///
+    /// One agent pass may report an allocation more than once (launched,
+    /// then probed, then judged). Applied one by one, a command committed
+    /// twice would apply the older report again over the newer one, and what
+    /// is taken once (a start or finish time, a deployment verdict) would
+    /// then be taken from it. So the reports of one allocation are folded
+    /// into one, as applying them in order would leave it: the last report's
+    /// state and message; each field the last of them carrying it gave; the
+    /// counters as the last report that set them left them (a running report
+    /// without failures clears them); reports after a terminal one, from
+    /// another node, or other than "stopped" for an allocation being stopped
+    /// dropped, as they would have been. Logs written before the counters
+    /// were absolute (`restarted` / `failed_attempt`) apply one by one, as
+    /// they always did.
+    fn reports<'u>(
+        &self,
+        updates: &'u [AllocUpdate],
+    ) -> Vec<(std::borrow::Cow<'u, AllocUpdate>, Option<u64>)> {
+        use std::borrow::Cow;
+        if updates.iter().any(|u| u.restarted || u.failed_attempt) {
+            return updates.iter().map(|u| (Cow::Borrowed(u), None)).collect();
+        }
+        let mut order: Vec<&str> = Vec::new();
+        let mut by_alloc: HashMap<&str, Vec<&AllocUpdate>> = HashMap::new();
+        for u in updates {
+            by_alloc
+                .entry(u.id.as_str())
+                .or_insert_with(|| {
+                    order.push(u.id.as_str());
+                    Vec::new()
+                })
+                .push(u);
+        }
+        let mut out = Vec::with_capacity(order.len());
+        for id in order {
+            let group = &by_alloc[id];
+            let Some(a) = self.allocs.get(id) else {
+                continue;
+            };
+            let mut taken: Vec<&AllocUpdate> = Vec::new();
+            for u in group {
+                if a.node.as_ref() != Some(&u.node)
+                    || (a.desired == DesiredState::Stop && u.state != AllocState::Stopped)
+                {
+                    continue;
+                }
+                taken.push(u);
+                if u.state.is_terminal() {
+                    break;
+                }
+            }
+            let Some(last) = taken.last() else {
+                continue;
+            };
+            if taken.len() == 1 {
+                out.push((Cow::Borrowed(*last), None));
+                continue;
+            }
+            let started = taken
+                .iter()
+                .find(|u| u.state == AllocState::Running && u.at_ms.is_some())
+                .and_then(|u| u.at_ms);
+            let mut m = (*last).clone();
+            for u in taken.iter().rev().skip(1) {
+                m.exit_code = m.exit_code.or(u.exit_code);
+                m.outputs = m.outputs.take().or_else(|| u.outputs.clone());
+                m.ports = m.ports.take().or_else(|| u.ports.clone());
+                m.health = m.health.take().or_else(|| u.health.clone());
+                m.deploy_healthy = m.deploy_healthy.or(u.deploy_healthy);
+                m.at_ms = m.at_ms.or(u.at_ms);
+                m.gave_up |= u.gave_up;
+            }
+            m.restarts = taken.iter().rev().find_map(|u| u.restarts);
+            let set_failures = taken.iter().rev().find_map(|u| match u.failures {
+                Some(f) => Some(Some(f)),
+                None if u.state == AllocState::Running => Some(None),
+                None => None,
+            });
+            m.failures = match set_failures {
+                // The last to set them was a running report without any:
+                // it clears them, as the last report here does when it is
+                // running; otherwise say so outright.
+                Some(None) if last.state == AllocState::Running => None,
+                Some(None) => Some(0),
+                Some(f) => f,
+                None => None,
+            };
+            out.push((Cow::Owned(m), started));
+        }
+        out
     }
 
     /// Drops the oldest terminal allocations of a job beyond [`KEPT_TERMINAL_PER_JOB`].
@@ -1212,5 +1326,7 @@ fn unknown_node(id: &str) -> Response {
     }
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

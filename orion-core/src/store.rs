@@ -159,11 +159,17 @@ impl StoreError {
 ///   every node, including after a restart (log replay or snapshot install).
 /// - [`replica`](Store::replica) reads are local and may lag the leader;
 ///   [`read_barrier`](Store::read_barrier) first makes them linearizable.
-/// - `propose` is at-least-once: a proposal retried after a timeout or a leader
-///   change may be committed twice. Every [`Command`] is therefore idempotent —
-///   applied a second time it leaves the state as the first left it (allocation
-///   counters are absolute, not deltas); `state::tests::
-///   every_command_applied_twice_is_applied_once` checks each kind.
+/// - `propose` is at-least-once: a proposal retried after a timeout, a forward
+///   whose answer was lost, or a leader change may be committed twice (and a
+///   caller that sees `Timeout` cannot know whether it was committed at all).
+///   Every [`Command`] is therefore idempotent — applied a second time it
+///   leaves the state as the first left it: allocation counters are absolute,
+///   not deltas; several reports of one allocation in one command are folded
+///   into one; a [`Command::Batch`] carries an id and is answered from the
+///   state's recent batches when committed again. The property
+///   `state::props::any_history_keeps_invariants_and_every_command_is_idempotent`
+///   checks every kind after random histories, and the `command` fuzz target
+///   every command it can decode.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Commits `cmd` and waits until this node has applied it.

@@ -15,6 +15,7 @@
 //!   `Joined` / `Updated` / `Dead` events.
 //! - `diff` — the pure diff of two live sets.
 //! - `codec` — a member as one chitchat key-value ([`MEMBER_KEY`]).
+//! - `fuzz` (feature `testing`) — the body of the gossip codec fuzz target.
 //! - [`error`] — [`GossipError`].
 //! - [`keyring`] — [`Keyring`]: the cluster's gossip keys (install, use,
 //!   remove, list), shared by a running transport.
@@ -48,6 +49,8 @@ pub mod config;
 mod diff;
 pub mod error;
 mod events;
+#[cfg(any(test, feature = "testing"))]
+pub mod fuzz;
 pub mod keyring;
 pub mod membership;
 pub mod transport;

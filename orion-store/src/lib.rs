@@ -14,6 +14,8 @@
 //! - [`log_store`]: openraft's `RaftLogStorage` over an engine.
 //! - [`state_machine`]: openraft's `RaftStateMachine` over `orion_core::Replica`,
 //!   snapshots included.
+//! - `fuzz` (feature `testing`): the body of the Raft RPC and forwarding fuzz
+//!   target.
 //! - [`network`] (client) and `server` (axum routes): the HTTP transport; `rpc`: the
 //!   forwarded calls' wire format.
 //!
@@ -40,6 +42,8 @@
 
 pub mod config;
 pub mod engine;
+#[cfg(any(test, feature = "testing"))]
+pub mod fuzz;
 mod leader;
 pub mod log_store;
 pub mod network;

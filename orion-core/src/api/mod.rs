@@ -495,6 +495,9 @@ impl From<ClusterError> for ApiError {
             ClusterError::Forbidden(_) => StatusCode::FORBIDDEN,
             ClusterError::Store(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::Store(StoreError::Membership(_)) => StatusCode::CONFLICT,
+            // A store without that call (membership on a single-replica
+            // store): nothing the client can change makes it work here.
+            ClusterError::Store(StoreError::Unsupported(_)) => StatusCode::NOT_IMPLEMENTED,
             ClusterError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::AllocNotFound(_) | ClusterError::NoContainer(_) => StatusCode::NOT_FOUND,
             ClusterError::Elsewhere { .. } => StatusCode::MISDIRECTED_REQUEST,
@@ -844,11 +847,18 @@ async fn force_periodic(State(c): State<Cluster>, Path(name): Path<String>) -> A
     Ok(Json(json!({ "job": name, "run": run })).into_response())
 }
 
+/// What `POST /v1/gc` answers.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Collected {
+    /// The jobs forgotten.
+    collected: Vec<String>,
+}
+
 #[utoipa::path(post, path = "/v1/gc", tag = "jobs",
-    responses((status = 200, description = "the jobs forgotten", body = Vec<String>)))]
+    responses((status = 200, description = "the jobs forgotten", body = Collected)))]
 async fn gc(State(c): State<Cluster>) -> ApiResult<Response> {
-    let names = c.gc(None).await?;
-    Ok(Json(json!({ "collected": names })).into_response())
+    let collected = c.gc(None).await?;
+    Ok(Json(Collected { collected }).into_response())
 }
 
 /// The query of `GET /v1/events` (for the document: the handler reads the
@@ -1204,6 +1214,20 @@ async fn add_peer(
     token: Option<axum::Extension<crate::acl::AclToken>>,
     Json(peer): Json<Peer>,
 ) -> ApiResult<Response> {
+    // A peer without an id or addresses could never be reached, and as a
+    // voter would take the quorum with it (schemathesis added one).
+    for (field, value) in [
+        ("id", &peer.id),
+        ("raft_addr", &peer.raft_addr),
+        ("http_addr", &peer.http_addr),
+    ] {
+        if value.trim().is_empty() {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": format!("a peer needs a {field}") }),
+            ));
+        }
+    }
     // A node (no token, its certificate) adds only itself, in its role.
     if let (Some(axum::Extension(who)), None) = (&who, &token) {
         if c.acl_enforced() && (who.node_id != peer.id || who.role != peer.role) {

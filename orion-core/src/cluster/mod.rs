@@ -533,7 +533,7 @@ impl Cluster {
             .into_iter()
             .map(|spec| Command::UpsertJob { spec })
             .collect();
-        let responses = match self.propose(Command::Batch { commands }).await? {
+        let responses = match self.propose(Command::batch(commands)).await? {
             Response::Batch { responses } => responses,
             other => return Err(unexpected(other)),
         };

@@ -185,6 +185,71 @@ impl AllocTable {
         self.allocs.remove(id)
     }
 
+    /// Checks every index against the allocations: each is rebuilt from
+    /// scratch and compared with the one kept in step (empty entries aside,
+    /// and CPU to within rounding). The first difference found, or `Ok`.
+    pub fn check_indexes(&self) -> Result<(), String> {
+        let mut fresh = AllocTable::default();
+        for (id, a) in &self.allocs {
+            if *id != a.id {
+                return Err(format!("allocation {:?} is filed under {id:?}", a.id));
+            }
+            fresh.allocs.insert(id.clone(), a.clone());
+            fresh.index(id);
+        }
+        let sets = |m: &HashMap<String, BTreeSet<AllocId>>| -> BTreeMap<String, BTreeSet<AllocId>> {
+            m.iter()
+                .filter(|(_, s)| !s.is_empty())
+                .map(|(k, s)| (k.clone(), s.clone()))
+                .collect()
+        };
+        if sets(&self.by_job) != sets(&fresh.by_job) {
+            return Err(format!(
+                "by-job index {:?}, allocations say {:?}",
+                sets(&self.by_job),
+                sets(&fresh.by_job)
+            ));
+        }
+        if sets(&self.by_node) != sets(&fresh.by_node) {
+            return Err(format!(
+                "by-node index {:?}, allocations say {:?}",
+                sets(&self.by_node),
+                sets(&fresh.by_node)
+            ));
+        }
+        let tallies = |m: &HashMap<String, JobTally>| -> BTreeMap<String, JobTally> {
+            m.iter()
+                .filter(|(_, t)| !t.is_empty())
+                .map(|(k, t)| (k.clone(), t.clone()))
+                .collect()
+        };
+        if tallies(&self.tally) != tallies(&fresh.tally) {
+            return Err(format!(
+                "job tallies {:?}, allocations say {:?}",
+                tallies(&self.tally),
+                tallies(&fresh.tally)
+            ));
+        }
+        let nodes: BTreeSet<&NodeId> = self.usage.keys().chain(fresh.usage.keys()).collect();
+        for node in nodes {
+            let zero = NodeUsage::default();
+            let kept = self.usage.get(node).unwrap_or(&zero);
+            let want = fresh.usage.get(node).unwrap_or(&zero);
+            let same = (kept.used.cpu - want.used.cpu).abs() < 1e-6
+                && kept.used.memory_mb == want.used.memory_mb
+                && kept.used.disk_mb == want.used.disk_mb
+                && kept.ports == want.ports
+                && kept.port_holders == want.port_holders
+                && kept.per_job == want.per_job;
+            if !same {
+                return Err(format!(
+                    "usage of node {node:?} is {kept:?}, its allocations say {want:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn index(&mut self, id: &str) {
         let a = &self.allocs[id];
         // Look up before inserting: most keys exist, and `entry` would clone them.
@@ -216,7 +281,9 @@ impl AllocTable {
                 let u = self.usage.get_mut(node).expect("just inserted");
                 u.used = u.used.add(&a.resources);
                 for p in &a.ports {
-                    u.ports.insert((p.host_port, p.protocol));
+                    let key = (p.host_port, p.protocol);
+                    *u.port_holders.entry(key).or_default() += 1;
+                    u.ports.insert(key);
                 }
                 match u.per_job.get_mut(&a.job) {
                     Some(n) => *n += 1,
@@ -250,7 +317,14 @@ impl AllocTable {
                 if let Some(u) = self.usage.get_mut(node) {
                     u.used = u.used.saturating_sub(&a.resources);
                     for p in &a.ports {
-                        u.ports.remove(&(p.host_port, p.protocol));
+                        let key = (p.host_port, p.protocol);
+                        if let Some(n) = u.port_holders.get_mut(&key) {
+                            *n -= 1;
+                            if *n == 0 {
+                                u.port_holders.remove(&key);
+                                u.ports.remove(&key);
+                            }
+                        }
                     }
                     if let Some(n) = u.per_job.get_mut(&a.job) {
                         *n -= 1;
@@ -302,6 +376,37 @@ mod tests {
             create_index: 1,
             modify_index: 1,
         }
+    }
+
+    /// Found by the state machine's invariant check: two allocations on one
+    /// node holding one host port (a runtime's bindings are taken as
+    /// reported) — when one stopped, the port left the node's index while
+    /// the other still held it, and could be placed again.
+    #[test]
+    fn a_port_two_allocations_hold_stays_taken_until_both_let_go() {
+        let port = crate::model::PortBinding {
+            name: "http".into(),
+            container_port: 80,
+            host_port: 32001,
+            protocol: crate::spec::Protocol::Tcp,
+            host_ip: "127.0.0.1".into(),
+        };
+        let mut t = AllocTable::default();
+        for id in ["a", "b"] {
+            let mut a = alloc(id, "web", Some("n1"));
+            a.ports = vec![port.clone()];
+            t.insert(a);
+        }
+        let key = (32001, crate::spec::Protocol::Tcp);
+        t.modify("a", |a| a.state = AllocState::Stopped);
+        assert!(
+            t.usage("n1").unwrap().ports.contains(&key),
+            "b still holds it"
+        );
+        t.check_indexes().unwrap();
+        t.remove("b");
+        assert!(!t.usage("n1").unwrap().ports.contains(&key));
+        t.check_indexes().unwrap();
     }
 
     #[test]

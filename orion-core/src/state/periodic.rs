@@ -79,9 +79,15 @@ impl ClusterState {
         Response::Done
     }
 
+    /// Records a skipped tick, once: the same skip again (a forced run
+    /// refused, proposed twice) is the one already recorded.
     fn skip(&mut self, job: &str, tick_ms: u64, reason: String) {
         let p = self.periodic.entry(job.to_string()).or_default();
-        p.skipped.push(SkippedTick { tick_ms, reason });
+        let skip = SkippedTick { tick_ms, reason };
+        if p.skipped.last() == Some(&skip) {
+            return;
+        }
+        p.skipped.push(skip);
         if p.skipped.len() > SKIPS_KEPT {
             p.skipped.remove(0);
         }

@@ -100,10 +100,21 @@ impl ClusterState {
                     let entry = self.scaling.entry(job.to_string()).or_default();
                     entry.memory.manual_until_ms = until;
                     entry.memory.last_change_ms = record.at_ms;
-                    let mut record = record.clone();
-                    record.from = current;
-                    keep_decision(&mut entry.decisions, &record);
-                    changes.push(Change::Scaling { job: job.into() });
+                    // The same record again (a retried proposal) is kept
+                    // once: the first made the count so, and `from` was
+                    // rewritten to the count it found.
+                    let again = entry.decisions.last().is_some_and(|d| {
+                        d.by == ScaledBy::Hand
+                            && d.at_ms == record.at_ms
+                            && d.to == record.to
+                            && d.reason == record.reason
+                    });
+                    if !again {
+                        let mut record = record.clone();
+                        record.from = current;
+                        keep_decision(&mut entry.decisions, &record);
+                        changes.push(Change::Scaling { job: job.into() });
+                    }
                 }
                 if record.to == current {
                     return unchanged;
@@ -334,6 +345,40 @@ mod tests {
         let kept = &b.state().scaling["web"];
         assert_eq!((kept.last_eval_ms, kept.decisions.len()), (5_000, 0));
         assert_eq!(b.state().jobs["web"].version, version, "no new version");
+    }
+
+    /// Found by the apply-twice property: a count set by hand, committed
+    /// twice (a retried proposal), kept its decision twice — the second with
+    /// `from` equal to `to`. It is kept once now.
+    #[test]
+    fn a_count_set_by_hand_committed_twice_is_kept_once() {
+        let mut b = StateBuilder::new().node(node("n1", 8.0, 8192));
+        b.apply(Command::UpsertJob {
+            spec: scaling_job(2),
+        });
+        let hand = ScalingRecord {
+            at_ms: 10_000,
+            from: 0,
+            to: 4,
+            reason: "set by hand to 4".into(),
+            by: ScaledBy::Hand,
+            inputs: Default::default(),
+            instances: 0,
+        };
+        let first = scale(&mut b, hand.clone());
+        assert!(
+            matches!(first, Response::Job { changed: true, .. }),
+            "{first:?}"
+        );
+        let again = scale(&mut b, hand);
+        assert!(
+            matches!(again, Response::Job { changed: false, .. }),
+            "{again:?}"
+        );
+        let kept = &b.state().scaling["web"];
+        assert_eq!(kept.decisions.len(), 1, "{:?}", kept.decisions);
+        assert_eq!((kept.decisions[0].from, kept.decisions[0].to), (2, 4));
+        assert_eq!(replicas(&b), 4);
     }
 
     #[test]

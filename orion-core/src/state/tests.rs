@@ -490,6 +490,7 @@ fn every_command_applied_twice_is_applied_once() {
                     draining: false,
                 },
             ],
+            id: Some(7),
         },
     ];
     for cmd in commands {
@@ -500,4 +501,129 @@ fn every_command_applied_twice_is_applied_once() {
     }
     let a = &b.state().allocs[a0.id.as_str()];
     assert_eq!((a.restarts, a.failures), (1, 1), "counted once each");
+}
+
+/// Found by the apply-twice property: a batch of a submit and a stop of one
+/// job, committed twice (the store retries a proposal whose leader was
+/// deposed mid-write), started the stopped job again and stopped it again
+/// (two versions more and a deployment). A batch now carries an id and is
+/// applied once, the second commit answered as the first.
+#[test]
+fn a_batch_committed_twice_is_applied_once() {
+    let mut b = StateBuilder::new().node(node("n1", 4.0, 4096));
+    let batch = Command::Batch {
+        commands: vec![
+            Command::UpsertJob {
+                spec: job("agent", 1, 0.1, 64),
+            },
+            Command::StopJob {
+                name: "agent".into(),
+                purge: false,
+            },
+        ],
+        id: Some(42),
+    };
+    let first = b.apply(batch.clone());
+    let once = normalized(b.state());
+    let second = b.apply(batch);
+    assert_eq!(normalized(b.state()), once);
+    assert_eq!(second, first, "answered as the first time");
+    assert_eq!(b.state().jobs["agent"].version, 2);
+}
+
+/// Found by the apply-twice property: a forced run of a periodic job whose
+/// concurrency is `forbid`, refused while a run is live, recorded the
+/// skipped tick again each time the same command was committed.
+#[test]
+fn a_refused_forced_run_committed_twice_is_skipped_once() {
+    let spec = JobSpec::parse(
+        "name: nightly\ntype: batch\nschedule: {cron: \"*/5 * * * *\", concurrency: forbid}\ntask: {image: img}\n",
+    )
+    .unwrap();
+    let mut b = StateBuilder::new().job(spec);
+    b.apply(Command::PeriodicTick {
+        job: "nightly".into(),
+        tick_ms: 1,
+        missed: false,
+    });
+    let force = Command::PeriodicForce {
+        job: "nightly".into(),
+        now_ms: 2,
+    };
+    b.apply(force.clone());
+    let once = normalized(b.state());
+    b.apply(force);
+    assert_eq!(normalized(b.state()), once);
+    assert_eq!(b.state().periodic["nightly"].skipped.len(), 1);
+}
+
+/// Found by the apply-twice property: one agent pass may report an
+/// allocation twice in one command (launched, then judged); committed twice,
+/// the older report applied again over the newer one and gave the
+/// allocation finish and start times it never had. The reports of one
+/// allocation are folded into one, as applying them in order leaves it.
+#[test]
+fn two_reports_of_one_allocation_in_a_command_committed_twice_apply_once() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .job(job("web", 1, 0.5, 256));
+    b.apply(plan(vec![place("web", 1, 0, "n1")]));
+    let id = b.state().allocs.keys().next().unwrap().clone();
+    let reports = Command::UpdateAllocs {
+        updates: vec![
+            AllocUpdate {
+                at_ms: Some(100),
+                ..AllocUpdate::new(id.clone(), "n1", AllocState::Running)
+            },
+            AllocUpdate {
+                gave_up: true,
+                message: Some("restarts spent".into()),
+                ..AllocUpdate::new(id.clone(), "n1", AllocState::Starting)
+            },
+        ],
+    };
+    b.apply(reports.clone());
+    let once = normalized(b.state());
+    let a = &b.state().allocs[id.as_str()];
+    assert_eq!((a.state, a.gave_up), (AllocState::Starting, true));
+    assert_eq!((a.started_ms, a.finished_ms), (Some(100), Some(100)));
+    b.apply(reports);
+    assert_eq!(normalized(b.state()), once);
+}
+
+/// Folding keeps what applying in order gave: a running report then an
+/// exit keeps the start time, the exit code and the failures the running
+/// report cleared.
+#[test]
+fn reports_of_one_allocation_fold_as_applied_in_order() {
+    let mut b = StateBuilder::new()
+        .node(node("n1", 4.0, 4096))
+        .job(job("web", 1, 0.5, 256));
+    b.apply(plan(vec![place("web", 1, 0, "n1")]));
+    let id = b.state().allocs.keys().next().unwrap().clone();
+    b.apply(Command::UpdateAllocs {
+        updates: vec![AllocUpdate {
+            failures: Some(2),
+            ..AllocUpdate::new(id.clone(), "n1", AllocState::Failed)
+        }],
+    });
+    b.apply(Command::UpdateAllocs {
+        updates: vec![
+            AllocUpdate {
+                at_ms: Some(100),
+                ..AllocUpdate::new(id.clone(), "n1", AllocState::Running)
+            },
+            AllocUpdate {
+                exit_code: Some(3),
+                message: Some("exited".into()),
+                ..AllocUpdate::new(id.clone(), "n1", AllocState::Exited)
+            },
+        ],
+    });
+    let a = &b.state().allocs[id.as_str()];
+    assert_eq!(a.state, AllocState::Exited);
+    assert_eq!(
+        (a.started_ms, a.exit_code, a.failures),
+        (Some(100), Some(3), 0)
+    );
 }

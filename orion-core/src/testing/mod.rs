@@ -3,8 +3,10 @@
 //! - [`MemStore`]: a single-replica store that commits by applying at once.
 //! - [`FakeRuntime`]: containers as entries in a map; records calls, injects failures.
 //! - [`StaticMembership`]: a scripted member list and event stream.
+//! - [`fuzz`]: the bodies of the fuzz targets, and their corpus.
 
 pub mod fixtures;
+pub mod fuzz;
 mod membership;
 mod runtime;
 pub mod runtime_suite;

@@ -15,9 +15,9 @@
 //! [`ChitchatMembership::start`]: crate::ChitchatMembership::start
 
 mod encrypted;
-mod frame;
+pub(crate) mod frame;
 mod loopback;
-mod packet;
+pub(crate) mod packet;
 mod stats;
 
 pub use chitchat::transport::{ChannelTransport, Transport, UdpTransport};

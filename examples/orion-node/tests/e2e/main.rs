@@ -28,6 +28,7 @@ mod partition;
 mod periodic;
 mod process;
 mod restart;
+mod schema;
 mod scripts;
 mod secrets;
 mod single_node;

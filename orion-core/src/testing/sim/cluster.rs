@@ -97,6 +97,8 @@ pub struct Sim {
     dead: BTreeSet<NodeId>,
     /// Totals so far.
     pub stats: SimStats,
+    /// Batches committed so far: the id of the last one.
+    batches: u64,
 }
 
 impl Sim {
@@ -113,6 +115,7 @@ impl Sim {
             inbox: Vec::new(),
             dead: BTreeSet::new(),
             stats: SimStats::default(),
+            batches: 0,
         };
         sim.apply(Command::InitCluster {
             cluster_id: "5e1a7ed0".into(),
@@ -127,13 +130,23 @@ impl Sim {
         response
     }
 
+    /// Applies `commands` as one batch, with the next of the simulation's
+    /// own batch ids (a counter, so a run replays the same).
+    fn apply_batch(&mut self, commands: Vec<Command>) -> Response {
+        self.batches += 1;
+        self.apply(Command::Batch {
+            commands,
+            id: Some(self.batches),
+        })
+    }
+
     /// Registers nodes.
     pub fn add_nodes(&mut self, nodes: impl IntoIterator<Item = NodeInfo>) {
         let commands = nodes
             .into_iter()
             .map(|info| Command::RegisterNode { info })
             .collect();
-        self.apply(Command::Batch { commands });
+        self.apply_batch(commands);
     }
 
     /// Submits jobs.
@@ -142,7 +155,7 @@ impl Sim {
             .into_iter()
             .map(|spec| Command::UpsertJob { spec })
             .collect();
-        self.apply(Command::Batch { commands });
+        self.apply_batch(commands);
     }
 
     /// Membership declares a node dead: its agent stops reporting and the leader
@@ -275,7 +288,7 @@ impl Sim {
                 })
                 .collect();
             self.stats.reports += entry.len();
-            self.apply(Command::Batch { commands });
+            self.apply_batch(commands);
             committed += 1;
         }
         committed

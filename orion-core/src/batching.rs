@@ -246,7 +246,7 @@ mod tests {
     impl Store for Recording {
         async fn propose(&self, cmd: Command) -> Result<Applied, StoreError> {
             let n = match &cmd {
-                Command::Batch { commands } => commands.len(),
+                Command::Batch { commands, .. } => commands.len(),
                 _ => 1,
             };
             self.entries.lock().push(n);

@@ -359,10 +359,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(info(
-    title = "Orion",
-    description = "The HTTP API every Orion node serves. Reads come from the node's replica (`x-orion-consistency: local`) unless `?consistent=true`; writes on a follower are forwarded to the leader; errors are `{\"error\": …}`."
-))]
+// A path parameter's type is referenced, not collected: register it.
+#[openapi(
+    components(schemas(crate::state::DeploymentAction)),
+    info(
+        title = "Orion",
+        description = "The HTTP API every Orion node serves. Reads come from the node's replica (`x-orion-consistency: local`) unless `?consistent=true`; writes on a follower are forwarded to the leader; errors are `{\"error\": …}`."
+    )
+)]
 struct ApiDoc;
 
 /// Every route with its documentation, from the handlers' `#[utoipa::path]`.

@@ -238,8 +238,14 @@ impl Cluster {
             )
             .await?;
         }
-        let n = c.nodes.len();
-        c.wait("every node ready", Duration::from_secs(90), async |c| {
+        c.wait_ready(Duration::from_secs(90)).await?;
+        Ok(c)
+    }
+
+    /// Waits until the first node's view lists every node ready.
+    pub async fn wait_ready(&self, limit: Duration) -> Result<()> {
+        let n = self.nodes.len();
+        self.wait("every node ready", limit, async |c| {
             let nodes = c.get(&c.nodes[0], "/v1/nodes").await?;
             let ready = nodes
                 .as_array()?
@@ -248,8 +254,7 @@ impl Cluster {
                 .count();
             (ready == n).then_some(())
         })
-        .await?;
-        Ok(c)
+        .await
     }
 
     /// GET `path` from a node: the JSON of a success, else `None`.

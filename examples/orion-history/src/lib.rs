@@ -502,23 +502,13 @@ async fn heal_all(c: &mut Cluster, rec: &Recorder) -> Result<()> {
 /// After healing: a leader, every node ready, every node's linearizable view
 /// of jobs and allocations the same, and every job not stopped running.
 async fn converge(c: &Cluster, keys: &[String]) -> Result<()> {
-    let n = c.nodes.len();
     c.wait(
         "a leader every node names",
         Duration::from_secs(60),
         async |c| c.leader().await,
     )
     .await?;
-    c.wait("every node ready", Duration::from_secs(60), async |c| {
-        let nodes = c.get(&c.nodes[0], "/v1/nodes").await?;
-        let ready = nodes
-            .as_array()?
-            .iter()
-            .filter(|n| n["status"] == "ready")
-            .count();
-        (ready == n).then_some(())
-    })
-    .await?;
+    c.wait_ready(Duration::from_secs(60)).await?;
     c.wait(
         "every job not stopped running its replica",
         Duration::from_secs(90),

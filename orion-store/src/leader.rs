@@ -151,15 +151,41 @@ impl Inner {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
                     ChangeMembershipError::InProgress(_),
-                ))) if Instant::now() < deadline => {
-                    let mut rx = self.raft.metrics();
-                    rx.borrow_and_update();
-                    let cap = Instant::now() + self.config.heartbeat_interval;
-                    let _ = timeout_at(deadline.min(cap), rx.changed()).await;
-                }
+                ))) if Instant::now() < deadline => self.membership_changed(deadline).await,
                 Err(e) => return Err(write_error(e)),
             }
         }
+    }
+
+    /// `add_learner`, retried while another membership change is still in
+    /// progress (a new leader commits its predecessor's change with its first
+    /// entry; another node's join may be catching up).
+    async fn add_learner(
+        &self,
+        nid: RaftNodeId,
+        node: RaftNode,
+        deadline: Instant,
+    ) -> Result<(), WireError> {
+        loop {
+            let res = timeout_at(deadline, self.raft.add_learner(nid, node.clone(), true))
+                .await
+                .map_err(|_| WireError::Timeout)?;
+            match res {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if Instant::now() < deadline => self.membership_changed(deadline).await,
+                Err(e) => return Err(write_error(e)),
+            }
+        }
+    }
+
+    /// Waits for the next metrics change (a commit, a leader), at most a heartbeat.
+    async fn membership_changed(&self, deadline: Instant) {
+        let mut rx = self.raft.metrics();
+        rx.borrow_and_update();
+        let cap = Instant::now() + self.config.heartbeat_interval;
+        let _ = timeout_at(deadline.min(cap), rx.changed()).await;
     }
 
     async fn add_peer_here(&self, peer: Peer, deadline: Instant) -> Result<(), WireError> {
@@ -186,15 +212,17 @@ impl Inner {
             )
             .await?;
         }
-        if !is_voter {
-            // Learner first; returns once it has caught up with the log.
-            let added = timeout_at(deadline, self.raft.add_learner(nid, node, true))
-                .await
-                .map_err(|_| WireError::Timeout)?;
-            added.map_err(write_error)?;
+        let promote =
+            peer.role == NodeRole::Manager && !is_voter && voters.len() < self.config.max_voters;
+        if known.is_none() || promote {
+            // Learner first; returns once it has caught up with the log. A
+            // known learner staying one (a worker restarted with its data
+            // asks again) is already in the log: adding it again would be a
+            // membership change at every restart.
+            self.add_learner(nid, node, deadline).await?;
         }
         match peer.role {
-            NodeRole::Manager if !is_voter && voters.len() < self.config.max_voters => {
+            NodeRole::Manager if promote => {
                 let add = ChangeMembers::AddVoterIds(BTreeSet::from([nid]));
                 self.change(add, false, deadline).await?;
                 info!(peer = %peer.id, "added voter");

@@ -230,6 +230,19 @@ impl RaftStore {
         }
     }
 
+    /// This node's record in the membership its log holds, if it holds one
+    /// naming it: a node restarted with its data is already a member and needs
+    /// no join (asking again would be a membership change at every restart,
+    /// and a start that fails when no member answers).
+    pub fn own_record(&self) -> Option<Peer> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&self.inner.id)
+            .map(RaftNode::to_peer)
+    }
+
     /// Bootstraps a one-voter cluster of this node and waits until it leads.
     ///
     /// A no-op when the node already holds Raft state (restarted, or added to a

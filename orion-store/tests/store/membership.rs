@@ -76,6 +76,36 @@ async fn voter_seats_are_bounded_and_refilled() {
     }
 }
 
+/// A worker asking to be added again (restarted with its data) is already a
+/// learner: the leader writes no membership change for it, so restarts never
+/// queue behind (or refuse for) a change in progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_learner_added_again_writes_nothing() {
+    init_tracing();
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = |n: &str| root.path().join(n);
+    let n1 = start_single("n1", &dir("n1"), Engine::Redb, |_| {}).await;
+    let w = start_node("w", &dir("w"), Engine::Redb, |_| {}).await;
+    n1.store
+        .add_peer(w.peer(NodeRole::Worker))
+        .await
+        .expect("add worker");
+    let before = n1.store.status().last_log_index;
+    for _ in 0..3 {
+        n1.store
+            .add_peer(w.peer(NodeRole::Worker))
+            .await
+            .expect("add again");
+    }
+    assert_eq!(n1.store.status().last_log_index, before, "no entry written");
+    assert_eq!(voter_ids(&n1.store), ids(&["n1"]));
+    let a = write_workload(&n1.store, 1).await;
+    wait_applied(&w.store, a).await;
+    for n in [n1, w] {
+        n.store.shutdown().await.expect("shutdown");
+    }
+}
+
 /// A node that joins after the leader purged its log behind a snapshot receives the
 /// snapshot over the HTTP transport and ends with the leader's state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

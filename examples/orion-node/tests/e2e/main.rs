@@ -27,6 +27,7 @@ mod logs;
 mod partition;
 mod periodic;
 mod process;
+mod quiet;
 mod restart;
 mod schema;
 mod scripts;

@@ -234,9 +234,19 @@ impl RaftStore {
     /// naming it: a node restarted with its data is already a member and needs
     /// no join (asking again would be a membership change at every restart,
     /// and a start that fails when no member answers).
-    pub fn own_record(&self) -> Option<Peer> {
-        let m = self.inner.raft.metrics();
-        let m = m.borrow();
+    pub async fn own_record(&self) -> Option<Peer> {
+        let raft = &self.inner.raft;
+        if !raft.is_initialized().await.ok()? {
+            return None;
+        }
+        // The core holds the membership it loaded; its metrics may publish it
+        // a moment after the store opened.
+        let mut rx = raft.metrics();
+        let loaded = rx.wait_for(|m| m.membership_config.log_id().is_some());
+        let m = tokio::time::timeout(Duration::from_secs(5), loaded)
+            .await
+            .ok()?
+            .ok()?;
         m.membership_config
             .membership()
             .get_node(&self.inner.id)

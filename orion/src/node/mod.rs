@@ -646,7 +646,7 @@ async fn bootstrap_or_join(
             http_addr: http_addr.to_string(),
             role: c.role,
         };
-        if store.own_record().as_ref() == Some(&me) {
+        if store.own_record().await.as_ref() == Some(&me) {
             // Restarted with its data: a member already, it catches up from
             // the leader on its own, whether or not `join` answers now.
             info!(node = %id, "already a member of the cluster (its data dir holds the membership): not joining again");

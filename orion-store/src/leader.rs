@@ -140,21 +140,10 @@ impl Inner {
         retain: bool,
         deadline: Instant,
     ) -> Result<(), WireError> {
-        loop {
-            let res = timeout_at(
-                deadline,
-                self.raft.change_membership(changes.clone(), retain),
-            )
-            .await
-            .map_err(|_| WireError::Timeout)?;
-            match res {
-                Ok(_) => return Ok(()),
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
-                    ChangeMembershipError::InProgress(_),
-                ))) if Instant::now() < deadline => self.membership_changed(deadline).await,
-                Err(e) => return Err(write_error(e)),
-            }
-        }
+        self.while_in_progress(deadline, || {
+            self.raft.change_membership(changes.clone(), retain)
+        })
+        .await
     }
 
     /// `add_learner`, retried while another membership change is still in
@@ -166,8 +155,22 @@ impl Inner {
         node: RaftNode,
         deadline: Instant,
     ) -> Result<(), WireError> {
+        self.while_in_progress(deadline, || self.raft.add_learner(nid, node.clone(), true))
+            .await
+    }
+
+    /// Runs the membership call `call` until it is not refused for another
+    /// change in progress, or `deadline` passes.
+    async fn while_in_progress<F, T>(
+        &self,
+        deadline: Instant,
+        mut call: impl FnMut() -> F,
+    ) -> Result<(), WireError>
+    where
+        F: std::future::Future<Output = Result<T, WriteError>>,
+    {
         loop {
-            let res = timeout_at(deadline, self.raft.add_learner(nid, node.clone(), true))
+            let res = timeout_at(deadline, call())
                 .await
                 .map_err(|_| WireError::Timeout)?;
             match res {
